@@ -1,0 +1,1 @@
+//! rpol: a Postfix policy delegation daemon.

@@ -1,1 +1,14 @@
-//! rpol: a Postfix policy delegation daemon.
+//! rpol: a Postfix policy delegation daemon. Postfix asks, over the policy
+//! protocol, whether to accept an SMTP transaction; rpol answers from one
+//! ordered rule chain configured in policy.toml.
+//!
+//! The path of one request: [`server`] reads bytes, [`protocol`] decodes a
+//! [`protocol::Request`], [`policy`] picks a profile and runs its chain of
+//! [`rules`] (which read [`tables`]), and the [`policy::Decision`] goes back
+//! as `action=...`.
+
+pub mod config;
+pub mod policy;
+pub mod protocol;
+pub mod rules;
+pub mod tables;

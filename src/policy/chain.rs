@@ -1,0 +1,245 @@
+//! Evaluation of one request against a profile, with Postfix's semantics
+//! for `smtpd_delay_reject = yes` (reference section 3):
+//!
+//! - stages run in the order client, helo, sender, recipient;
+//! - inside a stage the first rule that decides ends the stage, and a
+//!   permit ends only its own stage;
+//! - a reject or defer anywhere ends the chain;
+//! - `defer_if_permit` keeps the first deferral and answers it at the end
+//!   unless something rejects; `defer_if_reject` turns a later 5xx of the
+//!   same stage into its 4xx;
+//! - when nothing rejects, the answer is `DUNNO`, never `OK`, so Postfix's
+//!   own later restrictions still apply.
+//!
+//! Which stages run depends on `protocol_state`: a stage runs only when the
+//! data it judges exists at that point of the SMTP dialogue.
+
+use std::fmt::Write as _;
+
+use super::outcome::Outcome;
+use super::reply::Reply;
+use super::{Policy, Profile, Stage};
+use crate::protocol::{ProtocolState, Request};
+use crate::rules::Context;
+
+/// The answer to one request, with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// What goes after `action=`.
+    pub action: String,
+    /// The profile that served the request, if any matched.
+    pub profile: Option<String>,
+    /// `stage: rule text` of the rule that decided, if one did.
+    pub rule: Option<String>,
+    /// Readable steps, filled only when a trace was asked for.
+    pub trace: Vec<String>,
+}
+
+/// Stages that run for a request, by protocol_state. Postfix with
+/// smtpd_delay_reject = yes calls every list at RCPT, so `RCPT` (and an
+/// absent or unknown state) runs all four; earlier states run the stages
+/// whose data exists; DATA and END-OF-MESSAGE run the recipient stage only
+/// when Postfix names the single recipient.
+pub fn stages_for(req: &Request) -> [bool; 4] {
+    let has_rcpt = !req.recipient.is_empty();
+    match req.state() {
+        ProtocolState::Connect => [true, false, false, false],
+        ProtocolState::Helo | ProtocolState::Etrn => [true, true, false, false],
+        ProtocolState::Mail => [true, true, true, false],
+        ProtocolState::Rcpt | ProtocolState::Other => [true, true, true, true],
+        ProtocolState::Vrfy => [true, true, false, true],
+        ProtocolState::Data | ProtocolState::EndOfMessage => [true, true, true, has_rcpt],
+    }
+}
+
+/// Evaluates `req`. With `want_trace`, `Decision::trace` explains each step.
+pub async fn evaluate(policy: &Policy, req: &Request, want_trace: bool) -> Decision {
+    let mut trace = Vec::new();
+    let Some(profile) = policy.select(req) else {
+        if want_trace {
+            trace.push(format!(
+                "no profile matches server_port={:?} policy_context={:?}: DUNNO",
+                req.server_port, req.policy_context
+            ));
+        }
+        return Decision {
+            action: "DUNNO".into(),
+            profile: None,
+            rule: None,
+            trace,
+        };
+    };
+    if want_trace {
+        trace.push(format!("profile {:?} ({})", profile.name, profile.matcher));
+    }
+    let mut run = Run {
+        profile,
+        req,
+        trace: want_trace.then_some(trace),
+        defer_if_permit: None,
+        passed: Vec::new(),
+    };
+    let verdict = run.stages(policy).await;
+    let (action, rule) = match verdict {
+        Some((reply, stage, rule)) => (
+            format_reply(&reply, stage, profile.called_from, req),
+            Some(rule),
+        ),
+        None => run.final_action(),
+    };
+    let mut trace = run.trace.unwrap_or_default();
+    if want_trace {
+        match &rule {
+            Some(rule) => trace.push(format!("decided by {rule}")),
+            None => trace.push("no rule decided".into()),
+        }
+    }
+    Decision {
+        action,
+        profile: Some(profile.name.clone()),
+        rule,
+        trace,
+    }
+}
+
+/// The state of one evaluation.
+struct Run<'a> {
+    profile: &'a Profile,
+    req: &'a Request,
+    trace: Option<Vec<String>>,
+    /// The first deferral (reply, stage, rule), answered at the end.
+    defer_if_permit: Option<(Reply, Stage, String)>,
+    /// Actions passed through to Postfix (PREPEND, WARN, ...), with the rule.
+    passed: Vec<(String, String)>,
+}
+
+impl Run<'_> {
+    fn step(&mut self, line: impl FnOnce() -> String) {
+        if let Some(trace) = &mut self.trace {
+            trace.push(line());
+        }
+    }
+
+    /// Runs the stages; returns the reply that ended the chain, if any.
+    async fn stages(&mut self, policy: &Policy) -> Option<(Reply, Stage, String)> {
+        let runs = stages_for(self.req);
+        for stage in Stage::ALL {
+            let rules = self.profile.rules(stage);
+            if rules.is_empty() {
+                continue;
+            }
+            if !runs[stage as usize] {
+                let state = self.req.protocol_state.clone();
+                self.step(|| format!("{stage}: not run at protocol_state {state:?}"));
+                continue;
+            }
+            if stage == Stage::Helo && self.req.helo_name.is_empty() {
+                // Postfix: helo restrictions do nothing without HELO/EHLO.
+                self.step(|| "helo: skipped, the client sent no HELO/EHLO".into());
+                continue;
+            }
+            // defer_if_reject is reset at the start of each stage (SMTPD_CHECK_RESET).
+            let mut defer_if_reject: Option<Reply> = None;
+            for chain_rule in rules {
+                let mut notes = Vec::new();
+                let outcome = {
+                    let mut ctx = Context {
+                        request: self.req,
+                        site: &policy.site,
+                        notes: self.trace.is_some().then_some(&mut notes),
+                    };
+                    chain_rule.rule.evaluate(&mut ctx).await
+                };
+                let rule_name = || format!("{stage}: {}", chain_rule.text);
+                self.step(|| {
+                    let mut line = format!("{} -> {}", rule_name(), outcome.label());
+                    for note in &notes {
+                        let _ = write!(line, "\n      {note}");
+                    }
+                    line
+                });
+                match outcome {
+                    Outcome::Dunno => {}
+                    Outcome::Permit => break,
+                    Outcome::Reject(reply) => {
+                        let reply = match defer_if_reject.take() {
+                            Some(deferral) if !reply.is_temporary() => {
+                                self.step(|| {
+                                    format!("the reject becomes the pending {deferral} (defer_if_reject)")
+                                });
+                                deferral
+                            }
+                            _ => reply,
+                        };
+                        return Some((reply, stage, rule_name()));
+                    }
+                    Outcome::DeferIfPermit(reply) => {
+                        if self.defer_if_permit.is_none() {
+                            self.defer_if_permit = Some((reply, stage, rule_name()));
+                        }
+                    }
+                    Outcome::DeferIfReject(reply) => {
+                        defer_if_reject.get_or_insert(reply);
+                    }
+                    Outcome::Pass(action) => self.passed.push((action, rule_name())),
+                    Outcome::PassPermit(action) => {
+                        self.passed.push((action, rule_name()));
+                        break;
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The answer when nothing rejected: a pending deferral, else the first
+    /// passed-through action, else DUNNO. One response carries one action,
+    /// so further passed actions are dropped (and traced).
+    fn final_action(&mut self) -> (String, Option<String>) {
+        if let Some((reply, stage, rule)) = self.defer_if_permit.take() {
+            let text = prefixed_text(&reply, stage, self.profile.called_from, self.req);
+            return (format!("DEFER_IF_PERMIT {} {text}", reply.dsn), Some(rule));
+        }
+        let passed = std::mem::take(&mut self.passed);
+        let mut passed = passed.into_iter();
+        match passed.next() {
+            Some((action, rule)) => {
+                for (dropped, by) in passed {
+                    self.step(|| {
+                        format!("{by}: {dropped:?} dropped: one response carries one action")
+                    });
+                }
+                (action, Some(rule))
+            }
+            None => ("DUNNO".into(), None),
+        }
+    }
+}
+
+/// `code dsn text`, the text prefixed with `<name>: <Class> rejected: ` when
+/// the deciding stage is not the Postfix list that called rpol (Postfix adds
+/// that list's own prefix itself).
+pub fn format_reply(reply: &Reply, stage: Stage, called_from: Stage, req: &Request) -> String {
+    format!(
+        "{} {} {}",
+        reply.code,
+        reply.dsn,
+        prefixed_text(reply, stage, called_from, req)
+    )
+}
+
+fn prefixed_text(reply: &Reply, stage: Stage, called_from: Stage, req: &Request) -> String {
+    if stage == called_from {
+        return reply.text.clone();
+    }
+    if reply.named {
+        format!(
+            "<{}>: {} rejected: {}",
+            stage.reply_name(req),
+            stage.class(),
+            reply.text
+        )
+    } else {
+        format!("{} rejected: {}", stage.class(), reply.text)
+    }
+}

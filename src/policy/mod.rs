@@ -1,0 +1,231 @@
+//! The compiled policy: profiles, each an ordered chain of stages and rules,
+//! and the site facts rules read. Built by the config loader, immutable,
+//! shared behind an `Arc`; a reload builds a new one and swaps it.
+
+pub mod chain;
+pub mod outcome;
+pub mod reply;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+use crate::config::ServerSettings;
+use crate::protocol::Request;
+use crate::rules::Rule;
+use outcome::AccessCodes;
+
+pub use chain::{Decision, evaluate};
+
+/// The four restriction stages, in Postfix's evaluation order
+/// (smtpd_client_, _helo_, _sender_, _recipient_restrictions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    Client,
+    Helo,
+    Sender,
+    Recipient,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 4] = [Stage::Client, Stage::Helo, Stage::Sender, Stage::Recipient];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Client => "client",
+            Stage::Helo => "helo",
+            Stage::Sender => "sender",
+            Stage::Recipient => "recipient",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Postfix's `<Class>` for a reply from this stage's restriction list.
+    pub fn class(self) -> &'static str {
+        match self {
+            Stage::Client => "Client host",
+            Stage::Helo => "Helo command",
+            Stage::Sender => "Sender address",
+            Stage::Recipient => "Recipient address",
+        }
+    }
+
+    /// Postfix's `<name>` (reply_name) for this stage.
+    pub fn reply_name(self, req: &Request) -> String {
+        match self {
+            Stage::Client => req.client_label(),
+            Stage::Helo => req.helo_name.clone(),
+            Stage::Sender => req.sender.clone(),
+            Stage::Recipient => req.recipient.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Reply codes of Postfix parameters rpol reproduces (same names, same
+/// defaults; `[postfix]` in policy.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Codes {
+    pub access: AccessCodes,
+    /// `reject_code`, default 554: the `reject` restriction.
+    pub reject_code: u16,
+    /// `defer_code`, default 450: the `defer` restriction.
+    pub defer_code: u16,
+}
+
+impl Default for Codes {
+    fn default() -> Self {
+        Codes {
+            access: AccessCodes::default(),
+            reject_code: 554,
+            defer_code: 450,
+        }
+    }
+}
+
+/// Facts about the site that rules read.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// `mynetworks`: the only trusted client networks.
+    pub mynetworks: Vec<IpNet>,
+    /// `recipient_delimiter`: characters that start an address extension.
+    pub recipient_delimiter: String,
+    /// Whether `smtpd_access_maps` is in `parent_domain_matches_subdomains`
+    /// (Postfix default: yes), i.e. `example.com` in an access table also
+    /// matches its subdomains.
+    pub access_subdomains: bool,
+    /// `smtpd_null_access_lookup_key`, default `<>`.
+    pub null_access_key: String,
+    pub codes: Codes,
+}
+
+impl Default for Site {
+    fn default() -> Self {
+        Site {
+            mynetworks: Vec::new(),
+            recipient_delimiter: String::new(),
+            access_subdomains: true,
+            null_access_key: "<>".into(),
+            codes: Codes::default(),
+        }
+    }
+}
+
+/// Which requests a profile serves. Unset fields match anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Match {
+    pub server_port: Option<u16>,
+    pub policy_context: Option<String>,
+}
+
+impl Match {
+    /// How specific a match is, or `None` if it does not match. A
+    /// policy_context match outranks a port match: the context is the
+    /// admin's explicit choice in main.cf/master.cf.
+    pub fn score(&self, req: &Request) -> Option<u8> {
+        let mut score = 0;
+        if let Some(port) = self.server_port {
+            if req.server_port.trim().parse::<u16>().ok() != Some(port) {
+                return None;
+            }
+            score += 1;
+        }
+        if let Some(ctx) = &self.policy_context {
+            if req.policy_context != *ctx {
+                return None;
+            }
+            score += 2;
+        }
+        Some(score)
+    }
+}
+
+impl fmt::Display for Match {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.server_port, &self.policy_context) {
+            (None, None) => f.write_str("default"),
+            (Some(p), None) => write!(f, "server_port={p}"),
+            (None, Some(c)) => write!(f, "policy_context={c}"),
+            (Some(p), Some(c)) => write!(f, "server_port={p}, policy_context={c}"),
+        }
+    }
+}
+
+/// A rule with the text it was written as, for traces and logs.
+#[derive(Debug)]
+pub struct ChainRule {
+    pub text: String,
+    pub rule: Rule,
+}
+
+/// One profile: a match and four ordered rule lists.
+#[derive(Debug)]
+pub struct Profile {
+    pub name: String,
+    pub matcher: Match,
+    /// The Postfix restriction list that calls this profile. A reply from
+    /// another stage gets that stage's `<name>: <Class> rejected: ` in its
+    /// text, so the client still learns what was refused.
+    pub called_from: Stage,
+    pub stages: [Vec<ChainRule>; 4],
+}
+
+impl Profile {
+    pub fn rules(&self, stage: Stage) -> &[ChainRule] {
+        &self.stages[stage as usize]
+    }
+}
+
+/// Everything a request is evaluated against.
+#[derive(Debug)]
+pub struct Policy {
+    /// The config file this was loaded from.
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    pub site: Site,
+    pub profiles: Vec<Profile>,
+}
+
+impl Policy {
+    /// The most specific profile matching `req` (see [`Match::score`]).
+    pub fn select(&self, req: &Request) -> Option<&Profile> {
+        self.profiles
+            .iter()
+            .filter_map(|p| p.matcher.score(req).map(|s| (s, p)))
+            .max_by_key(|(s, _)| *s)
+            .map(|(_, p)| p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn match_scores() {
+        let req = Request::from_pairs([("server_port", "587"), ("policy_context", "submission")]);
+        let port = Match {
+            server_port: Some(587),
+            policy_context: None,
+        };
+        let ctx = Match {
+            server_port: None,
+            policy_context: Some("submission".into()),
+        };
+        assert_eq!(Match::default().score(&req), Some(0));
+        assert_eq!(port.score(&req), Some(1));
+        assert_eq!(ctx.score(&req), Some(2));
+        let other = Request::from_pairs([("server_port", "25")]);
+        assert_eq!(port.score(&other), None);
+        assert_eq!(ctx.score(&other), None);
+    }
+}

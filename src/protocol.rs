@@ -1,0 +1,527 @@
+//! The Postfix policy delegation wire format: `name=value` lines ended by an
+//! empty line in, `action=...` plus an empty line out (SMTPD_POLICY_README).
+//!
+//! This module does no I/O. [`Decoder`] works on a byte buffer that the
+//! caller fills: "is a whole request here?" then "parse it", so a request
+//! split over many reads is scanned once. Every limit is enforced before the
+//! bytes are kept, so a hostile client cannot make the buffer grow without
+//! bound.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// Longest accepted line, in bytes, newline included. Postfix writes one
+/// attribute per line and its longest values (a certificate subject, a
+/// long address) stay far below this; 8 KiB leaves room and still caps work.
+pub const MAX_LINE_BYTES: usize = 8 * 1024;
+
+/// Longest accepted request, in bytes, terminating empty line included.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Most attributes in one request. Postfix 3.12 sends 31; the margin keeps
+/// newer Postfix versions working while bounding a flood of short lines.
+pub const MAX_ATTRIBUTES: usize = 256;
+
+/// The only `request=` value Postfix sends to a policy service.
+pub const REQUEST_KIND: &str = "smtpd_access_policy";
+
+/// Why a request could not be decoded. Each is answered with the configured
+/// error action, logged with the peer, and ends the connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("line longer than {MAX_LINE_BYTES} bytes")]
+    LineTooLong,
+    #[error("request longer than {MAX_REQUEST_BYTES} bytes")]
+    RequestTooLong,
+    #[error("request has more than {MAX_ATTRIBUTES} attributes")]
+    TooManyAttributes,
+    #[error("line {0} has no '=': {1:?}")]
+    MissingEquals(usize, String),
+    #[error("line {0} is not valid UTF-8")]
+    InvalidUtf8(usize),
+    #[error("empty attribute name on line {0}")]
+    EmptyName(usize),
+    #[error("empty request (no attributes before the empty line)")]
+    EmptyRequest,
+    #[error("unsupported request type {0:?} (expected \"smtpd_access_policy\")")]
+    WrongRequestType(String),
+    #[error("missing attribute \"request\"")]
+    MissingRequestType,
+}
+
+/// The SMTP command Postfix is answering (`protocol_state`). With
+/// smtpd_delay_reject = yes, client, helo and sender restrictions report
+/// `RCPT` too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolState {
+    Connect,
+    Helo,
+    Mail,
+    Rcpt,
+    Data,
+    EndOfMessage,
+    Vrfy,
+    Etrn,
+    /// Absent or a value this version does not know: treated as `RCPT`,
+    /// where every attribute is present (see `policy::chain`).
+    Other,
+}
+
+impl ProtocolState {
+    fn parse(value: &str) -> ProtocolState {
+        match value.to_ascii_uppercase().as_str() {
+            "CONNECT" => ProtocolState::Connect,
+            "HELO" | "EHLO" => ProtocolState::Helo,
+            "MAIL" => ProtocolState::Mail,
+            "RCPT" => ProtocolState::Rcpt,
+            "DATA" | "BDAT" => ProtocolState::Data,
+            "END-OF-MESSAGE" => ProtocolState::EndOfMessage,
+            "VRFY" => ProtocolState::Vrfy,
+            "ETRN" => ProtocolState::Etrn,
+            _ => ProtocolState::Other,
+        }
+    }
+}
+
+/// One decoded request. The attributes rules read are fields, parsed once;
+/// the rest are kept in `other` so nothing is lost for logging. A missing
+/// attribute reads as empty, as Postfix itself sends unavailable values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    pub request: Option<String>,
+    pub protocol_state: String,
+    pub client_address: String,
+    pub client_name: String,
+    pub reverse_client_name: String,
+    pub client_port: String,
+    pub server_address: String,
+    pub server_port: String,
+    pub helo_name: String,
+    pub sender: String,
+    pub recipient: String,
+    pub recipient_count: String,
+    pub queue_id: String,
+    pub instance: String,
+    pub sasl_method: String,
+    pub sasl_username: String,
+    pub sasl_sender: String,
+    pub encryption_protocol: String,
+    pub policy_context: String,
+    /// Every attribute not named above, in arrival order.
+    pub other: Vec<(String, String)>,
+}
+
+impl Request {
+    /// Builds a request from `name=value` pairs; used by the decoder and by
+    /// tests. When a name repeats, the first value wins (Postfix never
+    /// repeats one; SMTPD_POLICY_README lets the server pick either).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Request {
+        let mut req = Request::default();
+        let mut seen: u64 = 0;
+        for (name, value) in pairs {
+            req.set(name, value, &mut seen);
+        }
+        req
+    }
+
+    fn set(&mut self, name: &str, value: &str, seen: &mut u64) {
+        let (bit, slot): (u32, &mut String) = match name {
+            "protocol_state" => (1, &mut self.protocol_state),
+            "client_address" => (2, &mut self.client_address),
+            "client_name" => (3, &mut self.client_name),
+            "reverse_client_name" => (4, &mut self.reverse_client_name),
+            "client_port" => (5, &mut self.client_port),
+            "server_address" => (6, &mut self.server_address),
+            "server_port" => (7, &mut self.server_port),
+            "helo_name" => (8, &mut self.helo_name),
+            "sender" => (9, &mut self.sender),
+            "recipient" => (10, &mut self.recipient),
+            "recipient_count" => (11, &mut self.recipient_count),
+            "queue_id" => (12, &mut self.queue_id),
+            "instance" => (13, &mut self.instance),
+            "sasl_method" => (14, &mut self.sasl_method),
+            "sasl_username" => (15, &mut self.sasl_username),
+            "sasl_sender" => (16, &mut self.sasl_sender),
+            "encryption_protocol" => (17, &mut self.encryption_protocol),
+            "policy_context" => (18, &mut self.policy_context),
+            "request" => {
+                if self.request.is_none() {
+                    self.request = Some(value.to_string());
+                }
+                return;
+            }
+            _ => {
+                self.other.push((name.to_string(), value.to_string()));
+                return;
+            }
+        };
+        if *seen & (1 << bit) == 0 {
+            *seen |= 1 << bit;
+            value.clone_into(slot);
+        }
+    }
+
+    /// Looks up any attribute by its Postfix name; absent reads as "".
+    pub fn get(&self, name: &str) -> &str {
+        match name {
+            "request" => self.request.as_deref().unwrap_or(""),
+            "protocol_state" => &self.protocol_state,
+            "client_address" => &self.client_address,
+            "client_name" => &self.client_name,
+            "reverse_client_name" => &self.reverse_client_name,
+            "client_port" => &self.client_port,
+            "server_address" => &self.server_address,
+            "server_port" => &self.server_port,
+            "helo_name" => &self.helo_name,
+            "sender" => &self.sender,
+            "recipient" => &self.recipient,
+            "recipient_count" => &self.recipient_count,
+            "queue_id" => &self.queue_id,
+            "instance" => &self.instance,
+            "sasl_method" => &self.sasl_method,
+            "sasl_username" => &self.sasl_username,
+            "sasl_sender" => &self.sasl_sender,
+            "encryption_protocol" => &self.encryption_protocol,
+            "policy_context" => &self.policy_context,
+            _ => self
+                .other
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, v)| v.as_str()),
+        }
+    }
+
+    pub fn state(&self) -> ProtocolState {
+        if self.protocol_state.is_empty() {
+            ProtocolState::Other
+        } else {
+            ProtocolState::parse(&self.protocol_state)
+        }
+    }
+
+    /// The client IP, if `client_address` holds one.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client_address.parse().ok()
+    }
+
+    /// Checks the `request` attribute. The server requires it; the
+    /// `--test-request` mode lets it be absent so hand-written requests can
+    /// stay short.
+    pub fn check_kind(&self, required: bool) -> Result<(), ProtocolError> {
+        match &self.request {
+            Some(kind) if kind == REQUEST_KIND => Ok(()),
+            Some(kind) => Err(ProtocolError::WrongRequestType(kind.clone())),
+            None if required => Err(ProtocolError::MissingRequestType),
+            None => Ok(()),
+        }
+    }
+
+    /// `name[address]` as Postfix writes a client in logs and replies.
+    pub fn client_label(&self) -> String {
+        let name = if self.client_name.is_empty() {
+            "unknown"
+        } else {
+            &self.client_name
+        };
+        format!("{name}[{}]", self.client_address)
+    }
+}
+
+/// Incremental request decoder over a caller-owned buffer.
+///
+/// `scanned` remembers how far complete lines were already checked so a
+/// request that trickles in byte by byte is still scanned in linear time.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    scanned: usize,
+    attributes: usize,
+    lines: usize,
+}
+
+impl Decoder {
+    pub fn new() -> Decoder {
+        Decoder::default()
+    }
+
+    /// Takes one complete request off the front of `buf`, if there is one.
+    /// `Ok(None)` means "need more bytes". After an error the connection
+    /// must be closed: the decoder does not resynchronise.
+    pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<Request>, ProtocolError> {
+        loop {
+            let rest = &buf[self.scanned..];
+            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                if rest.len() >= MAX_LINE_BYTES {
+                    return Err(ProtocolError::LineTooLong);
+                }
+                if buf.len() > MAX_REQUEST_BYTES {
+                    return Err(ProtocolError::RequestTooLong);
+                }
+                return Ok(None);
+            };
+            if nl + 1 > MAX_LINE_BYTES {
+                return Err(ProtocolError::LineTooLong);
+            }
+            let line_start = self.scanned;
+            self.scanned += nl + 1;
+            if self.scanned > MAX_REQUEST_BYTES {
+                return Err(ProtocolError::RequestTooLong);
+            }
+            self.lines += 1;
+            let line = strip_cr(&buf[line_start..line_start + nl]);
+            if line.is_empty() {
+                if self.attributes == 0 {
+                    return Err(ProtocolError::EmptyRequest);
+                }
+                let request = parse_request(&buf[..line_start])?;
+                buf.drain(..self.scanned);
+                *self = Decoder::default();
+                return Ok(Some(request));
+            }
+            self.attributes += 1;
+            if self.attributes > MAX_ATTRIBUTES {
+                return Err(ProtocolError::TooManyAttributes);
+            }
+            check_line(line, self.lines)?;
+        }
+    }
+
+    /// True when bytes of an unfinished request are waiting in `buf`.
+    pub fn is_mid_request(buf: &[u8]) -> bool {
+        !buf.is_empty()
+    }
+}
+
+/// Postfix never sends CR, but a person typing into `nc` or a file edited on
+/// another system may; a trailing CR is dropped so `\r\n` works too.
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn check_line(line: &[u8], number: usize) -> Result<(), ProtocolError> {
+    let text = std::str::from_utf8(line).map_err(|_| ProtocolError::InvalidUtf8(number))?;
+    match text.find('=') {
+        None => Err(ProtocolError::MissingEquals(number, truncate(text, 64))),
+        Some(0) => Err(ProtocolError::EmptyName(number)),
+        Some(_) if text.contains('\0') => Err(ProtocolError::InvalidUtf8(number)),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Parses lines already checked by `check_line`.
+fn parse_request(bytes: &[u8]) -> Result<Request, ProtocolError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ProtocolError::InvalidUtf8(0))?;
+    let pairs = text.split('\n').filter_map(|line| {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        line.split_once('=')
+    });
+    Ok(Request::from_pairs(pairs))
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// Longest action text sent back. Postfix cuts the final SMTP reply at 510
+/// characters (smtpd_check_reject); the prefix it adds (`<name>: Class
+/// rejected: `) needs room too.
+pub const MAX_ACTION_BYTES: usize = 450;
+
+/// Encodes the reply to one request: `action=<action>\n\n`. Newlines and
+/// other control characters in the action become spaces (they would end the
+/// attribute early), and the text is cut to [`MAX_ACTION_BYTES`].
+pub fn encode_response(action: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"action=");
+    let mut written = 0;
+    for ch in action.chars() {
+        let ch = if ch.is_control() { ' ' } else { ch };
+        if written + ch.len_utf8() > MAX_ACTION_BYTES {
+            break;
+        }
+        written += ch.len_utf8();
+        let mut tmp = [0u8; 4];
+        out.extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
+    }
+    out.extend_from_slice(b"\n\n");
+}
+
+/// The bytes of one response, for callers that want a fresh buffer.
+pub fn response_bytes(action: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(action.len() + 10);
+    encode_response(action, &mut out);
+    out
+}
+
+impl fmt::Display for Request {
+    /// The request in wire form (without the final empty line), for traces.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(kind) = &self.request {
+            writeln!(f, "request={kind}")?;
+        }
+        for name in [
+            "protocol_state",
+            "client_address",
+            "client_name",
+            "reverse_client_name",
+            "helo_name",
+            "sender",
+            "recipient",
+            "queue_id",
+            "instance",
+            "sasl_method",
+            "sasl_username",
+            "server_port",
+            "policy_context",
+        ] {
+            let value = self.get(name);
+            if !value.is_empty() {
+                writeln!(f, "{name}={value}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8]) -> Result<Vec<Request>, ProtocolError> {
+        let mut buf = input.to_vec();
+        let mut dec = Decoder::new();
+        let mut out = Vec::new();
+        while let Some(req) = dec.decode(&mut buf)? {
+            out.push(req);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn decodes_two_requests_and_keeps_unknown_attributes() {
+        let reqs = decode_all(
+            b"request=smtpd_access_policy\nprotocol_state=RCPT\nfoo=bar=baz\n\nrequest=smtpd_access_policy\nsender=a@b\n\n",
+        )
+        .unwrap();
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[0].protocol_state, "RCPT");
+        assert_eq!(reqs[0].get("foo"), "bar=baz");
+        assert_eq!(reqs[1].sender, "a@b");
+        assert_eq!(reqs[1].get("missing"), "");
+    }
+
+    #[test]
+    fn partial_request_waits_at_every_split() {
+        let input = b"request=smtpd_access_policy\nclient_address=203.0.113.1\n\n";
+        for split in 1..input.len() {
+            let mut buf = input[..split].to_vec();
+            let mut dec = Decoder::new();
+            assert_eq!(dec.decode(&mut buf), Ok(None), "split {split}");
+            buf.extend_from_slice(&input[split..]);
+            let req = dec.decode(&mut buf).unwrap().unwrap();
+            assert_eq!(req.client_address, "203.0.113.1");
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn first_value_of_a_repeated_name_wins() {
+        let req = Request::from_pairs([("sender", "a@x"), ("sender", "b@x")]);
+        assert_eq!(req.sender, "a@x");
+    }
+
+    #[test]
+    fn crlf_lines_are_accepted() {
+        let reqs = decode_all(b"request=smtpd_access_policy\r\nsender=a@b\r\n\r\n").unwrap();
+        assert_eq!(reqs[0].sender, "a@b");
+        assert_eq!(reqs[0].check_kind(true), Ok(()));
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let long = format!("x={}\n\n", "a".repeat(MAX_LINE_BYTES));
+        assert_eq!(decode_all(long.as_bytes()), Err(ProtocolError::LineTooLong));
+        let unterminated = "a".repeat(MAX_LINE_BYTES + 1);
+        assert_eq!(
+            decode_all(unterminated.as_bytes()),
+            Err(ProtocolError::LineTooLong)
+        );
+        let many: String = (0..=MAX_ATTRIBUTES).map(|i| format!("a{i}=1\n")).collect();
+        assert_eq!(
+            decode_all(many.as_bytes()),
+            Err(ProtocolError::TooManyAttributes)
+        );
+        let big: String = (0..20)
+            .map(|i| format!("a{i}={}\n", "v".repeat(4000)))
+            .collect();
+        assert_eq!(
+            decode_all(big.as_bytes()),
+            Err(ProtocolError::RequestTooLong)
+        );
+        assert!(matches!(
+            decode_all(b"garbage\n\n"),
+            Err(ProtocolError::MissingEquals(1, _))
+        ));
+        assert_eq!(
+            decode_all(b"a=\xff\n\n"),
+            Err(ProtocolError::InvalidUtf8(1))
+        );
+        assert_eq!(decode_all(b"\n"), Err(ProtocolError::EmptyRequest));
+        assert_eq!(decode_all(b"=x\n\n"), Err(ProtocolError::EmptyName(1)));
+    }
+
+    #[test]
+    fn request_kind_is_checked() {
+        let req = Request::from_pairs([("request", "junk")]);
+        assert_eq!(
+            req.check_kind(true),
+            Err(ProtocolError::WrongRequestType("junk".into()))
+        );
+        let req = Request::from_pairs([("sender", "a@b")]);
+        assert_eq!(req.check_kind(true), Err(ProtocolError::MissingRequestType));
+        assert_eq!(req.check_kind(false), Ok(()));
+    }
+
+    #[test]
+    fn response_is_lf_only_and_sanitised() {
+        assert_eq!(response_bytes("DUNNO"), b"action=DUNNO\n\n");
+        assert_eq!(response_bytes("550 a\nb\r"), b"action=550 a b \n\n");
+        let long = response_bytes(&"x".repeat(1000));
+        assert_eq!(long.len(), "action=".len() + MAX_ACTION_BYTES + 2);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(chunks in proptest::collection::vec(
+            proptest::collection::vec(proptest::num::u8::ANY, 0..300), 0..20)) {
+            let mut dec = Decoder::new();
+            let mut buf = Vec::new();
+            'outer: for chunk in chunks {
+                buf.extend_from_slice(&chunk);
+                loop {
+                    match dec.decode(&mut buf) {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => break,
+                        Err(_) => break 'outer,
+                    }
+                }
+                proptest::prop_assert!(buf.len() <= MAX_REQUEST_BYTES + 300);
+            }
+        }
+
+        #[test]
+        fn valid_requests_roundtrip(values in proptest::collection::vec("[^\n\r\0]{0,40}", 1..10)) {
+            let mut wire = String::from("request=smtpd_access_policy\n");
+            for (i, v) in values.iter().enumerate() {
+                wire.push_str(&format!("x{i}={v}\n"));
+            }
+            wire.push('\n');
+            let mut buf = wire.into_bytes();
+            let req = Decoder::new().decode(&mut buf).unwrap().unwrap();
+            for (i, v) in values.iter().enumerate() {
+                proptest::prop_assert_eq!(req.get(&format!("x{i}")), v.as_str());
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! `check_client_access`, `check_helo_access`, `check_sender_access`,
+//! `check_recipient_access`: an access(5) table consulted with Postfix's
+//! key order for the stage's subject.
+
+use super::Context;
+use crate::policy::Stage;
+use crate::policy::outcome::Outcome;
+use crate::tables::AccessTable;
+
+pub fn check_access(ctx: &mut Context<'_>, subject: Stage, table: &AccessTable) -> Outcome {
+    let req = ctx.request;
+    let site = ctx.site;
+    let subdomains = site.access_subdomains;
+    let (what, hit) = match subject {
+        Stage::Client => (
+            req.client_label(),
+            table.lookup_client(&req.client_name, &req.client_address, subdomains),
+        ),
+        Stage::Helo => (
+            req.helo_name.clone(),
+            table.lookup_domain(&req.helo_name, subdomains),
+        ),
+        Stage::Sender | Stage::Recipient => {
+            let address = if subject == Stage::Sender {
+                &req.sender
+            } else {
+                &req.recipient
+            };
+            (
+                format!("<{address}>"),
+                table.lookup_address(
+                    address,
+                    &site.recipient_delimiter,
+                    subdomains,
+                    &site.null_access_key,
+                ),
+            )
+        }
+    };
+    match hit {
+        Some(hit) => {
+            let outcome = hit.entry.outcome.clone();
+            ctx.note(|| {
+                format!(
+                    "{what}: key {:?} found at {}:{}",
+                    hit.key,
+                    table.path.display(),
+                    hit.entry.line
+                )
+            });
+            outcome
+        }
+        None => {
+            ctx.note(|| format!("{what}: no key found in {}", table.path.display()));
+            Outcome::Dunno
+        }
+    }
+}

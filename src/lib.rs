@@ -8,7 +8,10 @@
 //! as `action=...`.
 
 pub mod config;
+pub mod log;
 pub mod policy;
 pub mod protocol;
 pub mod rules;
+pub mod server;
 pub mod tables;
+pub mod testreq;

@@ -1,3 +1,118 @@
-fn main() {
-    println!("Hello, world!");
+//! The `rpol` command: arguments in, one library call, one-line error out.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use rpol::config::{self, ListenAddr};
+use rpol::log;
+use rpol::server::{self, ServeOptions, SystemdFds};
+
+/// Postfix policy delegation daemon: one ordered rule chain, Postfix-exact
+/// restrictions.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Configuration file
+    #[arg(short, long, value_name = "PATH", default_value = config::DEFAULT_CONFIG)]
+    config: PathBuf,
+
+    /// Listen on ADDR (unix:PATH or tcp:HOST:PORT) instead of [server] listen; repeatable
+    #[arg(short, long, value_name = "ADDR")]
+    listen: Vec<String>,
+
+    /// Evaluate requests from FILE (or stdin) and print the responses; trace on stderr
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-",
+          conflicts_with_all = ["check_config", "stdio"])]
+    test_request: Option<String>,
+
+    /// Check the configuration and exit (non-zero, with FILE:LINE:COLUMN errors, if invalid)
+    #[arg(long, conflicts_with = "stdio")]
+    check_config: bool,
+
+    /// Serve one connection on stdin/stdout (Postfix spawn(8)); logs go to syslog
+    #[arg(long)]
+    stdio: bool,
+
+    /// Send logs to syslog instead of stderr
+    #[arg(long)]
+    syslog: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // Before any thread exists: the systemd variables are read and removed.
+    let systemd = SystemdFds::take_from_env();
+    let quiet_stderr = args.stdio;
+    match run(args, systemd) {
+        Ok(code) => code,
+        Err(message) => {
+            if quiet_stderr {
+                tracing::error!("{message}");
+            } else {
+                eprintln!("rpol: {message}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
+    if args.check_config {
+        return match config::load(&args.config) {
+            Ok(_) => {
+                println!("{}: ok", args.config.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                Ok(ExitCode::FAILURE)
+            }
+        };
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    if let Some(file) = args.test_request {
+        log::init(log::Target::Stderr);
+        let policy = config::load(&args.config).map_err(|e| e.to_string())?;
+        let input: Box<dyn std::io::Read> = if file == "-" {
+            Box::new(std::io::stdin())
+        } else {
+            Box::new(std::fs::File::open(&file).map_err(|e| format!("{file}: {e}"))?)
+        };
+        let mut out = std::io::stdout().lock();
+        let mut trace = std::io::stderr().lock();
+        return runtime
+            .block_on(rpol::testreq::run(&policy, input, &mut out, &mut trace))
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(|e| e.to_string());
+    }
+    log::init(if args.stdio || args.syslog {
+        log::Target::Syslog
+    } else {
+        log::Target::Stderr
+    });
+    if args.stdio {
+        return runtime
+            .block_on(server::run_stdio(args.config))
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| e.to_string());
+    }
+    let base = std::env::current_dir().unwrap_or_default();
+    let listen = args
+        .listen
+        .iter()
+        .map(|a| ListenAddr::parse(a, &base).map_err(|e| format!("--listen {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    runtime
+        .block_on(server::run(ServeOptions {
+            config_path: args.config,
+            listen,
+            systemd,
+        }))
+        .map(|()| ExitCode::SUCCESS)
+        .map_err(|e| e.to_string())
 }

@@ -1,0 +1,150 @@
+//! One client connection: read requests, answer each, until the client
+//! leaves, idles out, sends something malformed, or the server stops.
+//!
+//! Timeouts follow Postfix's client side: `idle_timeout` between requests
+//! (smtpd_policy_service_max_idle), `request_timeout` once a request has
+//! started (smtpd_policy_service_timeout). A malformed request is answered
+//! with the configured error action and the connection is closed, since the
+//! decoder cannot know where the next request starts.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::policy::evaluate;
+use crate::protocol::{Decoder, ProtocolError, Request, encode_response};
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Why a connection ended, for the log and for tests.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// The client closed the connection between requests.
+    Closed,
+    /// The client closed it in the middle of a request.
+    ClosedMidRequest,
+    /// No request within idle_timeout.
+    Idle,
+    /// A request started but did not finish within request_timeout.
+    SlowRequest,
+    /// A malformed request was answered with the error action.
+    Protocol,
+    /// The server is stopping.
+    Shutdown,
+    /// A read or write failed.
+    Io,
+}
+
+/// Serves `stream` until it ends; returns why.
+pub async fn serve<S>(
+    mut stream: S,
+    peer: &str,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut out: Vec<u8> = Vec::with_capacity(256);
+    let mut decoder = Decoder::new();
+    loop {
+        // Answer every complete request already buffered (pipelining).
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(request)) => {
+                    out.clear();
+                    if let Err(e) = request.check_kind(true) {
+                        let end = refuse(&mut stream, peer, &e, &shared, &mut out).await;
+                        return end;
+                    }
+                    answer(&request, &shared, &mut out).await;
+                    if let Err(e) = write_all(&mut stream, &out).await {
+                        tracing::warn!(peer, "write failed: {e}");
+                        return End::Io;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    out.clear();
+                    return refuse(&mut stream, peer, &e, &shared, &mut out).await;
+                }
+            }
+        }
+        let mid_request = !buf.is_empty();
+        if shutdown.is_cancelled() && !mid_request {
+            return End::Shutdown;
+        }
+        let limit = {
+            let policy = shared.policy();
+            if mid_request {
+                policy.server.request_timeout
+            } else {
+                policy.server.idle_timeout
+            }
+        };
+        let read = tokio::select! {
+            r = tokio::time::timeout(limit, stream.read(&mut chunk)) => r,
+            _ = shutdown.cancelled(), if !mid_request => return End::Shutdown,
+        };
+        match read {
+            Err(_) if mid_request => {
+                tracing::warn!(peer, "request not finished within {limit:?}: closing");
+                return End::SlowRequest;
+            }
+            Err(_) => {
+                tracing::debug!(peer, "idle for {limit:?}: closing");
+                return End::Idle;
+            }
+            Ok(Ok(0)) if mid_request => {
+                tracing::warn!(peer, "connection closed in the middle of a request");
+                return End::ClosedMidRequest;
+            }
+            Ok(Ok(0)) => return End::Closed,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => {
+                tracing::warn!(peer, "read failed: {e}");
+                return End::Io;
+            }
+        }
+    }
+}
+
+/// Evaluates one request, logs the decision, and encodes the response.
+async fn answer(request: &Request, shared: &Shared, out: &mut Vec<u8>) {
+    let policy = shared.policy();
+    let decision = evaluate(&policy, request, false).await;
+    super::log_decision(request, &decision);
+    encode_response(&decision.action, out);
+}
+
+/// Answers a malformed request with the error action and ends the connection.
+async fn refuse<S>(
+    stream: &mut S,
+    peer: &str,
+    error: &ProtocolError,
+    shared: &Shared,
+    out: &mut Vec<u8>,
+) -> End
+where
+    S: AsyncWrite + Unpin,
+{
+    let action = shared.policy().server.error_action.clone();
+    tracing::warn!(
+        peer,
+        "malformed request: {error}; answering {action:?} and closing"
+    );
+    encode_response(&action, out);
+    let _ = write_all(stream, out).await;
+    let _ = stream.shutdown().await;
+    End::Protocol
+}
+
+async fn write_all<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}

@@ -1,0 +1,259 @@
+//! Listening sockets: unix (path, mode, owner, group; a stale socket file is
+//! replaced), TCP, and sockets handed over by systemd (LISTEN_FDS).
+
+use std::io;
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use crate::config::{ListenAddr, ServerSettings};
+
+/// A bound listener.
+pub enum Listener {
+    Unix {
+        listener: UnixListener,
+        /// Removed at shutdown when rpol created it (not for systemd sockets).
+        path: Option<PathBuf>,
+        label: String,
+    },
+    Tcp {
+        listener: TcpListener,
+        label: String,
+    },
+}
+
+/// An accepted connection.
+pub enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Listener {
+    pub fn label(&self) -> &str {
+        match self {
+            Listener::Unix { label, .. } | Listener::Tcp { label, .. } => label,
+        }
+    }
+
+    /// Accepts one connection; returns it with a peer label for logs.
+    pub async fn accept(&self) -> io::Result<(Stream, String)> {
+        match self {
+            Listener::Unix {
+                listener, label, ..
+            } => {
+                let (s, _) = listener.accept().await?;
+                Ok((Stream::Unix(s), label.clone()))
+            }
+            Listener::Tcp { listener, .. } => {
+                let (s, peer) = listener.accept().await?;
+                Ok((Stream::Tcp(s), format!("tcp:{peer}")))
+            }
+        }
+    }
+
+    /// Removes a unix socket file rpol created.
+    pub fn cleanup(&self) {
+        if let Listener::Unix {
+            path: Some(path), ..
+        } = self
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Binds one configured address.
+pub async fn bind(addr: &ListenAddr, settings: &ServerSettings) -> io::Result<Listener> {
+    match addr {
+        ListenAddr::Tcp(hostport) => {
+            let listener = TcpListener::bind(hostport.as_str()).await.map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on tcp:{hostport}: {e}"))
+            })?;
+            let label = format!("tcp:{}", listener.local_addr()?);
+            Ok(Listener::Tcp { listener, label })
+        }
+        ListenAddr::Unix(path) => bind_unix(path, settings),
+    }
+}
+
+fn bind_unix(path: &Path, settings: &ServerSettings) -> io::Result<Listener> {
+    let context = |e: io::Error, what: &str| {
+        io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+    };
+    remove_stale_socket(path)?;
+    let listener = UnixListener::bind(path).map_err(|e| context(e, "cannot listen on"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(settings.socket_mode))
+        .map_err(|e| context(e, "cannot set the mode of"))?;
+    if settings.socket_owner.is_some() || settings.socket_group.is_some() {
+        let uid = match &settings.socket_owner {
+            Some(name) => Some(lookup_user(name)?),
+            None => None,
+        };
+        let gid = match &settings.socket_group {
+            Some(name) => Some(lookup_group(name)?),
+            None => None,
+        };
+        nix::unistd::chown(path, uid, gid)
+            .map_err(|e| context(io::Error::from(e), "cannot change the owner of"))?;
+    }
+    Ok(Listener::Unix {
+        listener,
+        path: Some(path.to_path_buf()),
+        label: format!("unix:{}", path.display()),
+    })
+}
+
+/// A socket file left by a crashed rpol is removed; one a live server still
+/// answers on is not (two daemons on one socket would be a silent mess),
+/// and neither is anything that is not a socket.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} is in use by a running server", path.display()),
+        ));
+    }
+    tracing::info!("removing stale socket {}", path.display());
+    std::fs::remove_file(path)
+}
+
+fn lookup_user(name: &str) -> io::Result<nix::unistd::Uid> {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => Ok(u.uid),
+        _ => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("socket_owner: no user {name:?}"),
+        )),
+    }
+}
+
+fn lookup_group(name: &str) -> io::Result<nix::unistd::Gid> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid),
+        _ => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("socket_group: no group {name:?}"),
+        )),
+    }
+}
+
+/// First file descriptor systemd passes (SD_LISTEN_FDS_START).
+const LISTEN_FDS_START: RawFd = 3;
+
+/// File descriptors passed by systemd socket activation, with their names.
+#[derive(Debug, Default, Clone)]
+pub struct SystemdFds(pub Vec<(RawFd, String)>);
+
+impl SystemdFds {
+    /// Reads LISTEN_PID / LISTEN_FDS / LISTEN_FDNAMES and removes them so
+    /// that children do not inherit them. Call before any other thread
+    /// exists (i.e. before the tokio runtime starts).
+    pub fn take_from_env() -> SystemdFds {
+        let pid_matches = std::env::var("LISTEN_PID")
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            == Some(std::process::id());
+        let count = std::env::var("LISTEN_FDS")
+            .ok()
+            .and_then(|n| n.trim().parse::<RawFd>().ok())
+            .unwrap_or(0);
+        let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+            .map(|n| n.split(':').map(String::from).collect())
+            .unwrap_or_default();
+        // SAFETY: the caller guarantees no other thread reads the
+        // environment yet (remove_var is unsafe only because of that).
+        unsafe {
+            std::env::remove_var("LISTEN_PID");
+            std::env::remove_var("LISTEN_FDS");
+            std::env::remove_var("LISTEN_FDNAMES");
+        }
+        if !pid_matches || count <= 0 {
+            return SystemdFds::default();
+        }
+        SystemdFds(
+            (0..count)
+                .map(|i| {
+                    let fd = LISTEN_FDS_START + i;
+                    let name = names
+                        .get(i as usize)
+                        .cloned()
+                        .unwrap_or_else(|| format!("fd{fd}"));
+                    (fd, name)
+                })
+                .collect(),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Turns the descriptors into listeners (inside the runtime).
+    pub fn listeners(&self) -> io::Result<Vec<Listener>> {
+        self.0
+            .iter()
+            .map(|(fd, name)| adopt_fd(*fd, name))
+            .collect()
+    }
+}
+
+fn adopt_fd(fd: RawFd, name: &str) -> io::Result<Listener> {
+    // SAFETY: the storage is zeroed and large enough for any address family;
+    // getsockname writes at most `len` bytes.
+    let family = unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if libc::getsockname(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        ) != 0
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "systemd fd {fd} ({name}) is not a socket: {}",
+                    io::Error::last_os_error()
+                ),
+            ));
+        }
+        storage.ss_family as libc::c_int
+    };
+    match family {
+        libc::AF_UNIX => {
+            // SAFETY: systemd passed this fd to us to own; nothing else uses it.
+            let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+            std_listener.set_nonblocking(true)?;
+            Ok(Listener::Unix {
+                listener: UnixListener::from_std(std_listener)?,
+                path: None,
+                label: format!("systemd:{name}"),
+            })
+        }
+        libc::AF_INET | libc::AF_INET6 => {
+            // SAFETY: as above.
+            let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            std_listener.set_nonblocking(true)?;
+            let label = format!("systemd:{name}:{}", std_listener.local_addr()?);
+            Ok(Listener::Tcp {
+                listener: TcpListener::from_std(std_listener)?,
+                label,
+            })
+        }
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("systemd fd {fd} ({name}) has unsupported address family {other}"),
+        )),
+    }
+}

@@ -1,0 +1,273 @@
+//! The daemon: listeners, the connection limit, signals, reload.
+//!
+//! The server knows no rule: it hands each decoded request to
+//! [`crate::policy::evaluate`] with the current [`Policy`]. A connection
+//! permit is taken *before* accepting, so the limit is back-pressure (excess
+//! clients wait in the listen backlog), never a dropped connection. SIGHUP
+//! builds a new `Policy` and swaps it in; requests in flight finish on the
+//! old one; a config that fails to load is logged and the old one kept.
+
+pub mod connection;
+pub mod listener;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{self, ListenAddr};
+use crate::policy::{Decision, Policy};
+use crate::protocol::Request;
+pub use listener::SystemdFds;
+use listener::{Listener, Stream};
+
+/// State every connection shares.
+pub struct Shared {
+    policy: RwLock<Arc<Policy>>,
+    config_path: PathBuf,
+}
+
+impl Shared {
+    pub fn new(policy: Policy, config_path: PathBuf) -> Shared {
+        Shared {
+            policy: RwLock::new(Arc::new(policy)),
+            config_path,
+        }
+    }
+
+    /// The current policy. Cheap: a read lock and an `Arc` clone.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reloads the config file; on error the old policy stays.
+    pub fn reload(&self) -> Result<(), config::ConfigErrors> {
+        let new = config::load(&self.config_path)?;
+        let old = self.policy();
+        if new.server.listen != old.server.listen
+            || new.server.socket_mode != old.server.socket_mode
+            || new.server.socket_owner != old.server.socket_owner
+            || new.server.socket_group != old.server.socket_group
+            || new.server.max_connections != old.server.max_connections
+        {
+            tracing::warn!(
+                "server.listen, socket_mode, socket_owner, socket_group and max_connections changes take effect only after a restart"
+            );
+        }
+        match self.policy.write() {
+            Ok(mut p) => *p = Arc::new(new),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
+        }
+        Ok(())
+    }
+}
+
+/// How to serve.
+pub struct ServeOptions {
+    pub config_path: PathBuf,
+    /// `--listen` addresses; when non-empty they replace `[server] listen`.
+    pub listen: Vec<ListenAddr>,
+    /// Sockets from systemd; when present, listen addresses are ignored.
+    pub systemd: SystemdFds,
+}
+
+/// Logs one decision, Postfix-style: queue id first, then the action and
+/// who it concerns.
+pub fn log_decision(req: &Request, decision: &Decision) {
+    let queue_id = if req.queue_id.is_empty() {
+        "NOQUEUE"
+    } else {
+        &req.queue_id
+    };
+    tracing::info!(
+        target: "rpol::decision",
+        "{queue_id}: action={} client={} from=<{}> to=<{}> helo=<{}> profile={} rule={}",
+        decision.action,
+        req.client_label(),
+        req.sender,
+        req.recipient,
+        req.helo_name,
+        decision.profile.as_deref().unwrap_or("-"),
+        decision.rule.as_deref().map_or("-".to_string(), |r| format!("\"{r}\"")),
+    );
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(options: ServeOptions) -> io::Result<()> {
+    let policy = config::load(&options.config_path)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let settings = policy.server.clone();
+    let shared = Arc::new(Shared::new(policy, options.config_path.clone()));
+
+    let listeners = if !options.systemd.is_empty() {
+        options.systemd.listeners()?
+    } else {
+        let addrs = if options.listen.is_empty() {
+            &settings.listen
+        } else {
+            &options.listen
+        };
+        let mut out = Vec::new();
+        for addr in addrs {
+            out.push(listener::bind(addr, &settings).await?);
+        }
+        out
+    };
+    if listeners.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "nothing to listen on",
+        ));
+    }
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let limit = Arc::new(Semaphore::new(settings.max_connections));
+    let mut accept_tasks = Vec::new();
+    for l in listeners {
+        tracing::info!("listening on {}", l.label());
+        accept_tasks.push(tokio::spawn(accept_loop(
+            l,
+            shared.clone(),
+            limit.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        )));
+    }
+    notify_systemd("READY=1");
+
+    wait_for_signals(&shared, &shutdown).await?;
+    tracing::info!("stopping: no new connections; waiting for requests in flight");
+    notify_systemd("STOPPING=1");
+    for task in accept_tasks {
+        let _ = task.await;
+    }
+    tracker.close();
+    let grace = shared.policy().server.shutdown_timeout;
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            "{} connection(s) still busy after {grace:?}; exiting",
+            tracker.len()
+        );
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves one connection on stdin/stdout (Postfix spawn(8)). Logging must
+/// already go to syslog: spawn connects stderr to the client socket.
+pub async fn run_stdio(config_path: PathBuf) -> io::Result<()> {
+    let policy = config::load(&config_path)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let shared = Arc::new(Shared::new(policy, config_path));
+    let shutdown = CancellationToken::new();
+    let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+    let signals = {
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { wait_for_signals(&shared, &shutdown).await })
+    };
+    let end = connection::serve(stream, "stdio", shared, shutdown).await;
+    tracing::debug!("stdio connection ended: {end:?}");
+    signals.abort();
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: Listener,
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                tracker.spawn(async move {
+                    tracing::debug!(peer, "connection opened");
+                    let end = match stream {
+                        Stream::Unix(s) => connection::serve(s, &peer, shared, shutdown).await,
+                        Stream::Tcp(s) => connection::serve(s, &peer, shared, shutdown).await,
+                    };
+                    tracing::debug!(peer, "connection ended: {end:?}");
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::error!("accept on {} failed: {e}", listener.label());
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    listener.cleanup();
+}
+
+/// Waits for SIGTERM/SIGINT (then cancels `shutdown`), reloading on SIGHUP.
+async fn wait_for_signals(shared: &Shared, shutdown: &CancellationToken) -> io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                notify_systemd("RELOADING=1");
+                match shared.reload() {
+                    Ok(()) => tracing::info!("reloaded {}", shared.config_path.display()),
+                    Err(errors) => {
+                        for e in &errors.0 {
+                            tracing::error!("reload: {e}");
+                        }
+                        tracing::error!("reload failed: keeping the previous configuration");
+                    }
+                }
+                notify_systemd("READY=1");
+            }
+        }
+    }
+    shutdown.cancel();
+    Ok(())
+}
+
+/// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let result = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        sock.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = result {
+        tracing::debug!("sd_notify {state}: {e}");
+    }
+}

@@ -1,1 +1,2 @@
 //! rpol: a Postfix policy delegation daemon.
+pub mod dns;

@@ -227,7 +227,11 @@ impl Lookup {
                     Answer::Mx(v) => v
                         .iter()
                         .map(|mx| {
-                            let host = if mx.exchange.is_empty() { "." } else { &mx.exchange };
+                            let host = if mx.exchange.is_empty() {
+                                "."
+                            } else {
+                                &mx.exchange
+                            };
                             format!("{} {}", mx.preference, host)
                         })
                         .collect(),

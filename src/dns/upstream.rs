@@ -13,7 +13,9 @@ use std::time::Duration;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::FirstAnswer as _;
-use hickory_resolver::net::{DnsError as HickoryDnsError, DnsHandle as _, NetError, RetryDnsHandle};
+use hickory_resolver::net::{
+    DnsError as HickoryDnsError, DnsHandle as _, NetError, RetryDnsHandle,
+};
 use hickory_resolver::proto::op::{DnsRequestOptions, DnsResponse, Query, ResponseCode};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
@@ -79,7 +81,10 @@ impl Upstream {
         Ok(Upstream {
             client: RetryDnsHandle::new(pool, retries),
             options,
-            deadline: cfg.timeout.saturating_mul(tries).saturating_add(DEADLINE_SLACK),
+            deadline: cfg
+                .timeout
+                .saturating_mul(tries)
+                .saturating_add(DEADLINE_SLACK),
         })
     }
 
@@ -119,7 +124,10 @@ impl Upstream {
             match analyse(&response, &qname, kind, rtype) {
                 Analysed::Found(answer, ttl) => {
                     let ttl = ttl.min(chain_ttl);
-                    return (Outcome::Found(Arc::new(answer)), Some(Ttl::Positive(secs(ttl))));
+                    return (
+                        Outcome::Found(Arc::new(answer)),
+                        Some(Ttl::Positive(secs(ttl))),
+                    );
                 }
                 Analysed::Negative(outcome, ttl) => {
                     let ttl = ttl.map_or(DEFAULT_NEGATIVE_TTL, |t| secs(t.min(chain_ttl)));
@@ -329,7 +337,10 @@ mod tests {
 
     #[test]
     fn names_lowercase_without_dot() {
-        assert_eq!(name_string(&Name::from_ascii("MX.Example.COM.").unwrap()), "mx.example.com");
+        assert_eq!(
+            name_string(&Name::from_ascii("MX.Example.COM.").unwrap()),
+            "mx.example.com"
+        );
         assert_eq!(name_string(&Name::root()), "");
     }
 

@@ -325,6 +325,22 @@ async fn concurrent_lookups_share_one_query() {
     assert_eq!(s.hits + s.coalesced, 99);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_distinct_names() {
+    let (dns, r) = setup().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let r = r.clone();
+        tasks.spawn(async move { r.lookup(&format!("nx{i}.example"), RecordKind::A).await });
+    }
+    while let Some(l) = tasks.join_next().await {
+        let l = l.unwrap();
+        assert_eq!(l.outcome, Outcome::NxDomain, "{}", l.describe());
+    }
+    assert_eq!(dns.query_count(), 200);
+    assert_eq!(r.stats().entries, 200);
+}
+
 #[tokio::test]
 async fn cancelled_leader_does_not_strand_followers() {
     let dns = TestDns::start_default().await;

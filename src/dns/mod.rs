@@ -473,24 +473,30 @@ fn finish(key: Key, outcome: Outcome, from_cache: bool) -> Lookup {
     lookup
 }
 
-/// Removes the in-flight entry however the query task ends, so a panic or
-/// a runtime shutdown never leaves later lookups waiting on a dead query.
+/// Removes the in-flight entry if the query task ends without publishing
+/// (panic, runtime shutdown), so later lookups never wait on a dead query.
+/// Disarmed on the normal path, which removes the entry itself: by the time
+/// the guard drops, a new query for the same key may own the entry.
 struct InflightGuard {
     inner: Arc<Inner>,
     key: Key,
+    armed: bool,
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.inner.lock().inflight.remove(&self.key);
+        if self.armed {
+            self.inner.lock().inflight.remove(&self.key);
+        }
     }
 }
 
 /// The body of a spawned query: ask, cache, publish.
 async fn run_query(inner: Arc<Inner>, key: Key, tx: watch::Sender<Option<Outcome>>) {
-    let guard = InflightGuard {
+    let mut guard = InflightGuard {
         inner: inner.clone(),
         key,
+        armed: true,
     };
     let (outcome, ttl) = inner.upstream.query(&guard.key.0, guard.key.1).await;
     {
@@ -500,6 +506,7 @@ async fn run_query(inner: Arc<Inner>, key: Key, tx: watch::Sender<Option<Outcome
         }
         // Cached and no longer in flight, in one step.
         st.inflight.remove(&guard.key);
+        guard.armed = false;
     }
     tx.send_replace(Some(outcome));
 }

@@ -4,10 +4,11 @@
 //!
 //! The path of one request: [`server`] reads bytes, [`protocol`] decodes a
 //! [`protocol::Request`], [`policy`] picks a profile and runs its chain of
-//! [`rules`] (which read [`tables`]), and the [`policy::Decision`] goes back
-//! as `action=...`.
+//! [`rules`] (which read [`tables`] and the [`dns`]), and the
+//! [`policy::Decision`] goes back as `action=...`.
 
 pub mod config;
+pub mod dns;
 pub mod log;
 pub mod policy;
 pub mod protocol;

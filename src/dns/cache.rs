@@ -1,0 +1,147 @@
+//! The resolver's cache: an entry-bounded LRU of outcomes with their
+//! expiry, plus the table of queries in flight, and the TTL clamping rules.
+//!
+//! Only definite answers are cached (records, NXDOMAIN, NODATA). Temporary
+//! failures are not: a SERVFAIL or timeout is usually transient, and caching
+//! it would turn a one-second glitch into minutes of deferred mail. The
+//! storm a failing name could cause is already damped by single-flight
+//! (concurrent lookups share the one query that is failing).
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use tokio::sync::watch;
+
+use super::{Outcome, RecordKind};
+
+/// Cache key: normalised name and record type.
+pub(crate) type Key = (String, RecordKind);
+
+/// One cached outcome and the instant it stops being valid.
+struct Entry {
+    outcome: Outcome,
+    expires: Instant,
+}
+
+/// LRU cache and in-flight table, kept under one mutex by the resolver.
+pub(crate) struct CacheState {
+    lru: LruCache<Key, Entry>,
+    /// Queries running now; joiners wait on the receiver until the value
+    /// becomes `Some`.
+    pub(crate) inflight: HashMap<Key, watch::Receiver<Option<Outcome>>>,
+}
+
+impl CacheState {
+    /// A cache of at most `entries` entries; `None` when `entries` is 0.
+    pub(crate) fn new(entries: usize) -> Option<CacheState> {
+        Some(CacheState {
+            lru: LruCache::new(NonZeroUsize::new(entries)?),
+            inflight: HashMap::new(),
+        })
+    }
+
+    /// The cached outcome for `key` if still valid at `now`; an expired
+    /// entry is dropped on the way.
+    pub(crate) fn get(&mut self, key: &Key, now: Instant) -> Option<Outcome> {
+        let entry = self.lru.get(key)?;
+        if entry.expires > now {
+            return Some(entry.outcome.clone());
+        }
+        self.lru.pop(key);
+        None
+    }
+
+    /// Cache `outcome` until `expires`, evicting the least recently used
+    /// entry when full.
+    pub(crate) fn put(&mut self, key: Key, outcome: Outcome, expires: Instant) {
+        self.lru.put(key, Entry { outcome, expires });
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lru.len()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.lru.clear();
+    }
+}
+
+/// What the upstream said about how long an outcome may be kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ttl {
+    /// Positive answer: the smallest TTL of the records used.
+    Positive(Duration),
+    /// NXDOMAIN / NODATA: the SOA-derived negative TTL (RFC 2308), or
+    /// [`DEFAULT_NEGATIVE_TTL`] when the answer carried no SOA.
+    Negative(Duration),
+}
+
+/// Negative TTL used when a negative answer carries no SOA record.
+pub(crate) const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(300);
+
+/// The configured TTL bounds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TtlBounds {
+    pub(crate) min: Duration,
+    pub(crate) max: Duration,
+    pub(crate) negative_max: Duration,
+}
+
+impl TtlBounds {
+    /// How long to cache, or `None` not to cache at all (a clamped TTL of
+    /// zero: the answer is good for this transaction only). The resolver
+    /// checks `min <= max` and `min <= negative_max` at construction.
+    pub(crate) fn clamp(&self, ttl: Ttl) -> Option<Duration> {
+        let d = match ttl {
+            Ttl::Positive(d) => d.max(self.min).min(self.max),
+            Ttl::Negative(d) => d.max(self.min).min(self.negative_max),
+        };
+        (!d.is_zero()).then_some(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn clamp_ttls() {
+        let b = TtlBounds {
+            min: s(5),
+            max: s(86_400),
+            negative_max: s(3_600),
+        };
+        assert_eq!(b.clamp(Ttl::Positive(s(1))), Some(s(5)));
+        assert_eq!(b.clamp(Ttl::Positive(s(0))), Some(s(5)));
+        assert_eq!(b.clamp(Ttl::Positive(s(300))), Some(s(300)));
+        assert_eq!(b.clamp(Ttl::Positive(s(1_000_000))), Some(s(86_400)));
+        assert_eq!(b.clamp(Ttl::Negative(s(86_400))), Some(s(3_600)));
+        assert_eq!(b.clamp(Ttl::Negative(s(2))), Some(s(5)));
+        let zero = TtlBounds { min: s(0), ..b };
+        assert_eq!(zero.clamp(Ttl::Positive(s(0))), None);
+        assert_eq!(zero.clamp(Ttl::Negative(s(0))), None);
+        assert_eq!(zero.clamp(Ttl::Positive(s(1))), Some(s(1)));
+    }
+
+    #[test]
+    fn lru_bound_and_expiry() {
+        let mut c = CacheState::new(2).unwrap();
+        let now = Instant::now();
+        let k = |n: &str| (n.to_owned(), RecordKind::A);
+        c.put(k("a"), Outcome::NoData, now + s(10));
+        c.put(k("b"), Outcome::NxDomain, now + s(10));
+        assert_eq!(c.get(&k("a"), now), Some(Outcome::NoData)); // a is now recent
+        c.put(k("c"), Outcome::NoData, now + s(10)); // evicts b
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.get(&k("b"), now), None);
+        assert_eq!(c.get(&k("a"), now + s(11)), None); // expired, dropped
+        assert_eq!(c.len(), 1);
+        assert!(CacheState::new(0).is_none());
+    }
+}

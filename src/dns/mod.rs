@@ -1,0 +1,648 @@
+//! DNS lookups for rpol's restrictions: a small, cached, single-flight
+//! resolver on top of hickory's name-server pool.
+//!
+//! Policy checks need only a handful of record types (A, AAAA, MX, TXT,
+//! PTR) and must tell apart "the name does not exist" (NXDOMAIN), "the name
+//! exists but has no such record" (NODATA) and "we could not find out"
+//! (temporary failure), because Postfix-style restrictions answer those
+//! three cases differently (reject, reject or accept, defer). This module
+//! therefore returns an [`Outcome`] instead of a `Result`.
+//!
+//! Our own LRU cache is the single source of truth for caching: hickory's
+//! response cache is not used at all (we talk to its `NameServerPool`
+//! directly), so hit/miss counters and TTL clamping mean exactly what they
+//! say. Concurrent identical lookups share one query on the wire.
+
+mod cache;
+mod upstream;
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use self::cache::{CacheState, Key, TtlBounds};
+use self::upstream::Upstream;
+
+/// Default time to wait for one answer from the name servers.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default number of tries of a query (resolv.conf's `attempts`).
+pub const DEFAULT_ATTEMPTS: usize = 2;
+/// Default bound of the cache, in entries (one entry per name and type).
+pub const DEFAULT_CACHE_SIZE: usize = 10_000;
+/// Default floor for cached TTLs: a flood of mail from one client should not
+/// re-query a name whose zone publishes TTL 0 or 1 for every message.
+pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(5);
+/// Default ceiling for positive TTLs, so zone changes are seen within a day.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(86_400);
+/// Default ceiling for negative TTLs (RFC 2308 suggests 1-3 hours at most).
+pub const DEFAULT_NEGATIVE_MAX_TTL: Duration = Duration::from_secs(3_600);
+
+/// How the resolver reaches the DNS and how long it keeps answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Name servers to ask, in order of preference. Empty means: read the
+    /// system configuration (/etc/resolv.conf). With explicit servers the
+    /// system configuration is never read.
+    pub nameservers: Vec<SocketAddr>,
+    /// Time to wait for an answer to one try of a query.
+    pub timeout: Duration,
+    /// Number of tries of a query before it is a temporary failure
+    /// (resolv.conf semantics: 1 means no retry). Must be at least 1.
+    pub attempts: usize,
+    /// Maximum number of cached (name, type) entries. Must be at least 1.
+    pub cache_size: usize,
+    /// Floor for the TTL of cached answers, positive and negative.
+    pub min_ttl: Duration,
+    /// Ceiling for the TTL of cached positive answers.
+    pub max_ttl: Duration,
+    /// Ceiling for the TTL of cached NXDOMAIN / NODATA answers.
+    pub negative_max_ttl: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            nameservers: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            attempts: DEFAULT_ATTEMPTS,
+            cache_size: DEFAULT_CACHE_SIZE,
+            min_ttl: DEFAULT_MIN_TTL,
+            max_ttl: DEFAULT_MAX_TTL,
+            negative_max_ttl: DEFAULT_NEGATIVE_MAX_TTL,
+        }
+    }
+}
+
+/// Why a [`Resolver`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// A setting in [`DnsConfig`] is out of range.
+    #[error("invalid DNS configuration: {0}")]
+    InvalidConfig(&'static str),
+    /// The system resolver configuration could not be read.
+    #[error("cannot read the system DNS configuration: {0}")]
+    SystemConfig(String),
+    /// hickory could not set up its client.
+    #[error("cannot set up the DNS client: {0}")]
+    Client(String),
+    /// The system resolver configuration names no name server.
+    #[error("the system DNS configuration names no name server")]
+    NoNameservers,
+}
+
+/// The record types rpol asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    /// IPv4 address.
+    A,
+    /// IPv6 address.
+    Aaaa,
+    /// Mail exchanger.
+    Mx,
+    /// Text (SPF and friends).
+    Txt,
+    /// Reverse-mapping pointer.
+    Ptr,
+}
+
+impl RecordKind {
+    /// The conventional upper-case type mnemonic.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::A => "A",
+            RecordKind::Aaaa => "AAAA",
+            RecordKind::Mx => "MX",
+            RecordKind::Txt => "TXT",
+            RecordKind::Ptr => "PTR",
+        }
+    }
+}
+
+impl std::fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One mail exchanger of an MX answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mx {
+    /// Lower is preferred.
+    pub preference: u16,
+    /// Host name, lowercase, no trailing dot; "" for the root (null MX).
+    pub exchange: String,
+}
+
+/// The records of a positive answer, of the queried type only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// IPv4 addresses.
+    A(Vec<Ipv4Addr>),
+    /// IPv6 addresses.
+    Aaaa(Vec<Ipv6Addr>),
+    /// Mail exchangers, in the order received.
+    Mx(Vec<Mx>),
+    /// One entry per TXT record, its character-strings concatenated.
+    Txt(Vec<Vec<u8>>),
+    /// Host names, lowercase, no trailing dot.
+    Ptr(Vec<String>),
+}
+
+impl Answer {
+    /// RFC 7505 null MX: exactly one MX, preference 0, exchange ".".
+    pub fn is_null_mx(&self) -> bool {
+        matches!(self, Answer::Mx(mxs) if mxs.len() == 1 && mxs[0].preference == 0 && mxs[0].exchange.is_empty())
+    }
+
+    /// Number of records in the answer.
+    pub fn len(&self) -> usize {
+        match self {
+            Answer::A(v) => v.len(),
+            Answer::Aaaa(v) => v.len(),
+            Answer::Mx(v) => v.len(),
+            Answer::Txt(v) => v.len(),
+            Answer::Ptr(v) => v.len(),
+        }
+    }
+
+    /// True when the answer holds no record (never produced by a lookup:
+    /// an empty answer is [`Outcome::NoData`]).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a lookup found out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Records of the queried type. Shared, so cache hits copy a pointer.
+    Found(Arc<Answer>),
+    /// The name does not exist.
+    NxDomain,
+    /// The name exists but has no record of the queried type.
+    NoData,
+    /// Timeout, SERVFAIL, REFUSED, network error: a short reason.
+    TempFail(String),
+}
+
+/// The result of [`Resolver::lookup`].
+#[derive(Clone, Debug)]
+pub struct Lookup {
+    /// The queried name, normalised: lowercase, no trailing dot.
+    pub name: String,
+    /// The queried type.
+    pub kind: RecordKind,
+    /// What was found.
+    pub outcome: Outcome,
+    /// True when served from the cache without waiting for the network.
+    pub from_cache: bool,
+}
+
+/// Upper bound on the records listed by [`Lookup::describe`], to keep trace
+/// lines short even for a name with dozens of addresses.
+const DESCRIBE_MAX_RECORDS: usize = 4;
+/// Upper bound on the bytes of one TXT record shown by [`Lookup::describe`].
+const DESCRIBE_MAX_TXT: usize = 60;
+
+impl Lookup {
+    /// One short line for traces, e.g. `MX example.com: 10 mx.example.com
+    /// (cached)`, `A nx.example: NXDOMAIN`, `A slow.example: temporary
+    /// failure (timeout)`.
+    pub fn describe(&self) -> String {
+        let mut s = format!("{} {}: ", self.kind, self.name);
+        match &self.outcome {
+            Outcome::NxDomain => s.push_str("NXDOMAIN"),
+            Outcome::NoData => s.push_str("no data"),
+            Outcome::TempFail(why) => {
+                let _ = write!(s, "temporary failure ({why})");
+            }
+            Outcome::Found(answer) => {
+                let items: Vec<String> = match &**answer {
+                    Answer::A(v) => v.iter().map(ToString::to_string).collect(),
+                    Answer::Aaaa(v) => v.iter().map(ToString::to_string).collect(),
+                    Answer::Mx(v) => v
+                        .iter()
+                        .map(|mx| {
+                            let host = if mx.exchange.is_empty() {
+                                "."
+                            } else {
+                                &mx.exchange
+                            };
+                            format!("{} {}", mx.preference, host)
+                        })
+                        .collect(),
+                    Answer::Txt(v) => v.iter().map(|t| quote_txt(t)).collect(),
+                    Answer::Ptr(v) => v.clone(),
+                };
+                let shown = items.len().min(DESCRIBE_MAX_RECORDS);
+                s.push_str(&items[..shown].join(", "));
+                if items.len() > shown {
+                    let _ = write!(s, ", ... ({} in all)", items.len());
+                }
+            }
+        }
+        if self.from_cache {
+            s.push_str(" (cached)");
+        }
+        s
+    }
+}
+
+/// Quote a TXT record for a trace line: printable ASCII as is, the rest
+/// escaped, long records cut.
+fn quote_txt(bytes: &[u8]) -> String {
+    let mut s = String::from("\"");
+    for &b in bytes.iter().take(DESCRIBE_MAX_TXT) {
+        match b {
+            b'"' | b'\\' => {
+                s.push('\\');
+                s.push(b as char);
+            }
+            0x20..=0x7e => s.push(b as char),
+            _ => {
+                let _ = write!(s, "\\{b:03}");
+            }
+        }
+    }
+    if bytes.len() > DESCRIBE_MAX_TXT {
+        s.push_str("...");
+    }
+    s.push('"');
+    s
+}
+
+/// The reverse-mapping name of an address: `4.3.2.1.in-addr.arpa` for
+/// 1.2.3.4, the nibble form under `ip6.arpa` for IPv6. An IPv4-mapped IPv6
+/// address (::ffff:1.2.3.4) maps to its IPv4 name, as Postfix does.
+pub fn ptr_name(ip: IpAddr) -> String {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}.in-addr.arpa")
+        }
+        IpAddr::V6(v6) => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut s = String::with_capacity(64 + 8);
+            for byte in v6.octets().iter().rev() {
+                s.push(HEX[usize::from(byte & 0x0f)] as char);
+                s.push('.');
+                s.push(HEX[usize::from(byte >> 4)] as char);
+                s.push('.');
+            }
+            s.push_str("ip6.arpa");
+            s
+        }
+    }
+}
+
+/// Counters of the cache, for stats and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that started a query.
+    pub misses: u64,
+    /// Lookups that joined a query already in flight.
+    pub coalesced: u64,
+    /// Entries in the cache now (expired ones included until touched).
+    pub entries: usize,
+}
+
+/// A caching, single-flight DNS resolver. Cheap to clone: clones share the
+/// cache, the counters and the connections.
+#[derive(Clone)]
+pub struct Resolver {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    upstream: Upstream,
+    ttl: TtlBounds,
+    /// Cache and in-flight table under one lock, so that "not cached" and
+    /// "not in flight" are decided atomically (no duplicate query when a
+    /// query completes between the two checks). Never held across an await.
+    state: Mutex<CacheState>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    coalesced: AtomicU64,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, CacheState> {
+        // A panic while holding the lock cannot leave the LRU half-updated
+        // in a way that matters to us; keep serving rather than panic too.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resolver {
+    /// Build a resolver. With explicit `nameservers` nothing is read from
+    /// the system; with none, /etc/resolv.conf names the servers (its other
+    /// options are ignored: `cfg` rules). No packet is sent until the first
+    /// lookup; lookups must run inside a Tokio runtime.
+    pub fn new(cfg: &DnsConfig) -> Result<Resolver, DnsError> {
+        if cfg.attempts == 0 {
+            return Err(DnsError::InvalidConfig("attempts must be at least 1"));
+        }
+        if cfg.timeout.is_zero() {
+            return Err(DnsError::InvalidConfig("timeout must be positive"));
+        }
+        if cfg.min_ttl > cfg.max_ttl || cfg.min_ttl > cfg.negative_max_ttl {
+            return Err(DnsError::InvalidConfig(
+                "min_ttl must not exceed max_ttl nor negative_max_ttl",
+            ));
+        }
+        let state = CacheState::new(cfg.cache_size)
+            .ok_or(DnsError::InvalidConfig("cache_size must be at least 1"))?;
+        let upstream = Upstream::new(cfg)?;
+        Ok(Resolver {
+            inner: Arc::new(Inner {
+                upstream,
+                ttl: TtlBounds {
+                    min: cfg.min_ttl,
+                    max: cfg.max_ttl,
+                    negative_max: cfg.negative_max_ttl,
+                },
+                state: Mutex::new(state),
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+                coalesced: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Look `name` up. Never fails: failures are [`Outcome::TempFail`].
+    /// The name is always taken as fully qualified (no search domains).
+    pub async fn lookup(&self, name: &str, kind: RecordKind) -> Lookup {
+        let name = normalise(name);
+        let key: Key = (name, kind);
+        let now = Instant::now();
+
+        let mut rx = {
+            let mut st = self.inner.lock();
+            if let Some(outcome) = st.get(&key, now) {
+                drop(st);
+                self.inner.hits.fetch_add(1, Ordering::Relaxed);
+                return finish(key, outcome, true);
+            }
+            if let Some(rx) = st.inflight.get(&key) {
+                let rx = rx.clone();
+                drop(st);
+                self.inner.coalesced.fetch_add(1, Ordering::Relaxed);
+                rx
+            } else {
+                let (tx, rx) = watch::channel(None);
+                st.inflight.insert(key.clone(), rx.clone());
+                drop(st);
+                self.inner.misses.fetch_add(1, Ordering::Relaxed);
+                // The query runs as its own task so that a caller dropping
+                // its future (client gone, timeout) cannot strand the
+                // callers that joined it.
+                tokio::spawn(run_query(self.inner.clone(), key.clone(), tx));
+                rx
+            }
+        };
+
+        let outcome = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().unwrap_or_else(internal_failure),
+            // The query task died without answering (panic, runtime
+            // shutdown); its guard has already removed the in-flight entry.
+            Err(_) => internal_failure(),
+        };
+        finish(key, outcome, false)
+    }
+
+    /// Look up the PTR records of `ip`'s reverse-mapping name.
+    pub async fn lookup_ptr(&self, ip: IpAddr) -> Lookup {
+        self.lookup(&ptr_name(ip), RecordKind::Ptr).await
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> CacheStats {
+        let entries = self.inner.lock().len();
+        CacheStats {
+            hits: self.inner.hits.load(Ordering::Relaxed),
+            misses: self.inner.misses.load(Ordering::Relaxed),
+            coalesced: self.inner.coalesced.load(Ordering::Relaxed),
+            entries,
+        }
+    }
+
+    /// Drop every cached entry (queries in flight still complete and are
+    /// cached). Counters are kept.
+    pub fn clear(&self) {
+        self.inner.lock().clear();
+    }
+}
+
+fn internal_failure() -> Outcome {
+    Outcome::TempFail("internal error".to_owned())
+}
+
+fn finish(key: Key, outcome: Outcome, from_cache: bool) -> Lookup {
+    let (name, kind) = key;
+    let lookup = Lookup {
+        name,
+        kind,
+        outcome,
+        from_cache,
+    };
+    tracing::debug!(
+        name = %lookup.name,
+        kind = %lookup.kind,
+        outcome = ?lookup.outcome,
+        cached = lookup.from_cache,
+        "dns lookup"
+    );
+    lookup
+}
+
+/// Removes the in-flight entry if the query task ends without publishing
+/// (panic, runtime shutdown), so later lookups never wait on a dead query.
+/// Disarmed on the normal path, which removes the entry itself: by the time
+/// the guard drops, a new query for the same key may own the entry.
+struct InflightGuard {
+    inner: Arc<Inner>,
+    key: Key,
+    armed: bool,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inner.lock().inflight.remove(&self.key);
+        }
+    }
+}
+
+/// The body of a spawned query: ask, cache, publish.
+async fn run_query(inner: Arc<Inner>, key: Key, tx: watch::Sender<Option<Outcome>>) {
+    let mut guard = InflightGuard {
+        inner: inner.clone(),
+        key,
+        armed: true,
+    };
+    let (outcome, ttl) = inner.upstream.query(&guard.key.0, guard.key.1).await;
+    {
+        let mut st = inner.lock();
+        if let Some(ttl) = ttl.and_then(|t| inner.ttl.clamp(t)) {
+            st.put(guard.key.clone(), outcome.clone(), Instant::now() + ttl);
+        }
+        // Cached and no longer in flight, in one step.
+        st.inflight.remove(&guard.key);
+        guard.armed = false;
+    }
+    tx.send_replace(Some(outcome));
+}
+
+/// Lowercase, without the trailing dot: the form used as cache key and
+/// shown in [`Lookup::name`].
+fn normalise(name: &str) -> String {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.bytes().any(|b| b.is_ascii_uppercase()) || !name.is_ascii() {
+        name.to_lowercase()
+    } else {
+        name.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ptr_name_v4() {
+        assert_eq!(
+            ptr_name("203.0.113.10".parse().unwrap()),
+            "10.113.0.203.in-addr.arpa"
+        );
+    }
+
+    #[test]
+    fn ptr_name_v6() {
+        assert_eq!(
+            ptr_name("2001:db8::567:89ab".parse().unwrap()),
+            "b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
+        );
+    }
+
+    #[test]
+    fn ptr_name_v4_mapped() {
+        assert_eq!(
+            ptr_name("::ffff:198.51.100.7".parse().unwrap()),
+            "7.100.51.198.in-addr.arpa"
+        );
+    }
+
+    #[test]
+    fn normalise_names() {
+        assert_eq!(normalise("Mail.Example.COM."), "mail.example.com");
+        assert_eq!(normalise("example.com"), "example.com");
+        assert_eq!(normalise("."), "");
+    }
+
+    #[test]
+    fn null_mx() {
+        let null = Answer::Mx(vec![Mx {
+            preference: 0,
+            exchange: String::new(),
+        }]);
+        assert!(null.is_null_mx());
+        let pref10 = Answer::Mx(vec![Mx {
+            preference: 10,
+            exchange: String::new(),
+        }]);
+        assert!(!pref10.is_null_mx());
+        let two = Answer::Mx(vec![
+            Mx {
+                preference: 0,
+                exchange: String::new(),
+            },
+            Mx {
+                preference: 10,
+                exchange: "mx.example".into(),
+            },
+        ]);
+        assert!(!two.is_null_mx());
+        assert!(!Answer::A(vec![]).is_null_mx());
+    }
+
+    #[test]
+    fn describe_lines() {
+        let l = Lookup {
+            name: "example.com".into(),
+            kind: RecordKind::Mx,
+            outcome: Outcome::Found(Arc::new(Answer::Mx(vec![Mx {
+                preference: 10,
+                exchange: "mx.example.com".into(),
+            }]))),
+            from_cache: true,
+        };
+        assert_eq!(l.describe(), "MX example.com: 10 mx.example.com (cached)");
+        let l = Lookup {
+            name: "nx.example".into(),
+            kind: RecordKind::A,
+            outcome: Outcome::NxDomain,
+            from_cache: false,
+        };
+        assert_eq!(l.describe(), "A nx.example: NXDOMAIN");
+        let l = Lookup {
+            name: "slow.example".into(),
+            kind: RecordKind::A,
+            outcome: Outcome::TempFail("timeout".into()),
+            from_cache: false,
+        };
+        assert_eq!(l.describe(), "A slow.example: temporary failure (timeout)");
+        let l = Lookup {
+            name: "t.example".into(),
+            kind: RecordKind::Txt,
+            outcome: Outcome::Found(Arc::new(Answer::Txt(vec![b"v=spf1 \"x\"\x01".to_vec()]))),
+            from_cache: false,
+        };
+        assert_eq!(l.describe(), r#"TXT t.example: "v=spf1 \"x\"\001""#);
+        let many = (1..=6).map(|i| Ipv4Addr::new(203, 0, 113, i)).collect();
+        let l = Lookup {
+            name: "many.example".into(),
+            kind: RecordKind::A,
+            outcome: Outcome::Found(Arc::new(Answer::A(many))),
+            from_cache: false,
+        };
+        assert_eq!(
+            l.describe(),
+            "A many.example: 203.0.113.1, 203.0.113.2, 203.0.113.3, 203.0.113.4, ... (6 in all)"
+        );
+    }
+
+    #[test]
+    fn config_validation() {
+        let bad = |f: fn(&mut DnsConfig)| {
+            let mut c = DnsConfig {
+                nameservers: vec!["127.0.0.1:53".parse().unwrap()],
+                ..DnsConfig::default()
+            };
+            f(&mut c);
+            Resolver::new(&c).is_err()
+        };
+        assert!(bad(|c| c.attempts = 0));
+        assert!(bad(|c| c.cache_size = 0));
+        assert!(bad(|c| c.timeout = Duration::ZERO));
+        assert!(bad(|c| c.min_ttl = Duration::from_secs(7200)));
+        assert!(!bad(|_| ()));
+    }
+}

@@ -1,0 +1,212 @@
+//! An in-process authoritative DNS server for rpol's tests: hickory-server
+//! serving RFC 1035 zone text on 127.0.0.1 (UDP, and TCP on the same port
+//! for truncated answers), with query counting and fault injection
+//! (SERVFAIL, or silence so that clients time out).
+//!
+//! Include it from an integration test with
+//! `#[path = "support/dns.rs"] mod dns_server;`. Tests must only ever point
+//! a resolver at [`TestDns::addr`]: /etc/resolv.conf names an off-machine
+//! server (see shared/TESTING.md).
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_server::Server;
+use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
+use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
+use hickory_server::proto::rr::{LowerName, Name};
+use hickory_server::proto::serialize::txt::Parser;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, ZoneType};
+use tokio::net::{TcpListener, UdpSocket};
+
+/// The standard test zones under tests/zones/, as (origin, text).
+pub const DEFAULT_ZONES: &[(&str, &str)] = &[
+    ("example.", include_str!("../zones/example.zone")),
+    (
+        "113.0.203.in-addr.arpa.",
+        include_str!("../zones/113.0.203.in-addr.arpa.zone"),
+    ),
+    (
+        "100.51.198.in-addr.arpa.",
+        include_str!("../zones/100.51.198.in-addr.arpa.zone"),
+    ),
+    (
+        "8.b.d.0.1.0.0.2.ip6.arpa.",
+        include_str!("../zones/8.b.d.0.1.0.0.2.ip6.arpa.zone"),
+    ),
+];
+
+/// Name answered with SERVFAIL by [`TestDns::start_default`].
+pub const SERVFAIL_NAME: &str = "servfail.example";
+/// Name never answered by [`TestDns::start_default`].
+pub const TIMEOUT_NAME: &str = "timeout.example";
+
+/// Idle time after which the server closes a TCP connection.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Responses queued per TCP connection.
+const TCP_RESPONSE_BUFFER: usize = 32;
+/// Tries at binding TCP on the port the kernel gave the UDP socket.
+const BIND_TRIES: usize = 20;
+
+/// A running test DNS server; it stops when dropped.
+pub struct TestDns {
+    /// Where to send queries (UDP and TCP).
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    _server: Server<Handler>,
+}
+
+#[derive(Default)]
+struct State {
+    queries: AtomicU64,
+    per_name: Mutex<HashMap<String, u64>>,
+    servfail: Mutex<Vec<LowerName>>,
+    silent: Mutex<Vec<LowerName>>,
+}
+
+struct Handler {
+    catalog: Catalog,
+    state: Arc<State>,
+}
+
+fn lower(name: &str) -> LowerName {
+    let mut n = Name::from_ascii(name).expect("test name parses");
+    n.set_fqdn(true);
+    LowerName::new(&n)
+}
+
+fn matches(list: &Mutex<Vec<LowerName>>, name: &LowerName) -> bool {
+    list.lock().unwrap().iter().any(|z| z.zone_of(name))
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        self.state.queries.fetch_add(1, Ordering::SeqCst);
+        let qname = request.queries.queries().first().map(|q| q.name().clone());
+        if let Some(name) = &qname {
+            let key = name.to_string().trim_end_matches('.').to_ascii_lowercase();
+            *self.state.per_name.lock().unwrap().entry(key).or_default() += 1;
+            if matches(&self.state.silent, name) {
+                // Say nothing; the client has to time out.
+                return ResponseInfo::from(Header {
+                    metadata: Metadata::response_from_request(&request.metadata),
+                    counts: HeaderCounts::default(),
+                });
+            }
+            if matches(&self.state.servfail, name) {
+                let response = MessageResponseBuilder::from_message_request(request)
+                    .error_msg(&request.metadata, ResponseCode::ServFail);
+                return response_handle
+                    .send_response(response)
+                    .await
+                    .expect("send SERVFAIL");
+            }
+        }
+        self.catalog
+            .handle_request::<R, T>(request, response_handle)
+            .await
+    }
+}
+
+impl TestDns {
+    /// Serve the zones in [`DEFAULT_ZONES`], with SERVFAIL for
+    /// [`SERVFAIL_NAME`] and silence for [`TIMEOUT_NAME`].
+    pub async fn start_default() -> TestDns {
+        let dns = TestDns::start(DEFAULT_ZONES).await;
+        dns.inject_servfail(SERVFAIL_NAME);
+        dns.inject_silence(TIMEOUT_NAME);
+        dns
+    }
+
+    /// Serve `zones`, each (origin, RFC 1035 zone text with its SOA), on
+    /// 127.0.0.1 at a free port, UDP and TCP.
+    pub async fn start(zones: &[(&str, &str)]) -> TestDns {
+        let mut catalog = Catalog::new();
+        for (origin, text) in zones {
+            let origin = Name::from_ascii(origin).expect("zone origin parses");
+            let (origin, records) = Parser::new(*text, None, Some(origin))
+                .parse()
+                .unwrap_or_else(|e| panic!("zone text parses: {e}"));
+            let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
+                origin.clone(),
+                records,
+                ZoneType::Primary,
+                AxfrPolicy::Deny,
+            )
+            .expect("zone loads");
+            catalog.upsert(LowerName::new(&origin), vec![Arc::new(handler)]);
+        }
+
+        let (udp, tcp) = bind_pair().await;
+        let addr = udp.local_addr().expect("local addr");
+        let state = Arc::new(State::default());
+        let mut server = Server::new(Handler {
+            catalog,
+            state: state.clone(),
+        });
+        server.register_socket(udp);
+        server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        TestDns {
+            addr,
+            state,
+            _server: server,
+        }
+    }
+
+    /// Answer SERVFAIL for `name` and every name below it.
+    pub fn inject_servfail(&self, name: &str) {
+        self.state.servfail.lock().unwrap().push(lower(name));
+    }
+
+    /// Never answer for `name` and every name below it.
+    pub fn inject_silence(&self, name: &str) {
+        self.state.silent.lock().unwrap().push(lower(name));
+    }
+
+    /// Remove every injected fault.
+    pub fn clear_faults(&self) {
+        self.state.servfail.lock().unwrap().clear();
+        self.state.silent.lock().unwrap().clear();
+    }
+
+    /// Queries received so far (UDP and TCP, answered or not).
+    pub fn query_count(&self) -> u64 {
+        self.state.queries.load(Ordering::SeqCst)
+    }
+
+    /// Queries received so far for `name` (any type; case and trailing dot
+    /// ignored).
+    pub fn queries_for(&self, name: &str) -> u64 {
+        let key = name.trim_end_matches('.').to_ascii_lowercase();
+        self.state
+            .per_name
+            .lock()
+            .unwrap()
+            .get(&key)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// A UDP socket and a TCP listener on the same loopback port.
+async fn bind_pair() -> (UdpSocket, TcpListener) {
+    for _ in 0..BIND_TRIES {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind UDP");
+        let addr = udp.local_addr().expect("local addr");
+        if let Ok(tcp) = TcpListener::bind(addr).await {
+            return (udp, tcp);
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP");
+}

@@ -277,12 +277,12 @@ pub fn source_lines(text: &str) -> Vec<(usize, String, String)> {
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
-                last.2.push(' ');
-                last.2.push_str(trimmed);
-                continue;
-            }
+        if line.starts_with([' ', '\t'])
+            && let Some(last) = out.last_mut()
+        {
+            last.2.push(' ');
+            last.2.push_str(trimmed);
+            continue;
         }
         let (key, value) = match trimmed.split_once([' ', '\t']) {
             Some((k, v)) => (k, v.trim()),

@@ -11,6 +11,7 @@ mod schema;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,9 +20,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml::Spanned;
 
+use crate::dns::{DnsConfig, Resolver};
 use crate::policy::outcome::AccessCodes;
-use crate::policy::{ChainRule, Codes, Match, Policy, Profile, Site, Stage};
+use crate::policy::{ChainRule, Codes, Match, Policy, Profile, Site, Stage, TempfailAction};
 use crate::rules::{self, TableResolver};
+use crate::tables::addresses::Addresses;
 use crate::tables::{self, AccessTable, TableSpec};
 use schema::{ConfigFile, ProfileSection};
 
@@ -186,12 +189,16 @@ pub fn load_str(path: &Path, text: &str) -> Result<Policy, ConfigErrors> {
             return Err(ConfigErrors(cx.errors));
         }
     };
-    let policy = cx.compile(file);
-    if cx.errors.is_empty() {
-        Ok(policy)
-    } else {
-        Err(ConfigErrors(cx.errors))
+    let parts = cx.compile(file);
+    match parts.policy {
+        Some(policy) if cx.errors.is_empty() => Ok(policy),
+        _ => Err(ConfigErrors(cx.errors)),
     }
+}
+
+/// The result of compiling: no policy when the resolver could not be built.
+struct PolicyParts {
+    policy: Option<Policy>,
 }
 
 struct Compiler<'t> {
@@ -213,18 +220,21 @@ impl Compiler<'_> {
         });
     }
 
-    fn compile(&mut self, file: ConfigFile) -> Policy {
+    fn compile(&mut self, file: ConfigFile) -> PolicyParts {
         // Destructured whole so that a new field cannot be forgotten here.
         let ConfigFile {
             server,
             site,
             postfix,
+            dns,
             tables,
             profile,
         } = file;
         let server = self.server(server);
         let codes = self.codes(&postfix);
-        let site = self.site(site, postfix, codes);
+        let mut files = vec![self.path.clone()];
+        let site = self.site(site, postfix, codes, &mut files);
+        let dns_config = self.dns(dns);
         let mut resolver = Tables {
             named: HashMap::new(),
             loaded: HashMap::new(),
@@ -248,11 +258,24 @@ impl Compiler<'_> {
             }
         }
         self.check_matches(&profiles);
-        Policy {
-            source: self.path.clone(),
-            server,
-            site,
-            profiles: profiles.into_iter().map(|(p, _)| p).collect(),
+        files.extend(resolver.loaded.keys().map(|spec| spec.path.clone()));
+        let resolver = match Resolver::new(&dns_config) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.error(0..0, "dns", e.to_string());
+                None
+            }
+        };
+        PolicyParts {
+            policy: resolver.map(|resolver| Policy {
+                source: self.path.clone(),
+                server,
+                site,
+                profiles: profiles.into_iter().map(|(p, _)| p).collect(),
+                dns_config: dns_config.clone(),
+                resolver,
+                files,
+            }),
         }
     }
 
@@ -348,39 +371,181 @@ impl Compiler<'_> {
     }
 
     fn codes(&mut self, p: &schema::PostfixSection) -> Codes {
-        let mut check = |v: &Spanned<u16>, key: &str, first: u16| -> u16 {
-            let code = *v.get_ref();
-            if code / 100 != first {
+        // (value, key, allowed first digits)
+        let mut code = |v: &Spanned<u16>, key: &str, classes: &[u16]| -> u16 {
+            let c = *v.get_ref();
+            if !classes.contains(&(c / 100)) {
+                let want = if classes.len() == 1 {
+                    format!("a {}xx code", classes[0])
+                } else {
+                    "a 4xx or 5xx code".to_string()
+                };
                 self.error(
                     v.span(),
                     &format!("postfix.{key}"),
-                    format!("must be a {first}xx code"),
+                    format!("must be {want}"),
                 );
             }
-            code
+            c
+        };
+        let any = &[4, 5][..];
+        let codes = Codes {
+            access: AccessCodes {
+                reject: code(&p.access_map_reject_code, "access_map_reject_code", &[5]),
+                defer: code(&p.access_map_defer_code, "access_map_defer_code", &[4]),
+            },
+            reject_code: code(&p.reject_code, "reject_code", &[5]),
+            defer_code: code(&p.defer_code, "defer_code", &[4]),
+            unknown_client_reject_code: code(
+                &p.unknown_client_reject_code,
+                "unknown_client_reject_code",
+                any,
+            ),
+            unknown_hostname_reject_code: code(
+                &p.unknown_hostname_reject_code,
+                "unknown_hostname_reject_code",
+                any,
+            ),
+            unknown_address_reject_code: code(
+                &p.unknown_address_reject_code,
+                "unknown_address_reject_code",
+                any,
+            ),
+            invalid_hostname_reject_code: code(
+                &p.invalid_hostname_reject_code,
+                "invalid_hostname_reject_code",
+                any,
+            ),
+            non_fqdn_reject_code: code(&p.non_fqdn_reject_code, "non_fqdn_reject_code", any),
+            relay_domains_reject_code: code(
+                &p.relay_domains_reject_code,
+                "relay_domains_reject_code",
+                &[5],
+            ),
+            unknown_virtual_mailbox_reject_code: code(
+                &p.unknown_virtual_mailbox_reject_code,
+                "unknown_virtual_mailbox_reject_code",
+                any,
+            ),
+            unknown_virtual_alias_reject_code: code(
+                &p.unknown_virtual_alias_reject_code,
+                "unknown_virtual_alias_reject_code",
+                any,
+            ),
+            unknown_helo_hostname_tempfail_action: TempfailAction::DeferIfPermit,
+            unknown_address_tempfail_action: TempfailAction::DeferIfPermit,
+        };
+        let base = self.tempfail(&p.reject_tempfail_action, "reject_tempfail_action");
+        let inherit = |cx: &mut Self, v: &Option<Spanned<String>>, key: &str| match v {
+            Some(v) => cx.tempfail(v, key),
+            None => base,
         };
         Codes {
-            access: AccessCodes {
-                reject: check(&p.access_map_reject_code, "access_map_reject_code", 5),
-                defer: check(&p.access_map_defer_code, "access_map_defer_code", 4),
-            },
-            reject_code: check(&p.reject_code, "reject_code", 5),
-            defer_code: check(&p.defer_code, "defer_code", 4),
+            unknown_helo_hostname_tempfail_action: inherit(
+                self,
+                &p.unknown_helo_hostname_tempfail_action,
+                "unknown_helo_hostname_tempfail_action",
+            ),
+            unknown_address_tempfail_action: inherit(
+                self,
+                &p.unknown_address_tempfail_action,
+                "unknown_address_tempfail_action",
+            ),
+            ..codes
         }
     }
 
-    fn site(&mut self, s: schema::SiteSection, p: schema::PostfixSection, codes: Codes) -> Site {
+    fn tempfail(&mut self, v: &Spanned<String>, key: &str) -> TempfailAction {
+        TempfailAction::parse(v.get_ref()).unwrap_or_else(|| {
+            self.error(
+                v.span(),
+                &format!("postfix.{key}"),
+                "expected \"defer_if_permit\" or \"defer\"",
+            );
+            TempfailAction::DeferIfPermit
+        })
+    }
+
+    fn dns(&mut self, d: schema::DnsSection) -> DnsConfig {
+        let schema::DnsSection {
+            nameservers,
+            timeout,
+            attempts,
+            cache_size,
+            min_ttl,
+            max_ttl,
+            negative_max_ttl,
+        } = d;
+        let mut out = DnsConfig::default();
+        for ns in nameservers {
+            let text = ns.get_ref().trim();
+            let parsed = text
+                .parse::<SocketAddr>()
+                .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+            match parsed {
+                Ok(addr) => out.nameservers.push(addr),
+                Err(_) => self.error(
+                    ns.span(),
+                    "dns.nameservers",
+                    format!("{text:?}: expected IP or IP:PORT ([IPv6]:PORT)"),
+                ),
+            }
+        }
+        for (value, key, slot) in [
+            (timeout, "dns.timeout", &mut out.timeout),
+            (min_ttl, "dns.min_ttl", &mut out.min_ttl),
+            (max_ttl, "dns.max_ttl", &mut out.max_ttl),
+            (
+                negative_max_ttl,
+                "dns.negative_max_ttl",
+                &mut out.negative_max_ttl,
+            ),
+        ] {
+            if let Some(v) = value {
+                match parse_duration(v.get_ref()) {
+                    Ok(d) => *slot = d,
+                    Err(e) => self.errors.push(self.positioned(v.span(), key, e)),
+                }
+            }
+        }
+        for (value, key, slot) in [
+            (attempts, "dns.attempts", &mut out.attempts),
+            (cache_size, "dns.cache_size", &mut out.cache_size),
+        ] {
+            if let Some(v) = value {
+                if *v.get_ref() == 0 {
+                    self.errors
+                        .push(self.positioned(v.span(), key, "must be at least 1"));
+                } else {
+                    *slot = *v.get_ref();
+                }
+            }
+        }
+        if out.timeout.is_zero() {
+            self.error(0..0, "dns.timeout", "must be more than zero");
+        }
+        out
+    }
+
+    fn site(
+        &mut self,
+        s: schema::SiteSection,
+        p: schema::PostfixSection,
+        codes: Codes,
+        files: &mut Vec<PathBuf>,
+    ) -> Site {
         let schema::SiteSection {
             mynetworks,
             recipient_delimiter,
+            domains,
+            relay_domains,
+            mailboxes,
+            aliases,
         } = s;
         let schema::PostfixSection {
-            access_map_reject_code: _,
-            access_map_defer_code: _,
-            reject_code: _,
-            defer_code: _,
             parent_domain_matches_subdomains,
             smtpd_null_access_lookup_key,
+            ..
         } = p;
         let mut nets: Vec<IpNet> = Vec::new();
         for n in mynetworks {
@@ -393,6 +558,42 @@ impl Compiler<'_> {
                 ),
             }
         }
+        let domain_list = |list: Vec<Spanned<String>>, key: &str, cx: &mut Self| {
+            let mut out = Vec::new();
+            for d in list {
+                let name = d.get_ref().trim().trim_end_matches('.').to_lowercase();
+                if rules::syntax::valid_hostname(&name) {
+                    out.push(name);
+                } else {
+                    cx.error(
+                        d.span(),
+                        key,
+                        format!("{:?} is not a valid domain name", d.get_ref()),
+                    );
+                }
+            }
+            out
+        };
+        let domains = domain_list(domains, "site.domains", self);
+        let relay_domains = domain_list(relay_domains, "site.relay_domains", self);
+        let path_of = |v: &Option<Spanned<String>>| v.as_ref().map(|v| self.base.join(v.get_ref()));
+        let mailbox_path = path_of(&mailboxes);
+        let alias_path = path_of(&aliases);
+        let addresses = match Addresses::load(mailbox_path.as_deref(), alias_path.as_deref()) {
+            Ok(a) => a,
+            Err(e) => {
+                let (key, value) = if Some(&e.path) == mailbox_path.as_ref() {
+                    ("site.mailboxes", &mailboxes)
+                } else {
+                    ("site.aliases", &aliases)
+                };
+                let span = value.as_ref().map_or(0..0, Spanned::span);
+                self.error(span, key, e.to_string());
+                Addresses::default()
+            }
+        };
+        files.extend(mailbox_path);
+        files.extend(alias_path);
         Site {
             mynetworks: nets,
             recipient_delimiter,
@@ -401,6 +602,9 @@ impl Compiler<'_> {
                 .any(|s| s == "smtpd_access_maps"),
             null_access_key: smtpd_null_access_lookup_key,
             codes,
+            domains: domains.into_iter().collect(),
+            relay_domains,
+            addresses,
         }
     }
 
@@ -413,6 +617,7 @@ impl Compiler<'_> {
         let ProfileSection {
             matcher,
             called_from,
+            helo_required,
             client,
             helo,
             sender,
@@ -466,6 +671,7 @@ impl Compiler<'_> {
             name: name.to_string(),
             matcher,
             called_from,
+            helo_required,
             stages,
         })
     }

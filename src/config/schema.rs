@@ -15,6 +15,8 @@ pub struct ConfigFile {
     pub site: SiteSection,
     #[serde(default)]
     pub postfix: PostfixSection,
+    #[serde(default)]
+    pub dns: DnsSection,
     /// Named access tables: `name = "[type:]path"`.
     #[serde(default)]
     pub tables: BTreeMap<String, Spanned<String>>,
@@ -43,6 +45,31 @@ pub struct SiteSection {
     pub mynetworks: Vec<Spanned<String>>,
     #[serde(default)]
     pub recipient_delimiter: String,
+    /// Our final destinations (virtual mailbox domains).
+    #[serde(default)]
+    pub domains: Vec<Spanned<String>>,
+    /// Domains we relay to (Postfix relay_domains).
+    #[serde(default)]
+    pub relay_domains: Vec<Spanned<String>>,
+    /// virtual_mailbox_maps source file.
+    pub mailboxes: Option<Spanned<String>>,
+    /// virtual_alias_maps source file.
+    pub aliases: Option<Spanned<String>>,
+}
+
+/// `[dns]`: the one resolver.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// `IP` or `IP:PORT`; empty: /etc/resolv.conf.
+    #[serde(default)]
+    pub nameservers: Vec<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub attempts: Option<Spanned<usize>>,
+    pub cache_size: Option<Spanned<usize>>,
+    pub min_ttl: Option<Spanned<String>>,
+    pub max_ttl: Option<Spanned<String>>,
+    pub negative_max_ttl: Option<Spanned<String>>,
 }
 
 /// Postfix main.cf parameters rpol reproduces, with Postfix's names and
@@ -54,6 +81,19 @@ pub struct PostfixSection {
     pub access_map_defer_code: Spanned<u16>,
     pub reject_code: Spanned<u16>,
     pub defer_code: Spanned<u16>,
+    pub unknown_client_reject_code: Spanned<u16>,
+    pub unknown_hostname_reject_code: Spanned<u16>,
+    pub unknown_address_reject_code: Spanned<u16>,
+    pub invalid_hostname_reject_code: Spanned<u16>,
+    pub non_fqdn_reject_code: Spanned<u16>,
+    pub relay_domains_reject_code: Spanned<u16>,
+    pub unknown_virtual_mailbox_reject_code: Spanned<u16>,
+    pub unknown_virtual_alias_reject_code: Spanned<u16>,
+    pub reject_tempfail_action: Spanned<String>,
+    /// Unset: `$reject_tempfail_action`.
+    pub unknown_helo_hostname_tempfail_action: Option<Spanned<String>>,
+    /// Unset: `$reject_tempfail_action`.
+    pub unknown_address_tempfail_action: Option<Spanned<String>>,
     pub parent_domain_matches_subdomains: Vec<String>,
     pub smtpd_null_access_lookup_key: String,
 }
@@ -65,6 +105,17 @@ impl Default for PostfixSection {
             access_map_defer_code: Spanned::new(0..0, 450),
             reject_code: Spanned::new(0..0, 554),
             defer_code: Spanned::new(0..0, 450),
+            unknown_client_reject_code: Spanned::new(0..0, 450),
+            unknown_hostname_reject_code: Spanned::new(0..0, 450),
+            unknown_address_reject_code: Spanned::new(0..0, 450),
+            invalid_hostname_reject_code: Spanned::new(0..0, 501),
+            non_fqdn_reject_code: Spanned::new(0..0, 504),
+            relay_domains_reject_code: Spanned::new(0..0, 554),
+            unknown_virtual_mailbox_reject_code: Spanned::new(0..0, 550),
+            unknown_virtual_alias_reject_code: Spanned::new(0..0, 550),
+            reject_tempfail_action: Spanned::new(0..0, "defer_if_permit".into()),
+            unknown_helo_hostname_tempfail_action: None,
+            unknown_address_tempfail_action: None,
             // Postfix's default list; only smtpd_access_maps matters to rpol.
             parent_domain_matches_subdomains: [
                 "debug_peer_list",
@@ -88,6 +139,9 @@ pub struct ProfileSection {
     #[serde(rename = "match")]
     pub matcher: Option<MatchSection>,
     pub called_from: Option<Spanned<String>>,
+    /// Postfix smtpd_helo_required.
+    #[serde(default)]
+    pub helo_required: bool,
     #[serde(default)]
     pub client: Vec<Spanned<String>>,
     #[serde(default)]

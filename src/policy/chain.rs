@@ -125,7 +125,8 @@ impl Run<'_> {
         let runs = stages_for(self.req);
         for stage in Stage::ALL {
             let rules = self.profile.rules(stage);
-            if rules.is_empty() {
+            let helo_required = stage == Stage::Helo && self.profile.helo_required;
+            if rules.is_empty() && !helo_required {
                 continue;
             }
             if !runs[stage as usize] {
@@ -134,6 +135,11 @@ impl Run<'_> {
                 continue;
             }
             if stage == Stage::Helo && self.req.helo_name.is_empty() {
+                if helo_required {
+                    self.step(|| "helo: no HELO/EHLO and helo_required is set".into());
+                    let reply = Reply::unnamed(503, "5.5.1", "Error: send HELO/EHLO first");
+                    return Some((reply, stage, "helo: helo_required".into()));
+                }
                 // Postfix: helo restrictions do nothing without HELO/EHLO.
                 self.step(|| "helo: skipped, the client sent no HELO/EHLO".into());
                 continue;
@@ -146,6 +152,7 @@ impl Run<'_> {
                     let mut ctx = Context {
                         request: self.req,
                         site: &policy.site,
+                        dns: &policy.resolver,
                         notes: self.trace.is_some().then_some(&mut notes),
                     };
                     chain_rule.rule.evaluate(&mut ctx).await

@@ -9,11 +9,15 @@ pub mod reply;
 use std::fmt;
 use std::path::PathBuf;
 
+use std::collections::HashSet;
+
 use ipnet::IpNet;
 
 use crate::config::ServerSettings;
+use crate::dns::{DnsConfig, Resolver};
 use crate::protocol::Request;
 use crate::rules::Rule;
+use crate::tables::addresses::Addresses;
 use outcome::AccessCodes;
 
 pub use chain::{Decision, evaluate};
@@ -71,8 +75,28 @@ impl fmt::Display for Stage {
     }
 }
 
-/// Reply codes of Postfix parameters rpol reproduces (same names, same
-/// defaults; `[postfix]` in policy.toml).
+/// What a restriction does when DNS gives a temporary failure (Postfix
+/// `reject_tempfail_action` and the `*_tempfail_action` parameters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TempfailAction {
+    /// Remember the 4xx; answer it at the end unless something rejects.
+    DeferIfPermit,
+    /// Answer the 4xx at once.
+    Defer,
+}
+
+impl TempfailAction {
+    pub fn parse(text: &str) -> Option<TempfailAction> {
+        match text {
+            "defer_if_permit" => Some(TempfailAction::DeferIfPermit),
+            "defer" => Some(TempfailAction::Defer),
+            _ => None,
+        }
+    }
+}
+
+/// Reply codes and actions of Postfix parameters rpol reproduces (same
+/// names, same defaults; `[postfix]` in policy.toml).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Codes {
     pub access: AccessCodes,
@@ -80,6 +104,26 @@ pub struct Codes {
     pub reject_code: u16,
     /// `defer_code`, default 450: the `defer` restriction.
     pub defer_code: u16,
+    /// `unknown_client_reject_code`, default 450.
+    pub unknown_client_reject_code: u16,
+    /// `unknown_hostname_reject_code`, default 450.
+    pub unknown_hostname_reject_code: u16,
+    /// `unknown_address_reject_code`, default 450.
+    pub unknown_address_reject_code: u16,
+    /// `invalid_hostname_reject_code`, default 501.
+    pub invalid_hostname_reject_code: u16,
+    /// `non_fqdn_reject_code`, default 504.
+    pub non_fqdn_reject_code: u16,
+    /// `relay_domains_reject_code`, default 554.
+    pub relay_domains_reject_code: u16,
+    /// `unknown_virtual_mailbox_reject_code`, default 550.
+    pub unknown_virtual_mailbox_reject_code: u16,
+    /// `unknown_virtual_alias_reject_code`, default 550.
+    pub unknown_virtual_alias_reject_code: u16,
+    /// `unknown_helo_hostname_tempfail_action`, default `$reject_tempfail_action`.
+    pub unknown_helo_hostname_tempfail_action: TempfailAction,
+    /// `unknown_address_tempfail_action`, default `$reject_tempfail_action`.
+    pub unknown_address_tempfail_action: TempfailAction,
 }
 
 impl Default for Codes {
@@ -88,6 +132,16 @@ impl Default for Codes {
             access: AccessCodes::default(),
             reject_code: 554,
             defer_code: 450,
+            unknown_client_reject_code: 450,
+            unknown_hostname_reject_code: 450,
+            unknown_address_reject_code: 450,
+            invalid_hostname_reject_code: 501,
+            non_fqdn_reject_code: 504,
+            relay_domains_reject_code: 554,
+            unknown_virtual_mailbox_reject_code: 550,
+            unknown_virtual_alias_reject_code: 550,
+            unknown_helo_hostname_tempfail_action: TempfailAction::DeferIfPermit,
+            unknown_address_tempfail_action: TempfailAction::DeferIfPermit,
         }
     }
 }
@@ -106,6 +160,36 @@ pub struct Site {
     /// `smtpd_null_access_lookup_key`, default `<>`.
     pub null_access_key: String,
     pub codes: Codes,
+    /// Our final destinations (Postfix virtual_mailbox_domains), lowercase.
+    pub domains: HashSet<String>,
+    /// Domains we relay to (Postfix relay_domains; subdomains match too).
+    pub relay_domains: Vec<String>,
+    /// Mailboxes and aliases of our domains.
+    pub addresses: Addresses,
+}
+
+impl Site {
+    /// Whether `domain` is one of ours (a final destination).
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        let domain = domain.trim_end_matches('.');
+        self.domains.contains(domain) || self.domains.contains(&domain.to_lowercase())
+    }
+
+    /// Whether mail to `domain` is authorized: ours, or a relay domain or
+    /// one of its subdomains (Postfix's default
+    /// parent_domain_matches_subdomains includes relay_domains).
+    pub fn is_authorized_destination(&self, domain: &str) -> bool {
+        if self.is_local_domain(domain) {
+            return true;
+        }
+        let domain = domain.trim_end_matches('.').to_lowercase();
+        self.relay_domains.iter().any(|r| {
+            domain == *r
+                || (domain.len() > r.len()
+                    && domain.ends_with(r.as_str())
+                    && domain.as_bytes()[domain.len() - r.len() - 1] == b'.')
+        })
+    }
 }
 
 impl Default for Site {
@@ -116,6 +200,9 @@ impl Default for Site {
             access_subdomains: true,
             null_access_key: "<>".into(),
             codes: Codes::default(),
+            domains: HashSet::new(),
+            relay_domains: Vec::new(),
+            addresses: Addresses::default(),
         }
     }
 }
@@ -176,6 +263,9 @@ pub struct Profile {
     /// another stage gets that stage's `<name>: <Class> rejected: ` in its
     /// text, so the client still learns what was refused.
     pub called_from: Stage,
+    /// Postfix smtpd_helo_required: without HELO/EHLO the helo stage
+    /// answers `503 5.5.1 Error: send HELO/EHLO first`.
+    pub helo_required: bool,
     pub stages: [Vec<ChainRule>; 4],
 }
 
@@ -193,6 +283,14 @@ pub struct Policy {
     pub server: ServerSettings,
     pub site: Site,
     pub profiles: Vec<Profile>,
+    /// `[dns]`, kept to tell whether a reload may keep the resolver (and
+    /// its cache).
+    pub dns_config: DnsConfig,
+    /// The one resolver every rule uses.
+    pub resolver: Resolver,
+    /// Every file this policy was built from (config, tables, address
+    /// lists), watched for changes.
+    pub files: Vec<PathBuf>,
 }
 
 impl Policy {

@@ -1,7 +1,11 @@
-//! Client restrictions that need no DNS: `permit_mynetworks`.
+//! Client restrictions: `permit_mynetworks`,
+//! `reject_unknown_client_hostname`, `reject_unknown_reverse_client_hostname`.
 
 use super::Context;
+use super::dnscheck::{self, HostStatus, Ptr};
+use super::syntax::valid_hostname;
 use crate::policy::outcome::Outcome;
+use crate::policy::reply::Reply;
 
 /// `permit_mynetworks`: OK when the client address is inside one of
 /// `[site] mynetworks` (Postfix `$mynetworks`), else DUNNO. A request
@@ -24,4 +28,90 @@ pub fn permit_mynetworks(ctx: &mut Context<'_>) -> Outcome {
             Outcome::Dunno
         }
     }
+}
+
+/// Why the client's hostname could not be confirmed.
+enum Unknown {
+    Permanent,
+    Temporary,
+}
+
+/// `reject_unknown_client_hostname`: the client IP must have a PTR whose
+/// name resolves back to that IP. Reply `$unknown_client_reject_code 4.7.25
+/// Client host rejected: cannot find your hostname, [ip]`; a temporary DNS
+/// failure is always `450` and immediate (Postfix: no defer_if_permit for
+/// this check).
+///
+/// Postfix already did this lookup: `client_name` is the verified name or
+/// `unknown`. A verified name is trusted (no query). `unknown` does not
+/// say whether the failure was temporary, so rpol looks again rather than
+/// turn a temporary failure into a permanent reject.
+pub async fn reject_unknown_client_hostname(ctx: &mut Context<'_>) -> Outcome {
+    let name = ctx.request.client_name.clone();
+    if !name.is_empty() && !name.eq_ignore_ascii_case("unknown") {
+        ctx.note(|| format!("client_name {name:?} was verified by Postfix"));
+        return Outcome::Dunno;
+    }
+    let Some(ip) = ctx.request.client_ip() else {
+        return not_an_ip(ctx);
+    };
+    let ip = ip.to_canonical();
+    let status = match dnscheck::lookup_ptr(ctx, ip).await {
+        Ptr::TempFail => Some(Unknown::Temporary),
+        Ptr::NotFound => Some(Unknown::Permanent),
+        Ptr::Names(names) => {
+            let mut worst = Some(Unknown::Permanent);
+            for name in names.iter().filter(|n| valid_hostname(n)) {
+                match dnscheck::forward_confirms(ctx, name, ip).await {
+                    HostStatus::Found => {
+                        worst = None;
+                        break;
+                    }
+                    HostStatus::TempFail => worst = Some(Unknown::Temporary),
+                    _ => {}
+                }
+            }
+            worst
+        }
+    };
+    let code = ctx.site.codes.unknown_client_reject_code;
+    let text = format!("cannot find your hostname, [{ip}]");
+    match status {
+        None => Outcome::Dunno,
+        Some(Unknown::Permanent) => Outcome::Reject(Reply::unnamed(code, "4.7.25", text)),
+        Some(Unknown::Temporary) => Outcome::Reject(Reply::unnamed(450, "4.7.25", text)),
+    }
+}
+
+/// `reject_unknown_reverse_client_hostname`: the client IP must have a PTR
+/// record (its name need not resolve back). Reply
+/// `$unknown_client_reject_code 4.7.1 Client host rejected: cannot find
+/// your reverse hostname, [ip]`; temporary failure: `450`, immediate.
+/// A `reverse_client_name` other than `unknown` from Postfix is trusted.
+pub async fn reject_unknown_reverse_client_hostname(ctx: &mut Context<'_>) -> Outcome {
+    let name = ctx.request.reverse_client_name.clone();
+    if !name.is_empty() && !name.eq_ignore_ascii_case("unknown") {
+        ctx.note(|| format!("reverse_client_name {name:?} was found by Postfix"));
+        return Outcome::Dunno;
+    }
+    let Some(ip) = ctx.request.client_ip() else {
+        return not_an_ip(ctx);
+    };
+    let ip = ip.to_canonical();
+    let code = match dnscheck::lookup_ptr(ctx, ip).await {
+        Ptr::Names(_) => return Outcome::Dunno,
+        Ptr::NotFound => ctx.site.codes.unknown_client_reject_code,
+        Ptr::TempFail => 450,
+    };
+    Outcome::Reject(Reply::unnamed(
+        code,
+        "4.7.1",
+        format!("cannot find your reverse hostname, [{ip}]"),
+    ))
+}
+
+fn not_an_ip(ctx: &mut Context<'_>) -> Outcome {
+    let addr = ctx.request.client_address.clone();
+    ctx.note(|| format!("client address {addr:?} is not an IP address: nothing to check"));
+    Outcome::Dunno
 }

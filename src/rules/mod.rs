@@ -6,13 +6,18 @@
 //! Adding a rule: one function in its family file, one line in [`compile`].
 
 pub mod access;
+pub mod address;
 pub mod client;
+pub mod dnscheck;
 pub mod generic;
+pub mod helo;
 pub mod sasl;
+pub mod syntax;
 
 use std::fmt;
 use std::sync::Arc;
 
+use crate::dns::Resolver;
 use crate::policy::outcome::Outcome;
 use crate::policy::{Site, Stage};
 use crate::protocol::Request;
@@ -33,12 +38,27 @@ pub enum Rule {
         subject: Stage,
         table: Arc<AccessTable>,
     },
+    RejectUnknownClientHostname,
+    RejectUnknownReverseClientHostname,
+    RejectInvalidHeloHostname,
+    RejectNonFqdnHeloHostname,
+    RejectUnknownHeloHostname,
+    /// reject_non_fqdn_sender / _recipient.
+    RejectNonFqdnAddress(Stage),
+    /// reject_unknown_sender_domain / _recipient_domain.
+    RejectUnknownDomain(Stage),
+    /// reject_unlisted_sender / _recipient.
+    RejectUnlistedAddress(Stage),
+    RejectUnauthDestination,
+    DeferUnauthDestination,
+    PermitAuthDestination,
 }
 
 /// What a rule may read while it runs.
 pub struct Context<'a> {
     pub request: &'a Request,
     pub site: &'a Site,
+    pub dns: &'a Resolver,
     /// When set, rules explain what they looked at (for traces).
     pub notes: Option<&'a mut Vec<String>>,
 }
@@ -64,6 +84,19 @@ impl Rule {
             Rule::PermitMynetworks => client::permit_mynetworks(ctx),
             Rule::PermitSaslAuthenticated => sasl::permit_sasl_authenticated(ctx),
             Rule::CheckAccess { subject, table } => access::check_access(ctx, *subject, table),
+            Rule::RejectUnknownClientHostname => client::reject_unknown_client_hostname(ctx).await,
+            Rule::RejectUnknownReverseClientHostname => {
+                client::reject_unknown_reverse_client_hostname(ctx).await
+            }
+            Rule::RejectInvalidHeloHostname => helo::reject_invalid_helo_hostname(ctx),
+            Rule::RejectNonFqdnHeloHostname => helo::reject_non_fqdn_helo_hostname(ctx),
+            Rule::RejectUnknownHeloHostname => helo::reject_unknown_helo_hostname(ctx).await,
+            Rule::RejectNonFqdnAddress(s) => address::reject_non_fqdn_address(ctx, *s),
+            Rule::RejectUnknownDomain(s) => address::reject_unknown_domain(ctx, *s).await,
+            Rule::RejectUnlistedAddress(s) => address::reject_unlisted_address(ctx, *s),
+            Rule::RejectUnauthDestination => address::reject_unauth_destination(ctx),
+            Rule::DeferUnauthDestination => address::defer_unauth_destination(ctx),
+            Rule::PermitAuthDestination => address::permit_auth_destination(ctx),
         }
     }
 }
@@ -101,24 +134,10 @@ const REFUSED: &[(&str, &str)] = &[
 /// Postfix restrictions that later rpol work implements; named so that the
 /// loader says "not implemented yet" rather than "unknown".
 const NOT_YET: &[&str] = &[
-    "reject_unknown_client_hostname",
-    "reject_unknown_reverse_client_hostname",
-    "reject_invalid_helo_hostname",
-    "reject_non_fqdn_helo_hostname",
-    "reject_unknown_helo_hostname",
-    "reject_non_fqdn_sender",
-    "reject_unknown_sender_domain",
-    "reject_unlisted_sender",
     "reject_authenticated_sender_login_mismatch",
     "reject_sender_login_mismatch",
     "reject_unauthenticated_sender_login_mismatch",
     "reject_known_sender_login_mismatch",
-    "reject_non_fqdn_recipient",
-    "reject_unknown_recipient_domain",
-    "reject_unlisted_recipient",
-    "reject_unauth_destination",
-    "defer_unauth_destination",
-    "permit_auth_destination",
     "check_spf",
     "check_outbound_spf",
     "reject_rbl_client",
@@ -166,6 +185,58 @@ pub fn compile(
         "check_helo_access" => (None, Some(Stage::Helo), Stage::Helo),
         "check_sender_access" => (None, Some(Stage::Sender), Stage::Sender),
         "check_recipient_access" => (None, Some(Stage::Recipient), Stage::Recipient),
+        "reject_unknown_client_hostname" | "reject_unknown_client" => {
+            (Some(Rule::RejectUnknownClientHostname), None, Stage::Client)
+        }
+        "reject_unknown_reverse_client_hostname" => (
+            Some(Rule::RejectUnknownReverseClientHostname),
+            None,
+            Stage::Client,
+        ),
+        "reject_invalid_helo_hostname" | "reject_invalid_hostname" => {
+            (Some(Rule::RejectInvalidHeloHostname), None, Stage::Helo)
+        }
+        "reject_non_fqdn_helo_hostname" | "reject_non_fqdn_hostname" => {
+            (Some(Rule::RejectNonFqdnHeloHostname), None, Stage::Helo)
+        }
+        "reject_unknown_helo_hostname" | "reject_unknown_hostname" => {
+            (Some(Rule::RejectUnknownHeloHostname), None, Stage::Helo)
+        }
+        "reject_non_fqdn_sender" => (
+            Some(Rule::RejectNonFqdnAddress(Stage::Sender)),
+            None,
+            Stage::Sender,
+        ),
+        "reject_unknown_sender_domain" => (
+            Some(Rule::RejectUnknownDomain(Stage::Sender)),
+            None,
+            Stage::Sender,
+        ),
+        "reject_unlisted_sender" => (
+            Some(Rule::RejectUnlistedAddress(Stage::Sender)),
+            None,
+            Stage::Sender,
+        ),
+        "reject_non_fqdn_recipient" => (
+            Some(Rule::RejectNonFqdnAddress(Stage::Recipient)),
+            None,
+            Stage::Recipient,
+        ),
+        "reject_unknown_recipient_domain" => (
+            Some(Rule::RejectUnknownDomain(Stage::Recipient)),
+            None,
+            Stage::Recipient,
+        ),
+        "reject_unlisted_recipient" | "check_recipient_maps" => (
+            Some(Rule::RejectUnlistedAddress(Stage::Recipient)),
+            None,
+            Stage::Recipient,
+        ),
+        "reject_unauth_destination" => {
+            (Some(Rule::RejectUnauthDestination), None, Stage::Recipient)
+        }
+        "defer_unauth_destination" => (Some(Rule::DeferUnauthDestination), None, Stage::Recipient),
+        "permit_auth_destination" => (Some(Rule::PermitAuthDestination), None, Stage::Recipient),
         _ => {
             if let Some((_, why)) = REFUSED.iter().find(|(n, _)| *n == lower) {
                 return Err(RuleError(format!("{name}: {why}")));

@@ -48,8 +48,12 @@ impl Shared {
 
     /// Reloads the config file; on error the old policy stays.
     pub fn reload(&self) -> Result<(), config::ConfigErrors> {
-        let new = config::load(&self.config_path)?;
+        let mut new = config::load(&self.config_path)?;
         let old = self.policy();
+        if new.dns_config == old.dns_config {
+            // Same resolver settings: keep the resolver and its warm cache.
+            new.resolver = old.resolver.clone();
+        }
         if new.server.listen != old.server.listen
             || new.server.socket_mode != old.server.socket_mode
             || new.server.socket_owner != old.server.socket_owner
@@ -141,8 +145,10 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
         )));
     }
     notify_systemd("READY=1");
+    let watcher = tokio::spawn(watch_files(shared.clone(), shutdown.clone()));
 
     wait_for_signals(&shared, &shutdown).await?;
+    watcher.abort();
     tracing::info!("stopping: no new connections; waiting for requests in flight");
     notify_systemd("STOPPING=1");
     for task in accept_tasks {
@@ -233,22 +239,62 @@ async fn wait_for_signals(shared: &Shared, shutdown: &CancellationToken) -> io::
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                notify_systemd("RELOADING=1");
-                match shared.reload() {
-                    Ok(()) => tracing::info!("reloaded {}", shared.config_path.display()),
-                    Err(errors) => {
-                        for e in &errors.0 {
-                            tracing::error!("reload: {e}");
-                        }
-                        tracing::error!("reload failed: keeping the previous configuration");
-                    }
-                }
-                notify_systemd("READY=1");
+                reload(shared, "SIGHUP");
             }
         }
     }
     shutdown.cancel();
     Ok(())
+}
+
+/// Reloads and logs the outcome; a failed load keeps the old policy.
+fn reload(shared: &Shared, why: &str) {
+    notify_systemd("RELOADING=1");
+    match shared.reload() {
+        Ok(()) => tracing::info!("{why}: reloaded {}", shared.config_path.display()),
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!("reload: {e}");
+            }
+            tracing::error!("{why}: reload failed: keeping the previous configuration");
+        }
+    }
+    notify_systemd("READY=1");
+}
+
+/// How often the files a policy was built from are checked for changes.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reloads when the config file, a table or an address list changes
+/// (modification time, size or existence), so an edited whitelist or alias
+/// file takes effect without a SIGHUP.
+async fn watch_files(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut seen = file_stamps(&shared.policy().files);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = file_stamps(&shared.policy().files);
+        if now != seen {
+            reload(&shared, "file change");
+            // After a failed reload too: retry only when a file changes again.
+            seen = file_stamps(&shared.policy().files);
+        }
+    }
+}
+
+type Stamp = Option<(std::time::SystemTime, u64)>;
+
+fn file_stamps(files: &[PathBuf]) -> Vec<Stamp> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
 }
 
 /// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.

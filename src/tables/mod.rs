@@ -3,6 +3,7 @@
 //! `hash:/path`, or a plain path).
 
 pub mod access;
+pub mod addresses;
 
 use std::path::{Path, PathBuf};
 

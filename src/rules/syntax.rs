@@ -1,0 +1,101 @@
+//! Host name and address syntax as Postfix checks it (util/valid_hostname.c).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Longest host name (VALID_HOSTNAME_LEN).
+const MAX_HOSTNAME: usize = 255;
+/// Longest label (VALID_LABEL_LEN).
+const MAX_LABEL: usize = 63;
+
+/// Postfix's valid_hostname: letters, digits, `-`, `_` and dots; labels of
+/// 1..=63 characters that neither start nor end with a hyphen; at most 255
+/// characters; not entirely numeric.
+pub fn valid_hostname(name: &str) -> bool {
+    if name.is_empty() || name.len() > MAX_HOSTNAME {
+        return false;
+    }
+    let mut non_numeric = false;
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > MAX_LABEL {
+            return false;
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return false;
+        }
+        for b in label.bytes() {
+            match b {
+                b'0'..=b'9' => {}
+                b'a'..=b'z' | b'A'..=b'Z' | b'-' | b'_' => non_numeric = true,
+                _ => return false,
+            }
+        }
+    }
+    non_numeric
+}
+
+/// Postfix's valid_hostaddr: an IPv4 dotted quad or an IPv6 address.
+pub fn valid_hostaddr(text: &str) -> bool {
+    text.parse::<Ipv4Addr>().is_ok() || (text.contains(':') && text.parse::<Ipv6Addr>().is_ok())
+}
+
+/// The address inside an RFC 5321 address literal `[1.2.3.4]` or
+/// `[IPv6:2001:db8::1]`, if it is one and valid.
+pub fn address_literal(text: &str) -> Option<IpAddr> {
+    let inner = text.strip_prefix('[')?.strip_suffix(']')?;
+    match inner.get(..5) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("ipv6:") => {
+            inner[5..].parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+        }
+        _ => inner.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+    }
+}
+
+/// One trailing dot is removed, as Postfix does before these checks.
+pub fn strip_one_dot(name: &str) -> &str {
+    name.strip_suffix('.').unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames() {
+        assert!(valid_hostname("mail.example.com"));
+        assert!(valid_hostname("localhost"));
+        assert!(valid_hostname("a_b.example"));
+        assert!(valid_hostname("1-2.example"));
+        assert!(!valid_hostname("203.0.113.5"));
+        assert!(!valid_hostname("123"));
+        assert!(!valid_hostname("-a.example"));
+        assert!(!valid_hostname("a-.example"));
+        assert!(!valid_hostname("a..example"));
+        assert!(!valid_hostname(".example"));
+        assert!(!valid_hostname("example."));
+        assert!(!valid_hostname("ex ample"));
+        assert!(!valid_hostname(&format!("{}.example", "a".repeat(64))));
+        assert!(!valid_hostname(&"a.".repeat(128)));
+    }
+
+    #[test]
+    fn literals() {
+        assert_eq!(
+            address_literal("[203.0.113.5]"),
+            Some("203.0.113.5".parse().unwrap())
+        );
+        assert_eq!(
+            address_literal("[IPv6:2001:db8::1]"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(
+            address_literal("[ipv6:2001:db8::1]"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(address_literal("[2001:db8::1]"), None);
+        assert_eq!(address_literal("[300.0.0.1]"), None);
+        assert_eq!(address_literal("203.0.113.5"), None);
+        assert!(valid_hostaddr("203.0.113.5"));
+        assert!(valid_hostaddr("2001:db8::1"));
+        assert!(!valid_hostaddr("example.com"));
+    }
+}

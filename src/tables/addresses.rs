@@ -1,0 +1,167 @@
+//! The site's address lists, read from the postmap source files a Postfix
+//! virtual-mailbox setup already has:
+//!
+//! - mailboxes (virtual_mailbox_maps source): `address  whatever` lines;
+//! - aliases (virtual_alias_maps source): `alias  target[, target...]`
+//!   lines; `@domain target` is a catch-all for the domain.
+//!
+//! Used by reject_unlisted_recipient / reject_unlisted_sender, and later to
+//! work out which login owns which address.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use super::access::{TableError, source_lines};
+
+/// Mailboxes and aliases, keys casefolded.
+#[derive(Debug, Default, Clone)]
+pub struct Addresses {
+    mailboxes: HashSet<String>,
+    aliases: HashMap<String, Vec<String>>,
+}
+
+/// Where an address was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    Mailbox(String),
+    Alias(String),
+}
+
+impl Addresses {
+    /// Loads the two files; either may be absent from the config (`None`).
+    pub fn load(mailboxes: Option<&Path>, aliases: Option<&Path>) -> Result<Addresses, TableError> {
+        let mut out = Addresses::default();
+        if let Some(path) = mailboxes {
+            for (_, key, _) in source_lines(&read(path)?) {
+                out.mailboxes.insert(key.to_lowercase());
+            }
+        }
+        if let Some(path) = aliases {
+            for (line, key, value) in source_lines(&read(path)?) {
+                let targets: Vec<String> = value
+                    .split([',', ' ', '\t'])
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_lowercase)
+                    .collect();
+                if targets.is_empty() {
+                    return Err(TableError {
+                        path: path.to_path_buf(),
+                        line,
+                        message: format!("alias {key:?} has no target"),
+                    });
+                }
+                out.aliases.entry(key.to_lowercase()).or_insert(targets);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn mailbox_count(&self) -> usize {
+        self.mailboxes.len()
+    }
+
+    pub fn alias_count(&self) -> usize {
+        self.aliases.len()
+    }
+
+    /// Whether `address` is a valid recipient: a mailbox or an alias, with
+    /// Postfix's virtual lookup order (`user+ext@domain`, `user@domain`,
+    /// then `@domain` for aliases).
+    pub fn find(&self, address: &str, delimiter: &str) -> Option<Listed> {
+        let address = address.to_lowercase();
+        let (local, domain) = address.rsplit_once('@')?;
+        let base = extension_base(local, delimiter).map(|b| format!("{b}@{domain}"));
+        for key in std::iter::once(address.clone()).chain(base) {
+            if self.mailboxes.contains(&key) {
+                return Some(Listed::Mailbox(key));
+            }
+            if self.aliases.contains_key(&key) {
+                return Some(Listed::Alias(key));
+            }
+        }
+        let catch_all = format!("@{domain}");
+        self.aliases
+            .contains_key(&catch_all)
+            .then_some(Listed::Alias(catch_all))
+    }
+
+    /// The targets an alias expands to (one level).
+    pub fn alias_targets(&self, alias: &str) -> Option<&[String]> {
+        self.aliases.get(alias).map(Vec::as_slice)
+    }
+}
+
+fn read(path: &Path) -> Result<String, TableError> {
+    std::fs::read_to_string(path).map_err(|e| TableError {
+        path: path.to_path_buf(),
+        line: 0,
+        message: format!("cannot read: {e}"),
+    })
+}
+
+/// `user` of `user+ext`, if the local part has an extension.
+fn extension_base<'a>(local: &'a str, delimiter: &str) -> Option<&'a str> {
+    if delimiter.is_empty() {
+        return None;
+    }
+    let cut = local.find(|c| delimiter.contains(c))?;
+    (cut > 0).then(|| &local[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn lookups() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = write(
+            dir.path(),
+            "m",
+            "# mailboxes\nalice@example.com  example.com/alice/\n",
+        );
+        let a = write(
+            dir.path(),
+            "a",
+            "shop@example.com alice@example.com\nboth@example.com alice@example.com, bob@example.com\n@example.net alice@example.com\n",
+        );
+        let addrs = Addresses::load(Some(&m), Some(&a)).unwrap();
+        assert_eq!(
+            addrs.find("Alice@Example.com", "+"),
+            Some(Listed::Mailbox("alice@example.com".into()))
+        );
+        assert_eq!(
+            addrs.find("alice+news@example.com", "+"),
+            Some(Listed::Mailbox("alice@example.com".into()))
+        );
+        assert_eq!(addrs.find("alice+news@example.com", ""), None);
+        assert_eq!(
+            addrs.find("shop@example.com", "+"),
+            Some(Listed::Alias("shop@example.com".into()))
+        );
+        assert_eq!(
+            addrs.find("anyone@example.net", "+"),
+            Some(Listed::Alias("@example.net".into()))
+        );
+        assert_eq!(addrs.find("nobody@example.com", "+"), None);
+        assert_eq!(
+            addrs.alias_targets("both@example.com"),
+            Some(
+                &[
+                    "alice@example.com".to_string(),
+                    "bob@example.com".to_string()
+                ][..]
+            )
+        );
+        let bad = write(dir.path(), "bad", "lonely@example.com\n");
+        let err = Addresses::load(None, Some(&bad)).unwrap_err();
+        assert_eq!(err.line, 1);
+        assert!(Addresses::load(Some(&dir.path().join("missing")), None).is_err());
+    }
+}

@@ -51,10 +51,7 @@ fn bench(c: &mut Criterion) {
     let server = rt.block_on(dns_server::TestDns::start_default());
     let dir = tempfile::tempdir().unwrap();
     let policy = seed_policy(dir.path(), server.addr);
-    let request = Decoder::new()
-        .decode(&mut WIRE.to_vec())
-        .unwrap()
-        .unwrap();
+    let request = Decoder::new().decode(&mut WIRE.to_vec()).unwrap().unwrap();
 
     // Warm the cache and show what the chain does.
     let first = rt.block_on(evaluate(&policy, &request, true));

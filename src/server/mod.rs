@@ -162,6 +162,7 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
             tracker.len()
         );
     }
+    log_stats(&shared);
     tracing::info!("stopped");
     Ok(())
 }
@@ -268,12 +269,18 @@ const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 /// Reloads when the config file, a table or an address list changes
 /// (modification time, size or existence), so an edited whitelist or alias
 /// file takes effect without a SIGHUP.
+/// Also logs the DNS cache counters every [`STATS_EVERY`] checks.
 async fn watch_files(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut seen = file_stamps(&shared.policy().files);
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(WATCH_INTERVAL) => {}
             _ = shutdown.cancelled() => return,
+        }
+        ticks += 1;
+        if ticks % STATS_EVERY == 0 {
+            log_stats(&shared);
         }
         let now = file_stamps(&shared.policy().files);
         if now != seen {
@@ -282,6 +289,21 @@ async fn watch_files(shared: Arc<Shared>, shutdown: CancellationToken) {
             seen = file_stamps(&shared.policy().files);
         }
     }
+}
+
+/// DNS cache counters are logged every 150 file checks (5 minutes).
+const STATS_EVERY: u64 = 150;
+
+/// One line with the DNS cache counters.
+pub fn log_stats(shared: &Shared) {
+    let s = shared.policy().resolver.stats();
+    tracing::info!(
+        "dns cache: hits={} misses={} coalesced={} entries={}",
+        s.hits,
+        s.misses,
+        s.coalesced,
+        s.entries
+    );
 }
 
 type Stamp = Option<(std::time::SystemTime, u64)>;

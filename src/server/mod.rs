@@ -279,7 +279,7 @@ async fn watch_files(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
         }
         ticks += 1;
-        if ticks % STATS_EVERY == 0 {
+        if ticks.is_multiple_of(STATS_EVERY) {
             log_stats(&shared);
         }
         let now = file_stamps(&shared.policy().files);

@@ -7,7 +7,6 @@
 //! Run: `cargo bench --bench chain`.
 
 #[path = "../tests/support/dns.rs"]
-#[allow(dead_code)]
 mod dns_server;
 
 use std::hint::black_box;

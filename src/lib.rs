@@ -14,5 +14,6 @@ pub mod policy;
 pub mod protocol;
 pub mod rules;
 pub mod server;
+pub mod spf;
 pub mod tables;
 pub mod testreq;

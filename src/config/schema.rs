@@ -17,6 +17,8 @@ pub struct ConfigFile {
     pub postfix: PostfixSection,
     #[serde(default)]
     pub dns: DnsSection,
+    #[serde(default)]
+    pub spf: SpfSection,
     /// Named access tables: `name = "[type:]path"`.
     #[serde(default)]
     pub tables: BTreeMap<String, Spanned<String>>,
@@ -70,6 +72,37 @@ pub struct DnsSection {
     pub min_ttl: Option<Spanned<String>>,
     pub max_ttl: Option<Spanned<String>>,
     pub negative_max_ttl: Option<Spanned<String>>,
+}
+
+/// `[spf]`: settings of check_spf.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpfSection {
+    pub check_helo: Option<bool>,
+    pub receiver: Option<String>,
+    pub header: Option<Spanned<String>>,
+    pub authserv_id: Option<String>,
+    pub skip_mynetworks: Option<bool>,
+    pub skip_authenticated: Option<bool>,
+    pub whitelist: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub cache_ttl: Option<Spanned<String>>,
+    pub cache_size: Option<Spanned<usize>>,
+    pub mail_from: Option<SpfActionsSection>,
+    pub helo: Option<SpfActionsSection>,
+}
+
+/// Action per SPF result: accept, reject, defer or defer_if_permit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpfActionsSection {
+    pub pass: Option<Spanned<String>>,
+    pub fail: Option<Spanned<String>>,
+    pub softfail: Option<Spanned<String>>,
+    pub neutral: Option<Spanned<String>>,
+    pub none: Option<Spanned<String>>,
+    pub temperror: Option<Spanned<String>>,
+    pub permerror: Option<Spanned<String>>,
 }
 
 /// Postfix main.cf parameters rpol reproduces, with Postfix's names and

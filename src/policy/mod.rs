@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -17,6 +18,7 @@ use crate::config::ServerSettings;
 use crate::dns::{DnsConfig, Resolver};
 use crate::protocol::Request;
 use crate::rules::Rule;
+use crate::spf::Spf;
 use crate::tables::addresses::Addresses;
 use outcome::AccessCodes;
 
@@ -166,6 +168,8 @@ pub struct Site {
     pub relay_domains: Vec<String>,
     /// Mailboxes and aliases of our domains.
     pub addresses: Addresses,
+    /// SPF settings and the SPF result caches.
+    pub spf: Arc<Spf>,
 }
 
 impl Site {
@@ -203,6 +207,7 @@ impl Default for Site {
             domains: HashSet::new(),
             relay_domains: Vec::new(),
             addresses: Addresses::default(),
+            spf: Arc::new(Spf::default()),
         }
     }
 }

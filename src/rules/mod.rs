@@ -12,6 +12,7 @@ pub mod dnscheck;
 pub mod generic;
 pub mod helo;
 pub mod sasl;
+pub mod spf;
 pub mod syntax;
 
 use std::fmt;
@@ -52,6 +53,7 @@ pub enum Rule {
     RejectUnauthDestination,
     DeferUnauthDestination,
     PermitAuthDestination,
+    CheckSpf,
 }
 
 /// What a rule may read while it runs.
@@ -97,6 +99,7 @@ impl Rule {
             Rule::RejectUnauthDestination => address::reject_unauth_destination(ctx),
             Rule::DeferUnauthDestination => address::defer_unauth_destination(ctx),
             Rule::PermitAuthDestination => address::permit_auth_destination(ctx),
+            Rule::CheckSpf => spf::check_spf(ctx).await,
         }
     }
 }
@@ -138,7 +141,6 @@ const NOT_YET: &[&str] = &[
     "reject_sender_login_mismatch",
     "reject_unauthenticated_sender_login_mismatch",
     "reject_known_sender_login_mismatch",
-    "check_spf",
     "check_outbound_spf",
     "reject_rbl_client",
     "reject_rhsbl_client",
@@ -237,6 +239,8 @@ pub fn compile(
         }
         "defer_unauth_destination" => (Some(Rule::DeferUnauthDestination), None, Stage::Recipient),
         "permit_auth_destination" => (Some(Rule::PermitAuthDestination), None, Stage::Recipient),
+        // Needs HELO and MAIL FROM: the sender stage or later.
+        "check_spf" => (Some(Rule::CheckSpf), None, Stage::Sender),
         _ => {
             if let Some((_, why)) = REFUSED.iter().find(|(n, _)| *n == lower) {
                 return Err(RuleError(format!("{name}: {why}")));

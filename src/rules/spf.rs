@@ -1,0 +1,224 @@
+//! `check_spf`: SPF (RFC 7208) on inbound mail, for the HELO identity and
+//! the MAIL FROM identity (the HELO one stands for the null sender, 2.4).
+//!
+//! One evaluation serves a whole transaction: the first request of an
+//! `instance` decides, later ones (more RCPTs, DATA) get the same answer,
+//! and the header is prepended once. Results are also cached per client,
+//! sender and HELO for `[spf] cache_ttl`.
+
+use std::net::IpAddr;
+
+use super::Context;
+use super::syntax::valid_hostname;
+use crate::policy::outcome::Outcome;
+use crate::policy::reply::Reply;
+use crate::spf::{self, Evaluation, HeaderKind, Identity, SpfAction, header};
+use viaspf::SpfResult;
+
+pub async fn check_spf(ctx: &mut Context<'_>) -> Outcome {
+    let req = ctx.request;
+    let checker = &ctx.site.spf;
+    let settings = &checker.settings;
+    let Some(ip) = req.client_ip().map(|ip| ip.to_canonical()) else {
+        let addr = req.client_address.clone();
+        ctx.note(|| format!("client address {addr:?} is not an IP address: not checked"));
+        return Outcome::Dunno;
+    };
+    if settings.skip_mynetworks && ctx.site.mynetworks.iter().any(|n| n.contains(&ip)) {
+        ctx.note(|| format!("skipped: {ip} is in mynetworks"));
+        return Outcome::Dunno;
+    }
+    if settings.skip_authenticated
+        && !req.sasl_method.is_empty()
+        && !req.sasl_method.eq_ignore_ascii_case("anonymous")
+    {
+        let user = req.sasl_username.clone();
+        ctx.note(|| format!("skipped: authenticated as {user:?}"));
+        return Outcome::Dunno;
+    }
+    let helo = req.helo_name.trim_end_matches('.');
+    let sender_domain = req.sender.rsplit_once('@').map_or("", |(_, d)| d);
+    if let Some(why) = settings.whitelist.matches(ip, helo, sender_domain) {
+        ctx.note(|| format!("skipped: whitelisted ({why})"));
+        return Outcome::Dunno;
+    }
+    if let Some(outcome) = checker.state.transaction(&req.instance) {
+        let instance = req.instance.clone();
+        ctx.note(|| {
+            format!("transaction {instance} already evaluated: same answer, no second header")
+        });
+        return outcome;
+    }
+    let outcome = decide(ctx, ip, helo).await;
+    // Later requests of this transaction: same reject, or DUNNO after the
+    // header went out with this one.
+    let later = match &outcome {
+        Outcome::Pass(_) => Outcome::Dunno,
+        other => other.clone(),
+    };
+    ctx.site.spf.state.remember(&ctx.request.instance, later);
+    outcome
+}
+
+async fn decide(ctx: &mut Context<'_>, ip: IpAddr, helo: &str) -> Outcome {
+    let settings = &ctx.site.spf.settings;
+    let sender = ctx.request.sender.as_str();
+    let helo_is_domain = valid_hostname(helo) && helo.contains('.');
+    let mut for_header: Option<Evaluation> = None;
+    if settings.check_helo && helo_is_domain {
+        let e = evaluation(ctx, ip, Identity::Helo, helo, helo).await;
+        let action = ctx.site.spf.settings.helo.for_result(&e.result);
+        if action != SpfAction::Accept {
+            return refuse(action, &e, ip);
+        }
+        for_header = Some(e);
+    }
+    if !sender.is_empty() {
+        let e = evaluation(ctx, ip, Identity::MailFrom, sender, helo).await;
+        let action = ctx.site.spf.settings.mail_from.for_result(&e.result);
+        if action != SpfAction::Accept {
+            return refuse(action, &e, ip);
+        }
+        for_header = Some(e);
+    } else if for_header.is_none() {
+        if !helo_is_domain {
+            ctx.note(|| "null sender and no usable HELO name: nothing to check".into());
+            return Outcome::Dunno;
+        }
+        // RFC 7208 2.4: for the null sender, MAIL FROM is postmaster@helo.
+        let e = evaluation(ctx, ip, Identity::Helo, helo, helo).await;
+        let action = ctx.site.spf.settings.mail_from.for_result(&e.result);
+        if action != SpfAction::Accept {
+            return refuse(action, &e, ip);
+        }
+        for_header = Some(e);
+    }
+    let Some(e) = for_header else {
+        return Outcome::Dunno;
+    };
+    let settings = &ctx.site.spf.settings;
+    let line = match settings.header {
+        HeaderKind::ReceivedSpf => Some(header::received_spf(
+            &e,
+            ip,
+            sender,
+            &ctx.request.helo_name,
+            &settings.receiver,
+        )),
+        HeaderKind::AuthenticationResults => Some(header::authentication_results(
+            &e,
+            ip,
+            &settings.authserv_id,
+        )),
+        HeaderKind::None => None,
+    };
+    match line {
+        Some(line) => {
+            let shown = line.clone();
+            ctx.note(|| format!("header: {shown}"));
+            Outcome::Pass(format!("PREPEND {line}"))
+        }
+        None => Outcome::Dunno,
+    }
+}
+
+/// One identity, from the cache or evaluated now; traced either way.
+async fn evaluation(
+    ctx: &mut Context<'_>,
+    ip: IpAddr,
+    identity: Identity,
+    sender: &str,
+    helo: &str,
+) -> Evaluation {
+    let spf = &ctx.site.spf;
+    let cached = spf.state.get(ip, identity, sender, helo);
+    let from_cache = cached.is_some();
+    let e = match cached {
+        Some(e) => e,
+        None => {
+            let want = ctx.notes.is_some();
+            let e = spf::evaluate(ctx.dns, &spf.settings, ip, identity, sender, helo, want).await;
+            spf.state.put(ip, helo, &e);
+            e
+        }
+    };
+    ctx.note(|| {
+        let mut line = format!(
+            "SPF {} {}: {}{}",
+            identity.name(),
+            e.sender,
+            e.result_name(),
+            if from_cache { " (cached result)" } else { "" }
+        );
+        if let Some(m) = &e.mechanism {
+            line.push_str(&format!(", matched {m}"));
+        }
+        if let Some(p) = &e.problem {
+            line.push_str(&format!(", problem: {p}"));
+        }
+        if let SpfResult::Fail(viaspf::ExplanationString::External(exp)) = &e.result {
+            line.push_str(&format!(", explanation: {exp:?}"));
+        }
+        for l in &e.lookups {
+            line.push_str(&format!("\n        DNS {l}"));
+        }
+        line
+    });
+    e
+}
+
+/// The reply for a result whose action is not accept.
+fn refuse(action: SpfAction, e: &Evaluation, ip: IpAddr) -> Outcome {
+    let who = match e.identity {
+        Identity::MailFrom => format!("domain of {}", e.sender),
+        Identity::Helo => format!("HELO {}", e.domain),
+    };
+    let text = match &e.result {
+        SpfResult::Fail(exp) => {
+            let mut t = format!("SPF fail: {who} does not designate {ip} as permitted sender");
+            if let viaspf::ExplanationString::External(exp) = exp {
+                t.push_str(": ");
+                t.push_str(&ascii(exp));
+            }
+            t
+        }
+        SpfResult::Softfail => {
+            format!("SPF softfail: {who} does not designate {ip} as permitted sender")
+        }
+        SpfResult::Temperror => format!(
+            "SPF temporary error for {who}: {}; try again later",
+            e.problem.as_deref().unwrap_or("DNS error")
+        ),
+        SpfResult::Permerror => format!(
+            "SPF permanent error for {who}: {}",
+            e.problem.as_deref().unwrap_or("invalid record")
+        ),
+        other => format!("SPF {}: {who}, client {ip}", spf::result_name(other)),
+    };
+    // RFC 7372: x.7.23 SPF validation failed, x.7.24 SPF validation error.
+    let dsn = match &e.result {
+        SpfResult::Fail(_) | SpfResult::Softfail => "5.7.23",
+        SpfResult::Temperror | SpfResult::Permerror => "5.7.24",
+        _ => "5.7.1",
+    };
+    match action {
+        SpfAction::Reject => Outcome::Reject(Reply::new(550, dsn, text)),
+        SpfAction::Defer => Outcome::Reject(Reply::new(451, dsn, text)),
+        SpfAction::DeferIfPermit => Outcome::DeferIfPermit(Reply::new(451, dsn, text)),
+        SpfAction::Accept => Outcome::Dunno,
+    }
+}
+
+/// An SPF explanation comes from the sender's DNS: keep it printable ASCII
+/// (RFC 7208 6.2) for the SMTP reply.
+fn ascii(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}

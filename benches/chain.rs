@@ -90,6 +90,49 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
+    // SPF evaluation alone (viaspf through rpol's Lookup), for a policy with
+    // include, mx and a mechanisms that ends in fail for this client.
+    let mut zones = dns_server::DEFAULT_ZONES.to_vec();
+    zones.push(("spftest.", include_str!("../tests/zones/spftest.zone")));
+    let spf_server = rt.block_on(dns_server::TestDns::start(&zones));
+    let resolver = rpol::dns::Resolver::new(&rpol::dns::DnsConfig {
+        nameservers: vec![spf_server.addr],
+        min_ttl: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .unwrap();
+    let settings = rpol::spf::SpfSettings::default();
+    let ip: std::net::IpAddr = "198.51.100.99".parse().unwrap();
+    let spf_once = || {
+        rt.block_on(rpol::spf::evaluate(
+            &resolver,
+            &settings,
+            ip,
+            rpol::spf::Identity::MailFrom,
+            "someone@chain.spftest",
+            "mail.good.example",
+            false,
+        ))
+    };
+    let first = spf_once();
+    println!(
+        "SPF someone@chain.spftest from {ip}: {} ({} queries)",
+        first.result_name(),
+        spf_server.query_count()
+    );
+    let mut group = c.benchmark_group("spf");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("SPF evaluation, warm DNS cache", |b| {
+        b.iter(|| black_box(spf_once()))
+    });
+    group.bench_function("SPF evaluation, cold DNS cache (loopback DNS server)", |b| {
+        b.iter(|| {
+            resolver.clear();
+            black_box(spf_once())
+        })
+    });
+    group.finish();
+
     // A plain timed loop for the headline figures.
     let n = 200_000u32;
     let start = Instant::now();

@@ -52,11 +52,15 @@ where
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut out: Vec<u8> = Vec::with_capacity(256);
     let mut decoder = Decoder::new();
+    // When the request being read must be complete: request_timeout counts
+    // from its first bytes, not per read, so trickling bytes cannot hold it.
+    let mut request_deadline: Option<tokio::time::Instant> = None;
     loop {
         // Answer every complete request already buffered (pipelining).
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(request)) => {
+                    request_deadline = None;
                     out.clear();
                     if let Err(e) = request.check_kind(true) {
                         let end = refuse(&mut stream, peer, &e, &shared, &mut out).await;
@@ -79,16 +83,20 @@ where
         if shutdown.is_cancelled() && !mid_request {
             return End::Shutdown;
         }
-        let limit = {
+        let (limit, deadline) = {
             let policy = shared.policy();
             if mid_request {
-                policy.server.request_timeout
+                let limit = policy.server.request_timeout;
+                let deadline =
+                    *request_deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
+                (limit, deadline)
             } else {
-                policy.server.idle_timeout
+                let limit = policy.server.idle_timeout;
+                (limit, tokio::time::Instant::now() + limit)
             }
         };
         let read = tokio::select! {
-            r = tokio::time::timeout(limit, stream.read(&mut chunk)) => r,
+            r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => r,
             _ = shutdown.cancelled(), if !mid_request => return End::Shutdown,
         };
         match read {

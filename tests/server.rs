@@ -9,7 +9,7 @@ mod rpol;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -289,6 +289,32 @@ fn client_closing_mid_request_disturbs_no_one() {
 }
 
 #[test]
+fn half_closed_client_still_gets_its_answer() {
+    // `nc -N` style: the request, then end of input at once.
+    let rpol = Setup::new(SUBMISSION).start();
+    let mut conn = rpol.connect();
+    conn.write_all(&request(&submission("192.0.2.11", false)))
+        .unwrap();
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_close(&mut conn)),
+        rejected("192.0.2.11")
+    );
+}
+
+#[test]
+fn crlf_line_ends_are_understood() {
+    // Postfix sends bare LF; a person typing into a terminal may not.
+    let rpol = Setup::new(SUBMISSION).start();
+    let mut conn = rpol.connect();
+    let lf = request(&submission("192.0.2.12", false));
+    let crlf = String::from_utf8(lf).unwrap().replace('\n', "\r\n");
+    conn.write_all(crlf.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut conn), rejected("192.0.2.12"));
+    assert_eq!(ask(&mut conn, &submission("192.0.2.12", true)), DUNNO);
+}
+
+#[test]
 fn idle_connection_is_closed() {
     let config = format!("[server]\nidle_timeout = \"1s\"\n{SUBMISSION}");
     let rpol = Setup::new(&config).start();
@@ -386,23 +412,30 @@ fn sighup_reloads_and_keeps_old_config_on_error() {
     assert_eq!(ask(&mut fresh, &unauth), deferred);
 }
 
+/// Writes a whole request and the start of another in one write, and reads
+/// the first answer: the server read both together, so from then on it is
+/// surely in the middle of the second request (no race with a signal).
+fn start_second_request(conn: &mut UnixStream, second_start: &[u8]) {
+    let mut bytes = request(&submission("192.0.2.1", true));
+    bytes.extend_from_slice(second_start);
+    conn.write_all(&bytes).unwrap();
+    assert_eq!(read_response(conn), DUNNO);
+}
+
 #[test]
 fn sigterm_finishes_requests_in_flight_then_exits() {
     let mut rpol = Setup::new(SUBMISSION).start();
     let socket = rpol.socket.clone();
-    // Both connections answered once, so both are surely accepted.
-    let mut busy = rpol.connect();
     let mut idle = rpol.connect();
-    assert_eq!(ask(&mut busy, &submission("192.0.2.1", true)), DUNNO);
     assert_eq!(ask(&mut idle, &submission("192.0.2.2", true)), DUNNO);
-
+    let mut busy = rpol.connect();
     let whole = request(&submission("192.0.2.3", false));
     let (first, rest) = whole.split_at(40);
-    busy.write_all(first).unwrap();
+    start_second_request(&mut busy, first);
+
     let mark = rpol.stderr().len();
     rpol.signal(libc::SIGTERM);
     rpol.wait_for_log("stopping", mark);
-
     // The idle connection is closed at once, without a word.
     assert_eq!(read_to_close(&mut idle), b"");
     // The started request is finished and answered, then the connection ends.
@@ -413,6 +446,60 @@ fn sigterm_finishes_requests_in_flight_then_exits() {
     let status = rpol.wait_exit();
     assert!(status.success(), "{status}; stderr:\n{}", rpol.stderr());
     assert!(!socket.exists(), "socket file left behind");
+}
+
+#[test]
+fn sigterm_gives_up_on_a_stalled_request_after_shutdown_timeout() {
+    let config = format!("[server]\nshutdown_timeout = \"1s\"\n{SUBMISSION}");
+    let mut rpol = Setup::new(&config).start();
+    let mut stalled = rpol.connect();
+    start_second_request(
+        &mut stalled,
+        b"request=smtpd_access_policy\nclient_address=192.0.2.1\n",
+    );
+    let mark = rpol.stderr().len();
+    rpol.signal(libc::SIGTERM);
+    let status = rpol.wait_exit();
+    assert!(status.success(), "{status}; stderr:\n{}", rpol.stderr());
+    let warning = rpol.wait_for_log("still busy", mark);
+    assert!(
+        warning.ends_with("1 connection(s) still busy after 1s; exiting"),
+        "{warning}"
+    );
+    assert_eq!(read_to_close(&mut stalled), b"");
+}
+
+#[test]
+fn signals_right_after_start_are_handled() {
+    // SIGHUP's default action kills the process: the handler must be in
+    // place before the socket accepts. The race is narrow, so a few starts,
+    // each signalled the moment a connect succeeds.
+    for _ in 0..10 {
+        let setup = Setup::new(SUBMISSION);
+        let socket = setup.path("rpol.sock");
+        let mut cmd = setup.command();
+        cmd.arg("--listen")
+            .arg(format!("unix:{}", socket.display()));
+        let mut rpol = setup.spawn(cmd);
+        let deadline = Instant::now() + rpol::START_TIMEOUT;
+        let mut conn = loop {
+            if let Ok(conn) = UnixStream::connect(&socket) {
+                break conn;
+            }
+            assert!(rpol.try_status().is_none(), "{}", rpol.stderr());
+            assert!(Instant::now() < deadline, "{}", rpol.stderr());
+            thread::yield_now();
+        };
+        rpol.signal(libc::SIGHUP);
+        conn.set_read_timeout(Some(rpol::READ_TIMEOUT)).unwrap();
+        assert_eq!(
+            ask(&mut conn, &submission("192.0.2.1", false)),
+            rejected("192.0.2.1")
+        );
+        rpol.signal(libc::SIGTERM);
+        let status = rpol.wait_exit();
+        assert!(status.success(), "{status}; stderr:\n{}", rpol.stderr());
+    }
 }
 
 #[test]
@@ -543,6 +630,25 @@ fn live_socket_is_not_taken_over() {
         ask(&mut conn, &submission("192.0.2.7", false)),
         rejected("192.0.2.7")
     );
+}
+
+#[test]
+fn non_socket_file_is_not_replaced() {
+    let setup = Setup::new(SUBMISSION);
+    let path = setup.path("rpol.sock");
+    std::fs::write(&path, "precious\n").unwrap();
+    let out = setup
+        .command()
+        .arg("--listen")
+        .arg(format!("unix:{}", path.display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("rpol: {} exists and is not a socket\n", path.display())
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious\n");
 }
 
 #[test]

@@ -95,7 +95,10 @@ where
                 (limit, tokio::time::Instant::now() + limit)
             }
         };
+        // Reading first: bytes already received when the server stops are
+        // a request in flight, to be finished and answered, not dropped.
         let read = tokio::select! {
+            biased;
             r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => r,
             _ = shutdown.cancelled(), if !mid_request => return End::Shutdown,
         };

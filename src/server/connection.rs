@@ -80,9 +80,6 @@ where
             }
         }
         let mid_request = !buf.is_empty();
-        if shutdown.is_cancelled() && !mid_request {
-            return End::Shutdown;
-        }
         let (limit, deadline) = {
             let policy = shared.policy();
             if mid_request {

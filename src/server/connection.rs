@@ -52,11 +52,15 @@ where
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut out: Vec<u8> = Vec::with_capacity(256);
     let mut decoder = Decoder::new();
+    // When the request being read must be complete: request_timeout counts
+    // from its first bytes, not per read, so trickling bytes cannot hold it.
+    let mut request_deadline: Option<tokio::time::Instant> = None;
     loop {
         // Answer every complete request already buffered (pipelining).
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(request)) => {
+                    request_deadline = None;
                     out.clear();
                     if let Err(e) = request.check_kind(true) {
                         let end = refuse(&mut stream, peer, &e, &shared, &mut out).await;
@@ -76,19 +80,23 @@ where
             }
         }
         let mid_request = !buf.is_empty();
-        if shutdown.is_cancelled() && !mid_request {
-            return End::Shutdown;
-        }
-        let limit = {
+        let (limit, deadline) = {
             let policy = shared.policy();
             if mid_request {
-                policy.server.request_timeout
+                let limit = policy.server.request_timeout;
+                let deadline =
+                    *request_deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
+                (limit, deadline)
             } else {
-                policy.server.idle_timeout
+                let limit = policy.server.idle_timeout;
+                (limit, tokio::time::Instant::now() + limit)
             }
         };
+        // Reading first: bytes already received when the server stops are
+        // a request in flight, to be finished and answered, not dropped.
         let read = tokio::select! {
-            r = tokio::time::timeout(limit, stream.read(&mut chunk)) => r,
+            biased;
+            r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => r,
             _ = shutdown.cancelled(), if !mid_request => return End::Shutdown,
         };
         match read {

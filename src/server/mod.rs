@@ -104,6 +104,7 @@ pub fn log_decision(req: &Request, decision: &Decision) {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(options: ServeOptions) -> io::Result<()> {
+    let signals = Signals::new()?;
     let policy = config::load(&options.config_path)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     let settings = policy.server.clone();
@@ -147,7 +148,7 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
     notify_systemd("READY=1");
     let watcher = tokio::spawn(watch_files(shared.clone(), shutdown.clone()));
 
-    wait_for_signals(&shared, &shutdown).await?;
+    wait_for_signals(signals, &shared, &shutdown).await;
     watcher.abort();
     tracing::info!("stopping: no new connections; waiting for requests in flight");
     notify_systemd("STOPPING=1");
@@ -170,19 +171,20 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
 /// Serves one connection on stdin/stdout (Postfix spawn(8)). Logging must
 /// already go to syslog: spawn connects stderr to the client socket.
 pub async fn run_stdio(config_path: PathBuf) -> io::Result<()> {
+    let signals = Signals::new()?;
     let policy = config::load(&config_path)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     let shared = Arc::new(Shared::new(policy, config_path));
     let shutdown = CancellationToken::new();
     let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-    let signals = {
+    let signal_task = {
         let shared = shared.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { wait_for_signals(&shared, &shutdown).await })
+        tokio::spawn(async move { wait_for_signals(signals, &shared, &shutdown).await })
     };
     let end = connection::serve(stream, "stdio", shared, shutdown).await;
     tracing::debug!("stdio connection ended: {end:?}");
-    signals.abort();
+    signal_task.abort();
     Ok(())
 }
 
@@ -229,12 +231,33 @@ async fn accept_loop(
     listener.cleanup();
 }
 
+/// The signals the daemon handles. Registered before any socket is bound:
+/// until then SIGTERM and SIGHUP keep their default action, which kills the
+/// process, so a reload sent as soon as the socket accepts would be fatal.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Waits for SIGTERM/SIGINT (then cancels `shutdown`), reloading on SIGHUP.
-async fn wait_for_signals(shared: &Shared, shutdown: &CancellationToken) -> io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+async fn wait_for_signals(signals: Signals, shared: &Shared, shutdown: &CancellationToken) {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -245,7 +268,6 @@ async fn wait_for_signals(shared: &Shared, shutdown: &CancellationToken) -> io::
         }
     }
     shutdown.cancel();
-    Ok(())
 }
 
 /// Reloads and logs the outcome; a failed load keeps the old policy.

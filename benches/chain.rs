@@ -125,12 +125,15 @@ fn bench(c: &mut Criterion) {
     group.bench_function("SPF evaluation, warm DNS cache", |b| {
         b.iter(|| black_box(spf_once()))
     });
-    group.bench_function("SPF evaluation, cold DNS cache (loopback DNS server)", |b| {
-        b.iter(|| {
-            resolver.clear();
-            black_box(spf_once())
-        })
-    });
+    group.bench_function(
+        "SPF evaluation, cold DNS cache (loopback DNS server)",
+        |b| {
+            b.iter(|| {
+                resolver.clear();
+                black_box(spf_once())
+            })
+        },
+    );
     group.finish();
 
     // A plain timed loop for the headline figures.

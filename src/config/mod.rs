@@ -182,8 +182,25 @@ pub fn load_str(path: &Path, text: &str) -> Result<Policy, ConfigErrors> {
         text,
         errors: Vec::new(),
     };
-    let file: ConfigFile = match toml::from_str(text) {
-        Ok(f) => f,
+    let parsed = toml::Deserializer::parse(text).and_then(|de| {
+        let mut unknown = Vec::new();
+        let file: ConfigFile =
+            serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))?;
+        Ok((file, unknown))
+    });
+    let file = match parsed {
+        Ok((file, unknown)) => {
+            for path in unknown {
+                // serde_ignored names Option and Spanned wrappers too.
+                let key = path
+                    .split('.')
+                    .filter(|s| *s != "?" && !s.starts_with("$__serde_spanned"))
+                    .collect::<Vec<_>>()
+                    .join(".");
+                cx.error(key_span(text, &key), &key, "unknown key");
+            }
+            file
+        }
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
             cx.error(span, "", e.message().trim_end().to_string());
@@ -191,6 +208,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Policy, ConfigErrors> {
         }
     };
     let parts = cx.compile(file);
+    cx.errors.sort_by_key(|e| (e.line, e.column));
     match parts.policy {
         Some(policy) if cx.errors.is_empty() => Ok(policy),
         _ => Err(ConfigErrors(cx.errors)),
@@ -860,6 +878,27 @@ impl TableResolver for Tables {
     }
 }
 
+/// Where the key at dotted `path` is written, for unknown-key errors.
+fn key_span(text: &str, path: &str) -> Range<usize> {
+    use toml::de::{DeTable, DeValue};
+    let Ok(root) = DeTable::parse(text) else {
+        return 0..0;
+    };
+    let mut table = root.get_ref();
+    let mut span = 0..0;
+    for segment in path.split('.') {
+        let Some((key, value)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == segment) else {
+            break;
+        };
+        span = key.span();
+        match value.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => break,
+        }
+    }
+    span
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -990,11 +1029,11 @@ mod tests {
             "{errs:?}"
         );
         assert!(
-            errs[2].starts_with("p.toml:7:15: postfix.reject_code: must be a 5xx code"),
+            errs[2].starts_with("p.toml:5:15: site.mynetworks: bad CIDR"),
             "{errs:?}"
         );
         assert!(
-            errs[3].starts_with("p.toml:5:15: site.mynetworks: bad CIDR"),
+            errs[3].starts_with("p.toml:7:15: postfix.reject_code: must be a 5xx code"),
             "{errs:?}"
         );
         assert!(errs[4].contains("no table named \"missing\""), "{errs:?}");

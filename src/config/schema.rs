@@ -1,5 +1,7 @@
-//! The serde shape of policy.toml. Every struct denies unknown keys; no
-//! untagged or flattened enums (they would disable that check).
+//! The serde shape of policy.toml. Unknown keys are collected by the loader
+//! (serde_ignored) and each is reported with its position and key path, so
+//! one run shows every mistake; no untagged or flattened enums (they would
+//! hide unknown keys).
 
 use std::collections::BTreeMap;
 
@@ -7,7 +9,6 @@ use serde::Deserialize;
 use toml::Spanned;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     #[serde(default)]
     pub server: ServerSection,
@@ -27,7 +28,6 @@ pub struct ConfigFile {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ServerSection {
     pub listen: Option<Vec<Spanned<String>>>,
     pub socket_mode: Option<Spanned<String>>,
@@ -41,7 +41,6 @@ pub struct ServerSection {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SiteSection {
     #[serde(default)]
     pub mynetworks: Vec<Spanned<String>>,
@@ -61,7 +60,6 @@ pub struct SiteSection {
 
 /// `[dns]`: the one resolver.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DnsSection {
     /// `IP` or `IP:PORT`; empty: /etc/resolv.conf.
     #[serde(default)]
@@ -76,7 +74,6 @@ pub struct DnsSection {
 
 /// `[spf]`: settings of check_spf.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SpfSection {
     pub check_helo: Option<bool>,
     pub receiver: Option<String>,
@@ -94,7 +91,6 @@ pub struct SpfSection {
 
 /// Action per SPF result: accept, reject, defer or defer_if_permit.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SpfActionsSection {
     pub pass: Option<Spanned<String>>,
     pub fail: Option<Spanned<String>>,
@@ -108,7 +104,7 @@ pub struct SpfActionsSection {
 /// Postfix main.cf parameters rpol reproduces, with Postfix's names and
 /// defaults.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct PostfixSection {
     pub access_map_reject_code: Spanned<u16>,
     pub access_map_defer_code: Spanned<u16>,
@@ -167,7 +163,6 @@ impl Default for PostfixSection {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProfileSection {
     #[serde(rename = "match")]
     pub matcher: Option<MatchSection>,
@@ -186,7 +181,6 @@ pub struct ProfileSection {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MatchSection {
     pub server_port: Option<u16>,
     pub policy_context: Option<String>,

@@ -141,7 +141,7 @@ mod tests {
             sender: "myname@example.com".into(),
             domain: "example.com".into(),
             result,
-            mechanism: Some("ip4:192.0.2.0/24".into()),
+            mechanism: Some("ip4:203.0.113.0/24".into()),
             problem: None,
             uses_local_part: false,
             lookups: vec![],
@@ -151,7 +151,7 @@ mod tests {
     #[test]
     fn received_spf_matches_the_rfc_example_shape() {
         let e = eval(SpfResult::Pass, Identity::MailFrom);
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let ip: IpAddr = "203.0.113.1".parse().unwrap();
         assert_eq!(
             received_spf(
                 &e,
@@ -160,9 +160,9 @@ mod tests {
                 "foo.example.com",
                 "mybox.example.org"
             ),
-            "Received-SPF: pass (mybox.example.org: domain of myname@example.com designates 192.0.2.1 as permitted sender) \
-             client-ip=192.0.2.1; envelope-from=\"myname@example.com\"; helo=foo.example.com; \
-             receiver=mybox.example.org; identity=mailfrom; mechanism=\"ip4:192.0.2.0/24\";"
+            "Received-SPF: pass (mybox.example.org: domain of myname@example.com designates 203.0.113.1 as permitted sender) \
+             client-ip=203.0.113.1; envelope-from=\"myname@example.com\"; helo=foo.example.com; \
+             receiver=mybox.example.org; identity=mailfrom; mechanism=\"ip4:203.0.113.0/24\";"
         );
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
         assert!(
@@ -174,10 +174,10 @@ mod tests {
     #[test]
     fn authentication_results_form() {
         let e = eval(SpfResult::Softfail, Identity::MailFrom);
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let ip: IpAddr = "203.0.113.1".parse().unwrap();
         assert_eq!(
             authentication_results(&e, ip, "mx.example.org"),
-            "Authentication-Results: mx.example.org; spf=softfail (mx.example.org: domain of transitioning myname@example.com does not designate 192.0.2.1 as permitted sender) smtp.mailfrom=myname@example.com"
+            "Authentication-Results: mx.example.org; spf=softfail (mx.example.org: domain of transitioning myname@example.com does not designate 203.0.113.1 as permitted sender) smtp.mailfrom=myname@example.com"
         );
         let e = eval(SpfResult::None, Identity::Helo);
         assert!(authentication_results(&e, ip, "mx").ends_with("smtp.helo=example.com"));

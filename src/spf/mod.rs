@@ -289,7 +289,12 @@ pub async fn evaluate(
     record_lookups: bool,
 ) -> Evaluation {
     let parsed = match identity {
-        Identity::MailFrom => Sender::from_address(sender),
+        // RFC 7208 4.3: a sender without local part is postmaster@domain
+        // (viaspf refuses the empty local part of "@domain").
+        Identity::MailFrom => match sender.strip_prefix('@') {
+            Some(domain) => Sender::from_domain(domain),
+            None => Sender::from_address(sender),
+        },
         Identity::Helo => Sender::from_domain(sender),
     };
     let Ok(parsed) = parsed else {

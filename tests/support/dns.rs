@@ -18,7 +18,8 @@ use std::time::Duration;
 use hickory_server::Server;
 use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
 use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_server::proto::rr::{LowerName, Name};
+use hickory_server::proto::rr::rdata::{NS, SOA};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::txt::Parser;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
@@ -68,6 +69,8 @@ struct State {
     per_name: Mutex<HashMap<String, u64>>,
     servfail: Mutex<Vec<LowerName>>,
     silent: Mutex<Vec<LowerName>>,
+    /// Exact names never answered, but for the listed types.
+    silent_exact: Mutex<Vec<(LowerName, Vec<RecordType>)>>,
 }
 
 struct Handler {
@@ -79,6 +82,27 @@ fn lower(name: &str) -> LowerName {
     let mut n = Name::from_ascii(name).expect("test name parses");
     n.set_fqdn(true);
     LowerName::new(&n)
+}
+
+/// `text` as a fully qualified name whose labels are taken byte for byte
+/// (no syntax check, no IDNA), for test data with odd names: spaces, `%`,
+/// upper case. `None` if a label is empty or longer than 63 bytes, or the
+/// name longer than 255 bytes.
+pub fn raw_name(text: &str) -> Option<Name> {
+    let text = text.strip_suffix('.').unwrap_or(text);
+    let labels: Vec<&[u8]> = text.split('.').map(str::as_bytes).collect();
+    if labels.iter().any(|l| l.is_empty() || l.len() > 63) {
+        return None;
+    }
+    let mut name = Name::from_labels(labels).ok()?;
+    name.set_fqdn(true);
+    Some(name)
+}
+
+fn fqdn(name: &Name) -> Name {
+    let mut n = name.clone();
+    n.set_fqdn(true);
+    n
 }
 
 fn matches(list: &Mutex<Vec<LowerName>>, name: &LowerName) -> bool {
@@ -93,11 +117,20 @@ impl RequestHandler for Handler {
         mut response_handle: R,
     ) -> ResponseInfo {
         self.state.queries.fetch_add(1, Ordering::SeqCst);
-        let qname = request.queries.queries().first().map(|q| q.name().clone());
+        let query = request.queries.queries().first();
+        let qname = query.map(|q| q.name().clone());
+        let qtype = query.map(|q| q.query_type());
         if let Some(name) = &qname {
             let key = name.to_string().trim_end_matches('.').to_ascii_lowercase();
             *self.state.per_name.lock().unwrap().entry(key).or_default() += 1;
-            if matches(&self.state.silent, name) {
+            let silent_here = self
+                .state
+                .silent_exact
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(n, answered)| n == name && qtype.is_some_and(|t| !answered.contains(&t)));
+            if silent_here || matches(&self.state.silent, name) {
                 // Say nothing; the client has to time out.
                 return ResponseInfo::from(Header {
                     metadata: Metadata::response_from_request(&request.metadata),
@@ -147,7 +180,10 @@ impl TestDns {
             .expect("zone loads");
             catalog.upsert(LowerName::new(&origin), vec![Arc::new(handler)]);
         }
+        TestDns::serve(catalog).await
+    }
 
+    async fn serve(catalog: Catalog) -> TestDns {
         let (udp, tcp) = bind_pair().await;
         let addr = udp.local_addr().expect("local addr");
         let state = Arc::new(State::default());
@@ -164,6 +200,37 @@ impl TestDns {
         }
     }
 
+    /// Serve `records` from one root zone ("."), so that any name works, on
+    /// 127.0.0.1 at a free port, UDP and TCP. An SOA and an NS are added at
+    /// the root; names without records answer NXDOMAIN, names with records
+    /// of other types NODATA. Identical records of a name are served once.
+    pub async fn start_records(records: impl IntoIterator<Item = Record>) -> TestDns {
+        let root = Name::root();
+        let mut zone = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(
+            root.clone(),
+            ZoneType::Primary,
+            AxfrPolicy::Deny,
+        );
+        let ns = Name::from_ascii("ns.test.").expect("NS name parses");
+        let soa = SOA::new(
+            ns.clone(),
+            Name::from_ascii("hostmaster.test.").expect("RNAME parses"),
+            1,
+            3600,
+            600,
+            86_400,
+            60,
+        );
+        zone.upsert_mut(Record::from_rdata(root.clone(), 300, RData::SOA(soa)), 1);
+        zone.upsert_mut(Record::from_rdata(root.clone(), 300, RData::NS(NS(ns))), 1);
+        for record in records {
+            zone.upsert_mut(record, 1);
+        }
+        let mut catalog = Catalog::new();
+        catalog.upsert(LowerName::new(&root), vec![Arc::new(zone)]);
+        TestDns::serve(catalog).await
+    }
+
     /// Answer SERVFAIL for `name` and every name below it.
     pub fn inject_servfail(&self, name: &str) {
         self.state.servfail.lock().unwrap().push(lower(name));
@@ -174,10 +241,21 @@ impl TestDns {
         self.state.silent.lock().unwrap().push(lower(name));
     }
 
+    /// Never answer queries for exactly `name` (not the names below it),
+    /// except those for the types in `answered`.
+    pub fn inject_silence_except(&self, name: &Name, answered: &[RecordType]) {
+        self.state
+            .silent_exact
+            .lock()
+            .unwrap()
+            .push((LowerName::new(&fqdn(name)), answered.to_vec()));
+    }
+
     /// Remove every injected fault.
     pub fn clear_faults(&self) {
         self.state.servfail.lock().unwrap().clear();
         self.state.silent.lock().unwrap().clear();
+        self.state.silent_exact.lock().unwrap().clear();
     }
 
     /// Queries received so far (UDP and TCP, answered or not).

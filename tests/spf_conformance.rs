@@ -1,0 +1,617 @@
+//! RFC 7208 conformance: the openspf test suite (release 2014.04, with the
+//! 2019.08 additions) run through rpol's SPF path: viaspf over rpol's own
+//! `Lookup` (src/spf/lookup.rs) over rpol's cached resolver, against a real
+//! DNS server on loopback serving each document's zone data.
+//!
+//! The suite lives outside the repository, beside its licence, in
+//! shared/spf-suites/rfc7208-tests.yml. When it is absent the test says so
+//! and passes, unless RPOL_CONFORMANCE=1, which makes its absence a failure.
+//!
+//! Each case is run twice: through `rpol::spf::evaluate` (result and, for
+//! fail, the explanation), and through the `check_spf` rule of a policy
+//! whose SPF actions all accept, so that the result shows in the prepended
+//! `Received-SPF:` header.
+//!
+//! Conventions of the suite's drivers reproduced here:
+//! - `SPF` records are served as TXT (RFC 7208 dropped type SPF, and rpol
+//!   only asks for TXT) unless the name has TXT records of its own; `TXT:
+//!   NONE` means the name has no TXT record at all.
+//! - `TIMEOUT` makes the server silent for that exact name, for every type
+//!   the name has no record of (the record lookup tests: a TXT record
+//!   present and the SPF query timing out gives the TXT record's result).
+//! - Strings are bytes: the YAML escapes `\xEF\xBB\xBF`, `\x80` stand for
+//!   those octets, not for the Unicode characters U+00EF ...
+//! - An empty `mailfrom` means the HELO identity (`postmaster@helo`).
+//! - `explanation: DEFAULT` means no explanation from the domain.
+
+#[path = "support/dns.rs"]
+mod dns_server;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dns_server::{TestDns, raw_name};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, TXT};
+use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use rpol::config;
+use rpol::dns::{DnsConfig, Resolver};
+use rpol::policy::{Policy, evaluate};
+use rpol::protocol::Request;
+use rpol::spf::{self, Identity, SpfSettings};
+use serde::Deserialize as _;
+use serde_yaml::Value;
+use viaspf::{ExplanationString, SpfResult};
+
+const SUITE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/spf-suites/rfc7208-tests.yml"
+);
+
+/// Cases known to fail, with the reason. Keep it as short as the truth
+/// allows: an entry that passes again fails the test too.
+const KNOWN: &[(&str /* test name */, &str /* reason */)] = &[
+    // viaspf 0.7.0-alpha.2: `u32::MAX << (32 - len)` / `u128::MAX << (128 -
+    // len)` in eval/terms.rs is_in_network overflows for a prefix length of
+    // 0: a panic in debug builds; in release builds (no overflow checks)
+    // the shift wraps to 0 bits, so /0 compares the whole address.
+    (
+        "a-cidr4-0",
+        "viaspf: CIDR length /0 overflows (panic in debug, /0 acts as /32 in release)",
+    ),
+    (
+        "a-cidr6-0-ip6",
+        "viaspf: CIDR length //0 overflows (panic in debug, //0 acts as //128 in release)",
+    ),
+    (
+        "mx-cidr4-0",
+        "viaspf: CIDR length /0 overflows (panic in debug, /0 acts as /32 in release)",
+    ),
+    (
+        "mx-cidr6-0-ip6",
+        "viaspf: CIDR length //0 overflows (panic in debug, //0 acts as //128 in release)",
+    ),
+    (
+        "cidr4-0",
+        "viaspf: ip4:…/0 overflows (panic in debug, acts as /32 in release)",
+    ),
+    (
+        "cidr6-0",
+        "viaspf: ip6:…/0 overflows (panic in debug, acts as /128 in release)",
+    ),
+    (
+        "exp-only-macro-char",
+        "viaspf expands %{r} in the exp= domain-spec; RFC 7208 7.1 allows c, r, t only in explanation text (permerror)",
+    ),
+    (
+        "v-macro-ip6",
+        "viaspf writes %{i} IPv6 nibbles in lower case, as RFC 7208 7.4's own example does; the suite expects upper case",
+    ),
+    (
+        "dorky-sentinel",
+        "viaspf's Sender takes only RFC 5321 local parts; `Macro Error@e8.example.com` is refused, so rpol says none \
+         (RFC 7208 sets no syntax for the local part; quoting it would put the quotes into %{l})",
+    ),
+    (
+        "null-text",
+        "a TXT record with no character-string (RDLENGTH 0) makes hickory-proto, under rpol's resolver, refuse the \
+         whole response (\"unexpected record with length 0 in non-update message\"): temperror, not the other record's pass",
+    ),
+    // rpol bugs in src/dns, reported, to be removed when fixed: names whose
+    // labels hold characters other than letters, digits, '-' and '_' are
+    // never queried (upstream.rs: Name::from_str_relaxed fails, the lookup
+    // is NXDOMAIN at once), and MX/PTR targets come back in presentation
+    // form with backslash escapes ("foo\:bar\/baz.example.com").
+    (
+        "a-colon-domain",
+        "rpol bug (src/dns): `foo:bar/baz.example.com` is NXDOMAIN without a query",
+    ),
+    (
+        "a-colon-domain-ip4mapped",
+        "rpol bug (src/dns): `foo:bar/baz.example.com` is NXDOMAIN without a query",
+    ),
+    (
+        "mx-colon-domain",
+        "rpol bug (src/dns): `foo:bar/baz.example.com` is NXDOMAIN without a query; MX targets escaped",
+    ),
+    (
+        "mx-colon-domain-ip4mapped",
+        "rpol bug (src/dns): `foo:bar/baz.example.com` is NXDOMAIN without a query; MX targets escaped",
+    ),
+    (
+        "macro-mania-in-domain",
+        "rpol bug (src/dns): `macro%percent  space%20url-space.example.com` is NXDOMAIN without a query",
+    ),
+];
+
+/// Time for one try of a DNS query (the TIMEOUT cases wait this long).
+const DNS_TIMEOUT: Duration = Duration::from_secs(1);
+/// viaspf's overall time for one evaluation.
+const SPF_TIMEOUT: Duration = Duration::from_secs(2);
+/// `receiver=` and the `%{r}` macro.
+const RECEIVER: &str = "receiver.test";
+
+/// TTL of the served records.
+const TTL: u32 = 300;
+
+#[derive(Clone)]
+struct Case {
+    name: String,
+    spec: String,
+    helo: String,
+    host: String,
+    mailfrom: String,
+    /// Acceptable results.
+    results: Vec<String>,
+    explanation: Option<String>,
+}
+
+struct Document {
+    description: String,
+    cases: Vec<Case>,
+    records: Vec<Record>,
+    /// Names served silently, but for the types listed.
+    timeouts: Vec<(Name, Vec<RecordType>)>,
+    /// Zone data the server cannot serve as written.
+    unservable: Vec<String>,
+}
+
+/// A scalar as text: strings as they are, numbers (`spec: 3.3`) printed.
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn field(test: &Value, key: &str) -> String {
+    test.get(key).and_then(text).unwrap_or_default()
+}
+
+/// The octets a suite string stands for: its characters as Latin-1 when
+/// they all fit (the YAML `\xNN` escapes are octets), else UTF-8.
+fn octets(s: &str) -> Vec<u8> {
+    if s.chars().all(|c| u32::from(c) <= 0xff) {
+        s.chars().map(|c| u32::from(c) as u8).collect()
+    } else {
+        s.as_bytes().to_vec()
+    }
+}
+
+/// The character-strings of a TXT/SPF entry: one string, or a list.
+fn strings(v: &Value) -> Option<Vec<Vec<u8>>> {
+    match v {
+        Value::Sequence(items) => items.iter().map(|i| text(i).map(|s| octets(&s))).collect(),
+        other => text(other).map(|s| vec![octets(&s)]),
+    }
+}
+
+/// TXT rdata; character-strings longer than 255 octets are split, as a
+/// zone file would have to.
+fn txt(strings: &[Vec<u8>]) -> RData {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for s in strings {
+        if s.is_empty() {
+            parts.push(s);
+        }
+        parts.extend(s.chunks(255));
+    }
+    RData::TXT(TXT::from_bytes(parts))
+}
+
+fn parse_document(doc: &Value) -> Document {
+    let description = field(doc, "description");
+    let mut cases = Vec::new();
+    if let Some(tests) = doc.get("tests").and_then(Value::as_mapping) {
+        for (name, test) in tests {
+            let results = match test.get("result") {
+                Some(Value::Sequence(list)) => list.iter().filter_map(text).collect(),
+                Some(v) => text(v).into_iter().collect(),
+                None => Vec::new(),
+            };
+            cases.push(Case {
+                name: text(name).unwrap_or_default(),
+                spec: field(test, "spec"),
+                helo: field(test, "helo"),
+                host: field(test, "host"),
+                mailfrom: field(test, "mailfrom"),
+                results,
+                explanation: test.get("explanation").and_then(text),
+            });
+        }
+    }
+
+    let mut records = Vec::new();
+    let mut timeouts = Vec::new();
+    let mut unservable = Vec::new();
+    let zonedata = doc.get("zonedata").and_then(Value::as_mapping);
+    for (owner_text, entries) in zonedata.into_iter().flatten() {
+        let owner_text = text(owner_text).unwrap_or_default();
+        let Some(owner) = raw_name(&owner_text) else {
+            unservable.push(format!("{owner_text:?}: not a DNS name"));
+            continue;
+        };
+        let mut spf_txt = Vec::new();
+        let mut txt_records = Vec::new();
+        let mut txt_none = false;
+        let mut timeout = false;
+        let mut others: Vec<RData> = Vec::new();
+        for entry in entries.as_sequence().into_iter().flatten() {
+            if entry.as_str() == Some("TIMEOUT") {
+                timeout = true;
+                continue;
+            }
+            let Some(map) = entry.as_mapping().filter(|m| m.len() == 1) else {
+                unservable.push(format!("{owner_text}: entry {entry:?}"));
+                continue;
+            };
+            let (kind, value) = map.iter().next().expect("one entry");
+            let kind = text(kind).unwrap_or_default();
+            let data = match kind.as_str() {
+                "SPF" | "TXT" => match strings(value) {
+                    Some(s) if kind == "TXT" && s == [b"NONE".to_vec()] => {
+                        txt_none = true;
+                        None
+                    }
+                    Some(s) if kind == "TXT" => {
+                        txt_records.push(s);
+                        None
+                    }
+                    Some(s) => {
+                        spf_txt.push(s);
+                        None
+                    }
+                    None => Some(Err(())),
+                },
+                "A" => Some(
+                    text(value)
+                        .and_then(|t| t.parse::<Ipv4Addr>().ok())
+                        .map(|a| RData::A(A(a)))
+                        .ok_or(()),
+                ),
+                "AAAA" => Some(
+                    text(value)
+                        .and_then(|t| t.parse::<Ipv6Addr>().ok())
+                        .map(|a| RData::AAAA(AAAA(a)))
+                        .ok_or(()),
+                ),
+                "MX" => Some(
+                    value
+                        .as_sequence()
+                        .filter(|s| s.len() == 2)
+                        .and_then(|s| {
+                            let pref = s[0].as_u64().and_then(|p| u16::try_from(p).ok())?;
+                            let host = text(&s[1]).and_then(|h| host_name(&h))?;
+                            Some(RData::MX(MX::new(pref, host)))
+                        })
+                        .ok_or(()),
+                ),
+                "PTR" => Some(
+                    text(value)
+                        .and_then(|h| host_name(&h))
+                        .map(|n| RData::PTR(PTR(n)))
+                        .ok_or(()),
+                ),
+                "CNAME" => Some(
+                    text(value)
+                        .and_then(|h| host_name(&h))
+                        .map(|n| RData::CNAME(CNAME(n)))
+                        .ok_or(()),
+                ),
+                _ => Some(Err(())),
+            };
+            match data {
+                None => {}
+                Some(Ok(rdata)) => others.push(rdata),
+                Some(Err(())) => {
+                    unservable.push(format!("{owner_text}: {kind} {value:?}"));
+                }
+            }
+        }
+        // SPF records double as TXT unless the name has TXT of its own
+        // (or explicitly none).
+        let txts = if !txt_records.is_empty() {
+            txt_records
+        } else if txt_none {
+            Vec::new()
+        } else {
+            spf_txt
+        };
+        let mut types = Vec::new();
+        for s in &txts {
+            records.push(Record::from_rdata(owner.clone(), TTL, txt(s)));
+            types.push(RecordType::TXT);
+        }
+        for rdata in others {
+            types.push(rdata.record_type());
+            records.push(Record::from_rdata(owner.clone(), TTL, rdata));
+        }
+        if timeout {
+            types.dedup();
+            timeouts.push((owner, types));
+        }
+    }
+    Document {
+        description,
+        cases,
+        records,
+        timeouts,
+        unservable,
+    }
+}
+
+/// A host name of the zone data ("" or "." is the root).
+fn host_name(text: &str) -> Option<Name> {
+    if text.is_empty() || text == "." {
+        Some(Name::root())
+    } else {
+        raw_name(text)
+    }
+}
+
+/// How a case came out on one path.
+struct Outcome {
+    got: String,
+    ok: bool,
+    detail: String,
+}
+
+/// The identity a case checks: MAIL FROM, or HELO for the null sender.
+fn identity(case: &Case) -> (Identity, &str) {
+    if case.mailfrom.is_empty() {
+        (Identity::Helo, case.helo.as_str())
+    } else {
+        (Identity::MailFrom, case.mailfrom.as_str())
+    }
+}
+
+async fn through_evaluate(resolver: &Resolver, settings: &SpfSettings, case: &Case) -> Outcome {
+    let Ok(ip) = case.host.parse::<IpAddr>() else {
+        return Outcome {
+            got: format!("bad host {:?}", case.host),
+            ok: false,
+            detail: String::new(),
+        };
+    };
+    let (identity, sender) = identity(case);
+    let e = spf::evaluate(resolver, settings, ip, identity, sender, &case.helo, true).await;
+    let mut got = e.result_name().to_string();
+    let mut ok = case.results.iter().any(|r| r.eq_ignore_ascii_case(&got));
+    if let (true, Some(want), SpfResult::Fail(exp)) = (ok, &case.explanation, &e.result) {
+        let matches = match exp {
+            ExplanationString::Default => want == "DEFAULT",
+            ExplanationString::External(text) => want == text,
+        };
+        if !matches {
+            ok = false;
+            got = match exp {
+                ExplanationString::Default => "fail, default explanation".into(),
+                ExplanationString::External(text) => format!("fail, explanation {text:?}"),
+            };
+        }
+    }
+    let mut detail = String::new();
+    if let Some(m) = &e.mechanism {
+        detail.push_str(&format!(" matched {m};"));
+    }
+    if let Some(p) = &e.problem {
+        detail.push_str(&format!(" problem: {p};"));
+    }
+    for l in &e.lookups {
+        detail.push_str(&format!("\n        DNS {l}"));
+    }
+    Outcome { got, ok, detail }
+}
+
+/// The policy of one document: check_spf alone, every result accepted, so
+/// the result shows in the header; no skips, no caching of results.
+fn policy(dns: &TestDns) -> Policy {
+    let accept_all = "pass = \"accept\"\nfail = \"accept\"\nsoftfail = \"accept\"\n\
+                      neutral = \"accept\"\nnone = \"accept\"\ntemperror = \"accept\"\n\
+                      permerror = \"accept\"\n";
+    let text = format!(
+        "[dns]\nnameservers = [\"{addr}\"]\ntimeout = \"{dns}ms\"\nattempts = 1\nmin_ttl = \"0s\"\n\
+         [spf]\ncheck_helo = false\nreceiver = \"{RECEIVER}\"\nskip_mynetworks = false\n\
+         skip_authenticated = false\ntimeout = \"{spf}ms\"\ncache_ttl = \"0s\"\n\
+         [spf.mail_from]\n{accept_all}[spf.helo]\n{accept_all}\
+         [profile.conformance]\nrecipient = [\"check_spf\"]\n",
+        addr = dns.addr,
+        dns = DNS_TIMEOUT.as_millis(),
+        spf = SPF_TIMEOUT.as_millis(),
+    );
+    config::load_str(Path::new("conformance.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn through_rule(policy: &Policy, case: &Case) -> Outcome {
+    let request = Request::from_pairs([
+        ("request", "smtpd_access_policy"),
+        ("protocol_state", "RCPT"),
+        ("client_address", case.host.as_str()),
+        ("helo_name", case.helo.as_str()),
+        ("sender", case.mailfrom.as_str()),
+        ("recipient", "postmaster@receiver.test"),
+        ("instance", ""),
+    ]);
+    let action = evaluate(policy, &request, false).await.action;
+    let word = action
+        .strip_prefix("PREPEND Received-SPF: ")
+        .and_then(|rest| rest.split(' ').next());
+    match word {
+        Some(word) => Outcome {
+            got: word.to_string(),
+            ok: case.results.iter().any(|r| r.eq_ignore_ascii_case(word)),
+            detail: format!(" action: {action}"),
+        },
+        // With the null sender and a HELO name that is not a domain there
+        // is nothing to check: no header, which is the rule's "none".
+        None if action == "DUNNO"
+            && case.mailfrom.is_empty()
+            && case.results.iter().any(|r| r == "none") =>
+        {
+            Outcome {
+                got: "none".into(),
+                ok: true,
+                detail: String::new(),
+            }
+        }
+        None => Outcome {
+            got: action.clone(),
+            ok: false,
+            detail: String::new(),
+        },
+    }
+}
+
+fn panicked(e: tokio::task::JoinError) -> Outcome {
+    let why = match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default(),
+        Err(e) => e.to_string(),
+    };
+    Outcome {
+        got: "panic".into(),
+        ok: false,
+        detail: format!(" panicked: {why}"),
+    }
+}
+
+struct Failure {
+    document: String,
+    name: String,
+    line: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc7208_suite() {
+    let required = std::env::var("RPOL_CONFORMANCE").is_ok_and(|v| v == "1");
+    let suite = match std::fs::read_to_string(SUITE) {
+        Ok(s) => s,
+        Err(e) => {
+            assert!(
+                !required,
+                "RPOL_CONFORMANCE=1 but the SPF suite {SUITE} is absent: {e}"
+            );
+            println!("SPF conformance suite {SUITE} is absent ({e}): skipped");
+            return;
+        }
+    };
+    let started = Instant::now();
+    // viaspf may panic (see KNOWN); one line each instead of a backtrace.
+    std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
+    let documents: Vec<Document> = serde_yaml::Deserializer::from_str(&suite)
+        .map(|d| parse_document(&Value::deserialize(d).expect("suite document parses")))
+        .collect();
+    assert!(!documents.is_empty(), "no document in the suite");
+
+    let settings = SpfSettings {
+        timeout: SPF_TIMEOUT,
+        receiver: RECEIVER.into(),
+        ..SpfSettings::default()
+    };
+    let mut passed = 0;
+    let mut failures: Vec<Failure> = Vec::new();
+    for doc in &documents {
+        for note in &doc.unservable {
+            println!("[{}] zone data not served: {note}", doc.description);
+        }
+        let dns = TestDns::start_records(doc.records.clone()).await;
+        for (name, answered) in &doc.timeouts {
+            dns.inject_silence_except(name, answered);
+        }
+        // Fresh caches for every document.
+        let resolver = Resolver::new(&DnsConfig {
+            nameservers: vec![dns.addr],
+            timeout: DNS_TIMEOUT,
+            attempts: 1,
+            min_ttl: Duration::ZERO,
+            ..DnsConfig::default()
+        })
+        .expect("resolver");
+        let policy = Arc::new(policy(&dns));
+        for case in &doc.cases {
+            let case = Arc::new(case.clone());
+            // Each path in its own task, so that a panic inside viaspf is a
+            // failing case, not the end of the run.
+            let direct = {
+                let (resolver, settings, case) = (resolver.clone(), settings.clone(), case.clone());
+                tokio::spawn(async move { through_evaluate(&resolver, &settings, &case).await })
+                    .await
+                    .unwrap_or_else(panicked)
+            };
+            let rule = {
+                let (policy, case) = (policy.clone(), case.clone());
+                tokio::spawn(async move { through_rule(&policy, &case).await })
+                    .await
+                    .unwrap_or_else(panicked)
+            };
+            if direct.ok && rule.ok {
+                passed += 1;
+                continue;
+            }
+            let mut line = format!(
+                "FAIL [{}] {}: expected {}, got {} via evaluate, {} via check_spf (spec {})",
+                doc.description,
+                case.name,
+                case.results.join("|")
+                    + &case
+                        .explanation
+                        .as_ref()
+                        .map(|e| format!(" ({e:?})"))
+                        .unwrap_or_default(),
+                direct.got,
+                rule.got,
+                case.spec,
+            );
+            if !direct.ok {
+                line.push_str(&format!("\n    evaluate:{}", direct.detail));
+            }
+            if !rule.ok {
+                line.push_str(&format!("\n    check_spf:{}", rule.detail));
+            }
+            failures.push(Failure {
+                document: doc.description.clone(),
+                name: case.name.clone(),
+                line,
+            });
+        }
+    }
+
+    let known = |name: &str| KNOWN.iter().find(|(n, _)| *n == name).map(|(_, r)| *r);
+    for f in &failures {
+        println!("{}", f.line);
+        if let Some(reason) = known(&f.name) {
+            println!("    known: {reason}");
+        }
+    }
+    println!(
+        "({} documents, {:.1} s)",
+        documents.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{passed} passed, {} failed", failures.len());
+
+    let unexpected: Vec<String> = failures
+        .iter()
+        .filter(|f| known(&f.name).is_none())
+        .map(|f| format!("[{}] {}", f.document, f.name))
+        .collect();
+    let stale: Vec<&str> = KNOWN
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| !failures.iter().any(|f| f.name == *n))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "failing cases not in KNOWN: {unexpected:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "KNOWN cases that no longer fail (remove them): {stale:?}"
+    );
+}

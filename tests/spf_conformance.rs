@@ -55,7 +55,8 @@ const KNOWN: &[(&str /* test name */, &str /* reason */)] = &[
     // viaspf 0.7.0-alpha.2: `u32::MAX << (32 - len)` / `u128::MAX << (128 -
     // len)` in eval/terms.rs is_in_network overflows for a prefix length of
     // 0: a panic in debug builds; in release builds (no overflow checks)
-    // the shift wraps to 0 bits, so /0 compares the whole address.
+    // the shift wraps to 0 bits, so /0 compares the whole address. rpol
+    // runs viaspf in its own task and turns the panic into temperror.
     (
         "a-cidr4-0",
         "viaspf: CIDR length /0 overflows (panic in debug, /0 acts as /32 in release)",
@@ -97,31 +98,6 @@ const KNOWN: &[(&str /* test name */, &str /* reason */)] = &[
         "null-text",
         "a TXT record with no character-string (RDLENGTH 0) makes hickory-proto, under rpol's resolver, refuse the \
          whole response (\"unexpected record with length 0 in non-update message\"): temperror, not the other record's pass",
-    ),
-    // rpol bugs in src/dns, reported, to be removed when fixed: names whose
-    // labels hold characters other than letters, digits, '-' and '_' are
-    // never queried (upstream.rs: Name::from_str_relaxed fails, the lookup
-    // is NXDOMAIN at once), and MX/PTR targets come back in presentation
-    // form with backslash escapes ("foo\:bar\/baz.example.com").
-    (
-        "a-colon-domain",
-        "rpol bug (src/dns): `foo:bar/baz.example.com` is NXDOMAIN without a query",
-    ),
-    (
-        "a-colon-domain-ip4mapped",
-        "rpol bug (src/dns): `foo:bar/baz.example.com` is NXDOMAIN without a query",
-    ),
-    (
-        "mx-colon-domain",
-        "rpol bug (src/dns): `foo:bar/baz.example.com` is NXDOMAIN without a query; MX targets escaped",
-    ),
-    (
-        "mx-colon-domain-ip4mapped",
-        "rpol bug (src/dns): `foo:bar/baz.example.com` is NXDOMAIN without a query; MX targets escaped",
-    ),
-    (
-        "macro-mania-in-domain",
-        "rpol bug (src/dns): `macro%percent  space%20url-space.example.com` is NXDOMAIN without a query",
     ),
 ];
 

@@ -93,7 +93,12 @@ impl Upstream {
     pub(crate) async fn query(&self, name: &str, kind: RecordKind) -> (Outcome, Option<Ttl>) {
         // A name that cannot be encoded cannot exist in the DNS. Not cached:
         // it costs nothing to find out again.
-        let qname = match Name::from_str_relaxed(name) {
+        // Labels may hold any bytes (RFC 2181 11); SPF domain-specs use
+        // characters a host name cannot, so fall back to raw labels.
+        let parsed = Name::from_str_relaxed(name).or_else(|_| {
+            Name::from_labels(name.trim_end_matches('.').split('.').map(str::as_bytes))
+        });
+        let qname = match parsed {
             Ok(mut n) if !name.is_empty() => {
                 n.set_fqdn(true);
                 n
@@ -277,12 +282,14 @@ fn build_answer(kind: RecordKind, records: &[&Record]) -> Answer {
 
 /// A name as rpol shows it: lowercase ASCII (IDNs as `xn--`), no trailing
 /// dot, "" for the root.
+/// The raw label bytes are joined, not hickory's escaped text form, so a
+/// target such as `foo:bar.example` is queried as written.
 fn name_string(name: &Name) -> String {
-    let s = name.to_lowercase().to_ascii();
-    match s.strip_suffix('.') {
-        Some(s) => s.to_owned(),
-        None => s,
-    }
+    name.to_lowercase()
+        .iter()
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Errors from the pool: a definite negative answer, or a temporary

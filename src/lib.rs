@@ -11,6 +11,7 @@ pub mod config;
 pub mod dns;
 pub mod log;
 pub mod policy;
+pub mod postfix_config;
 pub mod protocol;
 pub mod rules;
 pub mod server;

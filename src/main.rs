@@ -31,6 +31,10 @@ struct Args {
     #[arg(long, conflicts_with = "stdio")]
     check_config: bool,
 
+    /// Print the main.cf / master.cf lines (and relay maps) that match the configuration
+    #[arg(long, conflicts_with_all = ["check_config", "stdio", "test_request"])]
+    postfix_config: bool,
+
     /// Serve one connection on stdin/stdout (Postfix spawn(8)); logs go to syslog
     #[arg(long)]
     stdio: bool,
@@ -59,6 +63,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
+    if args.postfix_config {
+        let policy = config::load(&args.config).map_err(|e| e.to_string())?;
+        print!("{}", rpol::postfix_config::render(&policy, &args.config));
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.check_config {
         return match config::load(&args.config) {
             Ok(_) => {

@@ -22,10 +22,13 @@ use toml::Spanned;
 
 use crate::dns::{DnsConfig, Resolver};
 use crate::policy::outcome::AccessCodes;
-use crate::policy::{ChainRule, Codes, Match, Policy, Profile, Site, Stage, TempfailAction};
+use crate::policy::{
+    ChainRule, Codes, ForeignSender, Match, Policy, Profile, Site, Stage, TempfailAction,
+};
 use crate::rules::{self, TableResolver};
 use crate::spf::{HeaderKind, ResultActions, Spf, SpfAction, SpfSettings, Whitelist};
 use crate::tables::addresses::Addresses;
+use crate::tables::logins::LoginMap;
 use crate::tables::{self, AccessTable, TableSpec};
 use schema::{ConfigFile, ProfileSection};
 
@@ -247,6 +250,7 @@ impl Compiler<'_> {
             postfix,
             dns,
             spf,
+            outbound_spf,
             tables,
             profile,
         } = file;
@@ -255,6 +259,11 @@ impl Compiler<'_> {
         let mut files = vec![self.path.clone()];
         let mut site = self.site(site, postfix, codes, &mut files);
         site.spf = Arc::new(Spf::new(self.spf(spf, &mut files)));
+        site.outbound_spf = self.spf_actions(
+            outbound_spf,
+            "outbound_spf",
+            crate::policy::default_outbound_actions(),
+        );
         let dns_config = self.dns(dns);
         let mut resolver = Tables {
             named: HashMap::new(),
@@ -274,7 +283,7 @@ impl Compiler<'_> {
         let mut profiles = Vec::new();
         for (name, section) in profile {
             let span = section.span();
-            if let Some(p) = self.profile(&name, section, &mut resolver) {
+            if let Some(p) = self.profile(&name, section, &mut resolver, &site) {
                 profiles.push((p, span));
             }
         }
@@ -562,6 +571,10 @@ impl Compiler<'_> {
             relay_domains,
             mailboxes,
             aliases,
+            login_map,
+            login_from_aliases,
+            egress,
+            foreign_sender,
         } = s;
         let schema::PostfixSection {
             parent_domain_matches_subdomains,
@@ -615,6 +628,63 @@ impl Compiler<'_> {
         };
         files.extend(mailbox_path);
         files.extend(alias_path);
+        let mut logins = self.logins(login_map, login_from_aliases, &addresses, files);
+        let mut egress_ips = Vec::new();
+        for e in egress {
+            match e.get_ref().trim().parse::<IpAddr>() {
+                Ok(ip) => egress_ips.push(ip),
+                Err(_) => self.error(
+                    e.span(),
+                    "site.egress",
+                    format!("{:?} is not an IP address", e.get_ref()),
+                ),
+            }
+        }
+        let mut foreign_senders: Vec<ForeignSender> = Vec::new();
+        for f in foreign_sender {
+            let span = f.span();
+            let schema::ForeignSenderSection {
+                address,
+                login,
+                relay,
+            } = f.into_inner();
+            let address = address.trim().to_lowercase();
+            if !address.contains('@') || address.starts_with('@') {
+                self.error(
+                    span.clone(),
+                    "site.foreign_sender.address",
+                    format!("{address:?} is not an address"),
+                );
+            }
+            if login.trim().is_empty() || relay.trim().is_empty() {
+                self.error(
+                    span.clone(),
+                    "site.foreign_sender",
+                    "login and relay must not be empty",
+                );
+            }
+            if foreign_senders.iter().any(|o| o.address == address) {
+                self.error(
+                    span,
+                    "site.foreign_sender.address",
+                    format!("{address:?} is registered twice"),
+                );
+                continue;
+            }
+            foreign_senders.push(ForeignSender {
+                address,
+                login: login.trim().to_lowercase(),
+                relay: relay.trim().to_string(),
+            });
+        }
+        // A registered foreign address is owned by its login, so the
+        // sender-login checks protect it from other users too.
+        if !foreign_senders.is_empty() {
+            let map = logins.get_or_insert_with(LoginMap::default);
+            for f in &foreign_senders {
+                map.add(&f.address, &f.login);
+            }
+        }
         Site {
             mynetworks: nets,
             recipient_delimiter,
@@ -627,7 +697,37 @@ impl Compiler<'_> {
             relay_domains,
             addresses,
             spf: Arc::default(),
+            logins,
+            foreign_senders,
+            egress: egress_ips,
+            outbound_spf: crate::policy::default_outbound_actions(),
         }
+    }
+
+    /// The login map: a smtpd_sender_login_maps file and/or ownership
+    /// derived from the alias table; `None` when neither is configured.
+    fn logins(
+        &mut self,
+        file: Option<Spanned<String>>,
+        from_aliases: bool,
+        addresses: &Addresses,
+        files: &mut Vec<PathBuf>,
+    ) -> Option<LoginMap> {
+        if file.is_none() && !from_aliases {
+            return None;
+        }
+        let mut map = LoginMap::default();
+        if from_aliases {
+            map.add_from_aliases(addresses);
+        }
+        if let Some(f) = file {
+            let path = self.base.join(f.get_ref());
+            if let Err(e) = map.load_file(&path) {
+                self.error(f.span(), "site.login_map", e.to_string());
+            }
+            files.push(path);
+        }
+        Some(map)
     }
 
     fn spf(&mut self, s: schema::SpfSection, files: &mut Vec<PathBuf>) -> SpfSettings {
@@ -766,11 +866,13 @@ impl Compiler<'_> {
         name: &str,
         section: Spanned<ProfileSection>,
         tables: &mut Tables,
+        site: &Site,
     ) -> Option<Profile> {
         let ProfileSection {
             matcher,
             called_from,
             helo_required,
+            ignore_sasl,
             client,
             helo,
             sender,
@@ -805,6 +907,16 @@ impl Compiler<'_> {
             for rule in list {
                 let key = format!("profile.{name}.{stage}");
                 match rules::compile(rule.get_ref(), stage, tables) {
+                    Ok(compiled) if compiled.needs() == Some("logins") && site.logins.is_none() => {
+                        self.error(
+                            rule.span(),
+                            &key,
+                            "needs a login map: set [site] login_map and/or login_from_aliases = true",
+                        )
+                    }
+                    Ok(compiled) if compiled.needs() == Some("egress") && site.egress.is_empty() => {
+                        self.error(rule.span(), &key, "needs [site] egress: the addresses our mail leaves from")
+                    }
                     Ok(compiled) => stages[stage as usize].push(ChainRule {
                         text: rule
                             .get_ref()
@@ -825,6 +937,7 @@ impl Compiler<'_> {
             matcher,
             called_from,
             helo_required,
+            ignore_sasl,
             stages,
         })
     }

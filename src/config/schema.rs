@@ -20,6 +20,9 @@ pub struct ConfigFile {
     pub dns: DnsSection,
     #[serde(default)]
     pub spf: SpfSection,
+    /// Actions per SPF result of check_outbound_spf.
+    #[serde(default)]
+    pub outbound_spf: SpfActionsSection,
     /// Named access tables: `name = "[type:]path"`.
     #[serde(default)]
     pub tables: BTreeMap<String, Spanned<String>>,
@@ -56,6 +59,26 @@ pub struct SiteSection {
     pub mailboxes: Option<Spanned<String>>,
     /// virtual_alias_maps source file.
     pub aliases: Option<Spanned<String>>,
+    /// smtpd_sender_login_maps source file.
+    pub login_map: Option<Spanned<String>>,
+    /// Derive ownership from the alias table too.
+    #[serde(default)]
+    pub login_from_aliases: bool,
+    /// Where our mail leaves from, as the world sees it.
+    #[serde(default)]
+    pub egress: Vec<Spanned<String>>,
+    /// Foreign addresses a login may send as, relayed through their own
+    /// provider's submission server.
+    #[serde(default)]
+    pub foreign_sender: Vec<Spanned<ForeignSenderSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ForeignSenderSection {
+    pub address: String,
+    pub login: String,
+    /// Postfix relayhost syntax: `[smtp.provider.example]:587`.
+    pub relay: String,
 }
 
 /// `[dns]`: the one resolver.
@@ -170,6 +193,9 @@ pub struct ProfileSection {
     /// Postfix smtpd_helo_required.
     #[serde(default)]
     pub helo_required: bool,
+    /// The chain sees no SASL attributes (e.g. on port 25).
+    #[serde(default)]
+    pub ignore_sasl: bool,
     #[serde(default)]
     pub client: Vec<Spanned<String>>,
     #[serde(default)]

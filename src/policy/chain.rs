@@ -72,6 +72,30 @@ pub async fn evaluate(policy: &Policy, req: &Request, want_trace: bool) -> Decis
     if want_trace {
         trace.push(format!("profile {:?} ({})", profile.name, profile.matcher));
     }
+    // ignore_sasl: the chain judges the client as if it had not
+    // authenticated (port 25: AUTH must not buy a way around the checks).
+    let stripped;
+    let req = if profile.ignore_sasl
+        && !(req.sasl_method.is_empty()
+            && req.sasl_username.is_empty()
+            && req.sasl_sender.is_empty())
+    {
+        if want_trace {
+            trace.push(format!(
+                "SASL attributes ignored (login {:?})",
+                req.sasl_username
+            ));
+        }
+        stripped = Request {
+            sasl_method: String::new(),
+            sasl_username: String::new(),
+            sasl_sender: String::new(),
+            ..req.clone()
+        };
+        &stripped
+    } else {
+        req
+    };
     let mut run = Run {
         profile,
         req,

@@ -18,8 +18,9 @@ use crate::config::ServerSettings;
 use crate::dns::{DnsConfig, Resolver};
 use crate::protocol::Request;
 use crate::rules::Rule;
-use crate::spf::Spf;
+use crate::spf::{ResultActions, Spf, SpfAction};
 use crate::tables::addresses::Addresses;
+use crate::tables::logins::LoginMap;
 use outcome::AccessCodes;
 
 pub use chain::{Decision, evaluate};
@@ -170,6 +171,48 @@ pub struct Site {
     pub addresses: Addresses,
     /// SPF settings and the SPF result caches.
     pub spf: Arc<Spf>,
+    /// Who owns which sender address (smtpd_sender_login_maps); `None`
+    /// when not configured.
+    pub logins: Option<LoginMap>,
+    /// Registered foreign sender addresses.
+    pub foreign_senders: Vec<ForeignSender>,
+    /// Our public sending addresses, for check_outbound_spf.
+    pub egress: Vec<std::net::IpAddr>,
+    /// What check_outbound_spf does per SPF result.
+    pub outbound_spf: ResultActions,
+}
+
+/// A foreign address a login may send as, relayed through its own
+/// provider's submission server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignSender {
+    pub address: String,
+    pub login: String,
+    pub relay: String,
+}
+
+impl Site {
+    /// The registered foreign sender entry for `address`, if any.
+    pub fn foreign_sender(&self, address: &str) -> Option<&ForeignSender> {
+        self.foreign_senders
+            .iter()
+            .find(|f| f.address.eq_ignore_ascii_case(address))
+    }
+}
+
+/// Outbound defaults: the sending server must never emit mail that fails
+/// SPF at the receiver. fail, softfail and permerror reject; neutral and
+/// none accept (no receiver rejects on those); temperror defers.
+pub fn default_outbound_actions() -> ResultActions {
+    ResultActions {
+        pass: SpfAction::Accept,
+        fail: SpfAction::Reject,
+        softfail: SpfAction::Reject,
+        neutral: SpfAction::Accept,
+        none: SpfAction::Accept,
+        temperror: SpfAction::Defer,
+        permerror: SpfAction::Reject,
+    }
 }
 
 impl Site {
@@ -208,6 +251,10 @@ impl Default for Site {
             relay_domains: Vec::new(),
             addresses: Addresses::default(),
             spf: Arc::new(Spf::default()),
+            logins: None,
+            foreign_senders: Vec::new(),
+            egress: Vec::new(),
+            outbound_spf: default_outbound_actions(),
         }
     }
 }
@@ -271,6 +318,9 @@ pub struct Profile {
     /// Postfix smtpd_helo_required: without HELO/EHLO the helo stage
     /// answers `503 5.5.1 Error: send HELO/EHLO first`.
     pub helo_required: bool,
+    /// The chain sees no SASL attributes: on port 25 a client's AUTH must
+    /// not change how it is judged.
+    pub ignore_sasl: bool,
     pub stages: [Vec<ChainRule>; 4],
 }
 

@@ -13,6 +13,7 @@ pub mod generic;
 pub mod helo;
 pub mod sasl;
 pub mod spf;
+pub mod submission;
 pub mod syntax;
 
 use std::fmt;
@@ -23,6 +24,7 @@ use crate::policy::outcome::Outcome;
 use crate::policy::{Site, Stage};
 use crate::protocol::Request;
 use crate::tables::AccessTable;
+use submission::LoginCheck;
 
 /// One compiled rule.
 #[derive(Debug)]
@@ -54,6 +56,8 @@ pub enum Rule {
     DeferUnauthDestination,
     PermitAuthDestination,
     CheckSpf,
+    SenderLoginMismatch(submission::LoginCheck),
+    CheckOutboundSpf,
 }
 
 /// What a rule may read while it runs.
@@ -100,6 +104,17 @@ impl Rule {
             Rule::DeferUnauthDestination => address::defer_unauth_destination(ctx),
             Rule::PermitAuthDestination => address::permit_auth_destination(ctx),
             Rule::CheckSpf => spf::check_spf(ctx).await,
+            Rule::SenderLoginMismatch(check) => submission::sender_login_mismatch(ctx, *check),
+            Rule::CheckOutboundSpf => submission::check_outbound_spf(ctx).await,
+        }
+    }
+
+    /// Site facts a rule cannot work without, checked by the loader.
+    pub fn needs(&self) -> Option<&'static str> {
+        match self {
+            Rule::SenderLoginMismatch(_) => Some("logins"),
+            Rule::CheckOutboundSpf => Some("egress"),
+            _ => None,
         }
     }
 }
@@ -137,11 +152,6 @@ const REFUSED: &[(&str, &str)] = &[
 /// Postfix restrictions that later rpol work implements; named so that the
 /// loader says "not implemented yet" rather than "unknown".
 const NOT_YET: &[&str] = &[
-    "reject_authenticated_sender_login_mismatch",
-    "reject_sender_login_mismatch",
-    "reject_unauthenticated_sender_login_mismatch",
-    "reject_known_sender_login_mismatch",
-    "check_outbound_spf",
     "reject_rbl_client",
     "reject_rhsbl_client",
     "reject_rhsbl_sender",
@@ -241,6 +251,27 @@ pub fn compile(
         "permit_auth_destination" => (Some(Rule::PermitAuthDestination), None, Stage::Recipient),
         // Needs HELO and MAIL FROM: the sender stage or later.
         "check_spf" => (Some(Rule::CheckSpf), None, Stage::Sender),
+        "check_outbound_spf" => (Some(Rule::CheckOutboundSpf), None, Stage::Sender),
+        "reject_authenticated_sender_login_mismatch" => (
+            Some(Rule::SenderLoginMismatch(LoginCheck::Authenticated)),
+            None,
+            Stage::Sender,
+        ),
+        "reject_unauthenticated_sender_login_mismatch" => (
+            Some(Rule::SenderLoginMismatch(LoginCheck::Unauthenticated)),
+            None,
+            Stage::Sender,
+        ),
+        "reject_sender_login_mismatch" => (
+            Some(Rule::SenderLoginMismatch(LoginCheck::Both)),
+            None,
+            Stage::Sender,
+        ),
+        "reject_known_sender_login_mismatch" => (
+            Some(Rule::SenderLoginMismatch(LoginCheck::Known)),
+            None,
+            Stage::Sender,
+        ),
         _ => {
             if let Some((_, why)) = REFUSED.iter().find(|(n, _)| *n == lower) {
                 return Err(RuleError(format!("{name}: {why}")));

@@ -85,6 +85,18 @@ impl Addresses {
             .then_some(Listed::Alias(catch_all))
     }
 
+    pub fn mailboxes(&self) -> impl Iterator<Item = &String> {
+        self.mailboxes.iter()
+    }
+
+    pub fn aliases(&self) -> impl Iterator<Item = (&String, &Vec<String>)> {
+        self.aliases.iter()
+    }
+
+    pub fn is_mailbox(&self, address: &str) -> bool {
+        self.mailboxes.contains(address)
+    }
+
     /// The targets an alias expands to (one level).
     pub fn alias_targets(&self, alias: &str) -> Option<&[String]> {
         self.aliases.get(alias).map(Vec::as_slice)

@@ -1,0 +1,124 @@
+//! `--postfix-config`: the Postfix lines that match a policy.toml, so one
+//! file stays the truth: main.cf and master.cf entries that call rpol, and
+//! for registered foreign senders the sender_dependent_relayhost_maps and
+//! smtp_sasl_password_maps sources (passwords left as placeholders).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::config::ListenAddr;
+use crate::policy::Policy;
+
+/// Postfix's queue directory, which `unix:private/NAME` is relative to.
+const QUEUE_DIRECTORY: &str = "/var/spool/postfix";
+/// Source files written for the foreign senders.
+const RELAY_MAP: &str = "/etc/postfix/rpol_sender_relay";
+const SASL_MAP: &str = "/etc/postfix/rpol_sasl_passwd";
+
+/// The check_policy_service endpoint for rpol's first listen address.
+pub fn endpoint(policy: &Policy) -> String {
+    match policy.server.listen.first() {
+        Some(ListenAddr::Unix(path)) => match path.strip_prefix(QUEUE_DIRECTORY) {
+            Ok(rel) => format!("unix:{}", rel.display()),
+            Err(_) => format!("unix:{}", path.display()),
+        },
+        Some(ListenAddr::Tcp(hostport)) => format!("inet:{hostport}"),
+        None => "inet:127.0.0.1:10040".into(),
+    }
+}
+
+pub fn render(policy: &Policy, source: &Path) -> String {
+    let ep = endpoint(policy);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Postfix configuration for rpol, from {}",
+        source.display()
+    );
+    let _ = writeln!(out, "\n# ---- main.cf ----");
+    let _ = writeln!(
+        out,
+        "# Port 25: Postfix's own relay guard first; rpol answers DUNNO when it\n\
+         # has no objection, never OK.\n\
+         smtpd_recipient_restrictions =\n    permit_mynetworks,\n    reject_unauth_destination,\n    check_policy_service {ep}\n\
+         smtpd_policy_service_max_idle = {}s\nsmtpd_policy_service_timeout = {}s",
+        policy.server.idle_timeout.as_secs(),
+        policy.server.request_timeout.as_secs()
+    );
+    if !policy.site.foreign_senders.is_empty() {
+        let _ = writeln!(
+            out,
+            "# Registered foreign senders leave through their provider's server.\n\
+             sender_dependent_relayhost_maps = hash:{RELAY_MAP}\n\
+             smtp_sender_dependent_authentication = yes\n\
+             smtp_sasl_auth_enable = yes\n\
+             smtp_sasl_password_maps = hash:{SASL_MAP}\n\
+             smtp_sasl_security_options = noanonymous\n\
+             smtp_tls_security_level = may"
+        );
+    }
+    let services: Vec<_> = policy
+        .profiles
+        .iter()
+        .filter(|p| {
+            p.matcher.server_port.is_some_and(|port| port != 25)
+                || p.matcher.policy_context.is_some()
+        })
+        .collect();
+    if !services.is_empty() {
+        let _ = writeln!(out, "\n# ---- master.cf ----");
+    }
+    for p in services {
+        let (service, wrapper) = match p.matcher.server_port {
+            Some(465) => ("submissions", true),
+            Some(587) | None => ("submission", false),
+            Some(port) => {
+                let _ = writeln!(
+                    out,
+                    "# profile {:?}: a service listening on port {port}",
+                    p.name
+                );
+                ("", false)
+            }
+        };
+        let name = if service.is_empty() {
+            format!("{}", p.matcher.server_port.unwrap_or(0))
+        } else {
+            service.to_string()
+        };
+        let _ = writeln!(out, "# profile {:?} ({})", p.name, p.matcher);
+        let _ = writeln!(out, "{name} inet n - y - - smtpd");
+        let _ = writeln!(out, "  -o syslog_name=postfix/{name}");
+        if wrapper {
+            let _ = writeln!(out, "  -o smtpd_tls_wrappermode=yes");
+        } else {
+            let _ = writeln!(out, "  -o smtpd_tls_security_level=encrypt");
+        }
+        let _ = writeln!(out, "  -o smtpd_sasl_auth_enable=yes");
+        if let Some(ctx) = &p.matcher.policy_context {
+            let _ = writeln!(out, "  -o smtpd_policy_service_policy_context={ctx}");
+        }
+        let _ = writeln!(
+            out,
+            "  -o {{ smtpd_recipient_restrictions = check_policy_service {ep}, permit_sasl_authenticated, reject }}"
+        );
+        let _ = writeln!(
+            out,
+            "  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject"
+        );
+    }
+    if !policy.site.foreign_senders.is_empty() {
+        let _ = writeln!(out, "\n# ---- {RELAY_MAP} (then: postmap {RELAY_MAP}) ----");
+        for f in &policy.site.foreign_senders {
+            let _ = writeln!(out, "{}\t{}", f.address, f.relay);
+        }
+        let _ = writeln!(
+            out,
+            "\n# ---- {SASL_MAP} (chmod 600, then: postmap {SASL_MAP}) ----"
+        );
+        for f in &policy.site.foreign_senders {
+            let _ = writeln!(out, "{}\t{}:PASSWORD", f.address, f.address);
+        }
+    }
+    out
+}

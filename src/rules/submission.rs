@@ -1,0 +1,234 @@
+//! Submission rules: Postfix's sender login checks over the login map, and
+//! `check_outbound_spf`, which keeps mail that would fail SPF at the
+//! receiver from leaving through our egress.
+
+use std::net::IpAddr;
+
+use super::Context;
+use crate::policy::outcome::Outcome;
+use crate::policy::reply::Reply;
+use crate::spf::{self, Evaluation, Identity, SpfAction};
+use viaspf::SpfResult;
+
+/// The SASL login, if the client authenticated (Postfix sends
+/// `sasl_username` only then).
+fn login<'a>(ctx: &Context<'a>) -> Option<&'a str> {
+    let user = ctx.request.sasl_username.as_str();
+    (!user.is_empty()).then_some(user)
+}
+
+/// Whether `login` owns the sender; `None` when nobody does (unlisted).
+fn owned_by(ctx: &Context<'_>, login: &str) -> Option<bool> {
+    let sender = &ctx.request.sender;
+    let logins = ctx.site.logins.as_ref()?;
+    let local = sender
+        .rsplit_once('@')
+        .is_some_and(|(_, d)| ctx.site.is_local_domain(d));
+    let owners = logins.owners(sender, &ctx.site.recipient_delimiter, local)?;
+    Some(owners.iter().any(|o| o.eq_ignore_ascii_case(login)))
+}
+
+fn not_owned(login: &str) -> Outcome {
+    Outcome::Reject(Reply::new(
+        553,
+        "5.7.1",
+        format!("not owned by user {login}"),
+    ))
+}
+
+fn not_logged_in() -> Outcome {
+    Outcome::Reject(Reply::new(553, "5.7.1", "not logged in"))
+}
+
+/// Which Postfix sender-login restriction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginCheck {
+    /// reject_authenticated_sender_login_mismatch: authenticated clients
+    /// may send only as addresses their login owns (unlisted ones fail too).
+    Authenticated,
+    /// reject_unauthenticated_sender_login_mismatch: an unauthenticated
+    /// client may not use an address that has an owner.
+    Unauthenticated,
+    /// reject_sender_login_mismatch: both of the above.
+    Both,
+    /// reject_known_sender_login_mismatch (Postfix 2.11): only listed
+    /// addresses are checked, against the login or its absence.
+    Known,
+}
+
+/// Postfix's `*_sender_login_mismatch` restrictions: `553 5.7.1 not owned
+/// by user LOGIN` / `553 5.7.1 not logged in`. The null sender is not
+/// checked.
+pub fn sender_login_mismatch(ctx: &mut Context<'_>, check: LoginCheck) -> Outcome {
+    if ctx.request.sender.is_empty() {
+        ctx.note(|| "null sender: not checked".into());
+        return Outcome::Dunno;
+    }
+    let owned = match login(ctx) {
+        Some(login) => owned_by(ctx, login),
+        None => owned_by(ctx, ""),
+    };
+    let sender = ctx.request.sender.clone();
+    match (login(ctx), check) {
+        (Some(login), LoginCheck::Authenticated | LoginCheck::Both) => {
+            if owned == Some(true) {
+                ctx.note(|| format!("{sender} is owned by {login}"));
+                Outcome::Dunno
+            } else {
+                ctx.note(|| format!("{sender} is not owned by {login} ({})", listed(owned)));
+                not_owned(login)
+            }
+        }
+        (Some(login), LoginCheck::Known) => match owned {
+            Some(false) => {
+                ctx.note(|| format!("{sender} belongs to another login"));
+                not_owned(login)
+            }
+            other => {
+                ctx.note(|| format!("{sender}: {}", listed(other)));
+                Outcome::Dunno
+            }
+        },
+        (Some(_), LoginCheck::Unauthenticated) => Outcome::Dunno,
+        (None, LoginCheck::Authenticated) => {
+            ctx.note(|| "not authenticated: not checked".into());
+            Outcome::Dunno
+        }
+        (None, _) => {
+            if owned.is_some() {
+                ctx.note(|| format!("{sender} has an owner and the client is not logged in"));
+                not_logged_in()
+            } else {
+                Outcome::Dunno
+            }
+        }
+    }
+}
+
+fn listed(owned: Option<bool>) -> &'static str {
+    match owned {
+        Some(true) => "owned",
+        Some(false) => "listed for other logins",
+        None => "not listed in the login map",
+    }
+}
+
+/// `check_outbound_spf`: for a sender that is neither one of our domains
+/// nor a foreign address registered to this login, the sender domain's SPF
+/// must authorize every egress address. Per result (`[outbound_spf]`):
+/// reject `550 5.7.23`/`5.7.24`, defer `451 4.7.24`, or accept.
+pub async fn check_outbound_spf(ctx: &mut Context<'_>) -> Outcome {
+    let sender = ctx.request.sender.clone();
+    let Some((_, domain)) = sender.rsplit_once('@') else {
+        ctx.note(|| "null sender or no domain: not checked".into());
+        return Outcome::Dunno;
+    };
+    if ctx.site.is_local_domain(domain) {
+        ctx.note(|| format!("{domain} is one of our domains: our own SPF covers our egress"));
+        return Outcome::Dunno;
+    }
+    if let Some(f) = ctx.site.foreign_sender(&sender) {
+        let (relay, owner) = (f.relay.clone(), f.login.clone());
+        if login(ctx).is_some_and(|l| l.eq_ignore_ascii_case(&owner)) {
+            ctx.note(|| format!("registered foreign address of {owner}: relayed through {relay}"));
+            return Outcome::Dunno;
+        }
+        ctx.note(|| {
+            format!("registered foreign address of {owner}, not of this login: SPF decides")
+        });
+    }
+    let mut worst: Option<(SpfAction, Evaluation, IpAddr)> = None;
+    for &ip in &ctx.site.egress.clone() {
+        let e = evaluation(ctx, ip, &sender).await;
+        let action = ctx.site.outbound_spf.for_result(&e.result);
+        let rank = |a: SpfAction| match a {
+            SpfAction::Accept => 0,
+            SpfAction::DeferIfPermit => 1,
+            SpfAction::Defer => 2,
+            SpfAction::Reject => 3,
+        };
+        if worst
+            .as_ref()
+            .is_none_or(|(w, _, _)| rank(action) > rank(*w))
+        {
+            worst = Some((action, e, ip));
+        }
+    }
+    let Some((action, e, ip)) = worst else {
+        return Outcome::Dunno;
+    };
+    refuse(action, &e, ip, domain)
+}
+
+async fn evaluation(ctx: &mut Context<'_>, ip: IpAddr, sender: &str) -> Evaluation {
+    let spf = &ctx.site.spf;
+    let cached = spf.state.get(ip, Identity::MailFrom, sender, "");
+    let from_cache = cached.is_some();
+    let e = match cached {
+        Some(e) => e,
+        None => {
+            let want = ctx.notes.is_some();
+            let e = spf::evaluate(
+                ctx.dns,
+                &spf.settings,
+                ip,
+                Identity::MailFrom,
+                sender,
+                "",
+                want,
+            )
+            .await;
+            spf.state.put(ip, "", &e);
+            e
+        }
+    };
+    ctx.note(|| {
+        let mut line = format!(
+            "SPF of {} for egress {ip}: {}{}",
+            e.sender,
+            e.result_name(),
+            if from_cache { " (cached result)" } else { "" }
+        );
+        if let Some(m) = &e.mechanism {
+            line.push_str(&format!(", matched {m}"));
+        }
+        if let Some(p) = &e.problem {
+            line.push_str(&format!(", problem: {p}"));
+        }
+        for l in &e.lookups {
+            line.push_str(&format!("\n        DNS {l}"));
+        }
+        line
+    });
+    e
+}
+
+fn refuse(action: SpfAction, e: &Evaluation, ip: IpAddr, domain: &str) -> Outcome {
+    let result = e.result_name();
+    let (dsn, text) = match &e.result {
+        SpfResult::Temperror => (
+            "4.7.24",
+            format!(
+                "cannot check the SPF record of {domain} for our outgoing address {ip} ({}); try again later",
+                e.problem.as_deref().unwrap_or("DNS error")
+            ),
+        ),
+        other => (
+            if matches!(other, SpfResult::Permerror) {
+                "5.7.24"
+            } else {
+                "5.7.23"
+            },
+            format!(
+                "SPF of {domain} gives {result} for our outgoing address {ip}: receivers would reject or junk this mail. \
+                 Send it through {domain}'s own mail server, or ask the postmaster to register the address"
+            ),
+        ),
+    };
+    match action {
+        SpfAction::Accept => Outcome::Dunno,
+        SpfAction::Reject => Outcome::Reject(Reply::new(550, dsn, text)),
+        SpfAction::Defer => Outcome::Reject(Reply::new(451, dsn, text)),
+        SpfAction::DeferIfPermit => Outcome::DeferIfPermit(Reply::new(451, dsn, text)),
+    }
+}

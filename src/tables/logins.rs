@@ -1,0 +1,175 @@
+//! Who may send as which address: Postfix's smtpd_sender_login_maps
+//! (`address login[, login...]`, `@domain login`), optionally derived from
+//! the alias table ("one target, one address"): a mailbox is owned by its
+//! own login, and every alias that resolves to a mailbox is owned by that
+//! mailbox's login too. An address that resolves to two mailboxes is owned
+//! by both. Logins are the SASL user names, compared without case.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::access::{TableError, source_lines};
+use super::addresses::Addresses;
+
+/// How deep alias chains are followed (alias -> alias -> mailbox).
+const MAX_ALIAS_DEPTH: usize = 10;
+
+#[derive(Debug, Default, Clone)]
+pub struct LoginMap {
+    owners: HashMap<String, Vec<String>>,
+}
+
+impl LoginMap {
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// Adds the entries of a smtpd_sender_login_maps source file.
+    pub fn load_file(&mut self, path: &Path) -> Result<(), TableError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TableError {
+            path: path.to_path_buf(),
+            line: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        for (line, key, value) in source_lines(&text) {
+            let logins: Vec<&str> = value
+                .split([',', ' ', '\t'])
+                .filter(|l| !l.is_empty())
+                .collect();
+            if logins.is_empty() {
+                return Err(TableError {
+                    path: path.to_path_buf(),
+                    line,
+                    message: format!("{key:?} has no login"),
+                });
+            }
+            for login in logins {
+                self.add(&key, login);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every mailbox is owned by its own login (the mailbox address), and
+    /// every alias by the logins of the mailboxes it resolves to.
+    pub fn add_from_aliases(&mut self, addresses: &Addresses) {
+        for mailbox in addresses.mailboxes() {
+            self.add(mailbox, mailbox);
+        }
+        for (alias, _) in addresses.aliases() {
+            let mut owners = Vec::new();
+            resolve(addresses, alias, 0, &mut owners);
+            for owner in owners {
+                self.add(alias, &owner);
+            }
+        }
+    }
+
+    pub fn add(&mut self, address: &str, login: &str) {
+        let logins = self.owners.entry(address.to_lowercase()).or_default();
+        let login = login.to_lowercase();
+        if !logins.contains(&login) {
+            logins.push(login);
+        }
+    }
+
+    /// The owners of `sender`, looked up as Postfix does:
+    /// `user+ext@domain`, `user@domain`, `user` (local domains only),
+    /// `@domain`. `None`: nobody owns it (not listed).
+    pub fn owners(&self, sender: &str, delimiter: &str, local: bool) -> Option<&[String]> {
+        let sender = sender.to_lowercase();
+        let (user, domain) = sender.rsplit_once('@').unwrap_or((sender.as_str(), ""));
+        let base = (!delimiter.is_empty())
+            .then(|| user.find(|c| delimiter.contains(c)))
+            .flatten()
+            .filter(|&i| i > 0)
+            .map(|i| &user[..i]);
+        let mut keys = vec![sender.clone()];
+        if let Some(base) = base {
+            keys.push(format!("{base}@{domain}"));
+        }
+        if local {
+            keys.push(base.unwrap_or(user).to_string());
+        }
+        if !domain.is_empty() {
+            keys.push(format!("@{domain}"));
+        }
+        keys.iter()
+            .find_map(|k| self.owners.get(k))
+            .map(Vec::as_slice)
+    }
+}
+
+fn resolve(addresses: &Addresses, address: &str, depth: usize, out: &mut Vec<String>) {
+    if depth > MAX_ALIAS_DEPTH {
+        return;
+    }
+    if addresses.is_mailbox(address) {
+        if !out.iter().any(|o| o == address) {
+            out.push(address.to_string());
+        }
+        return;
+    }
+    if let Some(targets) = addresses.alias_targets(address) {
+        for t in targets {
+            resolve(addresses, t, depth + 1, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_from_aliases_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("m");
+        let a = dir.path().join("a");
+        let f = dir.path().join("f");
+        std::fs::write(&m, "alice@example.com x\nbob@example.com x\n").unwrap();
+        std::fs::write(
+            &a,
+            "shop@example.com alice@example.com\nfamily@example.com alice@example.com, bob@example.com\n\
+             team@example.com family@example.com\nfwd@example.com someone@elsewhere.example\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &f,
+            "@example.net carol\nboss@example.org Alice@Example.com, dave\n",
+        )
+        .unwrap();
+        let addrs = Addresses::load(Some(&m), Some(&a)).unwrap();
+        let mut map = LoginMap::default();
+        map.add_from_aliases(&addrs);
+        map.load_file(&f).unwrap();
+        let owners = |s: &str| map.owners(s, "+", true).map(|o| o.to_vec());
+        assert_eq!(
+            owners("alice@example.com"),
+            Some(vec!["alice@example.com".into()])
+        );
+        assert_eq!(
+            owners("alice+x@example.com"),
+            Some(vec!["alice@example.com".into()])
+        );
+        assert_eq!(
+            owners("shop@example.com"),
+            Some(vec!["alice@example.com".into()])
+        );
+        assert_eq!(
+            owners("team@example.com"),
+            Some(vec!["alice@example.com".into(), "bob@example.com".into()])
+        );
+        assert_eq!(owners("fwd@example.com"), None);
+        assert_eq!(owners("anyone@example.net"), Some(vec!["carol".into()]));
+        assert_eq!(
+            owners("boss@example.org"),
+            Some(vec!["alice@example.com".into(), "dave".into()])
+        );
+        assert_eq!(owners("nobody@example.com"), None);
+    }
+}

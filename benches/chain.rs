@@ -6,8 +6,8 @@
 //! which the run checks and prints. Figures are printed, never asserted.
 //! Run: `cargo bench --bench chain`.
 
+// (The module allows dead_code itself.)
 #[path = "../tests/support/dns.rs"]
-#[allow(dead_code)]
 mod dns_server;
 
 use std::hint::black_box;
@@ -51,10 +51,7 @@ fn bench(c: &mut Criterion) {
     let server = rt.block_on(dns_server::TestDns::start_default());
     let dir = tempfile::tempdir().unwrap();
     let policy = seed_policy(dir.path(), server.addr);
-    let request = Decoder::new()
-        .decode(&mut WIRE.to_vec())
-        .unwrap()
-        .unwrap();
+    let request = Decoder::new().decode(&mut WIRE.to_vec()).unwrap().unwrap();
 
     // Warm the cache and show what the chain does.
     let first = rt.block_on(evaluate(&policy, &request, true));

@@ -6,6 +6,7 @@
 //! which the run checks and prints. Figures are printed, never asserted.
 //! Run: `cargo bench --bench chain`.
 
+// (The module allows dead_code itself.)
 #[path = "../tests/support/dns.rs"]
 mod dns_server;
 

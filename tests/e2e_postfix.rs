@@ -9,6 +9,8 @@
 //! ```
 //!
 //! Without `RPOL_E2E=1` the test prints why it did nothing and passes.
+//! `tests/e2e/README.md` describes the scenarios and where the replies
+//! through rpol differ from Postfix's own.
 
 use std::path::Path;
 use std::process::Command;

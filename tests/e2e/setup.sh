@@ -1,5 +1,6 @@
 #!/bin/sh
-# Installs what tests/e2e/run.sh needs: Postfix 3.7 (never started as a
+# Installs what tests/e2e/run.sh needs (perl, for smtp-raw.pl and the
+# silent DNS responder, comes with swaks): Postfix 3.7 (never started as a
 # system service: apt-get does not start services here), swaks, knot, and
 # the small tools run.sh uses. Idempotent: does nothing when all is there.
 # Needs root (CI runs as root).
@@ -12,7 +13,7 @@ need=""
 command -v swaks    >/dev/null 2>&1 || need="$need swaks"
 command -v knotd    >/dev/null 2>&1 || need="$need knot"
 command -v kdig     >/dev/null 2>&1 || need="$need knot-dnsutils"
-command -v ip       >/dev/null 2>&1 || need="$need iproute2"
+{ command -v ip && command -v ss; } >/dev/null 2>&1 || need="$need iproute2"
 command -v script   >/dev/null 2>&1 || need="$need bsdutils"
 command -v unshare  >/dev/null 2>&1 || need="$need util-linux"
 # Cyrus SASL mechanisms, so that smtpd can enable SASL on the submission port.

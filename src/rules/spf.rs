@@ -66,7 +66,15 @@ async fn decide(ctx: &mut Context<'_>, ip: IpAddr, helo: &str) -> Outcome {
     let helo_is_domain = valid_hostname(helo) && helo.contains('.');
     let mut for_header: Option<Evaluation> = None;
     if settings.check_helo && helo_is_domain {
-        let e = evaluation(ctx, ip, Identity::Helo, helo, helo).await;
+        let e = evaluation(
+            ctx,
+            ip,
+            Identity::Helo,
+            helo,
+            helo,
+            format!("SPF helo {helo}"),
+        )
+        .await;
         let action = ctx.site.spf.settings.helo.for_result(&e.result);
         if action != SpfAction::Accept {
             return refuse(action, &e, ip);
@@ -74,7 +82,15 @@ async fn decide(ctx: &mut Context<'_>, ip: IpAddr, helo: &str) -> Outcome {
         for_header = Some(e);
     }
     if !sender.is_empty() {
-        let e = evaluation(ctx, ip, Identity::MailFrom, sender, helo).await;
+        let e = evaluation(
+            ctx,
+            ip,
+            Identity::MailFrom,
+            sender,
+            helo,
+            format!("SPF mailfrom {sender}"),
+        )
+        .await;
         let action = ctx.site.spf.settings.mail_from.for_result(&e.result);
         if action != SpfAction::Accept {
             return refuse(action, &e, ip);
@@ -86,7 +102,15 @@ async fn decide(ctx: &mut Context<'_>, ip: IpAddr, helo: &str) -> Outcome {
             return Outcome::Dunno;
         }
         // RFC 7208 2.4: for the null sender, MAIL FROM is postmaster@helo.
-        let e = evaluation(ctx, ip, Identity::Helo, helo, helo).await;
+        let e = evaluation(
+            ctx,
+            ip,
+            Identity::Helo,
+            helo,
+            helo,
+            format!("SPF helo {helo}"),
+        )
+        .await;
         let action = ctx.site.spf.settings.mail_from.for_result(&e.result);
         if action != SpfAction::Accept {
             return refuse(action, &e, ip);
@@ -122,13 +146,15 @@ async fn decide(ctx: &mut Context<'_>, ip: IpAddr, helo: &str) -> Outcome {
     }
 }
 
-/// One identity, from the cache or evaluated now; traced either way.
-async fn evaluation(
+/// One identity, from the cache or evaluated now; traced either way, as
+/// `what: result`. Shared with check_outbound_spf.
+pub(super) async fn evaluation(
     ctx: &mut Context<'_>,
     ip: IpAddr,
     identity: Identity,
     sender: &str,
     helo: &str,
+    what: String,
 ) -> Evaluation {
     let spf = &ctx.site.spf;
     let cached = spf.state.get(ip, identity, sender, helo);
@@ -144,9 +170,7 @@ async fn evaluation(
     };
     ctx.note(|| {
         let mut line = format!(
-            "SPF {} {}: {}{}",
-            identity.name(),
-            e.sender,
+            "{what}: {}{}",
             e.result_name(),
             if from_cache { " (cached result)" } else { "" }
         );

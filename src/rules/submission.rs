@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use super::Context;
 use crate::policy::outcome::Outcome;
 use crate::policy::reply::Reply;
-use crate::spf::{self, Evaluation, Identity, SpfAction};
+use crate::spf::{Evaluation, Identity, SpfAction};
 use viaspf::SpfResult;
 
 /// The SASL login, if the client authenticated (Postfix sends
@@ -139,7 +139,8 @@ pub async fn check_outbound_spf(ctx: &mut Context<'_>) -> Outcome {
     }
     let mut worst: Option<(SpfAction, Evaluation, IpAddr)> = None;
     for &ip in &ctx.site.egress.clone() {
-        let e = evaluation(ctx, ip, &sender).await;
+        let what = format!("SPF of {sender} for egress {ip}");
+        let e = super::spf::evaluation(ctx, ip, Identity::MailFrom, &sender, "", what).await;
         let action = ctx.site.outbound_spf.for_result(&e.result);
         let rank = |a: SpfAction| match a {
             SpfAction::Accept => 0,
@@ -158,49 +159,6 @@ pub async fn check_outbound_spf(ctx: &mut Context<'_>) -> Outcome {
         return Outcome::Dunno;
     };
     refuse(action, &e, ip, domain)
-}
-
-async fn evaluation(ctx: &mut Context<'_>, ip: IpAddr, sender: &str) -> Evaluation {
-    let spf = &ctx.site.spf;
-    let cached = spf.state.get(ip, Identity::MailFrom, sender, "");
-    let from_cache = cached.is_some();
-    let e = match cached {
-        Some(e) => e,
-        None => {
-            let want = ctx.notes.is_some();
-            let e = spf::evaluate(
-                ctx.dns,
-                &spf.settings,
-                ip,
-                Identity::MailFrom,
-                sender,
-                "",
-                want,
-            )
-            .await;
-            spf.state.put(ip, "", &e);
-            e
-        }
-    };
-    ctx.note(|| {
-        let mut line = format!(
-            "SPF of {} for egress {ip}: {}{}",
-            e.sender,
-            e.result_name(),
-            if from_cache { " (cached result)" } else { "" }
-        );
-        if let Some(m) = &e.mechanism {
-            line.push_str(&format!(", matched {m}"));
-        }
-        if let Some(p) = &e.problem {
-            line.push_str(&format!(", problem: {p}"));
-        }
-        for l in &e.lookups {
-            line.push_str(&format!("\n        DNS {l}"));
-        }
-        line
-    });
-    e
 }
 
 fn refuse(action: SpfAction, e: &Evaluation, ip: IpAddr, domain: &str) -> Outcome {

@@ -284,11 +284,6 @@ impl Decoder {
             check_line(line, self.lines)?;
         }
     }
-
-    /// True when bytes of an unfinished request are waiting in `buf`.
-    pub fn is_mid_request(buf: &[u8]) -> bool {
-        !buf.is_empty()
-    }
 }
 
 /// Postfix never sends CR, but a person typing into `nc` or a file edited on

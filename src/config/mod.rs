@@ -210,17 +210,12 @@ pub fn load_str(path: &Path, text: &str) -> Result<Policy, ConfigErrors> {
             return Err(ConfigErrors(cx.errors));
         }
     };
-    let parts = cx.compile(file);
+    let policy = cx.compile(file);
     cx.errors.sort_by_key(|e| (e.line, e.column));
-    match parts.policy {
+    match policy {
         Some(policy) if cx.errors.is_empty() => Ok(policy),
         _ => Err(ConfigErrors(cx.errors)),
     }
-}
-
-/// The result of compiling: no policy when the resolver could not be built.
-struct PolicyParts {
-    policy: Option<Policy>,
 }
 
 struct Compiler<'t> {
@@ -242,7 +237,9 @@ impl Compiler<'_> {
         });
     }
 
-    fn compile(&mut self, file: ConfigFile) -> PolicyParts {
+    /// The policy, or `None` when the resolver could not be built (the
+    /// error is recorded with the others).
+    fn compile(&mut self, file: ConfigFile) -> Option<Policy> {
         // Destructured whole so that a new field cannot be forgotten here.
         let ConfigFile {
             server,
@@ -296,17 +293,15 @@ impl Compiler<'_> {
                 None
             }
         };
-        PolicyParts {
-            policy: resolver.map(|resolver| Policy {
-                source: self.path.clone(),
-                server,
-                site,
-                profiles: profiles.into_iter().map(|(p, _)| p).collect(),
-                dns_config: dns_config.clone(),
-                resolver,
-                files,
-            }),
-        }
+        resolver.map(|resolver| Policy {
+            source: self.path.clone(),
+            server,
+            site,
+            profiles: profiles.into_iter().map(|(p, _)| p).collect(),
+            dns_config: dns_config.clone(),
+            resolver,
+            files,
+        })
     }
 
     fn server(&mut self, s: schema::ServerSection) -> ServerSettings {

@@ -313,3 +313,21 @@ async fn authentication_results_header() {
          designates 203.0.113.10 as permitted sender) smtp.mailfrom=someone@pass.spftest"
     );
 }
+
+#[tokio::test]
+async fn no_header_at_end_of_message() {
+    let s = setup("").await;
+    assert_eq!(
+        ask(&s, &[("protocol_state", "END-OF-MESSAGE")]).await,
+        "DUNNO"
+    );
+    let fail = ask(
+        &s,
+        &[
+            ("protocol_state", "END-OF-MESSAGE"),
+            ("client_address", "198.51.100.9"),
+        ],
+    )
+    .await;
+    assert!(fail.starts_with("550 5.7.23 "), "{fail}");
+}

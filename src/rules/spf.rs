@@ -12,6 +12,7 @@ use super::Context;
 use super::syntax::valid_hostname;
 use crate::policy::outcome::Outcome;
 use crate::policy::reply::Reply;
+use crate::protocol::ProtocolState;
 use crate::spf::{self, Evaluation, HeaderKind, Identity, SpfAction, header};
 use viaspf::SpfResult;
 
@@ -137,6 +138,11 @@ async fn decide(ctx: &mut Context<'_>, ip: IpAddr, helo: &str) -> Outcome {
         HeaderKind::None => None,
     };
     match line {
+        // Postfix ignores PREPEND at END-OF-MESSAGE (with a warning).
+        Some(line) if ctx.request.state() == ProtocolState::EndOfMessage => {
+            ctx.note(|| format!("no header at END-OF-MESSAGE (Postfix would ignore it): {line}"));
+            Outcome::Dunno
+        }
         Some(line) => {
             let shown = line.clone();
             ctx.note(|| format!("header: {shown}"));

@@ -29,6 +29,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -42,6 +43,14 @@ const WARMUP: usize = 20;
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// A missing answer fails the run instead of hanging it.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Set on SIGTERM or SIGINT: the clients stop, the bench skips the rest and
+/// stops what it started.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn stopped() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
 
 /// Requests per connection and a time cap for one measured run.
 #[derive(Clone, Copy)]
@@ -123,6 +132,16 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    rt.spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).unwrap();
+        let mut int = signal(SignalKind::interrupt()).unwrap();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        STOP.store(true, Ordering::Relaxed);
+    });
     let namespace_dns: Option<SocketAddr> = std::env::var("RPOL_PEERS_DNS")
         .ok()
         .map(|s| s.parse().expect("RPOL_PEERS_DNS is IP:PORT"));
@@ -142,7 +161,8 @@ fn main() {
         None => Some("not inside benches/peers.sh's private namespace (it resolves through libc)"),
     };
 
-    let dir = work_dir();
+    let dir = WorkDir(work_dir());
+    let dir = &dir.0;
     println!(
         "{} cores, load average {}; {CONNECTIONS} client connections over TCP on 127.0.0.1; DNS for rpol: {dns}{}",
         thread::available_parallelism().map_or(0, |n| n.get()),
@@ -162,7 +182,9 @@ fn main() {
     // ---- the floor
     {
         let addr = start_floor();
-        measure("floor (answers DUNNO, no policy)", addr, Mix::Access, FAST);
+        if !measure("floor (answers DUNNO, no policy)", addr, Mix::Access, FAST) {
+            return;
+        }
     }
 
     // ---- access tables
@@ -174,7 +196,7 @@ fn main() {
     std::fs::write(dir.join("senders"), "spam.example REJECT sender blocked\n").unwrap();
     {
         let rpol = Rpol::start(
-            &dir,
+            dir,
             "access",
             &format!(
                 "{}[profile.bench]\nclient = [\"check_client_access cidr:clients.cidr\"]\n\
@@ -182,22 +204,28 @@ fn main() {
                 base_config(dns, "")
             ),
         );
-        measure(
+        if !measure(
             "rpol, access tables (client cidr + sender domain)",
             rpol.addr,
             Mix::Access,
             FAST,
-        );
+        ) {
+            return;
+        }
     }
     match peers_skip.or_else(|| missing(&["postfwd2"])) {
         Some(why) => println!("postfwd2: skipped: {why}"),
-        None => match Postfwd::start(&dir) {
-            Ok(p) => measure(
-                "postfwd2, the same two rules (-n, --cache 0)",
-                p.addr,
-                Mix::Access,
-                FAST,
-            ),
+        None => match Postfwd::start(dir) {
+            Ok(p) => {
+                if !measure(
+                    "postfwd2, the same two rules (-n, --cache 0)",
+                    p.addr,
+                    Mix::Access,
+                    FAST,
+                ) {
+                    return;
+                }
+            }
             Err(e) => println!("postfwd2: skipped: {e}"),
         },
     }
@@ -205,7 +233,7 @@ fn main() {
     // ---- SPF
     {
         let rpol = Rpol::start(
-            &dir,
+            dir,
             "spf",
             &format!(
                 "{}[profile.bench]\nrecipient = [\"check_spf\"]\n",
@@ -213,20 +241,24 @@ fn main() {
             ),
         );
         let q = queries();
-        measure(
+        if !measure(
             "rpol check_spf, same client, new instance each (SPF result cache hits)",
             rpol.addr,
             Mix::SpfSameClient,
             FAST,
-        );
+        ) {
+            return;
+        }
         print_queries(q, queries());
         let q = queries();
-        measure(
+        if !measure(
             "rpol check_spf, distinct client each (full evaluation, DNS cache warm)",
             rpol.addr,
             Mix::SpfDistinctClients,
             FAST,
-        );
+        ) {
+            return;
+        }
         print_queries(q, queries());
     }
     {
@@ -235,7 +267,7 @@ fn main() {
         // all do. Not all: against the in-process server about 1.5 queries
         // per request were counted, of 6 lookups.
         let rpol = Rpol::start(
-            &dir,
+            dir,
             "spf-nocache",
             &format!(
                 "{}[profile.bench]\nrecipient = [\"check_spf\"]\n",
@@ -243,25 +275,30 @@ fn main() {
             ),
         );
         let q = queries();
-        measure(
+        if !measure(
             "rpol check_spf, distinct client each, DNS cache 1 entry",
             rpol.addr,
             Mix::SpfDistinctClients,
             SLOW,
-        );
+        ) {
+            return;
+        }
         print_queries(q, queries());
     }
     match peers_skip.or_else(|| missing(&["policyd-spf", "socat"])) {
         Some(why) => println!("policyd-spf: skipped: {why}"),
-        None => match PolicydSpf::start(&dir) {
+        None => match PolicydSpf::start(dir) {
             Ok(p) => {
-                measure(
+                if !measure(
                     "policyd-spf (socat, one process per connection), same client, new instance each",
                     p.addr,
                     Mix::SpfSameClient,
                     SLOW,
-                );
-                measure(
+                ) {
+                    return;
+                }
+                // The last run: nothing left to skip.
+                let _ = measure(
                     "policyd-spf, distinct client each",
                     p.addr,
                     Mix::SpfDistinctClients,
@@ -271,7 +308,15 @@ fn main() {
             Err(e) => println!("policyd-spf: skipped: {e}"),
         },
     }
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Removed when main returns (declared first, so dropped last).
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A fresh directory the peers' run-as user (nobody) can read.
@@ -341,7 +386,12 @@ fn wait_listening(addr: SocketAddr, mut alive: impl FnMut() -> bool) -> Result<(
 
 /// Drives `CONNECTIONS` connections with `mix` within `budget` and prints
 /// throughput, latency and what the answers were.
-fn measure(name: &str, addr: SocketAddr, mix: Mix, budget: Budget) {
+/// False once the bench is to stop.
+#[must_use]
+fn measure(name: &str, addr: SocketAddr, mix: Mix, budget: Budget) -> bool {
+    if stopped() {
+        return false;
+    }
     match run(addr, mix, budget) {
         Ok(r) => {
             let mut all = r.latencies;
@@ -372,6 +422,11 @@ fn measure(name: &str, addr: SocketAddr, mix: Mix, budget: Budget) {
         }
         Err(e) => println!("{name}: failed: {e}"),
     }
+    if stopped() {
+        println!("interrupted: stopping what the bench started");
+        return false;
+    }
+    true
 }
 
 struct Run {
@@ -392,7 +447,11 @@ fn run(addr: SocketAddr, mix: Mix, budget: Budget) -> Result<Run, String> {
             let ready = ready.clone();
             thread::spawn(move || {
                 let conn = connect(addr).and_then(|mut conn| {
+                    let deadline = Instant::now() + budget.time;
                     for w in 0..WARMUP {
+                        if stopped() || Instant::now() > deadline {
+                            break;
+                        }
                         ask(&mut conn, &request(mix, c, 1_000_000 + w))?;
                     }
                     Ok(conn)
@@ -413,7 +472,7 @@ fn run(addr: SocketAddr, mix: Mix, budget: Budget) -> Result<Run, String> {
                         samples.push(answer);
                     }
                     *n += 1;
-                    if Instant::now() > deadline {
+                    if stopped() || Instant::now() > deadline {
                         break;
                     }
                 }
@@ -541,7 +600,16 @@ impl Rpol {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
         let addr = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_rpol"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rpol"));
+        // Should the bench die without dropping its guard, rpol goes too.
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("--config")
             .arg(&path)
             .arg("--listen")

@@ -37,11 +37,17 @@ if [ "${1:-}" != "--inside" ]; then
     for cmd in knotd kdig unshare ip mount; do
         command -v "$cmd" >/dev/null 2>&1 || { echo "peers: missing $cmd" >&2; exit 2; }
     done
-    # Build outside (cargo may need the registry); inside runs offline.
-    (cd "$ROOT" && cargo bench --bench peers --no-run) || exit 2
+    # Build outside (cargo may need the registry); inside runs the binary
+    # itself, so that a signal reaches it (and it stops what it started).
+    BENCH=$(cd "$ROOT" && cargo bench --bench peers --no-run --message-format=json |
+        sed -n 's/.*"executable":"\([^"]*\/deps\/peers-[^"]*\)".*/\1/p' | tail -n 1)
+    if [ ! -x "$BENCH" ]; then
+        echo "peers: building the bench failed" >&2
+        exit 2
+    fi
     T=$(mktemp -d /tmp/rpol-peers.XXXXXX) || exit 2
     chmod 0755 "$T"
-    export T ROOT
+    export T ROOT BENCH
     unshare -n -m --propagation private bash "$HERE/peers.sh" --inside &
     inside=$!
     trap 'kill -TERM $inside 2>/dev/null' INT TERM
@@ -69,7 +75,7 @@ if [ "${1:-}" != "--inside" ]; then
 fi
 
 # ----------------------------------------------------------------- inside --
-# Variables from the outside: T, ROOT.
+# Variables from the outside: T, ROOT, BENCH.
 cleanup() {
     if [ -s "$T/knot.pid" ]; then
         kill "$(cat "$T/knot.pid")" 2>/dev/null
@@ -117,6 +123,13 @@ if ! getent hosts mx.chain.spftest | grep -q 198.51.100.20; then
 fi
 
 cd "$ROOT" || exit 2
-RPOL_PEERS_DNS=127.0.0.53:53 RPOL_PEERS_DIR=$T/work cargo bench --offline --bench peers 2>&1 |
-    grep -v '^ *\(Finished\|Running\|Compiling\)'
-exit "${PIPESTATUS[0]}"
+RPOL_PEERS_DNS=127.0.0.53:53 RPOL_PEERS_DIR=$T/work "$BENCH" --bench &
+bench=$!
+# On TERM/INT the bench stops its clients, then what it started, then exits.
+trap 'kill -TERM $bench 2>/dev/null' TERM INT
+while :; do
+    wait $bench
+    rc=$?
+    kill -0 $bench 2>/dev/null || break
+done
+exit $rc

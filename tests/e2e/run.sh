@@ -516,9 +516,103 @@ fi
 
 # 11b. Submission with a SASL login (set by XCLIENT LOGIN=): Postfix sends
 #      sasl_username, rpol's permit_sasl_authenticated lets it through.
-smtp 2587 "ADDR=198.51.100.7 $NOBODY LOGIN=alice" client.e2e.example alice@example.com "$RCPT"
-expect "port 2587: authenticated submission (XCLIENT LOGIN=alice) accepted" \
+#      The login is a mailbox address (XCLIENT takes the "@" as it is):
+#      with login_from_aliases a mailbox is owned by its own login.
+smtp 2587 "ADDR=198.51.100.7 $NOBODY LOGIN=alice@example.com" client.e2e.example alice@example.com "$RCPT"
+expect "port 2587: authenticated submission (XCLIENT LOGIN=alice@example.com) as her own mailbox accepted" \
     "$(reply_to "RCPT TO:<$RCPT>")" "250 2.1.5 Ok"
+
+# rules_of FILE PROFILE: the rule lines of [profile.PROFILE].
+rules_of() {
+    awk -v sec="[profile.$2]" '
+        $0 == sec { on = 1; next }
+        /^\[/ { on = 0 }
+        on && NF && !/^ *#/ && !/^match *=/ { sub(/ *#.*/, ""); print }
+    ' "$1"
+}
+
+# ---- Submission: who may send as whom (profile submission, the sender
+# rules of the shipped [profile.submission]: reject_unlisted_sender,
+# reject_known_sender_login_mismatch, check_outbound_spf). rpol is called
+# from smtpd_recipient_restrictions, so its sender-stage text follows
+# "<rcpt>: Recipient address rejected: ".
+# submit LOGIN FROM: the reply to RCPT TO:<$RCPT> on 2587 for that login.
+submit() { smtp 2587 "ADDR=198.51.100.7 $NOBODY LOGIN=$1" client.e2e.example "$2" "$RCPT"; }
+
+# 11c. The submission profile's sender rules are the shipped ones.
+: >"$T/swaks.out"
+if diff <(rules_of "$ROOT/policy.toml" submission) \
+    <(rules_of "$HERE/policy.toml" submission | grep -v '^called_from') >"$T/rules.diff"; then
+    pass "profile submission runs the rules of policy.toml's [profile.submission]"
+else
+    fail "profile submission runs the rules of policy.toml's [profile.submission]" "$(cat "$T/rules.diff")"
+fi
+
+# 11d. An alias the login owns (postmaster@example.com -> alice@example.com).
+submit alice@example.com postmaster@example.com
+expect "port 2587: alice@example.com sends as her alias postmaster@example.com" \
+    "$(reply_to "RCPT TO:<$RCPT>")" "250 2.1.5 Ok"
+
+# 11e. An address of ours that another login owns.
+submit first@example.com postmaster@example.com
+expect "port 2587: first@example.com sends as alice's alias: reject_known_sender_login_mismatch" \
+    "$(reply_to "RCPT TO:<$RCPT>")" \
+    "553 5.7.1 <$RCPT>: Recipient address rejected: <postmaster@example.com>: Sender address rejected: not owned by user first@example.com"
+
+# 11f. A registered foreign address, by its owner: no SPF check.
+submit alice@example.com alice.private@mail.example.org
+expect "port 2587: alice@example.com sends as her registered alice.private@mail.example.org" \
+    "$(reply_to "RCPT TO:<$RCPT>")" "250 2.1.5 Ok"
+
+# 11g. The same registered address, by another login: it has an owner.
+submit first@example.com alice.private@mail.example.org
+expect "port 2587: first@example.com sends as alice's registered foreign address" \
+    "$(reply_to "RCPT TO:<$RCPT>")" \
+    "553 5.7.1 <$RCPT>: Recipient address rejected: <alice.private@mail.example.org>: Sender address rejected: not owned by user first@example.com"
+
+# 11h. An unregistered foreign sender whose SPF authorizes the egress.
+submit alice@example.com sender@spf-pass.e2e.example
+expect "port 2587: unregistered sender@spf-pass.e2e.example, SPF pass for the egress: check_outbound_spf" \
+    "$(reply_to "RCPT TO:<$RCPT>")" "250 2.1.5 Ok"
+
+# 11i. An unregistered foreign sender whose SPF fails for the egress.
+submit alice@example.com sender@spf-fail.e2e.example
+expect "port 2587: unregistered sender@spf-fail.e2e.example, SPF fail for the egress: check_outbound_spf" \
+    "$(reply_to "RCPT TO:<$RCPT>")" \
+    "550 5.7.23 <$RCPT>: Recipient address rejected: <sender@spf-fail.e2e.example>: Sender address rejected: SPF of spf-fail.e2e.example gives fail for our outgoing address 198.51.100.7: receivers would reject or junk this mail. Send it through spf-fail.e2e.example's own mail server, or ask the postmaster to register the address"
+
+# ---- SPF on the MX (profile mx ends in check_spf). HELO client.e2e.example
+# has no SPF record (none); the sender domains' records are in
+# tests/e2e/zones/example.zone.
+# 11j. SPF pass, a whole message to two recipients: one Received-SPF header
+#      per message (the second RCPT of the transaction gets DUNNO).
+QUIT_AFTER= smtp 2525 "ADDR=198.51.100.7 $NOBODY" client.e2e.example sender@spf-pass.e2e.example \
+    "$RCPT,first@example.com" --header "Subject: rpol e2e spf" --body "e2e spf body"
+got="$(reply_to "RCPT TO:<$RCPT>") | $(reply_to "RCPT TO:<first@example.com>")"
+expect "port 2525: sender@spf-pass.e2e.example from 198.51.100.7 (SPF pass), two RCPTs accepted" \
+    "$got" "250 2.1.5 Ok | 250 2.1.5 Ok"
+queued=$(reply_to "." | sed -n 's/^250 2\.0\.0 Ok: queued as \([0-9A-Za-z]*\)$/\1/p')
+spf_headers=""
+[ -n "$queued" ] && spf_headers=$(postcat -c "$ETC" -hq "$queued" 2>/dev/null | grep '^Received-SPF:')
+: >"$T/swaks.out"
+expect "port 2525: the held message ($queued) has exactly one Received-SPF header" \
+    "$spf_headers" \
+    'Received-SPF: pass (mx.e2e.example: domain of sender@spf-pass.e2e.example designates 198.51.100.7 as permitted sender) client-ip=198.51.100.7; envelope-from="sender@spf-pass.e2e.example"; helo=client.e2e.example; receiver=mx.e2e.example; identity=mailfrom; mechanism="ip4:198.51.100.7";'
+
+# 11k. SPF fail (-all): rejected at the first RCPT, and the same at a second
+#      RCPT of the transaction.
+smtp 2525 "ADDR=198.51.100.7 $NOBODY" client.e2e.example sender@spf-fail.e2e.example \
+    "$RCPT,first@example.com"
+got="$(reply_to "RCPT TO:<$RCPT>") | $(reply_to "RCPT TO:<first@example.com>")"
+expect "port 2525: sender@spf-fail.e2e.example from 198.51.100.7 (SPF fail), both RCPTs rejected" \
+    "$got" \
+    "550 5.7.23 <$RCPT>: Recipient address rejected: SPF fail: domain of sender@spf-fail.e2e.example does not designate 198.51.100.7 as permitted sender | 550 5.7.23 <first@example.com>: Recipient address rejected: SPF fail: domain of sender@spf-fail.e2e.example does not designate 198.51.100.7 as permitted sender"
+
+# 11l. The null sender: the HELO identity decides (RFC 7208 2.4).
+smtp 2525 "ADDR=198.51.100.7 $NOBODY" helo-fail.e2e.example "<>" "$RCPT"
+expect "port 2525: null sender, HELO helo-fail.e2e.example (SPF -all): HELO identity fails" \
+    "$(reply_to "RCPT TO:<$RCPT>")" \
+    "550 5.7.23 <$RCPT>: Recipient address rejected: SPF fail: HELO helo-fail.e2e.example does not designate 198.51.100.7 as permitted sender"
 
 # ---- DNS-based restrictions of the seed's port-25 chain (profile mx).
 # Each session runs twice: on port 2525, where rpol decides (called from
@@ -548,13 +642,6 @@ pair() {
 }
 
 # 12. The e2e profile runs the shipped port-25 chain, rule for rule.
-rules_of() {
-    awk -v sec="[profile.$2]" '
-        $0 == sec { on = 1; next }
-        /^\[/ { on = 0 }
-        on && NF && !/^ *#/ && !/^match *=/ { sub(/ *#.*/, ""); print }
-    ' "$1"
-}
 : >"$T/swaks.out"
 if diff <(rules_of "$ROOT/policy.toml" smtp) <(rules_of "$HERE/policy.toml" mx) >"$T/rules.diff"; then
     pass "profile mx runs the rules of policy.toml's [profile.smtp] ($(grep -c '"' <(rules_of "$HERE/policy.toml" mx)) rules)"
@@ -675,8 +762,25 @@ pair "sender SERVFAIL, then a relay attempt: the reject wins" "$GOOD" "$HELO" "s
 # next session's queries (e.g. Postfix's uncached HELO lookup) could time
 # out too. The last proxied query left at least 1 s before the session
 # ended (the resolver waited that long for it): wait out the rest, with a
-# margin.
-knotd_proxy_drain() { sleep 1; }
+# margin. Then make sure: proxied queries that landed on the same worker
+# queue up behind each other and can hold it longer (one run in ten, the
+# reference's HELO lookup right after rpol's session timed out). 48 probes
+# from 48 source ports reach every one of the 8 workers with high
+# probability; a round is repeated until all answer within 1 s.
+knotd_proxy_drain() {
+    sleep 1
+    local round answers
+    for ((round = 0; round < 10; round++)); do
+        answers=$(for _ in $(seq 48); do
+            kdig @127.0.0.53 +short +timeout=1 +retry=0 mx.e2e.example A &
+        done; wait)
+        if [ "$(grep -cx 203.0.113.10 <<<"$answers")" = 48 ]; then
+            [ "$round" = 0 ] || log "note: knotd answered every probe after $((round + 1)) rounds"
+            return 0
+        fi
+    done
+    log "note: knotd workers still blocked after 10 rounds of probes"
+}
 # 32. No answer at all: each query waits for rpol's 1 s [dns] timeout (MX,
 #     A, AAAA), Postfix's resolver for resolv.conf's timeout:1.
 t0=$(date +%s%N)

@@ -62,79 +62,86 @@ pub async fn check_spf(ctx: &mut Context<'_>) -> Outcome {
 }
 
 async fn decide(ctx: &mut Context<'_>, ip: IpAddr, helo: &str) -> Outcome {
-    let settings = &ctx.site.spf.settings;
+    match judge_identities(ctx, ip, helo).await {
+        Ok(Some(e)) => accept(ctx, ip, &e),
+        Ok(None) => Outcome::Dunno,
+        Err(refusal) => refusal,
+    }
+}
+
+/// Which action table applies to an evaluation.
+#[derive(Clone, Copy)]
+enum Actions {
+    Helo,
+    MailFrom,
+}
+
+/// Evaluates the identities in RFC 7208 order; `Err` is the first refusal,
+/// `Ok` the evaluation the header reports (if any).
+async fn judge_identities(
+    ctx: &mut Context<'_>,
+    ip: IpAddr,
+    helo: &str,
+) -> Result<Option<Evaluation>, Outcome> {
+    let check_helo = ctx.site.spf.settings.check_helo;
     let sender = ctx.request.sender.as_str();
     let helo_is_domain = valid_hostname(helo) && helo.contains('.');
-    let mut for_header: Option<Evaluation> = None;
-    if settings.check_helo && helo_is_domain {
-        let e = evaluation(
-            ctx,
-            ip,
-            Identity::Helo,
-            helo,
-            helo,
-            format!("SPF helo {helo}"),
-        )
-        .await;
-        let action = ctx.site.spf.settings.helo.for_result(&e.result);
-        if action != SpfAction::Accept {
-            return refuse(action, &e, ip);
-        }
-        for_header = Some(e);
+    let mut for_header = None;
+    if check_helo && helo_is_domain {
+        for_header = Some(judge(ctx, ip, Identity::Helo, helo, helo, Actions::Helo).await?);
     }
     if !sender.is_empty() {
-        let e = evaluation(
-            ctx,
-            ip,
-            Identity::MailFrom,
-            sender,
-            helo,
-            format!("SPF mailfrom {sender}"),
-        )
-        .await;
-        let action = ctx.site.spf.settings.mail_from.for_result(&e.result);
-        if action != SpfAction::Accept {
-            return refuse(action, &e, ip);
-        }
-        for_header = Some(e);
+        for_header =
+            Some(judge(ctx, ip, Identity::MailFrom, sender, helo, Actions::MailFrom).await?);
     } else if for_header.is_none() {
         if !helo_is_domain {
             ctx.note(|| "null sender and no usable HELO name: nothing to check".into());
-            return Outcome::Dunno;
+            return Ok(None);
         }
         // RFC 7208 2.4: for the null sender, MAIL FROM is postmaster@helo.
-        let e = evaluation(
-            ctx,
-            ip,
-            Identity::Helo,
-            helo,
-            helo,
-            format!("SPF helo {helo}"),
-        )
-        .await;
-        let action = ctx.site.spf.settings.mail_from.for_result(&e.result);
-        if action != SpfAction::Accept {
-            return refuse(action, &e, ip);
-        }
-        for_header = Some(e);
+        for_header = Some(judge(ctx, ip, Identity::Helo, helo, helo, Actions::MailFrom).await?);
     }
-    let Some(e) = for_header else {
-        return Outcome::Dunno;
+    Ok(for_header)
+}
+
+/// One identity, evaluated (or from the cache) and held against its
+/// actions: `Err` carries the refusal.
+async fn judge(
+    ctx: &mut Context<'_>,
+    ip: IpAddr,
+    identity: Identity,
+    sender: &str,
+    helo: &str,
+    actions: Actions,
+) -> Result<Evaluation, Outcome> {
+    let what = format!("SPF {} {sender}", identity.name());
+    let e = evaluation(ctx, ip, identity, sender, helo, what).await;
+    let settings = &ctx.site.spf.settings;
+    let table = match actions {
+        Actions::Helo => &settings.helo,
+        Actions::MailFrom => &settings.mail_from,
     };
+    match table.for_result(&e.result) {
+        SpfAction::Accept => Ok(e),
+        action => Err(refuse(action, &e, ip)),
+    }
+}
+
+/// The accepted evaluation's header, as a PREPEND.
+fn accept(ctx: &mut Context<'_>, ip: IpAddr, e: &Evaluation) -> Outcome {
+    let sender = ctx.request.sender.as_str();
     let settings = &ctx.site.spf.settings;
     let line = match settings.header {
         HeaderKind::ReceivedSpf => Some(header::received_spf(
-            &e,
+            e,
             ip,
             sender,
             &ctx.request.helo_name,
             &settings.receiver,
         )),
-        HeaderKind::AuthenticationResults => Some(header::authentication_results(
-            &e,
-            ip,
-            &settings.authserv_id,
-        )),
+        HeaderKind::AuthenticationResults => {
+            Some(header::authentication_results(e, ip, &settings.authserv_id))
+        }
         HeaderKind::None => None,
     };
     match line {

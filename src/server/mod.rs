@@ -54,14 +54,24 @@ impl Shared {
             // Same resolver settings: keep the resolver and its warm cache.
             new.resolver = old.resolver.clone();
         }
-        if new.server.listen != old.server.listen
-            || new.server.socket_mode != old.server.socket_mode
-            || new.server.socket_owner != old.server.socket_owner
-            || new.server.socket_group != old.server.socket_group
-            || new.server.max_connections != old.server.max_connections
-        {
+        let (n, o) = (&new.server, &old.server);
+        let restart_only: Vec<&str> = [
+            ("server.listen", n.listen != o.listen),
+            ("server.socket_mode", n.socket_mode != o.socket_mode),
+            ("server.socket_owner", n.socket_owner != o.socket_owner),
+            ("server.socket_group", n.socket_group != o.socket_group),
+            (
+                "server.max_connections",
+                n.max_connections != o.max_connections,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect();
+        if !restart_only.is_empty() {
             tracing::warn!(
-                "server.listen, socket_mode, socket_owner, socket_group and max_connections changes take effect only after a restart"
+                "{} changed: takes effect only after a restart",
+                restart_only.join(", ")
             );
         }
         match self.policy.write() {

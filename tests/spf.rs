@@ -27,11 +27,16 @@ async fn setup(spf: &str) -> Setup {
         "198.51.100.77\nfriend.example\n",
     )
     .unwrap();
+    std::fs::write(
+        dir.path().join("recipients"),
+        "busy@example.com DEFER_IF_PERMIT 4.2.1 try later\n",
+    )
+    .unwrap();
     let text = format!(
         "[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n\
          [site]\nmynetworks = [\"127.0.0.0/8\"]\ndomains = [\"example.com\"]\n\
          [spf]\nreceiver = \"mx.example.com\"\nwhitelist = \"spf_whitelist\"\n{spf}\n\
-         [profile.mx]\nrecipient = [\"check_spf\"]\n",
+         [profile.mx]\nrecipient = [\"check_recipient_access hash:recipients\", \"check_spf\"]\n",
         dns.addr
     );
     let policy =
@@ -330,4 +335,32 @@ async fn no_header_at_end_of_message() {
     )
     .await;
     assert!(fail.starts_with("550 5.7.23 "), "{fail}");
+}
+
+#[tokio::test]
+async fn a_header_a_deferral_displaced_goes_out_with_the_next_recipient() {
+    let s = setup("").await;
+    // RCPT 1 is deferred: the response carries DEFER_IF_PERMIT, not the header.
+    assert_eq!(
+        ask(
+            &s,
+            &[("instance", "t.1"), ("recipient", "busy@example.com")]
+        )
+        .await,
+        "DEFER_IF_PERMIT 4.2.1 try later"
+    );
+    // RCPT 2 is accepted and carries the header; RCPT 3 does not repeat it.
+    let second = ask(
+        &s,
+        &[("instance", "t.1"), ("recipient", "alice@example.com")],
+    )
+    .await;
+    assert!(
+        second.starts_with("PREPEND Received-SPF: pass "),
+        "{second}"
+    );
+    assert_eq!(
+        ask(&s, &[("instance", "t.1"), ("recipient", "bob@example.com")]).await,
+        "DUNNO"
+    );
 }

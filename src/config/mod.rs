@@ -301,6 +301,7 @@ impl Compiler<'_> {
             dns_config: dns_config.clone(),
             resolver,
             files,
+            prepended: Default::default(),
         })
     }
 

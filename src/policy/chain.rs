@@ -109,7 +109,7 @@ pub async fn evaluate(policy: &Policy, req: &Request, want_trace: bool) -> Decis
             format_reply(&reply, stage, profile.called_from, req),
             Some(rule),
         ),
-        None => run.final_action(),
+        None => run.final_action(policy),
     };
     let mut trace = run.trace.unwrap_or_default();
     if want_trace {
@@ -225,23 +225,37 @@ impl Run<'_> {
 
     /// The answer when nothing rejected: a pending deferral, else the first
     /// passed-through action, else DUNNO. One response carries one action,
-    /// so further passed actions are dropped (and traced).
-    fn final_action(&mut self) -> (String, Option<String>) {
+    /// so further passed actions are dropped (and traced). A PREPEND already
+    /// sent in this transaction is not sent again (Postfix would add the
+    /// header once per RCPT), which lets a dropped one go out with a later
+    /// RCPT.
+    fn final_action(&mut self, policy: &Policy) -> (String, Option<String>) {
         if let Some((reply, stage, rule)) = self.defer_if_permit.take() {
             let text = prefixed_text(&reply, stage, self.profile.called_from, self.req);
             return (format!("DEFER_IF_PERMIT {} {text}", reply.dsn), Some(rule));
         }
+        let instance = &self.req.instance;
         let passed = std::mem::take(&mut self.passed);
-        let mut passed = passed.into_iter();
-        match passed.next() {
-            Some((action, rule)) => {
-                for (dropped, by) in passed {
-                    self.step(|| {
-                        format!("{by}: {dropped:?} dropped: one response carries one action")
-                    });
+        let mut chosen = None;
+        for (action, rule) in passed {
+            let is_prepend = action
+                .get(..8)
+                .is_some_and(|w| w.eq_ignore_ascii_case("PREPEND "));
+            if is_prepend && policy.prepended.was_sent(instance, &action) {
+                self.step(|| format!("{rule}: {action:?} already sent in this transaction"));
+            } else if chosen.is_none() {
+                if is_prepend {
+                    policy.prepended.record(instance, &action);
                 }
-                (action, Some(rule))
+                chosen = Some((action, rule));
+            } else {
+                self.step(|| {
+                    format!("{rule}: {action:?} dropped: one response carries one action")
+                });
             }
+        }
+        match chosen {
+            Some((action, rule)) => (action, Some(rule)),
             None => ("DUNNO".into(), None),
         }
     }

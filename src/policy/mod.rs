@@ -4,6 +4,7 @@
 
 pub mod chain;
 pub mod outcome;
+pub mod prepended;
 pub mod reply;
 
 use std::fmt;
@@ -346,6 +347,8 @@ pub struct Policy {
     /// Every file this policy was built from (config, tables, address
     /// lists), watched for changes.
     pub files: Vec<PathBuf>,
+    /// PREPENDs already sent per transaction.
+    pub prepended: prepended::Prepended,
 }
 
 impl Policy {

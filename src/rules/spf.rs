@@ -2,8 +2,8 @@
 //! the MAIL FROM identity (the HELO one stands for the null sender, 2.4).
 //!
 //! One evaluation serves a whole transaction: the first request of an
-//! `instance` decides, later ones (more RCPTs, DATA) get the same answer,
-//! and the header is prepended once. Results are also cached per client,
+//! `instance` decides, later ones (more RCPTs, DATA) get the same answer;
+//! the chain sends the header once per transaction (policy::prepended). Results are also cached per client,
 //! sender and HELO for `[spf] cache_ttl`.
 
 use std::net::IpAddr;
@@ -51,13 +51,12 @@ pub async fn check_spf(ctx: &mut Context<'_>) -> Outcome {
         return outcome;
     }
     let outcome = decide(ctx, ip, helo).await;
-    // Later requests of this transaction: same reject, or DUNNO after the
-    // header went out with this one.
-    let later = match &outcome {
-        Outcome::Pass(_) => Outcome::Dunno,
-        other => other.clone(),
-    };
-    ctx.site.spf.state.remember(&ctx.request.instance, later);
+    // Later requests of this transaction get the same answer; the chain
+    // sends a header once per transaction (policy::prepended).
+    ctx.site
+        .spf
+        .state
+        .remember(&ctx.request.instance, outcome.clone());
     outcome
 }
 

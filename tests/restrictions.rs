@@ -5,8 +5,11 @@
 //!
 //! The policy is called from smtpd_recipient_restrictions (the default
 //! `called_from`), so replies of the client, helo and sender stages carry
-//! that stage's Postfix wording in their text.
+//! that stage's Postfix wording in their text. Every answer comes from the
+//! rpol binary over its unix socket; the traces are read in-process.
 
+#[path = "support/rpol.rs"]
+mod daemon;
 #[path = "support/dns.rs"]
 mod dns_server;
 
@@ -24,35 +27,35 @@ const ALIASES: &str = "postmaster@example.com alice@example.com\nshared@example.
 
 struct Setup {
     dns: TestDns,
+    /// The same configuration loaded in-process, for traces.
     policy: Policy,
-    _dir: tempfile::TempDir,
+    daemon: daemon::Rpol,
 }
 
 /// A policy whose only profile has `stages` (TOML lines), with `extra`
 /// TOML prepended, resolving through the test DNS server.
 async fn setup(stages: &str, extra: &str) -> Setup {
     let dns = TestDns::start_default().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mailboxes"), MAILBOXES).unwrap();
-    std::fs::write(dir.path().join("aliases"), ALIASES).unwrap();
     let text = format!(
         "{extra}\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"500ms\"\nattempts = 1\nmin_ttl = \"0s\"\n\
          [site]\nmynetworks = [\"127.0.0.0/8\"]\ndomains = [\"example.com\"]\nrecipient_delimiter = \"+\"\n\
          mailboxes = \"mailboxes\"\naliases = \"aliases\"\n[profile.test]\n{stages}\n",
         dns.addr
     );
-    let path = dir.path().join("policy.toml");
-    let policy = config::load_str(&path, &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let setup = daemon::Setup::new(&text)
+        .file("mailboxes", MAILBOXES)
+        .file("aliases", ALIASES);
+    let policy = config::load(&setup.config).unwrap_or_else(|e| panic!("{e}\n{text}"));
     Setup {
         dns,
         policy,
-        _dir: dir,
+        daemon: setup.start(),
     }
 }
 
-fn request(pairs: &[(&str, &str)]) -> Request {
+/// A typical RCPT request with `pairs` replacing or adding attributes.
+fn pairs<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut all = vec![
-        ("request", "smtpd_access_policy"),
         ("protocol_state", "RCPT"),
         ("client_address", "203.0.113.10"),
         ("client_name", "mail.good.example"),
@@ -61,18 +64,27 @@ fn request(pairs: &[(&str, &str)]) -> Request {
         ("sender", "someone@good.example"),
         ("recipient", "alice@example.com"),
     ];
-    for (k, v) in pairs {
-        all.retain(|(name, _)| name != k);
+    for &(k, v) in pairs {
+        all.retain(|(name, _)| *name != k);
         all.push((k, v));
     }
-    Request::from_pairs(all)
+    all
 }
 
-async fn ask(s: &Setup, pairs: &[(&str, &str)]) -> String {
-    evaluate(&s.policy, &request(pairs), false).await.action
+fn request(attrs: &[(&str, &str)]) -> Request {
+    Request::from_pairs(pairs(attrs))
 }
 
-#[tokio::test]
+/// The action rpol's server answers, over its socket.
+async fn ask(s: &Setup, attrs: &[(&str, &str)]) -> String {
+    let wire = daemon::ask(&mut s.daemon.connect(), &pairs(attrs));
+    wire.strip_prefix("action=")
+        .and_then(|a| a.strip_suffix("\n\n"))
+        .unwrap_or_else(|| panic!("not a response: {wire:?}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_unknown_client_hostname() {
     let s = setup(
         "client = [\"reject_unknown_client_hostname\"]",
@@ -125,7 +137,7 @@ async fn reject_unknown_client_hostname() {
     assert_eq!(s.dns.query_count(), before);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_unknown_reverse_client_hostname() {
     let s = setup("client = [\"reject_unknown_reverse_client_hostname\"]", "").await;
     let unknown = [
@@ -151,7 +163,7 @@ async fn reject_unknown_reverse_client_hostname() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helo_syntax_checks() {
     let s = setup(
         "helo = [\"reject_invalid_helo_hostname\", \"reject_non_fqdn_helo_hostname\"]",
@@ -189,7 +201,7 @@ async fn helo_syntax_checks() {
     assert_eq!(s.dns.query_count(), before, "syntax checks need no DNS");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_unknown_helo_hostname() {
     let s = setup("helo = [\"reject_unknown_helo_hostname\"]", "").await;
     assert_eq!(
@@ -226,7 +238,7 @@ async fn reject_unknown_helo_hostname() {
     assert_eq!(s.dns.query_count(), before, "address literals need no DNS");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helo_required() {
     let s = setup("helo_required = true\nhelo = []", "").await;
     assert_eq!(
@@ -236,7 +248,7 @@ async fn helo_required() {
     assert_eq!(ask(&s, &[("helo_name", "x.example")]).await, "DUNNO");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sender_syntax_and_domain() {
     let s = setup(
         "sender = [\"reject_non_fqdn_sender\", \"reject_unknown_sender_domain\"]",
@@ -278,7 +290,7 @@ async fn sender_syntax_and_domain() {
     assert_eq!(s.dns.query_count(), before);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tempfail_action_defer_answers_at_once() {
     let s = setup(
         "sender = [\"reject_unknown_sender_domain\"]\nrecipient = [\"reject\"]",
@@ -291,7 +303,7 @@ async fn tempfail_action_defer_answers_at_once() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unlisted_sender_and_recipient() {
     let s = setup(
         "sender = [\"reject_unlisted_sender\"]\nrecipient = [\"reject_unlisted_recipient\"]",
@@ -320,7 +332,7 @@ async fn unlisted_sender_and_recipient() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recipient_syntax_domain_and_destination() {
     let s = setup(
         "recipient = [\"reject_non_fqdn_recipient\", \"reject_unknown_recipient_domain\", \"reject_unauth_destination\"]",
@@ -354,7 +366,7 @@ async fn recipient_syntax_domain_and_destination() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_destination_variants() {
     let s = setup(
         "recipient = [\"permit_auth_destination\", \"defer_unauth_destination\"]",
@@ -371,7 +383,7 @@ async fn auth_destination_variants() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn defer_if_permit_loses_to_a_later_reject() {
     // postfix-observed 3: a SERVFAIL on the sender domain followed by an
     // unknown recipient gives the 550.
@@ -404,7 +416,7 @@ async fn defer_if_permit_loses_to_a_later_reject() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_identical_request_makes_no_query() {
     let s = setup(
         "client = [\"reject_unknown_client_hostname\"]\nhelo = [\"reject_unknown_helo_hostname\"]\nsender = [\"reject_unknown_sender_domain\"]",
@@ -427,7 +439,7 @@ async fn second_identical_request_makes_no_query() {
     assert_eq!(s.dns.query_count(), after_first, "all from the cache");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_shows_dns_answers() {
     let s = setup("sender = [\"reject_unknown_sender_domain\"]", "").await;
     let req = request(&[("sender", "a@mx-only.example")]);

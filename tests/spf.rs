@@ -1,7 +1,11 @@
 //! check_spf against a real DNS server on loopback serving
 //! tests/zones/spftest.zone: results, replies (RFC 7372 codes), the header,
-//! one evaluation per transaction, the result cache, and the skips.
+//! one evaluation per transaction, the result cache, and the skips. Every
+//! answer comes from the rpol binary over its unix socket; the traces are
+//! read in-process.
 
+#[path = "support/rpol.rs"]
+mod daemon;
 #[path = "support/dns.rs"]
 mod dns_server;
 
@@ -12,8 +16,9 @@ use rpol::protocol::Request;
 
 struct Setup {
     dns: TestDns,
+    /// The same configuration loaded in-process, for traces.
     policy: Policy,
-    _dir: tempfile::TempDir,
+    daemon: daemon::Rpol,
 }
 
 async fn setup(spf: &str) -> Setup {
@@ -21,17 +26,6 @@ async fn setup(spf: &str) -> Setup {
     zones.push(("spftest.", include_str!("zones/spftest.zone")));
     let dns = TestDns::start(&zones).await;
     dns.inject_servfail("servfail.spftest");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("spf_whitelist"),
-        "198.51.100.77\nfriend.example\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("recipients"),
-        "busy@example.com DEFER_IF_PERMIT 4.2.1 try later\n",
-    )
-    .unwrap();
     let text = format!(
         "[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n\
          [site]\nmynetworks = [\"127.0.0.0/8\"]\ndomains = [\"example.com\"]\n\
@@ -39,18 +33,23 @@ async fn setup(spf: &str) -> Setup {
          [profile.mx]\nrecipient = [\"check_recipient_access hash:recipients\", \"check_spf\"]\n",
         dns.addr
     );
-    let policy =
-        config::load_str(&dir.path().join("policy.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    let setup = daemon::Setup::new(&text)
+        .file("spf_whitelist", "198.51.100.77\nfriend.example\n")
+        .file(
+            "recipients",
+            "busy@example.com DEFER_IF_PERMIT 4.2.1 try later\n",
+        );
+    let policy = config::load(&setup.config).unwrap_or_else(|e| panic!("{e}"));
     Setup {
         dns,
         policy,
-        _dir: dir,
+        daemon: setup.start(),
     }
 }
 
-fn request(pairs: &[(&str, &str)]) -> Request {
+/// A typical RCPT request with `pairs` replacing or adding attributes.
+fn pairs<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut all = vec![
-        ("request", "smtpd_access_policy"),
         ("protocol_state", "RCPT"),
         ("client_address", "203.0.113.10"),
         ("helo_name", "mail.good.example"),
@@ -58,18 +57,27 @@ fn request(pairs: &[(&str, &str)]) -> Request {
         ("recipient", "alice@example.com"),
         ("instance", ""),
     ];
-    for (k, v) in pairs {
-        all.retain(|(name, _)| name != k);
+    for &(k, v) in pairs {
+        all.retain(|(name, _)| *name != k);
         all.push((k, v));
     }
-    Request::from_pairs(all)
+    all
 }
 
-async fn ask(s: &Setup, pairs: &[(&str, &str)]) -> String {
-    evaluate(&s.policy, &request(pairs), false).await.action
+fn request(attrs: &[(&str, &str)]) -> Request {
+    Request::from_pairs(pairs(attrs))
 }
 
-#[tokio::test]
+/// The action rpol's server answers, over its socket.
+async fn ask(s: &Setup, attrs: &[(&str, &str)]) -> String {
+    let wire = daemon::ask(&mut s.daemon.connect(), &pairs(attrs));
+    wire.strip_prefix("action=")
+        .and_then(|a| a.strip_suffix("\n\n"))
+        .unwrap_or_else(|| panic!("not a response: {wire:?}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pass_prepends_received_spf() {
     let s = setup("").await;
     assert_eq!(
@@ -80,7 +88,7 @@ async fn pass_prepends_received_spf() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_and_replies() {
     let s = setup("").await;
     let from =
@@ -122,7 +130,7 @@ async fn results_and_replies() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_actions() {
     let s = setup(
         "[spf.mail_from]\nsoftfail = \"reject\"\npermerror = \"reject\"\ntemperror = \"defer_if_permit\"",
@@ -144,7 +152,7 @@ async fn configured_actions() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helo_identity() {
     let s = setup("").await;
     // The HELO name's own policy fails: rejected even with a passing sender.
@@ -177,7 +185,7 @@ async fn helo_identity() {
     assert!(a.starts_with("PREPEND Received-SPF: pass "), "{a}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_evaluation_and_one_header_per_transaction() {
     let s = setup("").await;
     let first = ask(
@@ -208,7 +216,7 @@ async fn one_evaluation_and_one_header_per_transaction() {
     assert_eq!(s.dns.query_count(), queries);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_part_macros_are_cached_per_address() {
     let s = setup("").await;
     let alice = ask(
@@ -231,7 +239,7 @@ async fn local_part_macros_are_cached_per_address() {
     assert!(bob.starts_with("550 5.7.23 "), "{bob}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skips() {
     let s = setup("").await;
     let before = s.dns.query_count();
@@ -293,7 +301,7 @@ async fn skips() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_shows_result_mechanism_lookups_and_header() {
     let s = setup("").await;
     let d = evaluate(&s.policy, &request(&[]), true).await;
@@ -309,7 +317,7 @@ async fn trace_shows_result_mechanism_lookups_and_header() {
     assert!(trace.contains("header: Received-SPF: pass "), "{trace}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authentication_results_header() {
     let s = setup("header = \"authentication-results\"\nauthserv_id = \"mx.example.com\"").await;
     assert_eq!(
@@ -319,7 +327,7 @@ async fn authentication_results_header() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_header_at_end_of_message() {
     let s = setup("").await;
     assert_eq!(
@@ -337,7 +345,7 @@ async fn no_header_at_end_of_message() {
     assert!(fail.starts_with("550 5.7.23 "), "{fail}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_a_deferral_displaced_goes_out_with_the_next_recipient() {
     let s = setup("").await;
     // RCPT 1 is deferred: the response carries DEFER_IF_PERMIT, not the header.

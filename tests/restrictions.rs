@@ -77,11 +77,7 @@ fn request(attrs: &[(&str, &str)]) -> Request {
 
 /// The action rpol's server answers, over its socket.
 async fn ask(s: &Setup, attrs: &[(&str, &str)]) -> String {
-    let wire = daemon::ask(&mut s.daemon.connect(), &pairs(attrs));
-    wire.strip_prefix("action=")
-        .and_then(|a| a.strip_suffix("\n\n"))
-        .unwrap_or_else(|| panic!("not a response: {wire:?}"))
-        .to_string()
+    daemon::ask_action(&mut s.daemon.connect(), &pairs(attrs))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -272,6 +272,16 @@ pub fn ask<S: Read + Write>(stream: &mut S, attrs: &[(&str, &str)]) -> String {
     read_response(stream)
 }
 
+/// Like [`ask`], but returns only the action: the text after `action=`,
+/// without the framing (panics on anything that is not one response).
+pub fn ask_action<S: Read + Write>(stream: &mut S, attrs: &[(&str, &str)]) -> String {
+    let wire = ask(stream, attrs);
+    wire.strip_prefix("action=")
+        .and_then(|a| a.strip_suffix("\n\n"))
+        .unwrap_or_else(|| panic!("not a response: {wire:?}"))
+        .to_string()
+}
+
 /// Reads one response, up to and including its empty line, and nothing
 /// more (byte by byte, so pipelined responses stay in the socket).
 pub fn read_response<S: Read>(stream: &mut S) -> String {

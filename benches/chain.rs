@@ -51,17 +51,18 @@ fn bench(c: &mut Criterion) {
     let server = rt.block_on(dns_server::TestDns::start_default());
     let dir = tempfile::tempdir().unwrap();
     let policy = seed_policy(dir.path(), server.addr);
+    let state = rpol::server::runtime_state(&policy).expect("runtime state");
     let request = Decoder::new().decode(&mut WIRE.to_vec()).unwrap().unwrap();
 
     // Warm the cache and show what the chain does.
-    let first = rt.block_on(evaluate(&policy, &request, true));
+    let first = rt.block_on(evaluate(&policy, &state, &request, true));
     println!("seed chain, request from 203.0.113.10:");
     for line in &first.trace {
         println!("  {line}");
     }
     println!("  action={}", first.action);
     let queries = server.query_count();
-    let stats = policy.resolver.stats();
+    let stats = state.resolver().stats();
 
     let mut group = c.benchmark_group("rpol");
     group.throughput(Throughput::Elements(1));
@@ -76,14 +77,14 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.bench_function("seed port-25 chain, warm cache", |b| {
-        b.iter(|| black_box(rt.block_on(evaluate(&policy, black_box(&request), false))))
+        b.iter(|| black_box(rt.block_on(evaluate(&policy, &state, black_box(&request), false))))
     });
     group.bench_function("decode + chain + encode, warm cache", |b| {
         let mut out = Vec::with_capacity(64);
         b.iter(|| {
             let mut buf = WIRE.to_vec();
             let req = Decoder::new().decode(&mut buf).unwrap().unwrap();
-            let d = rt.block_on(evaluate(&policy, &req, false));
+            let d = rt.block_on(evaluate(&policy, &state, &req, false));
             out.clear();
             encode_response(&d.action, &mut out);
             black_box(&out);
@@ -141,10 +142,10 @@ fn bench(c: &mut Criterion) {
     let n = 200_000u32;
     let start = Instant::now();
     for _ in 0..n {
-        black_box(rt.block_on(evaluate(&policy, black_box(&request), false)));
+        black_box(rt.block_on(evaluate(&policy, &state, black_box(&request), false)));
     }
     let per = start.elapsed() / n;
-    let after = policy.resolver.stats();
+    let after = state.resolver().stats();
     println!(
         "seed port-25 chain, warm cache: {:.2} us/request, {:.0} requests/s (one core); \
          DNS queries during the loop: {}, cache hits: {}, misses: {}",

@@ -16,5 +16,6 @@ pub mod protocol;
 pub mod rules;
 pub mod server;
 pub mod spf;
+pub mod state;
 pub mod tables;
 pub mod testreq;

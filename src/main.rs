@@ -87,6 +87,7 @@ fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
     if let Some(file) = args.test_request {
         log::init(log::Target::Stderr);
         let policy = config::load(&args.config).map_err(|e| e.to_string())?;
+        let state = server::runtime_state(&policy).map_err(|e| e.to_string())?;
         let input: Box<dyn std::io::Read> = if file == "-" {
             Box::new(std::io::stdin())
         } else {
@@ -95,7 +96,9 @@ fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
         let mut out = std::io::stdout().lock();
         let mut trace = std::io::stderr().lock();
         return runtime
-            .block_on(rpol::testreq::run(&policy, input, &mut out, &mut trace))
+            .block_on(rpol::testreq::run(
+                &policy, &state, input, &mut out, &mut trace,
+            ))
             .map(|_| ExitCode::SUCCESS)
             .map_err(|e| e.to_string());
     }

@@ -319,23 +319,15 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
-/// Longest action text sent back. Postfix cuts the final SMTP reply at 510
-/// characters (smtpd_check_reject); the prefix it adds (`<name>: Class
-/// rejected: `) needs room too.
-pub const MAX_ACTION_BYTES: usize = 450;
-
 /// Encodes the reply to one request: `action=<action>\n\n`. Newlines and
 /// other control characters in the action become spaces (they would end the
-/// attribute early), and the text is cut to [`MAX_ACTION_BYTES`].
+/// attribute early). Nothing is cut here: Postfix reads an action line of
+/// any length; the SMTP reply limit is applied where replies are made
+/// (crate::policy::reply), so a long PREPEND header goes out whole.
 pub fn encode_response(action: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b"action=");
-    let mut written = 0;
     for ch in action.chars() {
         let ch = if ch.is_control() { ' ' } else { ch };
-        if written + ch.len_utf8() > MAX_ACTION_BYTES {
-            break;
-        }
-        written += ch.len_utf8();
         let mut tmp = [0u8; 4];
         out.extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
     }
@@ -482,8 +474,12 @@ mod tests {
     fn response_is_lf_only_and_sanitised() {
         assert_eq!(response_bytes("DUNNO"), b"action=DUNNO\n\n");
         assert_eq!(response_bytes("550 a\nb\r"), b"action=550 a b \n\n");
-        let long = response_bytes(&"x".repeat(1000));
-        assert_eq!(long.len(), "action=".len() + MAX_ACTION_BYTES + 2);
+        // A long header is not cut (replies are cut where they are made).
+        let header = format!("PREPEND X-Long: {}", "x".repeat(3000));
+        assert_eq!(
+            response_bytes(&header),
+            format!("action={header}\n\n").as_bytes()
+        );
     }
 
     proptest::proptest! {

@@ -10,12 +10,14 @@ use std::io::{self, Read, Write};
 
 use crate::policy::{Policy, evaluate};
 use crate::protocol::{Decoder, encode_response};
+use crate::state::State;
 
 /// Evaluates every request in `input`. Returns the number answered, or the
 /// protocol error that stopped the run (after writing the error action, as
 /// the server would).
 pub async fn run(
     policy: &Policy,
+    state: &State,
     mut input: impl Read,
     out: &mut impl Write,
     trace: &mut impl Write,
@@ -52,7 +54,7 @@ pub async fn run(
             }
         };
         answered += 1;
-        let decision = evaluate(policy, &request, true).await;
+        let decision = evaluate(policy, state, &request, true).await;
         writeln!(trace, "request {answered}:")?;
         for line in &decision.trace {
             writeln!(trace, "  {line}")?;

@@ -20,6 +20,7 @@ use dns_server::TestDns;
 use rpol::config;
 use rpol::policy::{Policy, evaluate};
 use rpol::protocol::Request;
+use rpol::state::State;
 
 const MAILBOXES: &str =
     "alice@example.com  example.com/alice/\nbob@example.com  example.com/bob/\n";
@@ -27,8 +28,10 @@ const ALIASES: &str = "postmaster@example.com alice@example.com\nshared@example.
 
 struct Setup {
     dns: TestDns,
-    /// The same configuration loaded in-process, for traces.
+    /// The same configuration loaded in-process, for traces, with its
+    /// own runtime state.
     policy: Policy,
+    state: State,
     daemon: daemon::Rpol,
 }
 
@@ -48,6 +51,7 @@ async fn setup(stages: &str, extra: &str) -> Setup {
     let policy = config::load(&setup.config).unwrap_or_else(|e| panic!("{e}\n{text}"));
     Setup {
         dns,
+        state: rpol::server::runtime_state(&policy).expect("runtime state"),
         policy,
         daemon: setup.start(),
     }
@@ -439,12 +443,18 @@ async fn second_identical_request_makes_no_query() {
 async fn trace_shows_dns_answers() {
     let s = setup("sender = [\"reject_unknown_sender_domain\"]", "").await;
     let req = request(&[("sender", "a@mx-only.example")]);
-    let first = evaluate(&s.policy, &req, true).await.trace.join("\n");
+    let first = evaluate(&s.policy, &s.state, &req, true)
+        .await
+        .trace
+        .join("\n");
     assert!(
         first.contains("DNS MX mx-only.example: 10 mail.good.example (queried)"),
         "{first}"
     );
-    let second = evaluate(&s.policy, &req, true).await.trace.join("\n");
+    let second = evaluate(&s.policy, &s.state, &req, true)
+        .await
+        .trace
+        .join("\n");
     assert!(
         second.contains("DNS MX mx-only.example: 10 mail.good.example (cached)"),
         "{second}"

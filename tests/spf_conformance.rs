@@ -40,6 +40,7 @@ use rpol::dns::{DnsConfig, Resolver};
 use rpol::policy::{Policy, evaluate};
 use rpol::protocol::Request;
 use rpol::spf::{self, Identity, SpfSettings};
+use rpol::state::State;
 use serde::Deserialize as _;
 use serde_yaml::Value;
 use viaspf::{ExplanationString, SpfResult};
@@ -401,7 +402,7 @@ fn policy(dns: &TestDns) -> Policy {
     config::load_str(Path::new("conformance.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn through_rule(policy: &Policy, case: &Case) -> Outcome {
+async fn through_rule(policy: &Policy, state: &State, case: &Case) -> Outcome {
     let request = Request::from_pairs([
         ("request", "smtpd_access_policy"),
         ("protocol_state", "RCPT"),
@@ -411,7 +412,7 @@ async fn through_rule(policy: &Policy, case: &Case) -> Outcome {
         ("recipient", "postmaster@receiver.test"),
         ("instance", ""),
     ]);
-    let action = evaluate(policy, &request, false).await.action;
+    let action = evaluate(policy, state, &request, false).await.action;
     let word = action
         .strip_prefix("PREPEND Received-SPF: ")
         .and_then(|rest| rest.split(' ').next());
@@ -510,6 +511,7 @@ async fn rfc7208_suite() {
         })
         .expect("resolver");
         let policy = Arc::new(policy(&dns));
+        let state = Arc::new(rpol::server::runtime_state(&policy).expect("runtime state"));
         for case in &doc.cases {
             let case = Arc::new(case.clone());
             // Each path in its own task, so that a panic inside viaspf is a
@@ -521,8 +523,8 @@ async fn rfc7208_suite() {
                     .unwrap_or_else(panicked)
             };
             let rule = {
-                let (policy, case) = (policy.clone(), case.clone());
-                tokio::spawn(async move { through_rule(&policy, &case).await })
+                let (policy, state, case) = (policy.clone(), state.clone(), case.clone());
+                tokio::spawn(async move { through_rule(&policy, &state, &case).await })
                     .await
                     .unwrap_or_else(panicked)
             };

@@ -26,7 +26,7 @@ use crate::policy::{
     ChainRule, Codes, ForeignSender, Match, Policy, Profile, Site, Stage, TempfailAction,
 };
 use crate::rules::{self, TableResolver};
-use crate::spf::{HeaderKind, ResultActions, Spf, SpfAction, SpfSettings, Whitelist};
+use crate::spf::{HeaderKind, ResultActions, SpfAction, SpfSettings, Whitelist};
 use crate::tables::addresses::Addresses;
 use crate::tables::logins::LoginMap;
 use crate::tables::{self, AccessTable, TableSpec};
@@ -255,7 +255,7 @@ impl Compiler<'_> {
         let codes = self.codes(&postfix);
         let mut files = vec![self.path.clone()];
         let mut site = self.site(site, postfix, codes, &mut files);
-        site.spf = Arc::new(Spf::new(self.spf(spf, &mut files)));
+        site.spf = self.spf(spf, &mut files);
         site.outbound_spf = self.spf_actions(
             outbound_spf,
             "outbound_spf",
@@ -286,22 +286,19 @@ impl Compiler<'_> {
         }
         self.check_matches(&profiles);
         files.extend(resolver.loaded.keys().map(|spec| spec.path.clone()));
-        let resolver = match Resolver::new(&dns_config) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                self.error(0..0, "dns", e.to_string());
-                None
-            }
-        };
-        resolver.map(|resolver| Policy {
+        // Built once to check [dns] as serving would; the server's runtime
+        // state builds the resolver it uses.
+        if let Err(e) = Resolver::new(&dns_config) {
+            self.error(0..0, "dns", e.to_string());
+            return None;
+        }
+        Some(Policy {
             source: self.path.clone(),
             server,
             site,
             profiles: profiles.into_iter().map(|(p, _)| p).collect(),
-            dns_config: dns_config.clone(),
-            resolver,
+            dns_config,
             files,
-            prepended: Default::default(),
         })
     }
 
@@ -564,6 +561,7 @@ impl Compiler<'_> {
             mynetworks,
             recipient_delimiter,
             domains,
+            myorigin,
             relay_domains,
             mailboxes,
             aliases,
@@ -605,6 +603,12 @@ impl Compiler<'_> {
             out
         };
         let domains = domain_list(domains, "site.domains", self);
+        let myorigin = match myorigin {
+            Some(m) => domain_list(vec![m], "site.myorigin", self)
+                .pop()
+                .unwrap_or_default(),
+            None => domains.first().cloned().unwrap_or_default(),
+        };
         let relay_domains = domain_list(relay_domains, "site.relay_domains", self);
         let path_of = |v: &Option<Spanned<String>>| v.as_ref().map(|v| self.base.join(v.get_ref()));
         let mailbox_path = path_of(&mailboxes);
@@ -690,9 +694,10 @@ impl Compiler<'_> {
             null_access_key: smtpd_null_access_lookup_key,
             codes,
             domains: domains.into_iter().collect(),
+            myorigin,
             relay_domains,
             addresses,
-            spf: Arc::default(),
+            spf: SpfSettings::default(),
             logins,
             foreign_senders,
             egress: egress_ips,

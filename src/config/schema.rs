@@ -52,6 +52,9 @@ pub struct SiteSection {
     /// Our final destinations (virtual mailbox domains).
     #[serde(default)]
     pub domains: Vec<Spanned<String>>,
+    /// Postfix `$myorigin` for unqualified senders (default: the first
+    /// of `domains`).
+    pub myorigin: Option<Spanned<String>>,
     /// Domains we relay to (Postfix relay_domains).
     #[serde(default)]
     pub relay_domains: Vec<Spanned<String>>,

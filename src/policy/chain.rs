@@ -17,10 +17,11 @@
 use std::fmt::Write as _;
 
 use super::outcome::Outcome;
-use super::reply::Reply;
+use super::reply::{Reply, cut_reply};
 use super::{Policy, Profile, Stage};
 use crate::protocol::{ProtocolState, Request};
 use crate::rules::Context;
+use crate::state::State;
 
 /// The answer to one request, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +54,7 @@ pub fn stages_for(req: &Request) -> [bool; 4] {
 }
 
 /// Evaluates `req`. With `want_trace`, `Decision::trace` explains each step.
-pub async fn evaluate(policy: &Policy, req: &Request, want_trace: bool) -> Decision {
+pub async fn evaluate(policy: &Policy, state: &State, req: &Request, want_trace: bool) -> Decision {
     let mut trace = Vec::new();
     let Some(profile) = policy.select(req) else {
         if want_trace {
@@ -103,13 +104,13 @@ pub async fn evaluate(policy: &Policy, req: &Request, want_trace: bool) -> Decis
         defer_if_permit: None,
         passed: Vec::new(),
     };
-    let verdict = run.stages(policy).await;
+    let verdict = run.stages(policy, state).await;
     let (action, rule) = match verdict {
         Some((reply, stage, rule)) => (
             format_reply(&reply, stage, profile.called_from, req),
             Some(rule),
         ),
-        None => run.final_action(policy),
+        None => run.final_action(state),
     };
     let mut trace = run.trace.unwrap_or_default();
     if want_trace {
@@ -145,8 +146,9 @@ impl Run<'_> {
     }
 
     /// Runs the stages; returns the reply that ended the chain, if any.
-    async fn stages(&mut self, policy: &Policy) -> Option<(Reply, Stage, String)> {
+    async fn stages(&mut self, policy: &Policy, state: &State) -> Option<(Reply, Stage, String)> {
         let runs = stages_for(self.req);
+        let dns = state.resolver();
         for stage in Stage::ALL {
             let rules = self.profile.rules(stage);
             let helo_required = stage == Stage::Helo && self.profile.helo_required;
@@ -176,7 +178,8 @@ impl Run<'_> {
                     let mut ctx = Context {
                         request: self.req,
                         site: &policy.site,
-                        dns: &policy.resolver,
+                        dns: &dns,
+                        state,
                         notes: self.trace.is_some().then_some(&mut notes),
                     };
                     chain_rule.rule.evaluate(&mut ctx).await
@@ -229,23 +232,23 @@ impl Run<'_> {
     /// sent in this transaction is not sent again (Postfix would add the
     /// header once per RCPT), which lets a dropped one go out with a later
     /// RCPT.
-    fn final_action(&mut self, policy: &Policy) -> (String, Option<String>) {
+    fn final_action(&mut self, state: &State) -> (String, Option<String>) {
         if let Some((reply, stage, rule)) = self.defer_if_permit.take() {
             let text = prefixed_text(&reply, stage, self.profile.called_from, self.req);
-            return (format!("DEFER_IF_PERMIT {} {text}", reply.dsn), Some(rule));
+            let action = cut_reply(format!("DEFER_IF_PERMIT {} {text}", reply.dsn));
+            return (action, Some(rule));
         }
-        let instance = &self.req.instance;
         let passed = std::mem::take(&mut self.passed);
         let mut chosen = None;
         for (action, rule) in passed {
             let is_prepend = action
                 .get(..8)
                 .is_some_and(|w| w.eq_ignore_ascii_case("PREPEND "));
-            if is_prepend && policy.prepended.was_sent(instance, &action) {
+            if is_prepend && state.transactions.was_sent(self.req, &action) {
                 self.step(|| format!("{rule}: {action:?} already sent in this transaction"));
             } else if chosen.is_none() {
                 if is_prepend {
-                    policy.prepended.record(instance, &action);
+                    state.transactions.record(self.req, &action);
                 }
                 chosen = Some((action, rule));
             } else {
@@ -265,12 +268,12 @@ impl Run<'_> {
 /// the deciding stage is not the Postfix list that called rpol (Postfix adds
 /// that list's own prefix itself).
 pub fn format_reply(reply: &Reply, stage: Stage, called_from: Stage, req: &Request) -> String {
-    format!(
+    cut_reply(format!(
         "{} {} {}",
         reply.code,
         reply.dsn,
         prefixed_text(reply, stage, called_from, req)
-    )
+    ))
 }
 
 fn prefixed_text(reply: &Reply, stage: Stage, called_from: Stage, req: &Request) -> String {

@@ -4,22 +4,20 @@
 
 pub mod chain;
 pub mod outcome;
-pub mod prepended;
 pub mod reply;
 
 use std::fmt;
 use std::path::PathBuf;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use ipnet::IpNet;
 
 use crate::config::ServerSettings;
-use crate::dns::{DnsConfig, Resolver};
+use crate::dns::DnsConfig;
 use crate::protocol::Request;
 use crate::rules::Rule;
-use crate::spf::{ResultActions, Spf, SpfAction};
+use crate::spf::{ResultActions, SpfAction, SpfSettings};
 use crate::tables::addresses::Addresses;
 use crate::tables::logins::LoginMap;
 use outcome::AccessCodes;
@@ -166,12 +164,15 @@ pub struct Site {
     pub codes: Codes,
     /// Our final destinations (Postfix virtual_mailbox_domains), lowercase.
     pub domains: HashSet<String>,
+    /// Postfix `$myorigin`: the domain an unqualified sender is taken to
+    /// be in (default: the first of `domains`).
+    pub myorigin: String,
     /// Domains we relay to (Postfix relay_domains; subdomains match too).
     pub relay_domains: Vec<String>,
     /// Mailboxes and aliases of our domains.
     pub addresses: Addresses,
-    /// SPF settings and the SPF result caches.
-    pub spf: Arc<Spf>,
+    /// `[spf]`: how check_spf judges.
+    pub spf: SpfSettings,
     /// Who owns which sender address (smtpd_sender_login_maps); `None`
     /// when not configured.
     pub logins: Option<LoginMap>,
@@ -193,6 +194,25 @@ pub struct ForeignSender {
 }
 
 impl Site {
+    /// The sender as Postfix's own sender checks see it (trivial-rewrite
+    /// before smtpd_sender_login_maps): an address without a domain is in
+    /// `$myorigin`, and a trailing dot names the same domain. The null
+    /// sender stays null.
+    pub fn qualified_sender<'s>(&self, sender: &'s str) -> std::borrow::Cow<'s, str> {
+        use std::borrow::Cow;
+        if sender.is_empty() {
+            return Cow::Borrowed(sender);
+        }
+        match sender.rsplit_once('@') {
+            None if self.myorigin.is_empty() => Cow::Borrowed(sender),
+            None => Cow::Owned(format!("{sender}@{}", self.myorigin)),
+            Some((local, domain)) if domain.ends_with('.') => {
+                Cow::Owned(format!("{local}@{}", domain.trim_end_matches('.')))
+            }
+            Some(_) => Cow::Borrowed(sender),
+        }
+    }
+
     /// The registered foreign sender entry for `address`, if any.
     pub fn foreign_sender(&self, address: &str) -> Option<&ForeignSender> {
         self.foreign_senders
@@ -249,9 +269,10 @@ impl Default for Site {
             null_access_key: "<>".into(),
             codes: Codes::default(),
             domains: HashSet::new(),
+            myorigin: String::new(),
             relay_domains: Vec::new(),
             addresses: Addresses::default(),
-            spf: Arc::new(Spf::default()),
+            spf: SpfSettings::default(),
             logins: None,
             foreign_senders: Vec::new(),
             egress: Vec::new(),
@@ -339,16 +360,12 @@ pub struct Policy {
     pub server: ServerSettings,
     pub site: Site,
     pub profiles: Vec<Profile>,
-    /// `[dns]`, kept to tell whether a reload may keep the resolver (and
-    /// its cache).
+    /// `[dns]`: the resolver in the runtime state is built from it, and
+    /// rebuilt when a reload changes it.
     pub dns_config: DnsConfig,
-    /// The one resolver every rule uses.
-    pub resolver: Resolver,
     /// Every file this policy was built from (config, tables, address
     /// lists), watched for changes.
     pub files: Vec<PathBuf>,
-    /// PREPENDs already sent per transaction.
-    pub prepended: prepended::Prepended,
 }
 
 impl Policy {

@@ -7,6 +7,25 @@
 
 use std::fmt;
 
+/// Longest reject or defer action sent back, in bytes. Postfix cuts the
+/// final SMTP reply at 510 characters (smtpd_check_reject), and the prefix
+/// it adds (`<name>: <Class> rejected: `) needs room too.
+pub const MAX_REPLY_BYTES: usize = 450;
+
+/// Cuts a reply action to [`MAX_REPLY_BYTES`] at a character boundary.
+/// Only replies: a PREPEND header or another pass-through action is never
+/// cut.
+pub fn cut_reply(mut action: String) -> String {
+    if action.len() > MAX_REPLY_BYTES {
+        let mut end = MAX_REPLY_BYTES;
+        while !action.is_char_boundary(end) {
+            end -= 1;
+        }
+        action.truncate(end);
+    }
+    action
+}
+
 /// A reject or defer reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -93,6 +112,15 @@ pub fn split_dsn(text: &str) -> (Option<&str>, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_are_cut_at_a_character_boundary() {
+        assert_eq!(cut_reply("550 5.7.1 short".into()), "550 5.7.1 short");
+        let long = format!("550 5.7.1 {}", "é".repeat(400));
+        let cut = cut_reply(long.clone());
+        assert!(cut.len() <= MAX_REPLY_BYTES && cut.len() >= MAX_REPLY_BYTES - 1);
+        assert!(long.starts_with(&cut));
+    }
 
     #[test]
     fn dsn_class_follows_code() {

@@ -23,6 +23,7 @@ use crate::dns::Resolver;
 use crate::policy::outcome::Outcome;
 use crate::policy::{Site, Stage};
 use crate::protocol::Request;
+use crate::state::State;
 use crate::tables::AccessTable;
 use submission::LoginCheck;
 
@@ -65,6 +66,8 @@ pub struct Context<'a> {
     pub request: &'a Request,
     pub site: &'a Site,
     pub dns: &'a Resolver,
+    /// Runtime state that outlives the policy (caches, transactions).
+    pub state: &'a State,
     /// When set, rules explain what they looked at (for traces).
     pub notes: Option<&'a mut Vec<String>>,
 }

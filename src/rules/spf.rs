@@ -1,14 +1,15 @@
 //! `check_spf`: SPF (RFC 7208) on inbound mail, for the HELO identity and
 //! the MAIL FROM identity (the HELO one stands for the null sender, 2.4).
 //!
-//! One evaluation serves a whole transaction: the first request of an
-//! `instance` decides, later ones (more RCPTs, DATA) get the same answer;
-//! the chain sends the header once per transaction (policy::prepended). Results are also cached per client,
-//! sender and HELO for `[spf] cache_ttl`.
+//! One evaluation serves a whole transaction and the next ones of the same
+//! client: results are cached per client, sender and HELO for `[spf]
+//! cache_ttl` (state::spf_cache), and the chain sends the header once per
+//! transaction (state::transactions).
 
 use std::net::IpAddr;
 
 use super::Context;
+use super::dnscheck::{HostStatus, Ptr, forward_confirms, lookup_ptr};
 use super::syntax::valid_hostname;
 use crate::policy::outcome::Outcome;
 use crate::policy::reply::Reply;
@@ -18,8 +19,7 @@ use viaspf::SpfResult;
 
 pub async fn check_spf(ctx: &mut Context<'_>) -> Outcome {
     let req = ctx.request;
-    let checker = &ctx.site.spf;
-    let settings = &checker.settings;
+    let settings = &ctx.site.spf;
     let Some(ip) = req.client_ip().map(|ip| ip.to_canonical()) else {
         let addr = req.client_address.clone();
         ctx.note(|| format!("client address {addr:?} is not an IP address: not checked"));
@@ -38,26 +38,51 @@ pub async fn check_spf(ctx: &mut Context<'_>) -> Outcome {
         return Outcome::Dunno;
     }
     let helo = req.helo_name.trim_end_matches('.');
-    let sender_domain = req.sender.rsplit_once('@').map_or("", |(_, d)| d);
-    if let Some(why) = settings.whitelist.matches(ip, helo, sender_domain) {
+    if let Some(why) = whitelisted(ctx, ip, helo).await {
         ctx.note(|| format!("skipped: whitelisted ({why})"));
         return Outcome::Dunno;
     }
-    if let Some(outcome) = checker.state.transaction(&req.instance) {
-        let instance = req.instance.clone();
-        ctx.note(|| {
-            format!("transaction {instance} already evaluated: same answer, no second header")
-        });
-        return outcome;
+    decide(ctx, ip, helo).await
+}
+
+/// The whitelist entry that covers this client, as the fact rpol verified;
+/// `None` when none does (a DNS failure verifies nothing).
+async fn whitelisted(ctx: &mut Context<'_>, ip: IpAddr, helo: &str) -> Option<String> {
+    let list = &ctx.site.spf.whitelist;
+    if let Some(net) = list.networks.iter().find(|n| n.contains(&ip)) {
+        return Some(format!("client {ip} in {net}"));
     }
-    let outcome = decide(ctx, ip, helo).await;
-    // Later requests of this transaction get the same answer; the chain
-    // sends a header once per transaction (policy::prepended).
-    ctx.site
-        .spf
-        .state
-        .remember(&ctx.request.instance, outcome.clone());
-    outcome
+    let helo = helo.to_ascii_lowercase();
+    if list.helo_names.contains(&helo)
+        && forward_confirms(ctx, &helo, ip).await == HostStatus::Found
+    {
+        return Some(format!("HELO {helo} resolves to {ip}"));
+    }
+    if !list.ptr_domains.is_empty()
+        && let Ptr::Names(names) = lookup_ptr(ctx, ip).await
+    {
+        let ptr_domains = ctx.site.spf.whitelist.ptr_domains.clone();
+        for name in names {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            let Some(d) = ptr_domains.iter().find(|d| spf::is_under(&name, d)) else {
+                continue;
+            };
+            if valid_hostname(&name) && forward_confirms(ctx, &name, ip).await == HostStatus::Found
+            {
+                return Some(format!(
+                    "PTR {name} of {ip} is forward-confirmed, under {d}"
+                ));
+            }
+        }
+    }
+    for d in ctx.site.spf.whitelist.spf_domains.clone() {
+        let what = format!("whitelist: SPF of {d}");
+        let e = evaluation(ctx, ip, Identity::MailFrom, &format!("@{d}"), &helo, what).await;
+        if e.result == SpfResult::Pass {
+            return Some(format!("{ip} passes the SPF record of {d}"));
+        }
+    }
+    None
 }
 
 async fn decide(ctx: &mut Context<'_>, ip: IpAddr, helo: &str) -> Outcome {
@@ -82,7 +107,7 @@ async fn judge_identities(
     ip: IpAddr,
     helo: &str,
 ) -> Result<Option<Evaluation>, Outcome> {
-    let check_helo = ctx.site.spf.settings.check_helo;
+    let check_helo = ctx.site.spf.check_helo;
     let sender = ctx.request.sender.as_str();
     let helo_is_domain = valid_hostname(helo) && helo.contains('.');
     let mut for_header = None;
@@ -115,7 +140,7 @@ async fn judge(
 ) -> Result<Evaluation, Outcome> {
     let what = format!("SPF {} {sender}", identity.name());
     let e = evaluation(ctx, ip, identity, sender, helo, what).await;
-    let settings = &ctx.site.spf.settings;
+    let settings = &ctx.site.spf;
     let table = match actions {
         Actions::Helo => &settings.helo,
         Actions::MailFrom => &settings.mail_from,
@@ -129,7 +154,7 @@ async fn judge(
 /// The accepted evaluation's header, as a PREPEND.
 fn accept(ctx: &mut Context<'_>, ip: IpAddr, e: &Evaluation) -> Outcome {
     let sender = ctx.request.sender.as_str();
-    let settings = &ctx.site.spf.settings;
+    let settings = &ctx.site.spf;
     let line = match settings.header {
         HeaderKind::ReceivedSpf => Some(header::received_spf(
             e,
@@ -168,15 +193,23 @@ pub(super) async fn evaluation(
     helo: &str,
     what: String,
 ) -> Evaluation {
-    let spf = &ctx.site.spf;
-    let cached = spf.state.get(ip, identity, sender, helo);
+    let settings = &ctx.site.spf;
+    let cache = &ctx.state.spf_results;
+    let parts = spf::identity_parts(identity, sender);
+    let cached = cache.get(ip, identity, parts, helo, settings.cache_ttl);
     let from_cache = cached.is_some();
     let e = match cached {
-        Some(e) => e,
+        // A cached result speaks of the identity it was evaluated for;
+        // replies and headers name this request's own.
+        Some(mut e) => {
+            e.sender = format!("{}@{}", parts.0, parts.1);
+            e.domain = parts.1.to_string();
+            e
+        }
         None => {
             let want = ctx.notes.is_some();
-            let e = spf::evaluate(ctx.dns, &spf.settings, ip, identity, sender, helo, want).await;
-            spf.state.put(ip, helo, &e);
+            let e = spf::evaluate(ctx.dns, settings, ip, identity, sender, helo, want).await;
+            cache.put(ip, helo, &e);
             e
         }
     };

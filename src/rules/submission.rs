@@ -17,9 +17,8 @@ fn login<'a>(ctx: &Context<'a>) -> Option<&'a str> {
     (!user.is_empty()).then_some(user)
 }
 
-/// Whether `login` owns the sender; `None` when nobody does (unlisted).
-fn owned_by(ctx: &Context<'_>, login: &str) -> Option<bool> {
-    let sender = &ctx.request.sender;
+/// Whether `login` owns `sender`; `None` when nobody does (unlisted).
+fn owned_by(ctx: &Context<'_>, sender: &str, login: &str) -> Option<bool> {
     let logins = ctx.site.logins.as_ref()?;
     let local = sender
         .rsplit_once('@')
@@ -64,11 +63,10 @@ pub fn sender_login_mismatch(ctx: &mut Context<'_>, check: LoginCheck) -> Outcom
         ctx.note(|| "null sender: not checked".into());
         return Outcome::Dunno;
     }
-    let owned = match login(ctx) {
-        Some(login) => owned_by(ctx, login),
-        None => owned_by(ctx, ""),
-    };
-    let sender = ctx.request.sender.clone();
+    // Postfix qualifies the sender before its login checks: `bob` is
+    // bob@$myorigin, and `bob@example.com.` is bob@example.com.
+    let sender = ctx.site.qualified_sender(&ctx.request.sender).into_owned();
+    let owned = owned_by(ctx, &sender, login(ctx).unwrap_or(""));
     match (login(ctx), check) {
         (Some(login), LoginCheck::Authenticated | LoginCheck::Both) => {
             if owned == Some(true) {
@@ -118,9 +116,9 @@ fn listed(owned: Option<bool>) -> &'static str {
 /// must authorize every egress address. Per result (`[outbound_spf]`):
 /// reject `550 5.7.23`/`5.7.24`, defer `451 4.7.24`, or accept.
 pub async fn check_outbound_spf(ctx: &mut Context<'_>) -> Outcome {
-    let sender = ctx.request.sender.clone();
+    let sender = ctx.site.qualified_sender(&ctx.request.sender).into_owned();
     let Some((_, domain)) = sender.rsplit_once('@') else {
-        ctx.note(|| "null sender or no domain: not checked".into());
+        ctx.note(|| "null sender: not checked".into());
         return Outcome::Dunno;
     };
     if ctx.site.is_local_domain(domain) {

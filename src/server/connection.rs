@@ -125,7 +125,7 @@ where
 /// Evaluates one request, logs the decision, and encodes the response.
 async fn answer(request: &Request, shared: &Shared, out: &mut Vec<u8>) {
     let policy = shared.policy();
-    let decision = evaluate(&policy, request, false).await;
+    let decision = evaluate(&policy, &shared.state, request, false).await;
     super::log_decision(request, &decision);
     encode_response(&decision.action, out);
 }

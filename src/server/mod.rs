@@ -19,23 +19,29 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{self, ListenAddr};
+use crate::dns::Resolver;
 use crate::policy::{Decision, Policy};
 use crate::protocol::Request;
+use crate::state::State;
 pub use listener::SystemdFds;
 use listener::{Listener, Stream};
 
-/// State every connection shares.
+/// What every connection shares: the swappable policy and the runtime
+/// state that outlives it.
 pub struct Shared {
     policy: RwLock<Arc<Policy>>,
+    pub state: State,
     config_path: PathBuf,
 }
 
 impl Shared {
-    pub fn new(policy: Policy, config_path: PathBuf) -> Shared {
-        Shared {
+    pub fn new(policy: Policy, config_path: PathBuf) -> io::Result<Shared> {
+        let state = runtime_state(&policy)?;
+        Ok(Shared {
             policy: RwLock::new(Arc::new(policy)),
+            state,
             config_path,
-        }
+        })
     }
 
     /// The current policy. Cheap: a read lock and an `Arc` clone.
@@ -46,13 +52,24 @@ impl Shared {
         }
     }
 
-    /// Reloads the config file; on error the old policy stays.
+    /// Reloads the config file; on error the old policy stays. Only the
+    /// policy is swapped: the runtime state stays, but for the resolver
+    /// when `[dns]` changed, and cached SPF results when the receiver name
+    /// they may have expanded (`%{r}`) changed.
     pub fn reload(&self) -> Result<(), config::ConfigErrors> {
-        let mut new = config::load(&self.config_path)?;
+        let new = config::load(&self.config_path)?;
         let old = self.policy();
-        if new.dns_config == old.dns_config {
-            // Same resolver settings: keep the resolver and its warm cache.
-            new.resolver = old.resolver.clone();
+        if new.dns_config != old.dns_config {
+            match Resolver::new(&new.dns_config) {
+                Ok(resolver) => self.state.replace_resolver(resolver),
+                // load() built one from the same settings a moment ago.
+                Err(e) => tracing::error!(
+                    "[dns] changed but cannot be used: {e}; keeping the old resolver"
+                ),
+            }
+        }
+        if new.site.spf.receiver != old.site.spf.receiver {
+            self.state.spf_results.clear();
         }
         let (n, o) = (&new.server, &old.server);
         let restart_only: Vec<&str> = [
@@ -63,6 +80,10 @@ impl Shared {
             (
                 "server.max_connections",
                 n.max_connections != o.max_connections,
+            ),
+            (
+                "spf.cache_size",
+                new.site.spf.cache_size != old.site.spf.cache_size,
             ),
         ]
         .into_iter()
@@ -80,6 +101,14 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// Fresh runtime state for `policy`: its resolver from `[dns]`, its SPF
+/// cache sized by `[spf] cache_size`.
+pub fn runtime_state(policy: &Policy) -> io::Result<State> {
+    let resolver = Resolver::new(&policy.dns_config)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    Ok(State::new(resolver, policy.site.spf.cache_size))
 }
 
 /// How to serve.
@@ -118,7 +147,7 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
     let policy = config::load(&options.config_path)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     let settings = policy.server.clone();
-    let shared = Arc::new(Shared::new(policy, options.config_path.clone()));
+    let shared = Arc::new(Shared::new(policy, options.config_path.clone())?);
 
     let listeners = if !options.systemd.is_empty() {
         options.systemd.listeners()?
@@ -184,7 +213,7 @@ pub async fn run_stdio(config_path: PathBuf) -> io::Result<()> {
     let signals = Signals::new()?;
     let policy = config::load(&config_path)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    let shared = Arc::new(Shared::new(policy, config_path));
+    let shared = Arc::new(Shared::new(policy, config_path)?);
     let shutdown = CancellationToken::new();
     let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
     let signal_task = {
@@ -328,7 +357,7 @@ const STATS_EVERY: u64 = 150;
 
 /// One line with the DNS cache counters.
 pub fn log_stats(shared: &Shared) {
-    let s = shared.policy().resolver.stats();
+    let s = shared.state.resolver().stats();
     tracing::info!(
         "dns cache: hits={} misses={} coalesced={} entries={}",
         s.hits,

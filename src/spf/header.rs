@@ -144,6 +144,7 @@ mod tests {
             mechanism: Some("ip4:203.0.113.0/24".into()),
             problem: None,
             uses_local_part: false,
+            cacheable: true,
             lookups: vec![],
         }
     }

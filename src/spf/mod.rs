@@ -1,44 +1,20 @@
 //! SPF (RFC 7208) through viaspf and rpol's cached resolver: evaluation of
 //! the HELO and MAIL FROM identities, the per-result actions, the
-//! Received-SPF / Authentication-Results header, and the two caches that
-//! make one evaluation serve a whole transaction.
+//! whitelist, and the Received-SPF / Authentication-Results header. The
+//! result cache is runtime state (crate::state::spf_cache).
 
 pub mod header;
 pub mod lookup;
 
 use std::net::IpAddr;
-use std::num::NonZeroUsize;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ipnet::IpNet;
-use lru::LruCache;
 use viaspf::trace::Tracepoint;
 use viaspf::{Config as ViaspfConfig, Sender, SpfResult, SpfResultCause};
 
 use crate::dns::Resolver;
-use crate::policy::outcome::Outcome;
 use lookup::SpfLookup;
-
-/// Settings and state of SPF checking, one per policy.
-#[derive(Debug)]
-pub struct Spf {
-    pub settings: SpfSettings,
-    pub state: SpfState,
-}
-
-impl Spf {
-    pub fn new(settings: SpfSettings) -> Spf {
-        let state = SpfState::new(&settings);
-        Spf { settings, state }
-    }
-}
-
-impl Default for Spf {
-    fn default() -> Self {
-        Spf::new(SpfSettings::default())
-    }
-}
 
 /// Which identity an evaluation concerns (RFC 7208 2.3, 2.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,7 +72,10 @@ pub struct ResultActions {
 impl Default for ResultActions {
     /// RFC 7208 section 8 with a careful admin's choices: fail rejects;
     /// softfail and neutral (like none) accept, since 8.5 says softfail alone
-    /// should not reject; temperror defers (8.6); permerror accepts, as
+    /// should not reject; temperror defers (8.6) as defer_if_permit, so a
+    /// later reject wins and an earlier, more precise temporary reply (HELO
+    /// or sender domain not found) is the one the client sees, as Postfix
+    /// with policyd-spf answers; permerror accepts, as
     /// policyd-spf does by default: a broken record is the sender's mistake,
     /// not evidence of forgery (8.7 leaves it to local policy).
     fn default() -> Self {
@@ -106,7 +85,7 @@ impl Default for ResultActions {
             softfail: SpfAction::Accept,
             neutral: SpfAction::Accept,
             none: SpfAction::Accept,
-            temperror: SpfAction::Defer,
+            temperror: SpfAction::DeferIfPermit,
             permerror: SpfAction::Accept,
         }
     }
@@ -173,7 +152,7 @@ impl Default for SpfSettings {
             helo: ResultActions::default(),
             timeout: Duration::from_secs(20),
             cache_ttl: Duration::from_secs(600),
-            cache_size: 10_000,
+            cache_size: crate::state::SPF_CACHE_ENTRIES,
         }
     }
 }
@@ -187,16 +166,25 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// SPF whitelist: addresses/networks and domains (a domain entry covers
-/// its subdomains; it matches the HELO name or the sender domain).
-#[derive(Debug, Clone, Default)]
+/// `[spf] whitelist`: clients check_spf does not judge. Every entry
+/// matches only a fact rpol verified itself, never a name the client
+/// claims (as policyd-spf's whitelists):
+/// - an address or network: the client address;
+/// - `helo:NAME`: the HELO name is NAME and NAME's A/AAAA records hold the
+///   client address;
+/// - `ptr:DOMAIN`: a PTR name of the client address is DOMAIN or under it,
+///   and forward-confirms (its A/AAAA records hold the address);
+/// - `DOMAIN`: the client address passes DOMAIN's own SPF record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Whitelist {
     pub networks: Vec<IpNet>,
-    pub domains: Vec<String>,
+    pub helo_names: Vec<String>,
+    pub ptr_domains: Vec<String>,
+    pub spf_domains: Vec<String>,
 }
 
 impl Whitelist {
-    /// Reads `entry` lines: an IP, a CIDR, or a domain; `#` comments.
+    /// Reads one entry per line; `#` starts a comment.
     pub fn parse(text: &str) -> Result<Whitelist, (usize, String)> {
         let mut out = Whitelist::default();
         for (i, line) in text.lines().enumerate() {
@@ -204,40 +192,45 @@ impl Whitelist {
             if entry.is_empty() {
                 continue;
             }
-            if let Some(net) = crate::tables::access::parse_network(entry) {
+            let domain = |name: &str| {
+                let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+                (crate::rules::syntax::valid_hostname(&name) && name.contains('.')).then_some(name)
+            };
+            let bad = |what: &str| Err((i + 1, format!("{entry:?} is not {what}")));
+            let lower = entry.to_ascii_lowercase();
+            if let Some(name) = lower.strip_prefix("helo:") {
+                match domain(name) {
+                    Some(name) => out.helo_names.push(name),
+                    None => return bad("helo: followed by a fully-qualified host name"),
+                }
+            } else if let Some(name) = lower.strip_prefix("ptr:") {
+                match domain(name) {
+                    Some(name) => out.ptr_domains.push(name),
+                    None => return bad("ptr: followed by a domain"),
+                }
+            } else if let Some(net) = crate::tables::access::parse_network(entry) {
                 out.networks.push(net);
-            } else if crate::rules::syntax::valid_hostname(entry.trim_end_matches('.')) {
-                out.domains
-                    .push(entry.trim_end_matches('.').to_ascii_lowercase());
+            } else if let Some(name) = domain(entry) {
+                out.spf_domains.push(name);
             } else {
-                return Err((
-                    i + 1,
-                    format!("{entry:?} is not an address, network or domain"),
-                ));
+                return bad("an address, a network, helo:NAME, ptr:DOMAIN or a domain");
             }
         }
         Ok(out)
     }
 
-    /// The entry that covers this client, HELO or sender domain, if any.
-    pub fn matches(&self, ip: IpAddr, helo: &str, sender_domain: &str) -> Option<String> {
-        if let Some(net) = self.networks.iter().find(|n| n.contains(&ip)) {
-            return Some(format!("client {ip} in {net}"));
-        }
-        for (what, name) in [("HELO", helo), ("sender domain", sender_domain)] {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            if name.is_empty() {
-                continue;
-            }
-            if let Some(d) = self.domains.iter().find(|d| {
-                name == **d
-                    || (name.ends_with(d.as_str()) && name[..name.len() - d.len()].ends_with('.'))
-            }) {
-                return Some(format!("{what} {name} under {d}"));
-            }
-        }
-        None
+    pub fn is_empty(&self) -> bool {
+        self == &Whitelist::default()
     }
+}
+
+/// Whether `name` is `domain` or a subdomain of it (both lowercase, no
+/// trailing dot).
+pub fn is_under(name: &str, domain: &str) -> bool {
+    name == domain
+        || (name.len() > domain.len()
+            && name.ends_with(domain)
+            && name.as_bytes()[name.len() - domain.len() - 1] == b'.')
 }
 
 /// One evaluated identity.
@@ -252,9 +245,14 @@ pub struct Evaluation {
     pub mechanism: Option<String>,
     /// What went wrong (error results).
     pub problem: Option<String>,
-    /// True when a record used the local part (`%{l}`, `%{s}` ...), so the
-    /// result may differ for another user of the same domain.
+    /// True when a record or the explanation used the local part (`%{l}`,
+    /// `%{s}` ...), so the result may differ for another user of the same
+    /// domain.
     pub uses_local_part: bool,
+    /// Whether the result may be reused for another request: not for a
+    /// temporary error (DNS may be back a second later), an identity that
+    /// could not be evaluated, or an internal error.
+    pub cacheable: bool,
     /// The DNS lookups made, for traces (empty unless asked for).
     pub lookups: Vec<String>,
 }
@@ -262,6 +260,40 @@ pub struct Evaluation {
 impl Evaluation {
     pub fn result_name(&self) -> &'static str {
         result_name(&self.result)
+    }
+
+    /// The identity's local part and domain.
+    pub fn parts(&self) -> (&str, &str) {
+        self.sender.rsplit_once('@').unwrap_or(("", &self.sender))
+    }
+
+    /// Heap bytes held (for the cache's byte bound).
+    pub fn heap_bytes(&self) -> usize {
+        let explanation = match &self.result {
+            SpfResult::Fail(viaspf::ExplanationString::External(e)) => e.len(),
+            _ => 0,
+        };
+        self.sender.len()
+            + self.domain.len()
+            + self.mechanism.as_ref().map_or(0, String::len)
+            + self.problem.as_ref().map_or(0, String::len)
+            + explanation
+            + self.lookups.iter().map(String::len).sum::<usize>()
+    }
+
+    /// An evaluation that could not run; never cached.
+    fn failed(identity: Identity, sender: &str, result: SpfResult, problem: &str) -> Evaluation {
+        Evaluation {
+            identity,
+            sender: sender.to_string(),
+            domain: sender.rsplit('@').next().unwrap_or("").to_string(),
+            result,
+            mechanism: None,
+            problem: Some(problem.into()),
+            uses_local_part: false,
+            cacheable: false,
+            lookups: Vec::new(),
+        }
     }
 }
 
@@ -277,6 +309,55 @@ pub fn result_name(result: &SpfResult) -> &'static str {
     }
 }
 
+/// The identity viaspf evaluates. MAIL FROM: the local part as given (RFC
+/// 7208 sets no syntax for it; it only feeds the `%{l}` macros), `postmaster`
+/// when there is none (4.3), the domain without its trailing dot (the
+/// same domain; viaspf takes names without it). HELO: `postmaster@helo`.
+fn parse_identity(identity: Identity, sender: &str) -> Result<Sender, viaspf::ParseParamError> {
+    match identity {
+        Identity::MailFrom => match sender.rsplit_once('@') {
+            Some(("", domain)) => Sender::from_domain(domain.trim_end_matches('.')),
+            Some((local, domain)) => {
+                Sender::from_address(&format!("{local}@{}", domain.trim_end_matches('.')))
+            }
+            None => Sender::from_domain(sender.trim_end_matches('.')),
+        },
+        Identity::Helo => Sender::from_domain(sender.trim_end_matches('.')),
+    }
+}
+
+/// The local part and domain [`evaluate`] checks for `sender`, without
+/// asking viaspf: the key a cached result is looked up under.
+pub fn identity_parts(identity: Identity, sender: &str) -> (&str, &str) {
+    let (local, domain) = match identity {
+        Identity::MailFrom => sender.rsplit_once('@').unwrap_or(("", sender)),
+        Identity::Helo => ("", sender),
+    };
+    let local = if local.is_empty() {
+        "postmaster"
+    } else {
+        local
+    };
+    (local, domain.trim_end_matches('.'))
+}
+
+/// Whether the record, a domain-spec or the explanation expanded used the
+/// local part (the `l` and `s` macros).
+fn used_local_part(trace: Option<&viaspf::trace::Trace>) -> bool {
+    let uses = |text: String| {
+        let text = text.to_ascii_lowercase();
+        text.contains("%{l") || text.contains("%{s")
+    };
+    trace.is_some_and(|t| {
+        t.events.iter().any(|e| match &e.tracepoint {
+            Tracepoint::EvaluateSpfRecord(record) => uses(record.to_string()),
+            Tracepoint::ExpandDomainSpec(spec) => uses(spec.to_string()),
+            Tracepoint::ExpandExplainString(exp) => uses(exp.to_string()),
+            _ => false,
+        })
+    })
+}
+
 /// Evaluates one identity. `sender` is `user@domain` for MAIL FROM, or the
 /// HELO name for the HELO identity (checked as `postmaster@helo`).
 pub async fn evaluate(
@@ -288,27 +369,16 @@ pub async fn evaluate(
     helo: &str,
     record_lookups: bool,
 ) -> Evaluation {
-    let parsed = match identity {
-        // RFC 7208 4.3: a sender without local part is postmaster@domain
-        // (viaspf refuses the empty local part of "@domain").
-        Identity::MailFrom => match sender.strip_prefix('@') {
-            Some(domain) => Sender::from_domain(domain),
-            None => Sender::from_address(sender),
-        },
-        Identity::Helo => Sender::from_domain(sender),
-    };
-    let Ok(parsed) = parsed else {
-        // RFC 7208 4.3: an identity that is not a valid domain gives none.
-        return Evaluation {
+    let Ok(parsed) = parse_identity(identity, sender) else {
+        // RFC 7208 4.3: a domain that is not a valid multi-label name gives
+        // none. It is no domain anybody publishes a record for, so nothing
+        // is forged; it is not cached all the same.
+        return Evaluation::failed(
             identity,
-            sender: sender.to_string(),
-            domain: sender.rsplit('@').next().unwrap_or("").to_string(),
-            result: SpfResult::None,
-            mechanism: None,
-            problem: Some("not a valid domain".into()),
-            uses_local_part: false,
-            lookups: Vec::new(),
-        };
+            sender,
+            SpfResult::None,
+            "not a valid domain (RFC 7208 4.3)",
+        );
     };
     let helo_domain = viaspf::DomainName::new(helo.trim_end_matches('.')).ok();
     let config = ViaspfConfig::builder()
@@ -316,9 +386,8 @@ pub async fn evaluate(
         .hostname(settings.receiver.clone())
         .capture_trace(true)
         .build();
-    // viaspf runs in its own task so that a panic inside it (0.7.0-alpha.2
-    // overflows on a /0 prefix in debug builds) costs one temperror, not the
-    // connection.
+    // viaspf runs in its own task so that a panic inside it costs one
+    // temperror, not the connection.
     let task = {
         let resolver = resolver.clone();
         let sender = parsed.clone();
@@ -333,16 +402,12 @@ pub async fn evaluate(
         Ok(done) => done,
         Err(e) => {
             tracing::error!("SPF evaluation of {parsed} for {ip} failed: {e}");
-            return Evaluation {
+            return Evaluation::failed(
                 identity,
-                sender: parsed.to_string(),
-                domain: parsed.domain().to_string(),
-                result: SpfResult::Temperror,
-                mechanism: None,
-                problem: Some("internal error".into()),
-                uses_local_part: false,
-                lookups: Vec::new(),
-            };
+                &parsed.to_string(),
+                SpfResult::Temperror,
+                "internal error",
+            );
         }
     };
     let (mechanism, problem) = match &result.cause {
@@ -350,15 +415,8 @@ pub async fn evaluate(
         Some(SpfResultCause::Error(e)) => (None, Some(e.to_string())),
         None => (None, None),
     };
-    let uses_local_part = result.trace.as_ref().is_some_and(|t| {
-        t.events.iter().any(|e| match &e.tracepoint {
-            Tracepoint::EvaluateSpfRecord(record) => {
-                let text = record.to_string().to_ascii_lowercase();
-                text.contains("%{l") || text.contains("%{s")
-            }
-            _ => false,
-        })
-    });
+    let uses_local_part = used_local_part(result.trace.as_ref());
+    let cacheable = result.spf_result != SpfResult::Temperror;
     Evaluation {
         identity,
         sender: parsed.to_string(),
@@ -367,127 +425,9 @@ pub async fn evaluate(
         mechanism,
         problem,
         uses_local_part,
+        cacheable,
         lookups,
     }
-}
-
-/// Key of the result cache: client, identity, sender (domain or whole
-/// address), HELO.
-type ResultKey = (IpAddr, Identity, String, String);
-
-/// Results and transactions remembered between requests.
-pub struct SpfState {
-    results: Mutex<LruCache<ResultKey, (Instant, Evaluation)>>,
-    /// `instance` -> the outcome of its first request (DUNNO once the
-    /// header went out with an accept).
-    transactions: Mutex<LruCache<String, Outcome>>,
-    ttl: Duration,
-}
-
-impl std::fmt::Debug for SpfState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SpfState")
-    }
-}
-
-/// Transactions remembered for header de-duplication.
-const TRANSACTIONS: usize = 10_000;
-
-impl SpfState {
-    pub fn new(settings: &SpfSettings) -> SpfState {
-        let size = NonZeroUsize::new(settings.cache_size.max(1)).unwrap_or(NonZeroUsize::MIN);
-        SpfState {
-            results: Mutex::new(LruCache::new(size)),
-            transactions: Mutex::new(LruCache::new(
-                NonZeroUsize::new(TRANSACTIONS).unwrap_or(NonZeroUsize::MIN),
-            )),
-            ttl: settings.cache_ttl,
-        }
-    }
-
-    /// A cached evaluation of `sender` (its domain, or the whole address
-    /// for records that use the local part).
-    pub fn get(
-        &self,
-        ip: IpAddr,
-        identity: Identity,
-        sender: &str,
-        helo: &str,
-    ) -> Option<Evaluation> {
-        let mut cache = self.results.lock().unwrap_or_else(|e| e.into_inner());
-        let helo = helo.to_ascii_lowercase();
-        let domain_key = (ip, identity, domain_part(sender), helo.clone());
-        let now = Instant::now();
-        let fresh = |entry: &(Instant, Evaluation)| now.duration_since(entry.0) < self.ttl;
-        match cache.get(&domain_key) {
-            Some(entry) if fresh(entry) && !entry.1.uses_local_part => {
-                return Some(entry.1.clone());
-            }
-            Some(entry) if fresh(entry) => {}
-            Some(_) => {
-                cache.pop(&domain_key);
-                return None;
-            }
-            None => return None,
-        }
-        let full_key = (ip, identity, sender.to_ascii_lowercase(), helo);
-        match cache.get(&full_key) {
-            Some(entry) if fresh(entry) => Some(entry.1.clone()),
-            _ => None,
-        }
-    }
-
-    pub fn put(&self, ip: IpAddr, helo: &str, evaluation: &Evaluation) {
-        let mut cache = self.results.lock().unwrap_or_else(|e| e.into_inner());
-        let helo = helo.to_ascii_lowercase();
-        let mut stored = evaluation.clone();
-        stored.lookups.clear();
-        let now = Instant::now();
-        let domain_key = (
-            ip,
-            evaluation.identity,
-            domain_part(&evaluation.sender),
-            helo.clone(),
-        );
-        if evaluation.uses_local_part {
-            cache.put(domain_key, (now, stored.clone()));
-            let full_key = (
-                ip,
-                evaluation.identity,
-                evaluation.sender.to_ascii_lowercase(),
-                helo,
-            );
-            cache.put(full_key, (now, stored));
-        } else {
-            cache.put(domain_key, (now, stored));
-        }
-    }
-
-    /// The outcome already given to this transaction (`instance`), if any.
-    pub fn transaction(&self, instance: &str) -> Option<Outcome> {
-        if instance.is_empty() {
-            return None;
-        }
-        let mut seen = self.transactions.lock().unwrap_or_else(|e| e.into_inner());
-        seen.get(instance).cloned()
-    }
-
-    /// Remembers what later requests of this transaction get.
-    pub fn remember(&self, instance: &str, outcome: Outcome) {
-        if instance.is_empty() {
-            return;
-        }
-        let mut seen = self.transactions.lock().unwrap_or_else(|e| e.into_inner());
-        seen.put(instance.to_string(), outcome);
-    }
-}
-
-fn domain_part(sender: &str) -> String {
-    sender
-        .rsplit('@')
-        .next()
-        .unwrap_or(sender)
-        .to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -496,35 +436,46 @@ mod tests {
 
     #[test]
     fn whitelist_entries() {
-        let w = Whitelist::parse("# partners\n203.0.113.0/24\n198.51.100.7\npartner.example\n")
-            .unwrap();
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert!(w.matches(ip("203.0.113.9"), "", "").is_some());
-        assert!(w.matches(ip("198.51.100.7"), "", "").is_some());
-        assert!(w.matches(ip("198.51.100.8"), "", "").is_none());
-        assert!(
-            w.matches(ip("198.51.100.8"), "mx.partner.example", "")
-                .is_some()
-        );
-        assert!(
-            w.matches(ip("198.51.100.8"), "", "partner.example")
-                .is_some()
-        );
-        assert!(
-            w.matches(ip("198.51.100.8"), "", "xpartner.example")
-                .is_none()
-        );
+        let w = Whitelist::parse(
+            "# partners\n203.0.113.0/24\n198.51.100.7\nhelo:MX.Partner.example.\n\
+             ptr:partner.example\npartner.example\n",
+        )
+        .unwrap();
+        assert_eq!(w.networks.len(), 2);
+        assert_eq!(w.helo_names, ["mx.partner.example"]);
+        assert_eq!(w.ptr_domains, ["partner.example"]);
+        assert_eq!(w.spf_domains, ["partner.example"]);
         assert_eq!(Whitelist::parse("bad entry!\n").unwrap_err().0, 1);
+        assert_eq!(Whitelist::parse("\nhelo:\n").unwrap_err().0, 2);
+        assert_eq!(Whitelist::parse("ptr:nodots\n").unwrap_err().0, 1);
+        assert!(Whitelist::parse("# nothing\n").unwrap().is_empty());
     }
 
     #[test]
-    fn transactions_are_remembered() {
-        let state = SpfState::new(&SpfSettings::default());
-        assert_eq!(state.transaction("a.1"), None);
-        state.remember("a.1", Outcome::Dunno);
-        assert_eq!(state.transaction("a.1"), Some(Outcome::Dunno));
-        assert_eq!(state.transaction("a.2"), None);
-        state.remember("", Outcome::Dunno);
-        assert_eq!(state.transaction(""), None);
+    fn under() {
+        assert!(is_under("partner.example", "partner.example"));
+        assert!(is_under("mx.partner.example", "partner.example"));
+        assert!(!is_under("xpartner.example", "partner.example"));
+    }
+
+    #[test]
+    fn identities() {
+        let p = |s: &str| parse_identity(Identity::MailFrom, s).map(|s| s.to_string());
+        assert_eq!(p("ceo@victim.example.").unwrap(), "ceo@victim.example");
+        assert_eq!(p("@victim.example").unwrap(), "postmaster@victim.example");
+        assert!(p("ceo@nodot").is_err());
+        let parts = |i, s| identity_parts(i, s);
+        assert_eq!(
+            parts(Identity::MailFrom, "a b@x.example."),
+            ("a b", "x.example")
+        );
+        assert_eq!(
+            parts(Identity::MailFrom, "@x.example"),
+            ("postmaster", "x.example")
+        );
+        assert_eq!(
+            parts(Identity::Helo, "mx.example"),
+            ("postmaster", "mx.example")
+        );
     }
 }

@@ -1,0 +1,116 @@
+//! SPF results remembered between requests, so that one evaluation serves
+//! every RCPT of a transaction and the next transactions of the same client.
+//!
+//! A result is kept only under a key that covers everything it depended
+//! on: the client address, the identity, the domain, the HELO name (the
+//! `%{h}` macro), and the local part too when a record or explanation used
+//! the `%{l}`/`%{s}` macros. Results that come from a failure (temporary
+//! errors, an identity that could not be evaluated, an internal error) are
+//! never kept: see [`Evaluation::cacheable`].
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::bounded::BoundedLru;
+use crate::spf::{Evaluation, Identity};
+
+/// Bytes of memory the SPF result cache may use, whatever `[spf]
+/// cache_size` says: an entry holds client-chosen names and a DNS-chosen
+/// explanation (each bounded by the request and DNS limits).
+pub const SPF_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// client, identity, domain, HELO, and the local part when it mattered.
+type Key = (IpAddr, Identity, String, String, Option<String>);
+
+pub struct SpfCache {
+    results: Mutex<BoundedLru<Key, (Instant, Evaluation)>>,
+}
+
+impl std::fmt::Debug for SpfCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpfCache")
+    }
+}
+
+impl SpfCache {
+    pub fn new(max_entries: usize) -> SpfCache {
+        SpfCache {
+            results: Mutex::new(BoundedLru::new(max_entries, SPF_CACHE_BYTES)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BoundedLru<Key, (Instant, Evaluation)>> {
+        self.results.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A result for `local@domain` younger than `ttl`. The domain's entry
+    /// says whether the local part mattered; if it did, only an entry for
+    /// this very local part answers.
+    pub fn get(
+        &self,
+        ip: IpAddr,
+        identity: Identity,
+        (local, domain): (&str, &str),
+        helo: &str,
+        ttl: Duration,
+    ) -> Option<Evaluation> {
+        let now = Instant::now();
+        let mut cache = self.lock();
+        let domain_key: Key = (ip, identity, normal(domain), normal(helo), None);
+        let uses_local_part = match cache.get(&domain_key) {
+            Some((at, e)) if now.duration_since(*at) < ttl => e.uses_local_part,
+            Some(_) => {
+                cache.pop(&domain_key);
+                return None;
+            }
+            None => return None,
+        };
+        if !uses_local_part {
+            return cache.get(&domain_key).map(|(_, e)| e.clone());
+        }
+        let mut full_key = domain_key;
+        full_key.4 = Some(local.to_string());
+        match cache.get(&full_key) {
+            Some((at, e)) if now.duration_since(*at) < ttl => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keeps `e` if it may be reused (see [`Evaluation::cacheable`]).
+    pub fn put(&self, ip: IpAddr, helo: &str, e: &Evaluation) {
+        if !e.cacheable {
+            return;
+        }
+        let mut stored = e.clone();
+        stored.lookups.clear();
+        let weight = stored.heap_bytes() + helo.len();
+        let (local, domain) = e.parts();
+        let key: Key = (ip, e.identity, normal(domain), normal(helo), None);
+        let now = Instant::now();
+        let mut cache = self.lock();
+        if e.uses_local_part {
+            // The domain entry only tells that the local part matters.
+            let mut full_key = key.clone();
+            full_key.4 = Some(local.to_string());
+            cache.put(full_key, (now, stored.clone()), weight + local.len());
+        }
+        cache.put(key, (now, stored), weight);
+    }
+
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// Entries kept now, and the bytes they are charged.
+    pub fn usage(&self) -> (usize, usize) {
+        let cache = self.lock();
+        (cache.len(), cache.bytes())
+    }
+}
+
+fn normal(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}

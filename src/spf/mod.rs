@@ -370,6 +370,17 @@ pub async fn evaluate(
     record_lookups: bool,
 ) -> Evaluation {
     let Ok(parsed) = parse_identity(identity, sender) else {
+        let (_, domain) = identity_parts(identity, sender);
+        if Sender::from_domain(domain).is_ok() {
+            // The domain is fine, so the local part is what could not be
+            // expressed: never a reason to call the mail unchecked.
+            return Evaluation::failed(
+                identity,
+                sender,
+                SpfResult::Temperror,
+                "the local part cannot be evaluated",
+            );
+        }
         // RFC 7208 4.3: a domain that is not a valid multi-label name gives
         // none. It is no domain anybody publishes a record for, so nothing
         // is forged; it is not cached all the same.

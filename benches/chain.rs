@@ -40,7 +40,9 @@ fn seed_policy(dir: &std::path::Path, dns: std::net::SocketAddr) -> Policy {
         );
     let tables = concat!(env!("CARGO_MANIFEST_DIR"), "/tables");
     std::os::unix::fs::symlink(tables, dir.join("tables")).expect("symlink tables");
-    rpol::config::load_str(&dir.join("policy.toml"), &text).expect("seed policy loads")
+    rpol::config::load_str(&dir.join("policy.toml"), &text)
+        .expect("seed policy loads")
+        .policy
 }
 
 fn bench(c: &mut Criterion) {

@@ -64,8 +64,9 @@ fn main() -> ExitCode {
 
 fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
     if args.postfix_config {
-        let policy = config::load(&args.config).map_err(|e| e.to_string())?;
-        print!("{}", rpol::postfix_config::render(&policy, &args.config));
+        let loaded = config::load(&args.config).map_err(|e| e.to_string())?;
+        let text = rpol::postfix_config::render(&loaded.server, &loaded.policy, &args.config);
+        print!("{text}");
         return Ok(ExitCode::SUCCESS);
     }
     if args.check_config {
@@ -86,7 +87,10 @@ fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     if let Some(file) = args.test_request {
         log::init(log::Target::Stderr);
-        let policy = config::load(&args.config).map_err(|e| e.to_string())?;
+        let config::Loaded {
+            server: settings,
+            policy,
+        } = config::load(&args.config).map_err(|e| e.to_string())?;
         let state = server::runtime_state(&policy).map_err(|e| e.to_string())?;
         let input: Box<dyn std::io::Read> = if file == "-" {
             Box::new(std::io::stdin())
@@ -97,7 +101,12 @@ fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
         let mut trace = std::io::stderr().lock();
         return runtime
             .block_on(rpol::testreq::run(
-                &policy, &state, input, &mut out, &mut trace,
+                &policy,
+                &state,
+                &settings.error_action,
+                input,
+                &mut out,
+                &mut trace,
             ))
             .map(|_| ExitCode::SUCCESS)
             .map_err(|e| e.to_string());

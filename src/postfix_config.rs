@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::config::ListenAddr;
+use crate::config::{ListenAddr, ServerSettings};
 use crate::policy::Policy;
 
 /// Postfix's queue directory, which `unix:private/NAME` is relative to.
@@ -16,8 +16,8 @@ const RELAY_MAP: &str = "/etc/postfix/rpol_sender_relay";
 const SASL_MAP: &str = "/etc/postfix/rpol_sasl_passwd";
 
 /// The check_policy_service endpoint for rpol's first listen address.
-pub fn endpoint(policy: &Policy) -> String {
-    match policy.server.listen.first() {
+pub fn endpoint(server: &ServerSettings) -> String {
+    match server.listen.first() {
         Some(ListenAddr::Unix(path)) => match path.strip_prefix(QUEUE_DIRECTORY) {
             Ok(rel) => format!("unix:{}", rel.display()),
             Err(_) => format!("unix:{}", path.display()),
@@ -27,8 +27,8 @@ pub fn endpoint(policy: &Policy) -> String {
     }
 }
 
-pub fn render(policy: &Policy, source: &Path) -> String {
-    let ep = endpoint(policy);
+pub fn render(server: &ServerSettings, policy: &Policy, source: &Path) -> String {
+    let ep = endpoint(server);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -42,8 +42,8 @@ pub fn render(policy: &Policy, source: &Path) -> String {
          # has no objection, never OK.\n\
          smtpd_recipient_restrictions =\n    permit_mynetworks,\n    reject_unauth_destination,\n    check_policy_service {ep}\n\
          smtpd_policy_service_max_idle = {}s\nsmtpd_policy_service_timeout = {}s",
-        policy.server.idle_timeout.as_secs(),
-        policy.server.request_timeout.as_secs()
+        server.idle_timeout.as_secs(),
+        server.request_timeout.as_secs()
     );
     if !policy.site.foreign_senders.is_empty() {
         let _ = writeln!(

@@ -323,7 +323,7 @@ fn truncate(text: &str, max: usize) -> String {
 /// other control characters in the action become spaces (they would end the
 /// attribute early). Nothing is cut here: Postfix reads an action line of
 /// any length; the SMTP reply limit is applied where replies are made
-/// (crate::policy::reply), so a long PREPEND header goes out whole.
+/// (crate::vocab::reply), so a long PREPEND header goes out whole.
 pub fn encode_response(action: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b"action=");
     for ch in action.chars() {

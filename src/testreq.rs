@@ -18,6 +18,7 @@ use crate::state::State;
 pub async fn run(
     policy: &Policy,
     state: &State,
+    error_action: &str,
     mut input: impl Read,
     out: &mut impl Write,
     trace: &mut impl Write,
@@ -47,7 +48,7 @@ pub async fn run(
             Ok(req) => req,
             Err(e) => {
                 let mut bytes = Vec::new();
-                encode_response(&policy.server.error_action, &mut bytes);
+                encode_response(error_action, &mut bytes);
                 out.write_all(&bytes)?;
                 writeln!(trace, "request {}: malformed: {e}", answered + 1)?;
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));

@@ -430,7 +430,9 @@ async fn whitelist_trusts_only_verified_facts() {
         "spf_whitelist",
         "# partners\n198.51.100.77\nhelo:mx.partner.example\nptr:partner.example\npartner.example\n",
     );
-    let policy = config::load(&setup.config).unwrap_or_else(|e| panic!("{e}"));
+    let policy = config::load(&setup.config)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .policy;
     let rpol = setup.start();
     let fail = |ip: &str, sender: &str| spf_fail(sender, ip);
     // (client, HELO, claimed client name, sender, answer)

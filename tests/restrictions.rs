@@ -48,7 +48,9 @@ async fn setup(stages: &str, extra: &str) -> Setup {
     let setup = daemon::Setup::new(&text)
         .file("mailboxes", MAILBOXES)
         .file("aliases", ALIASES);
-    let policy = config::load(&setup.config).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let policy = config::load(&setup.config)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+        .policy;
     Setup {
         dns,
         state: rpol::server::runtime_state(&policy).expect("runtime state"),

@@ -42,7 +42,9 @@ async fn setup(spf: &str) -> Setup {
             "recipients",
             "busy@example.com DEFER_IF_PERMIT 4.2.1 try later\n",
         );
-    let policy = config::load(&setup.config).unwrap_or_else(|e| panic!("{e}"));
+    let policy = config::load(&setup.config)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .policy;
     Setup {
         dns,
         state: rpol::server::runtime_state(&policy).expect("runtime state"),

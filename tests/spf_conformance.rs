@@ -399,7 +399,9 @@ fn policy(dns: &TestDns) -> Policy {
         dns = DNS_TIMEOUT.as_millis(),
         spf = SPF_TIMEOUT.as_millis(),
     );
-    config::load_str(Path::new("conformance.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+    config::load_str(Path::new("conformance.toml"), &text)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .policy
 }
 
 async fn through_rule(policy: &Policy, state: &State, case: &Case) -> Outcome {

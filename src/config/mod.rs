@@ -21,15 +21,15 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use crate::dns::{DnsConfig, Resolver};
-use crate::policy::outcome::AccessCodes;
-use crate::policy::{
-    ChainRule, Codes, ForeignSender, Match, Policy, Profile, Site, Stage, TempfailAction,
-};
+use crate::policy::{ChainRule, Match, Policy, Profile};
 use crate::rules::{self, TableResolver};
+use crate::site::{ForeignSender, Site};
 use crate::spf::{HeaderKind, ResultActions, SpfAction, SpfSettings, Whitelist};
 use crate::tables::addresses::Addresses;
 use crate::tables::logins::LoginMap;
 use crate::tables::{self, AccessTable, TableSpec};
+use crate::vocab::outcome::AccessCodes;
+use crate::vocab::{Codes, Stage, TempfailAction};
 use schema::{ConfigFile, ProfileSection};
 
 /// Default config path when `--config` is not given.
@@ -160,8 +160,16 @@ impl Default for ServerSettings {
     }
 }
 
+/// What a config file compiles to: how the daemon serves, and the policy
+/// it serves (swapped whole on reload).
+#[derive(Debug)]
+pub struct Loaded {
+    pub server: ServerSettings,
+    pub policy: Policy,
+}
+
 /// Reads and compiles a config file.
-pub fn load(path: &Path) -> Result<Policy, ConfigErrors> {
+pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
@@ -175,7 +183,7 @@ pub fn load(path: &Path) -> Result<Policy, ConfigErrors> {
 }
 
 /// Compiles config text; `path` names it in errors and anchors relative paths.
-pub fn load_str(path: &Path, text: &str) -> Result<Policy, ConfigErrors> {
+pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
     let mut cx = Compiler {
         path: path.to_path_buf(),
         base: path
@@ -210,10 +218,10 @@ pub fn load_str(path: &Path, text: &str) -> Result<Policy, ConfigErrors> {
             return Err(ConfigErrors(cx.errors));
         }
     };
-    let policy = cx.compile(file);
+    let loaded = cx.compile(file);
     cx.errors.sort_by_key(|e| (e.line, e.column));
-    match policy {
-        Some(policy) if cx.errors.is_empty() => Ok(policy),
+    match loaded {
+        Some(loaded) if cx.errors.is_empty() => Ok(loaded),
         _ => Err(ConfigErrors(cx.errors)),
     }
 }
@@ -239,7 +247,7 @@ impl Compiler<'_> {
 
     /// The policy, or `None` when the resolver could not be built (the
     /// error is recorded with the others).
-    fn compile(&mut self, file: ConfigFile) -> Option<Policy> {
+    fn compile(&mut self, file: ConfigFile) -> Option<Loaded> {
         // Destructured whole so that a new field cannot be forgotten here.
         let ConfigFile {
             server,
@@ -259,7 +267,7 @@ impl Compiler<'_> {
         site.outbound_spf = self.spf_actions(
             outbound_spf,
             "outbound_spf",
-            crate::policy::default_outbound_actions(),
+            crate::site::default_outbound_actions(),
         );
         let dns_config = self.dns(dns);
         let mut resolver = Tables {
@@ -292,14 +300,14 @@ impl Compiler<'_> {
             self.error(0..0, "dns", e.to_string());
             return None;
         }
-        Some(Policy {
+        let policy = Policy {
             source: self.path.clone(),
-            server,
             site,
             profiles: profiles.into_iter().map(|(p, _)| p).collect(),
             dns_config,
             files,
-        })
+        };
+        Some(Loaded { server, policy })
     }
 
     fn server(&mut self, s: schema::ServerSection) -> ServerSettings {
@@ -577,7 +585,7 @@ impl Compiler<'_> {
         } = p;
         let mut nets: Vec<IpNet> = Vec::new();
         for n in mynetworks {
-            match tables::access::parse_network(n.get_ref()) {
+            match crate::syntax::parse_network(n.get_ref()) {
                 Some(net) => nets.push(net),
                 None => self.error(
                     n.span(),
@@ -590,7 +598,7 @@ impl Compiler<'_> {
             let mut out = Vec::new();
             for d in list {
                 let name = d.get_ref().trim().trim_end_matches('.').to_lowercase();
-                if rules::syntax::valid_hostname(&name) {
+                if crate::syntax::valid_hostname(&name) {
                     out.push(name);
                 } else {
                     cx.error(
@@ -701,7 +709,7 @@ impl Compiler<'_> {
             logins,
             foreign_senders,
             egress: egress_ips,
-            outbound_spf: crate::policy::default_outbound_actions(),
+            outbound_spf: crate::site::default_outbound_actions(),
         }
     }
 

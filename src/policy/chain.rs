@@ -16,12 +16,13 @@
 
 use std::fmt::Write as _;
 
-use super::outcome::Outcome;
-use super::reply::{Reply, cut_reply};
-use super::{Policy, Profile, Stage};
+use super::{Policy, Profile};
 use crate::protocol::{ProtocolState, Request};
 use crate::rules::Context;
 use crate::state::State;
+use crate::vocab::Stage;
+use crate::vocab::outcome::Outcome;
+use crate::vocab::reply::{Reply, cut_reply};
 
 /// The answer to one request, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]

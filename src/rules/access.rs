@@ -3,9 +3,9 @@
 //! key order for the stage's subject.
 
 use super::Context;
-use crate::policy::Stage;
-use crate::policy::outcome::Outcome;
 use crate::tables::AccessTable;
+use crate::vocab::Stage;
+use crate::vocab::outcome::Outcome;
 
 pub fn check_access(ctx: &mut Context<'_>, subject: Stage, table: &AccessTable) -> Outcome {
     let req = ctx.request;

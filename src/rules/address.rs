@@ -7,11 +7,11 @@
 use super::Context;
 use super::dnscheck::{self, HostStatus};
 use super::helo::tempfail;
-use super::syntax::{strip_one_dot, valid_hostname};
 use crate::dns::RecordKind;
-use crate::policy::Stage;
-use crate::policy::outcome::Outcome;
-use crate::policy::reply::Reply;
+use crate::syntax::{strip_one_dot, valid_hostname};
+use crate::vocab::Stage;
+use crate::vocab::outcome::Outcome;
+use crate::vocab::reply::Reply;
 
 /// Sender or recipient, the only two address subjects.
 fn address<'a>(ctx: &Context<'a>, subject: Stage) -> &'a str {

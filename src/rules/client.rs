@@ -3,9 +3,9 @@
 
 use super::Context;
 use super::dnscheck::{self, HostStatus, Ptr};
-use super::syntax::valid_hostname;
-use crate::policy::outcome::Outcome;
-use crate::policy::reply::Reply;
+use crate::syntax::valid_hostname;
+use crate::vocab::outcome::Outcome;
+use crate::vocab::reply::Reply;
 
 /// `permit_mynetworks`: OK when the client address is inside one of
 /// `[site] mynetworks` (Postfix `$mynetworks`), else DUNNO. A request

@@ -3,8 +3,8 @@
 //! with Postfix's codes and texts.
 
 use super::Context;
-use crate::policy::outcome::Outcome;
-use crate::policy::reply::Reply;
+use crate::vocab::outcome::Outcome;
+use crate::vocab::reply::Reply;
 
 /// `reject`: `$reject_code 5.7.1 Access denied`.
 pub fn reject(ctx: &Context<'_>) -> Outcome {

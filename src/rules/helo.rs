@@ -6,11 +6,11 @@
 
 use super::Context;
 use super::dnscheck::{self, HostStatus};
-use super::syntax::{address_literal, strip_one_dot, valid_hostaddr, valid_hostname};
 use crate::dns::RecordKind;
-use crate::policy::TempfailAction;
-use crate::policy::outcome::Outcome;
-use crate::policy::reply::Reply;
+use crate::syntax::{address_literal, strip_one_dot, valid_hostaddr, valid_hostname};
+use crate::vocab::TempfailAction;
+use crate::vocab::outcome::Outcome;
+use crate::vocab::reply::Reply;
 
 /// A `[...]` name must be a valid address literal, else
 /// `$invalid_hostname_reject_code 5.5.2 invalid ip address`.

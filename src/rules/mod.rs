@@ -14,17 +14,17 @@ pub mod helo;
 pub mod sasl;
 pub mod spf;
 pub mod submission;
-pub mod syntax;
 
 use std::fmt;
 use std::sync::Arc;
 
 use crate::dns::Resolver;
-use crate::policy::outcome::Outcome;
-use crate::policy::{Site, Stage};
 use crate::protocol::Request;
+use crate::site::Site;
 use crate::state::State;
 use crate::tables::AccessTable;
+use crate::vocab::Stage;
+use crate::vocab::outcome::Outcome;
 use submission::LoginCheck;
 
 /// One compiled rule.

@@ -1,7 +1,7 @@
 //! SASL restrictions: `permit_sasl_authenticated`.
 
 use super::Context;
-use crate::policy::outcome::Outcome;
+use crate::vocab::outcome::Outcome;
 
 /// `permit_sasl_authenticated`: OK when the client authenticated with a
 /// mechanism other than ANONYMOUS (Postfix smtpd_sasl_proto.c), else DUNNO.

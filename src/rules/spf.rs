@@ -10,11 +10,11 @@ use std::net::IpAddr;
 
 use super::Context;
 use super::dnscheck::{HostStatus, Ptr, forward_confirms, lookup_ptr};
-use super::syntax::valid_hostname;
-use crate::policy::outcome::Outcome;
-use crate::policy::reply::Reply;
 use crate::protocol::ProtocolState;
 use crate::spf::{self, Evaluation, HeaderKind, Identity, SpfAction, header};
+use crate::syntax::valid_hostname;
+use crate::vocab::outcome::Outcome;
+use crate::vocab::reply::Reply;
 use viaspf::SpfResult;
 
 pub async fn check_spf(ctx: &mut Context<'_>) -> Outcome {

@@ -5,9 +5,9 @@
 use std::net::IpAddr;
 
 use super::Context;
-use crate::policy::outcome::Outcome;
-use crate::policy::reply::Reply;
 use crate::spf::{Evaluation, Identity, SpfAction};
+use crate::vocab::outcome::Outcome;
+use crate::vocab::reply::Reply;
 use viaspf::SpfResult;
 
 /// The SASL login, if the client authenticated (Postfix sends

@@ -81,14 +81,14 @@ where
         }
         let mid_request = !buf.is_empty();
         let (limit, deadline) = {
-            let policy = shared.policy();
+            let settings = shared.settings();
             if mid_request {
-                let limit = policy.server.request_timeout;
+                let limit = settings.request_timeout;
                 let deadline =
                     *request_deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
                 (limit, deadline)
             } else {
-                let limit = policy.server.idle_timeout;
+                let limit = settings.idle_timeout;
                 (limit, tokio::time::Instant::now() + limit)
             }
         };
@@ -141,7 +141,7 @@ async fn refuse<S>(
 where
     S: AsyncWrite + Unpin,
 {
-    let action = shared.policy().server.error_action.clone();
+    let action = shared.settings().error_action.clone();
     tracing::warn!(
         peer,
         "malformed request: {error}; answering {action:?} and closing"

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{self, ListenAddr};
+use crate::config::{self, ListenAddr, Loaded, ServerSettings};
 use crate::dns::Resolver;
 use crate::policy::{Decision, Policy};
 use crate::protocol::Request;
@@ -26,30 +26,42 @@ use crate::state::State;
 pub use listener::SystemdFds;
 use listener::{Listener, Stream};
 
-/// What every connection shares: the swappable policy and the runtime
-/// state that outlives it.
+/// The server settings and the policy of one config load, swapped together.
+type Current = (Arc<ServerSettings>, Arc<Policy>);
+
+/// What every connection shares: the swappable settings and policy, and the
+/// runtime state that outlives them.
 pub struct Shared {
-    policy: RwLock<Arc<Policy>>,
+    current: RwLock<Current>,
     pub state: State,
     config_path: PathBuf,
 }
 
 impl Shared {
-    pub fn new(policy: Policy, config_path: PathBuf) -> io::Result<Shared> {
-        let state = runtime_state(&policy)?;
+    pub fn new(loaded: Loaded, config_path: PathBuf) -> io::Result<Shared> {
+        let state = runtime_state(&loaded.policy)?;
         Ok(Shared {
-            policy: RwLock::new(Arc::new(policy)),
+            current: RwLock::new((Arc::new(loaded.server), Arc::new(loaded.policy))),
             state,
             config_path,
         })
     }
 
-    /// The current policy. Cheap: a read lock and an `Arc` clone.
-    pub fn policy(&self) -> Arc<Policy> {
-        match self.policy.read() {
-            Ok(p) => p.clone(),
+    fn current(&self) -> Current {
+        match self.current.read() {
+            Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// The current policy. Cheap: a read lock and an `Arc` clone.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.current().1
+    }
+
+    /// The current server settings (timeouts, error action, ...).
+    pub fn settings(&self) -> Arc<ServerSettings> {
+        self.current().0
     }
 
     /// Reloads the config file; on error the old policy stays. Only the
@@ -57,8 +69,11 @@ impl Shared {
     /// when `[dns]` changed, and cached SPF results when the receiver name
     /// they may have expanded (`%{r}`) changed.
     pub fn reload(&self) -> Result<(), config::ConfigErrors> {
-        let new = config::load(&self.config_path)?;
-        let old = self.policy();
+        let Loaded {
+            server: new_server,
+            policy: new,
+        } = config::load(&self.config_path)?;
+        let (old_server, old) = self.current();
         if new.dns_config != old.dns_config {
             match Resolver::new(&new.dns_config) {
                 Ok(resolver) => self.state.replace_resolver(resolver),
@@ -71,7 +86,7 @@ impl Shared {
         if new.site.spf.receiver != old.site.spf.receiver {
             self.state.spf_results.clear();
         }
-        let (n, o) = (&new.server, &old.server);
+        let (n, o) = (&new_server, &*old_server);
         let restart_only: Vec<&str> = [
             ("server.listen", n.listen != o.listen),
             ("server.socket_mode", n.socket_mode != o.socket_mode),
@@ -95,9 +110,10 @@ impl Shared {
                 restart_only.join(", ")
             );
         }
-        match self.policy.write() {
-            Ok(mut p) => *p = Arc::new(new),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
+        let swapped = (Arc::new(new_server), Arc::new(new));
+        match self.current.write() {
+            Ok(mut c) => *c = swapped,
+            Err(poisoned) => *poisoned.into_inner() = swapped,
         }
         Ok(())
     }
@@ -144,10 +160,10 @@ pub fn log_decision(req: &Request, decision: &Decision) {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(options: ServeOptions) -> io::Result<()> {
     let signals = Signals::new()?;
-    let policy = config::load(&options.config_path)
+    let loaded = config::load(&options.config_path)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    let settings = policy.server.clone();
-    let shared = Arc::new(Shared::new(policy, options.config_path.clone())?);
+    let settings = loaded.server.clone();
+    let shared = Arc::new(Shared::new(loaded, options.config_path.clone())?);
 
     let listeners = if !options.systemd.is_empty() {
         options.systemd.listeners()?
@@ -195,7 +211,7 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
         let _ = task.await;
     }
     tracker.close();
-    let grace = shared.policy().server.shutdown_timeout;
+    let grace = shared.settings().shutdown_timeout;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
             "{} connection(s) still busy after {grace:?}; exiting",
@@ -211,9 +227,9 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
 /// already go to syslog: spawn connects stderr to the client socket.
 pub async fn run_stdio(config_path: PathBuf) -> io::Result<()> {
     let signals = Signals::new()?;
-    let policy = config::load(&config_path)
+    let loaded = config::load(&config_path)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    let shared = Arc::new(Shared::new(policy, config_path)?);
+    let shared = Arc::new(Shared::new(loaded, config_path)?);
     let shutdown = CancellationToken::new();
     let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
     let signal_task = {

@@ -16,6 +16,10 @@ use viaspf::{Config as ViaspfConfig, Sender, SpfResult, SpfResultCause};
 use crate::dns::Resolver;
 use lookup::SpfLookup;
 
+/// Entries of the SPF result cache when `[spf] cache_size` is not given
+/// (the cache is bounded in bytes as well: crate::state::spf_cache).
+pub const SPF_CACHE_ENTRIES: usize = 10_000;
+
 /// Which identity an evaluation concerns (RFC 7208 2.3, 2.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Identity {
@@ -152,7 +156,7 @@ impl Default for SpfSettings {
             helo: ResultActions::default(),
             timeout: Duration::from_secs(20),
             cache_ttl: Duration::from_secs(600),
-            cache_size: crate::state::SPF_CACHE_ENTRIES,
+            cache_size: SPF_CACHE_ENTRIES,
         }
     }
 }
@@ -194,7 +198,7 @@ impl Whitelist {
             }
             let domain = |name: &str| {
                 let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
-                (crate::rules::syntax::valid_hostname(&name) && name.contains('.')).then_some(name)
+                (crate::syntax::valid_hostname(&name) && name.contains('.')).then_some(name)
             };
             let bad = |what: &str| Err((i + 1, format!("{entry:?} is not {what}")));
             let lower = entry.to_ascii_lowercase();
@@ -208,7 +212,7 @@ impl Whitelist {
                     Some(name) => out.ptr_domains.push(name),
                     None => return bad("ptr: followed by a domain"),
                 }
-            } else if let Some(net) = crate::tables::access::parse_network(entry) {
+            } else if let Some(net) = crate::syntax::parse_network(entry) {
                 out.networks.push(net);
             } else if let Some(name) = domain(entry) {
                 out.spf_domains.push(name);

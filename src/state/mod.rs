@@ -14,9 +14,6 @@ use crate::dns::Resolver;
 use spf_cache::SpfCache;
 use transactions::Transactions;
 
-/// Entries of the SPF result cache when `[spf] cache_size` is not given.
-pub const SPF_CACHE_ENTRIES: usize = 10_000;
-
 #[derive(Debug)]
 pub struct State {
     /// Replaced only when a reload changes `[dns]`.

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
-use crate::policy::outcome::{AccessCodes, Outcome, parse_action};
+use crate::syntax::parse_network;
+use crate::vocab::outcome::{AccessCodes, Outcome, parse_action};
 
 /// How keys are matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -251,21 +252,6 @@ fn strip_extension<'a>(local: &'a str, delimiter: &str) -> Option<&'a str> {
     (cut > 0).then(|| &local[..cut])
 }
 
-/// `203.0.113.0/24`, `2001:db8::/32`, or a single address.
-pub fn parse_network(text: &str) -> Option<IpNet> {
-    let text = text.trim();
-    if let Ok(net) = text.parse::<IpNet>() {
-        // Postfix rejects a pattern with host bits set ("non-null host
-        // address bits"); so does rpol, since it is usually a typo.
-        return (net.network() == net.addr()).then_some(net);
-    }
-    let text = text
-        .strip_prefix('[')
-        .and_then(|t| t.strip_suffix(']'))
-        .unwrap_or(text);
-    text.parse::<IpAddr>().ok().map(IpNet::from)
-}
-
 /// The entries of a postmap source file: `key whitespace value`, `#`
 /// comments, blank lines ignored, a line starting with whitespace continues
 /// the previous one (postmap(1) input format).
@@ -296,7 +282,7 @@ pub fn source_lines(text: &str) -> Vec<(usize, String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::reply::Reply;
+    use crate::vocab::reply::Reply;
 
     fn table(text: &str, kind: TableType) -> AccessTable {
         AccessTable::parse(Path::new("t"), text, kind, AccessCodes::default()).unwrap()

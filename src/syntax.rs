@@ -1,6 +1,9 @@
-//! Host name and address syntax as Postfix checks it (util/valid_hostname.c).
+//! Host name, address and network syntax as Postfix checks it
+//! (util/valid_hostname.c, cidr tables).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
 
 /// Longest host name (VALID_HOSTNAME_LEN).
 const MAX_HOSTNAME: usize = 255;
@@ -53,6 +56,21 @@ pub fn address_literal(text: &str) -> Option<IpAddr> {
 /// One trailing dot is removed, as Postfix does before these checks.
 pub fn strip_one_dot(name: &str) -> &str {
     name.strip_suffix('.').unwrap_or(name)
+}
+
+/// `203.0.113.0/24`, `2001:db8::/32`, or a single address.
+pub fn parse_network(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        // Postfix rejects a pattern with host bits set ("non-null host
+        // address bits"); so does rpol, since it is usually a typo.
+        return (net.network() == net.addr()).then_some(net);
+    }
+    let text = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    text.parse::<IpAddr>().ok().map(IpNet::from)
 }
 
 #[cfg(test)]

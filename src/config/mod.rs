@@ -915,17 +915,7 @@ impl Compiler<'_> {
         ] {
             for rule in list {
                 let key = format!("profile.{name}.{stage}");
-                match rules::compile(rule.get_ref(), stage, tables) {
-                    Ok(compiled) if compiled.needs() == Some("logins") && site.logins.is_none() => {
-                        self.error(
-                            rule.span(),
-                            &key,
-                            "needs a login map: set [site] login_map and/or login_from_aliases = true",
-                        )
-                    }
-                    Ok(compiled) if compiled.needs() == Some("egress") && site.egress.is_empty() => {
-                        self.error(rule.span(), &key, "needs [site] egress: the addresses our mail leaves from")
-                    }
+                match rules::compile(rule.get_ref(), stage, tables, site) {
                     Ok(compiled) => stages[stage as usize].push(ChainRule {
                         text: rule
                             .get_ref()

@@ -112,11 +112,15 @@ impl Rule {
         }
     }
 
-    /// Site facts a rule cannot work without, checked by the loader.
-    pub fn needs(&self) -> Option<&'static str> {
+    /// Why the site lacks what this rule cannot work without, if it does.
+    fn missing(&self, site: &Site) -> Option<&'static str> {
         match self {
-            Rule::SenderLoginMismatch(_) => Some("logins"),
-            Rule::CheckOutboundSpf => Some("egress"),
+            Rule::SenderLoginMismatch(_) if site.logins.is_none() => {
+                Some("needs a login map: set [site] login_map and/or login_from_aliases = true")
+            }
+            Rule::CheckOutboundSpf if site.egress.is_empty() => {
+                Some("needs [site] egress: the addresses our mail leaves from")
+            }
             _ => None,
         }
     }
@@ -174,11 +178,12 @@ pub trait TableResolver {
     fn table(&mut self, arg: &str) -> Result<Arc<AccessTable>, String>;
 }
 
-/// Compiles one rule text for `stage`.
+/// Compiles one rule text for `stage`, for a site that has what it needs.
 pub fn compile(
     text: &str,
     stage: Stage,
     tables: &mut dyn TableResolver,
+    site: &Site,
 ) -> Result<Rule, RuleError> {
     let mut words = text.split_whitespace();
     let Some(name) = words.next() else {
@@ -293,7 +298,10 @@ pub fn compile(
         )));
     }
     match (rule, access, args.as_slice()) {
-        (Some(rule), _, []) => Ok(rule),
+        (Some(rule), _, []) => match rule.missing(site) {
+            Some(why) => Err(RuleError(why.into())),
+            None => Ok(rule),
+        },
         (Some(_), _, _) => Err(RuleError(format!("{name} takes no argument"))),
         (None, Some(subject), [table]) => Ok(Rule::CheckAccess {
             subject,

@@ -7,7 +7,23 @@ use crate::tables::AccessTable;
 use crate::vocab::Stage;
 use crate::vocab::outcome::Outcome;
 
-pub fn check_access(ctx: &mut Context<'_>, subject: Stage, table: &AccessTable) -> Outcome {
+pub fn check_client_access(ctx: &mut Context<'_>, table: &AccessTable) -> Outcome {
+    check_access(ctx, Stage::Client, table)
+}
+
+pub fn check_helo_access(ctx: &mut Context<'_>, table: &AccessTable) -> Outcome {
+    check_access(ctx, Stage::Helo, table)
+}
+
+pub fn check_sender_access(ctx: &mut Context<'_>, table: &AccessTable) -> Outcome {
+    check_access(ctx, Stage::Sender, table)
+}
+
+pub fn check_recipient_access(ctx: &mut Context<'_>, table: &AccessTable) -> Outcome {
+    check_access(ctx, Stage::Recipient, table)
+}
+
+fn check_access(ctx: &mut Context<'_>, subject: Stage, table: &AccessTable) -> Outcome {
     let req = ctx.request;
     let site = ctx.site;
     let subdomains = site.access_subdomains;

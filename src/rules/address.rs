@@ -31,7 +31,15 @@ fn domain_of(address: &str) -> Option<&str> {
 /// (empty without `@`) must be a valid host name with a dot; address
 /// literals pass; the null address is not checked. Reply
 /// `$non_fqdn_reject_code 5.5.2 need fully-qualified address`.
-pub fn reject_non_fqdn_address(ctx: &mut Context<'_>, subject: Stage) -> Outcome {
+pub fn reject_non_fqdn_sender(ctx: &mut Context<'_>) -> Outcome {
+    reject_non_fqdn_address(ctx, Stage::Sender)
+}
+
+pub fn reject_non_fqdn_recipient(ctx: &mut Context<'_>) -> Outcome {
+    reject_non_fqdn_address(ctx, Stage::Recipient)
+}
+
+fn reject_non_fqdn_address(ctx: &mut Context<'_>, subject: Stage) -> Outcome {
     let address = address(ctx, subject);
     if address.is_empty() {
         ctx.note(|| "null address: not checked".into());
@@ -55,7 +63,15 @@ pub fn reject_non_fqdn_address(ctx: &mut Context<'_>, subject: Stage) -> Outcome
 /// (recipient) `Domain D does not accept mail (nullMX)`. Not found:
 /// `$unknown_address_reject_code 4.1.8` / `4.1.2 Domain not found`;
 /// temporary failure: `$unknown_address_tempfail_action` with `450`.
-pub async fn reject_unknown_domain(ctx: &mut Context<'_>, subject: Stage) -> Outcome {
+pub async fn reject_unknown_sender_domain(ctx: &mut Context<'_>) -> Outcome {
+    reject_unknown_domain(ctx, Stage::Sender).await
+}
+
+pub async fn reject_unknown_recipient_domain(ctx: &mut Context<'_>) -> Outcome {
+    reject_unknown_domain(ctx, Stage::Recipient).await
+}
+
+async fn reject_unknown_domain(ctx: &mut Context<'_>, subject: Stage) -> Outcome {
     let address = address(ctx, subject);
     let Some(domain) = domain_of(address).map(strip_one_dot) else {
         ctx.note(|| "no domain part: not checked".into());
@@ -99,7 +115,15 @@ fn null_mx_text(domain: &str) -> String {
 /// checked, nor is the null sender. Reply
 /// `$unknown_virtual_mailbox_reject_code` with `5.1.0` (sender) / `5.1.1`
 /// (recipient) `User unknown in virtual mailbox table`.
-pub fn reject_unlisted_address(ctx: &mut Context<'_>, subject: Stage) -> Outcome {
+pub fn reject_unlisted_sender(ctx: &mut Context<'_>) -> Outcome {
+    reject_unlisted_address(ctx, Stage::Sender)
+}
+
+pub fn reject_unlisted_recipient(ctx: &mut Context<'_>) -> Outcome {
+    reject_unlisted_address(ctx, Stage::Recipient)
+}
+
+fn reject_unlisted_address(ctx: &mut Context<'_>, subject: Stage) -> Outcome {
     let address = address(ctx, subject);
     let Some(domain) = domain_of(address) else {
         ctx.note(|| "null address or no domain: not checked".into());

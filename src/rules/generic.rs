@@ -1,13 +1,23 @@
-//! Restrictions that decide without looking at the request: `reject`,
-//! `defer`, `defer_if_permit`, `defer_if_reject` (Postfix generic_checks),
-//! with Postfix's codes and texts.
+//! Restrictions that decide without looking at the request: `permit`,
+//! `dunno`, `reject`, `defer`, `defer_if_permit`, `defer_if_reject`
+//! (Postfix generic_checks), with Postfix's codes and texts.
 
 use super::Context;
 use crate::vocab::outcome::Outcome;
 use crate::vocab::reply::Reply;
 
+/// `permit`: ends this stage (and only this one).
+pub fn permit(_: &mut Context<'_>) -> Outcome {
+    Outcome::Permit
+}
+
+/// `dunno`: on to the next rule.
+pub fn dunno(_: &mut Context<'_>) -> Outcome {
+    Outcome::Dunno
+}
+
 /// `reject`: `$reject_code 5.7.1 Access denied`.
-pub fn reject(ctx: &Context<'_>) -> Outcome {
+pub fn reject(ctx: &mut Context<'_>) -> Outcome {
     Outcome::Reject(Reply::new(
         ctx.site.codes.reject_code,
         "5.7.1",
@@ -16,7 +26,7 @@ pub fn reject(ctx: &Context<'_>) -> Outcome {
 }
 
 /// `defer`: `$defer_code 4.3.2 Try again later`.
-pub fn defer(ctx: &Context<'_>) -> Outcome {
+pub fn defer(ctx: &mut Context<'_>) -> Outcome {
     Outcome::Reject(Reply::new(
         ctx.site.codes.defer_code,
         "4.3.2",
@@ -25,7 +35,7 @@ pub fn defer(ctx: &Context<'_>) -> Outcome {
 }
 
 /// `defer_if_permit`: `$defer_code 4.7.0 defer_if_permit requested`.
-pub fn defer_if_permit(ctx: &Context<'_>) -> Outcome {
+pub fn defer_if_permit(ctx: &mut Context<'_>) -> Outcome {
     Outcome::DeferIfPermit(Reply::new(
         ctx.site.codes.defer_code,
         "4.7.0",
@@ -34,7 +44,7 @@ pub fn defer_if_permit(ctx: &Context<'_>) -> Outcome {
 }
 
 /// `defer_if_reject`: `$defer_code 4.7.0 defer_if_reject requested`.
-pub fn defer_if_reject(ctx: &Context<'_>) -> Outcome {
+pub fn defer_if_reject(ctx: &mut Context<'_>) -> Outcome {
     Outcome::DeferIfReject(Reply::new(
         ctx.site.codes.defer_code,
         "4.7.0",

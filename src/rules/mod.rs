@@ -1,9 +1,11 @@
 //! The rules a chain is made of, with Postfix's restriction names.
 //!
 //! A rule is compiled once from its text (`check_client_access
-//! client_whitelist`) into a [`Rule`]; evaluating it reads the request and
-//! the site facts and returns an [`Outcome`]. Rules never touch sockets.
-//! Adding a rule: one function in its family file, one line in [`compile`].
+//! client_whitelist`) into a [`Rule`]; evaluating it reads the request, the
+//! site facts and the runtime state and returns an [`Outcome`]. Rules never
+//! touch sockets.
+//!
+//! Adding a rule: one function in its family file, one row in [`RULES`].
 
 pub mod access;
 pub mod address;
@@ -16,6 +18,8 @@ pub mod spf;
 pub mod submission;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::dns::Resolver;
@@ -25,40 +29,243 @@ use crate::state::State;
 use crate::tables::AccessTable;
 use crate::vocab::Stage;
 use crate::vocab::outcome::Outcome;
-use submission::LoginCheck;
+use crate::vocab::reply::Reply;
 
-/// One compiled rule.
-#[derive(Debug)]
-pub enum Rule {
-    Permit,
-    Reject,
-    Defer,
-    Dunno,
-    DeferIfPermit,
-    DeferIfReject,
-    PermitMynetworks,
-    PermitSaslAuthenticated,
-    CheckAccess {
-        subject: Stage,
-        table: Arc<AccessTable>,
-    },
-    RejectUnknownClientHostname,
-    RejectUnknownReverseClientHostname,
-    RejectInvalidHeloHostname,
-    RejectNonFqdnHeloHostname,
-    RejectUnknownHeloHostname,
-    /// reject_non_fqdn_sender / _recipient.
-    RejectNonFqdnAddress(Stage),
-    /// reject_unknown_sender_domain / _recipient_domain.
-    RejectUnknownDomain(Stage),
-    /// reject_unlisted_sender / _recipient.
-    RejectUnlistedAddress(Stage),
-    RejectUnauthDestination,
-    DeferUnauthDestination,
-    PermitAuthDestination,
-    CheckSpf,
-    SenderLoginMismatch(submission::LoginCheck),
-    CheckOutboundSpf,
+/// A rule that waits for something (DNS): its future, boxed so that every
+/// rule fits one table.
+pub type Pending<'c> = Pin<Box<dyn Future<Output = Outcome> + Send + 'c>>;
+
+/// How a rule runs, and what argument it takes.
+#[derive(Clone, Copy)]
+pub enum Run {
+    /// Decides at once; no argument.
+    Now(fn(&mut Context<'_>) -> Outcome),
+    /// Waits for lookups; no argument.
+    Later(for<'c, 'a> fn(&'c mut Context<'a>) -> Pending<'c>),
+    /// Consults the access table named by its one argument.
+    Table(fn(&mut Context<'_>, &AccessTable) -> Outcome),
+}
+
+/// Site facts a rule cannot work without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    Nothing,
+    /// A login map (`[site] login_map` and/or `login_from_aliases`).
+    Logins,
+    /// `[site] egress`.
+    Egress,
+}
+
+impl Needs {
+    /// Why `site` cannot serve a rule with this need, if it cannot.
+    fn missing(self, site: &Site) -> Option<&'static str> {
+        match self {
+            Needs::Logins if site.logins.is_none() => {
+                Some("needs a login map: set [site] login_map and/or login_from_aliases = true")
+            }
+            Needs::Egress if site.egress.is_empty() => {
+                Some("needs [site] egress: the addresses our mail leaves from")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One row of the rule table.
+pub struct RuleSpec {
+    /// Postfix's restriction name (lowercase).
+    pub name: &'static str,
+    /// The first stage whose data the rule judges: it may sit there or in
+    /// a later stage (a stage runs only when its data exists).
+    pub earliest: Stage,
+    pub needs: Needs,
+    pub run: Run,
+}
+
+/// Wraps an `async fn(&mut Context) -> Outcome` as a [`Run::Later`].
+macro_rules! later {
+    ($f:path) => {{
+        fn run<'c, 'a>(ctx: &'c mut Context<'a>) -> Pending<'c> {
+            Box::pin($f(ctx))
+        }
+        Run::Later(run)
+    }};
+}
+
+const fn row(name: &'static str, earliest: Stage, run: Run) -> RuleSpec {
+    RuleSpec {
+        name,
+        earliest,
+        needs: Needs::Nothing,
+        run,
+    }
+}
+
+const fn row_needing(name: &'static str, earliest: Stage, needs: Needs, run: Run) -> RuleSpec {
+    RuleSpec {
+        name,
+        earliest,
+        needs,
+        run,
+    }
+}
+
+use Run::{Now, Table};
+use Stage::{Client, Helo, Recipient, Sender};
+
+/// Every rule rpol implements.
+pub const RULES: &[RuleSpec] = &[
+    row("permit", Client, Now(generic::permit)),
+    row("dunno", Client, Now(generic::dunno)),
+    row("reject", Client, Now(generic::reject)),
+    row("defer", Client, Now(generic::defer)),
+    row("defer_if_permit", Client, Now(generic::defer_if_permit)),
+    row("defer_if_reject", Client, Now(generic::defer_if_reject)),
+    row("permit_mynetworks", Client, Now(client::permit_mynetworks)),
+    row(
+        "permit_sasl_authenticated",
+        Client,
+        Now(sasl::permit_sasl_authenticated),
+    ),
+    row(
+        "check_client_access",
+        Client,
+        Table(access::check_client_access),
+    ),
+    row("check_helo_access", Helo, Table(access::check_helo_access)),
+    row(
+        "check_sender_access",
+        Sender,
+        Table(access::check_sender_access),
+    ),
+    row(
+        "check_recipient_access",
+        Recipient,
+        Table(access::check_recipient_access),
+    ),
+    row(
+        "reject_unknown_client_hostname",
+        Client,
+        later!(client::reject_unknown_client_hostname),
+    ),
+    row(
+        "reject_unknown_reverse_client_hostname",
+        Client,
+        later!(client::reject_unknown_reverse_client_hostname),
+    ),
+    row(
+        "reject_invalid_helo_hostname",
+        Helo,
+        Now(helo::reject_invalid_helo_hostname),
+    ),
+    row(
+        "reject_non_fqdn_helo_hostname",
+        Helo,
+        Now(helo::reject_non_fqdn_helo_hostname),
+    ),
+    row(
+        "reject_unknown_helo_hostname",
+        Helo,
+        later!(helo::reject_unknown_helo_hostname),
+    ),
+    row(
+        "reject_non_fqdn_sender",
+        Sender,
+        Now(address::reject_non_fqdn_sender),
+    ),
+    row(
+        "reject_unknown_sender_domain",
+        Sender,
+        later!(address::reject_unknown_sender_domain),
+    ),
+    row(
+        "reject_unlisted_sender",
+        Sender,
+        Now(address::reject_unlisted_sender),
+    ),
+    row(
+        "reject_non_fqdn_recipient",
+        Recipient,
+        Now(address::reject_non_fqdn_recipient),
+    ),
+    row(
+        "reject_unknown_recipient_domain",
+        Recipient,
+        later!(address::reject_unknown_recipient_domain),
+    ),
+    row(
+        "reject_unlisted_recipient",
+        Recipient,
+        Now(address::reject_unlisted_recipient),
+    ),
+    row(
+        "reject_unauth_destination",
+        Recipient,
+        Now(address::reject_unauth_destination),
+    ),
+    row(
+        "defer_unauth_destination",
+        Recipient,
+        Now(address::defer_unauth_destination),
+    ),
+    row(
+        "permit_auth_destination",
+        Recipient,
+        Now(address::permit_auth_destination),
+    ),
+    // Needs HELO and MAIL FROM: the sender stage or later.
+    row("check_spf", Sender, later!(spf::check_spf)),
+    row_needing(
+        "check_outbound_spf",
+        Sender,
+        Needs::Egress,
+        later!(submission::check_outbound_spf),
+    ),
+    row_needing(
+        "reject_authenticated_sender_login_mismatch",
+        Sender,
+        Needs::Logins,
+        Now(submission::reject_authenticated_sender_login_mismatch),
+    ),
+    row_needing(
+        "reject_unauthenticated_sender_login_mismatch",
+        Sender,
+        Needs::Logins,
+        Now(submission::reject_unauthenticated_sender_login_mismatch),
+    ),
+    row_needing(
+        "reject_sender_login_mismatch",
+        Sender,
+        Needs::Logins,
+        Now(submission::reject_sender_login_mismatch),
+    ),
+    row_needing(
+        "reject_known_sender_login_mismatch",
+        Sender,
+        Needs::Logins,
+        Now(submission::reject_known_sender_login_mismatch),
+    ),
+];
+
+/// Postfix's older names for the same restrictions.
+const ALIASES: &[(&str, &str)] = &[
+    ("reject_unknown_client", "reject_unknown_client_hostname"),
+    ("reject_invalid_hostname", "reject_invalid_helo_hostname"),
+    ("reject_non_fqdn_hostname", "reject_non_fqdn_helo_hostname"),
+    ("reject_unknown_hostname", "reject_unknown_helo_hostname"),
+    ("check_recipient_maps", "reject_unlisted_recipient"),
+];
+
+/// One compiled rule: its row, and its table when it takes one.
+pub struct Rule {
+    spec: &'static RuleSpec,
+    table: Option<Arc<AccessTable>>,
+}
+
+impl fmt::Debug for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.spec.name)
+    }
 }
 
 /// What a rule may read while it runs.
@@ -83,45 +290,14 @@ impl Context<'_> {
 
 impl Rule {
     pub async fn evaluate(&self, ctx: &mut Context<'_>) -> Outcome {
-        match self {
-            Rule::Permit => Outcome::Permit,
-            Rule::Reject => generic::reject(ctx),
-            Rule::Defer => generic::defer(ctx),
-            Rule::Dunno => Outcome::Dunno,
-            Rule::DeferIfPermit => generic::defer_if_permit(ctx),
-            Rule::DeferIfReject => generic::defer_if_reject(ctx),
-            Rule::PermitMynetworks => client::permit_mynetworks(ctx),
-            Rule::PermitSaslAuthenticated => sasl::permit_sasl_authenticated(ctx),
-            Rule::CheckAccess { subject, table } => access::check_access(ctx, *subject, table),
-            Rule::RejectUnknownClientHostname => client::reject_unknown_client_hostname(ctx).await,
-            Rule::RejectUnknownReverseClientHostname => {
-                client::reject_unknown_reverse_client_hostname(ctx).await
+        match (self.spec.run, &self.table) {
+            (Run::Now(f), _) => f(ctx),
+            (Run::Later(f), _) => f(ctx).await,
+            (Run::Table(f), Some(table)) => f(ctx, table),
+            // compile() never builds it; refuse rather than let mail through.
+            (Run::Table(_), None) => {
+                Outcome::Reject(Reply::new(451, "4.3.5", "Server configuration error"))
             }
-            Rule::RejectInvalidHeloHostname => helo::reject_invalid_helo_hostname(ctx),
-            Rule::RejectNonFqdnHeloHostname => helo::reject_non_fqdn_helo_hostname(ctx),
-            Rule::RejectUnknownHeloHostname => helo::reject_unknown_helo_hostname(ctx).await,
-            Rule::RejectNonFqdnAddress(s) => address::reject_non_fqdn_address(ctx, *s),
-            Rule::RejectUnknownDomain(s) => address::reject_unknown_domain(ctx, *s).await,
-            Rule::RejectUnlistedAddress(s) => address::reject_unlisted_address(ctx, *s),
-            Rule::RejectUnauthDestination => address::reject_unauth_destination(ctx),
-            Rule::DeferUnauthDestination => address::defer_unauth_destination(ctx),
-            Rule::PermitAuthDestination => address::permit_auth_destination(ctx),
-            Rule::CheckSpf => spf::check_spf(ctx).await,
-            Rule::SenderLoginMismatch(check) => submission::sender_login_mismatch(ctx, *check),
-            Rule::CheckOutboundSpf => submission::check_outbound_spf(ctx).await,
-        }
-    }
-
-    /// Why the site lacks what this rule cannot work without, if it does.
-    fn missing(&self, site: &Site) -> Option<&'static str> {
-        match self {
-            Rule::SenderLoginMismatch(_) if site.logins.is_none() => {
-                Some("needs a login map: set [site] login_map and/or login_from_aliases = true")
-            }
-            Rule::CheckOutboundSpf if site.egress.is_empty() => {
-                Some("needs [site] egress: the addresses our mail leaves from")
-            }
-            _ => None,
         }
     }
 }
@@ -178,6 +354,16 @@ pub trait TableResolver {
     fn table(&mut self, arg: &str) -> Result<Arc<AccessTable>, String>;
 }
 
+/// The row of a rule name (any case, older Postfix names included).
+pub fn spec(name: &str) -> Option<&'static RuleSpec> {
+    let lower = name.to_ascii_lowercase();
+    let name = ALIASES
+        .iter()
+        .find(|(old, _)| *old == lower)
+        .map_or(lower.as_str(), |(_, new)| new);
+    RULES.iter().find(|r| r.name == name)
+}
+
 /// Compiles one rule text for `stage`, for a site that has what it needs.
 pub fn compile(
     text: &str,
@@ -190,125 +376,63 @@ pub fn compile(
         return Err(RuleError("empty rule".into()));
     };
     let args: Vec<&str> = words.collect();
-    let lower = name.to_ascii_lowercase();
-    // (rule without its table, takes a table, earliest stage it can work in)
-    let (rule, access, earliest) = match lower.as_str() {
-        "permit" => (Some(Rule::Permit), None, Stage::Client),
-        "reject" => (Some(Rule::Reject), None, Stage::Client),
-        "defer" => (Some(Rule::Defer), None, Stage::Client),
-        "dunno" => (Some(Rule::Dunno), None, Stage::Client),
-        "defer_if_permit" => (Some(Rule::DeferIfPermit), None, Stage::Client),
-        "defer_if_reject" => (Some(Rule::DeferIfReject), None, Stage::Client),
-        "permit_mynetworks" => (Some(Rule::PermitMynetworks), None, Stage::Client),
-        "permit_sasl_authenticated" => (Some(Rule::PermitSaslAuthenticated), None, Stage::Client),
-        "check_client_access" => (None, Some(Stage::Client), Stage::Client),
-        "check_helo_access" => (None, Some(Stage::Helo), Stage::Helo),
-        "check_sender_access" => (None, Some(Stage::Sender), Stage::Sender),
-        "check_recipient_access" => (None, Some(Stage::Recipient), Stage::Recipient),
-        "reject_unknown_client_hostname" | "reject_unknown_client" => {
-            (Some(Rule::RejectUnknownClientHostname), None, Stage::Client)
+    let Some(spec) = spec(name) else {
+        let lower = name.to_ascii_lowercase();
+        if let Some((_, why)) = REFUSED.iter().find(|(n, _)| *n == lower) {
+            return Err(RuleError(format!("{name}: {why}")));
         }
-        "reject_unknown_reverse_client_hostname" => (
-            Some(Rule::RejectUnknownReverseClientHostname),
-            None,
-            Stage::Client,
-        ),
-        "reject_invalid_helo_hostname" | "reject_invalid_hostname" => {
-            (Some(Rule::RejectInvalidHeloHostname), None, Stage::Helo)
+        if NOT_YET.contains(&lower.as_str()) {
+            return Err(RuleError(format!(
+                "{name}: not implemented by this version of rpol"
+            )));
         }
-        "reject_non_fqdn_helo_hostname" | "reject_non_fqdn_hostname" => {
-            (Some(Rule::RejectNonFqdnHeloHostname), None, Stage::Helo)
-        }
-        "reject_unknown_helo_hostname" | "reject_unknown_hostname" => {
-            (Some(Rule::RejectUnknownHeloHostname), None, Stage::Helo)
-        }
-        "reject_non_fqdn_sender" => (
-            Some(Rule::RejectNonFqdnAddress(Stage::Sender)),
-            None,
-            Stage::Sender,
-        ),
-        "reject_unknown_sender_domain" => (
-            Some(Rule::RejectUnknownDomain(Stage::Sender)),
-            None,
-            Stage::Sender,
-        ),
-        "reject_unlisted_sender" => (
-            Some(Rule::RejectUnlistedAddress(Stage::Sender)),
-            None,
-            Stage::Sender,
-        ),
-        "reject_non_fqdn_recipient" => (
-            Some(Rule::RejectNonFqdnAddress(Stage::Recipient)),
-            None,
-            Stage::Recipient,
-        ),
-        "reject_unknown_recipient_domain" => (
-            Some(Rule::RejectUnknownDomain(Stage::Recipient)),
-            None,
-            Stage::Recipient,
-        ),
-        "reject_unlisted_recipient" | "check_recipient_maps" => (
-            Some(Rule::RejectUnlistedAddress(Stage::Recipient)),
-            None,
-            Stage::Recipient,
-        ),
-        "reject_unauth_destination" => {
-            (Some(Rule::RejectUnauthDestination), None, Stage::Recipient)
-        }
-        "defer_unauth_destination" => (Some(Rule::DeferUnauthDestination), None, Stage::Recipient),
-        "permit_auth_destination" => (Some(Rule::PermitAuthDestination), None, Stage::Recipient),
-        // Needs HELO and MAIL FROM: the sender stage or later.
-        "check_spf" => (Some(Rule::CheckSpf), None, Stage::Sender),
-        "check_outbound_spf" => (Some(Rule::CheckOutboundSpf), None, Stage::Sender),
-        "reject_authenticated_sender_login_mismatch" => (
-            Some(Rule::SenderLoginMismatch(LoginCheck::Authenticated)),
-            None,
-            Stage::Sender,
-        ),
-        "reject_unauthenticated_sender_login_mismatch" => (
-            Some(Rule::SenderLoginMismatch(LoginCheck::Unauthenticated)),
-            None,
-            Stage::Sender,
-        ),
-        "reject_sender_login_mismatch" => (
-            Some(Rule::SenderLoginMismatch(LoginCheck::Both)),
-            None,
-            Stage::Sender,
-        ),
-        "reject_known_sender_login_mismatch" => (
-            Some(Rule::SenderLoginMismatch(LoginCheck::Known)),
-            None,
-            Stage::Sender,
-        ),
-        _ => {
-            if let Some((_, why)) = REFUSED.iter().find(|(n, _)| *n == lower) {
-                return Err(RuleError(format!("{name}: {why}")));
-            }
-            if NOT_YET.contains(&lower.as_str()) {
-                return Err(RuleError(format!(
-                    "{name}: not implemented by this version of rpol"
-                )));
-            }
-            return Err(RuleError(format!("unknown rule {name:?}")));
-        }
+        return Err(RuleError(format!("unknown rule {name:?}")));
     };
+    let earliest = spec.earliest;
     if stage < earliest {
         return Err(RuleError(format!(
             "{name} cannot work in the {stage} stage: it needs the {earliest} data, which the {stage} stage runs without (use it in the {earliest} stage or later)"
         )));
     }
-    match (rule, access, args.as_slice()) {
-        (Some(rule), _, []) => match rule.missing(site) {
-            Some(why) => Err(RuleError(why.into())),
-            None => Ok(rule),
-        },
-        (Some(_), _, _) => Err(RuleError(format!("{name} takes no argument"))),
-        (None, Some(subject), [table]) => Ok(Rule::CheckAccess {
-            subject,
-            table: tables.table(table).map_err(RuleError)?,
-        }),
-        (None, _, _) => Err(RuleError(format!(
-            "{name} takes exactly one table argument"
-        ))),
+    let table = match (spec.run, args.as_slice()) {
+        (Run::Table(_), [table]) => Some(tables.table(table).map_err(RuleError)?),
+        (Run::Table(_), _) => {
+            return Err(RuleError(format!(
+                "{name} takes exactly one table argument"
+            )));
+        }
+        (_, []) => None,
+        (_, _) => return Err(RuleError(format!("{name} takes no argument"))),
+    };
+    if let Some(why) = spec.needs.missing(site) {
+        return Err(RuleError(why.into()));
+    }
+    Ok(Rule { spec, table })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_name_is_unique_lowercase_and_aliases_resolve() {
+        for (i, r) in RULES.iter().enumerate() {
+            assert_eq!(r.name, r.name.to_ascii_lowercase());
+            assert!(
+                RULES[..i].iter().all(|o| o.name != r.name),
+                "{} twice",
+                r.name
+            );
+            assert!(!REFUSED.iter().any(|(n, _)| *n == r.name));
+            assert!(!NOT_YET.contains(&r.name));
+        }
+        for (old, new) in ALIASES {
+            assert_eq!(spec(old).map(|s| s.name), Some(*new));
+        }
+        assert_eq!(
+            spec("Permit_MyNetworks").map(|s| s.name),
+            Some("permit_mynetworks")
+        );
+        assert!(spec("no_such_rule").is_none());
     }
 }

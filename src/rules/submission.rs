@@ -41,7 +41,7 @@ fn not_logged_in() -> Outcome {
 
 /// Which Postfix sender-login restriction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoginCheck {
+enum LoginCheck {
     /// reject_authenticated_sender_login_mismatch: authenticated clients
     /// may send only as addresses their login owns (unlisted ones fail too).
     Authenticated,
@@ -58,7 +58,23 @@ pub enum LoginCheck {
 /// Postfix's `*_sender_login_mismatch` restrictions: `553 5.7.1 not owned
 /// by user LOGIN` / `553 5.7.1 not logged in`. The null sender is not
 /// checked.
-pub fn sender_login_mismatch(ctx: &mut Context<'_>, check: LoginCheck) -> Outcome {
+pub fn reject_authenticated_sender_login_mismatch(ctx: &mut Context<'_>) -> Outcome {
+    sender_login_mismatch(ctx, LoginCheck::Authenticated)
+}
+
+pub fn reject_unauthenticated_sender_login_mismatch(ctx: &mut Context<'_>) -> Outcome {
+    sender_login_mismatch(ctx, LoginCheck::Unauthenticated)
+}
+
+pub fn reject_sender_login_mismatch(ctx: &mut Context<'_>) -> Outcome {
+    sender_login_mismatch(ctx, LoginCheck::Both)
+}
+
+pub fn reject_known_sender_login_mismatch(ctx: &mut Context<'_>) -> Outcome {
+    sender_login_mismatch(ctx, LoginCheck::Known)
+}
+
+fn sender_login_mismatch(ctx: &mut Context<'_>, check: LoginCheck) -> Outcome {
     if ctx.request.sender.is_empty() {
         ctx.note(|| "null sender: not checked".into());
         return Outcome::Dunno;

@@ -305,7 +305,9 @@ where
                 // specified number of high-order bits of <ip> and the IP
                 // address are compared for equality.’
                 Some(len) => {
-                    let mask = u32::MAX << (32 - len.get());
+                    // rpol: a /0 prefix shifts by 32, which overflows (panic
+                    // in debug builds, /32 in release builds); /0 is no bits.
+                    let mask = u32::MAX.checked_shl(32 - u32::from(len.get())).unwrap_or(0);
                     (u32::from(network_addr) & mask) == (u32::from(ip) & mask)
                 }
             }
@@ -314,7 +316,8 @@ where
             match prefix_len.and_then(|l| l.into().ip6()) {
                 None => network_addr == ip,
                 Some(len) => {
-                    let mask = u128::MAX << (128 - len.get());
+                    // rpol: as for IPv4, //0 must not shift by 128.
+                    let mask = u128::MAX.checked_shl(128 - u32::from(len.get())).unwrap_or(0);
                     (u128::from(network_addr) & mask) == (u128::from(ip) & mask)
                 }
             }
@@ -613,6 +616,39 @@ mod tests {
             Some(Ip4CidrLength::new(24).unwrap()),
             IpAddr::from([123, 12, 12, 98]),
         ));
+    }
+
+    // rpol: /0 matches every address of its family, in debug and release
+    // builds alike; the other extremes keep their meaning.
+    #[test]
+    fn is_in_network_prefix_extremes() {
+        use crate::record::Ip6CidrLength;
+        let ip4 = |len| Some(Ip4CidrLength::new(len).unwrap());
+        let ip6 = |len| Some(Ip6CidrLength::new(len).unwrap());
+        let v4 = |a: [u8; 4]| IpAddr::from(a);
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+
+        assert!(is_in_network(v4([0, 0, 0, 0]), ip4(0), v4([203, 0, 113, 7])));
+        assert!(is_in_network(v4([0, 0, 0, 0]), ip4(0), v4([255, 255, 255, 255])));
+        assert!(is_in_network(v4([198, 51, 100, 1]), ip4(0), v4([0, 0, 0, 0])));
+        assert!(is_in_network(v4([0, 0, 0, 0]), ip4(1), v4([127, 255, 255, 255])));
+        assert!(!is_in_network(v4([0, 0, 0, 0]), ip4(1), v4([128, 0, 0, 0])));
+        assert!(is_in_network(v4([128, 0, 0, 0]), ip4(1), v4([203, 0, 113, 7])));
+        assert!(is_in_network(v4([203, 0, 113, 7]), ip4(32), v4([203, 0, 113, 7])));
+        assert!(!is_in_network(v4([203, 0, 113, 7]), ip4(32), v4([203, 0, 113, 6])));
+
+        assert!(is_in_network(v6("::"), ip6(0), v6("2001:db8::1")));
+        assert!(is_in_network(v6("::"), ip6(0), v6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")));
+        assert!(is_in_network(v6("2001:db8::"), ip6(0), v6("::")));
+        assert!(is_in_network(v6("::"), ip6(1), v6("7fff::1")));
+        assert!(!is_in_network(v6("::"), ip6(1), v6("8000::")));
+        assert!(is_in_network(v6("8000::"), ip6(1), v6("fe80::1")));
+        assert!(is_in_network(v6("2001:db8::1"), ip6(128), v6("2001:db8::1")));
+        assert!(!is_in_network(v6("2001:db8::1"), ip6(128), v6("2001:db8::2")));
+
+        // A prefix of the other family does not apply; families never match.
+        assert!(!is_in_network(v4([0, 0, 0, 0]), ip4(0), v6("::ffff:203.0.113.7")));
+        assert!(!is_in_network(v6("::"), ip6(0), v4([203, 0, 113, 7])));
     }
 
     #[test]

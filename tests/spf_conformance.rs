@@ -53,10 +53,6 @@ const SUITE: &str = concat!(
 /// allows: an entry that passes again fails the test too.
 const KNOWN: &[(&str /* test name */, &str /* reason */)] = &[
     (
-        "exp-only-macro-char",
-        "viaspf expands %{r} in the exp= domain-spec; RFC 7208 7.1 allows c, r, t only in explanation text (permerror)",
-    ),
-    (
         "v-macro-ip6",
         "viaspf writes %{i} IPv6 nibbles in lower case, as RFC 7208 7.4's own example does; the suite expects upper case",
     ),

@@ -106,3 +106,56 @@ async fn lookup_count_reset_before_exp_evaluation() {
         SpfResult::Fail(ExplanationString::External("failure".into()))
     );
 }
+
+// rpol: §7.1 allows the c, r, t macros only in explanation text; in the exp=
+// domain-spec they make the record's fail a permerror (RFC 7208 test suite
+// case exp-only-macro-char). In the fetched explanation text they expand.
+#[tokio::test]
+async fn explain_only_macro_in_exp_domain_spec() {
+    for domain_spec in ["%{r}.example.com", "%{c}.example.com", "%{t}.example.com"] {
+        let record = format!("v=spf1 -all exp={domain_spec}");
+        let lookup = MockLookup::new().with_lookup_txt(move |name| match name.as_str() {
+            "example.com." => Ok(vec![record.clone()]),
+            // What a wrongly expanded domain-spec would find.
+            _ => Ok(vec!["expanded".into()]),
+        });
+        let config = Config::builder().hostname("mx.example.org").build();
+
+        let result = evaluate_sender(
+            &lookup,
+            &config,
+            IpAddr::from([12, 34, 56, 78]),
+            &"amy@example.com".parse().unwrap(),
+            None,
+        )
+        .await;
+
+        assert_eq!(result.spf_result, SpfResult::Permerror, "exp={domain_spec}");
+        assert_eq!(
+            result.cause,
+            Some(SpfResultCause::Error(ErrorCause::InvalidTargetDomain)),
+            "exp={domain_spec}"
+        );
+    }
+
+    let lookup = MockLookup::new().with_lookup_txt(|name| match name.as_str() {
+        "example.com." => Ok(vec!["v=spf1 -all exp=%{d}._exp.example.com".into()]),
+        "example.com._exp.example.com." => Ok(vec!["%{c} is not %{r}".into()]),
+        _ => Err(LookupError::NoRecords),
+    });
+    let config = Config::builder().hostname("mx.example.org").build();
+
+    let result = evaluate_sender(
+        &lookup,
+        &config,
+        IpAddr::from([12, 34, 56, 78]),
+        &"amy@example.com".parse().unwrap(),
+        None,
+    )
+    .await;
+
+    assert_eq!(
+        result.spf_result,
+        SpfResult::Fail(ExplanationString::External("12.34.56.78 is not mx.example.org".into()))
+    );
+}

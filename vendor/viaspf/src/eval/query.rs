@@ -315,6 +315,12 @@ impl QueryState {
         self.eval_explain_string
     }
 
+    // rpol: lets the exp= domain-spec be expanded as a domain-spec, without
+    // the explain-only macros c, r, t (§7.1).
+    pub fn set_eval_explain_string(&mut self, explain_string: bool) {
+        self.eval_explain_string = explain_string;
+    }
+
     pub fn reset_for_explain_string(&mut self) {
         self.lookup_count = Default::default();
         self.void_lookup_count = Default::default();

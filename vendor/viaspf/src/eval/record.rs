@@ -69,8 +69,15 @@ impl Evaluate for SpfRecord {
                     let spf_result = match directive.qualifier.unwrap_or_default() {
                         Qualifier::Pass => SpfResult::Pass,
                         Qualifier::Fail => {
-                            let e = compute_explanation(explanation, query, resolver).await;
-                            SpfResult::Fail(e)
+                            match compute_explanation(explanation, query, resolver).await {
+                                Ok(e) => SpfResult::Fail(e),
+                                // rpol: an invalid macro in the exp= domain-spec
+                                // is an error of the record, not of the DNS.
+                                Err(e) => {
+                                    query.result_cause = e.to_error_cause().map(From::from);
+                                    e.to_spf_result()
+                                }
+                            }
                         }
                         Qualifier::Neutral => SpfResult::Neutral,
                         Qualifier::Softfail => SpfResult::Softfail,
@@ -165,15 +172,17 @@ fn get_explanation(record: &SpfRecord) -> Result<Option<&Explanation>, Vec<Expla
     }
 }
 
+// rpol: returns an error (a permerror) for a c, r or t macro in the exp=
+// domain-spec (§7.1); any other failure still gives the default explanation.
 async fn compute_explanation(
     explanation: Option<&Explanation>,
     query: &mut Query<'_>,
     resolver: &Resolver<'_>,
-) -> ExplanationString {
+) -> Result<ExplanationString, EvalError> {
     // §6.2: ‘During recursion into an "include" mechanism, an "exp" modifier
     // from the <target-name> MUST NOT be used.’
     if query.state.is_included_query() {
-        return Default::default();  // placeholder value, to be discarded
+        return Ok(Default::default());  // placeholder value, to be discarded
     }
 
     // §4.6.4: ‘the "exp" modifier -- do[es] not cause DNS queries at the time
@@ -184,7 +193,7 @@ async fn compute_explanation(
     // exceeded in normal circumstances.
     query.state.reset_for_explain_string();
 
-    match explanation {
+    Ok(match explanation {
         None => {
             trace!(query, Tracepoint::DefaultExplanation);
             ExplanationString::Default
@@ -195,12 +204,14 @@ async fn compute_explanation(
                 trace!(query, Tracepoint::ExplanationStringResult(explanation_string.clone()));
                 explanation_string
             }
+            // rpol: §7.1, see above.
+            Err(e @ EvalError::InvalidMacroInDomainSpec(_)) => return Err(e),
             Err(e) => {
                 trace!(query, Tracepoint::ExplanationStringErrorResult(e));
                 ExplanationString::Default
             }
         },
-    }
+    })
 }
 
 #[cfg(test)]

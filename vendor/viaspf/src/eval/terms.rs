@@ -422,7 +422,13 @@ impl EvaluateToString for Explanation {
     ) -> EvalResult<String> {
         trace!(query, Tracepoint::EvaluateExplanation(self.clone()));
 
-        let target_name = get_target_name(&self.domain_spec, query, resolver).await?;
+        // rpol: the exp= <domain-spec> is a domain-spec, not explanation text:
+        // §7.1 allows the c, r, t macros "only in "exp" text", so expanding it
+        // with one of them is an error (a permerror, see compute_explanation).
+        query.state.set_eval_explain_string(false);
+        let target_name = get_target_name(&self.domain_spec, query, resolver).await;
+        query.state.set_eval_explain_string(true);
+        let target_name = target_name?;
         trace!(query, Tracepoint::TargetName(target_name.clone()));
 
         // §6.2: ‘The fetched TXT record's strings are concatenated with no

@@ -53,10 +53,6 @@ const SUITE: &str = concat!(
 /// allows: an entry that passes again fails the test too.
 const KNOWN: &[(&str /* test name */, &str /* reason */)] = &[
     (
-        "v-macro-ip6",
-        "viaspf writes %{i} IPv6 nibbles in lower case, as RFC 7208 7.4's own example does; the suite expects upper case",
-    ),
-    (
         "dorky-sentinel",
         "viaspf's Sender takes only RFC 5321 local parts; `Macro Error@e8.example.com` is refused, so rpol says none \
          (RFC 7208 sets no syntax for the local part; quoting it would put the quotes into %{l})",

@@ -77,8 +77,20 @@ async fn expansion_examples() {
         "example.com.trusted-domains.example.net"
     );
 
+    // rpol: nibbles are written in upper case (RPOL-CHANGES.md); as a DNS
+    // name the expansion is §7.4's, which prints them in lower case.
+    let ipv6 = exp.macro_string_ipv6("%{ir}.%{v}._spf.%{d2}").await;
     assert_eq!(
-        exp.macro_string_ipv6("%{ir}.%{v}._spf.%{d2}").await,
+        ipv6,
+        "1.0.B.C.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.B.D.0.1.0.0.2.ip6._spf.example.com"
+    );
+    assert!(ipv6.eq_ignore_ascii_case(
         "1.0.b.c.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6._spf.example.com"
+    ));
+    // The c macro keeps the RFC 5952 text form (lower case, compressed).
+    assert_eq!(exp.macro_string_ipv6("%{c}").await, "2001:db8::cb01");
+    assert_eq!(
+        exp.macro_string_ipv6("%{i}").await,
+        "2.0.0.1.0.D.B.8.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.C.B.0.1"
     );
 }

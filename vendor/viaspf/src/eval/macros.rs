@@ -203,13 +203,17 @@ impl EvaluateToString for Macro {
     }
 }
 
+// rpol: IPv6 nibbles in upper case. §7.3 sets no case for the dot-format, and
+// DNS names compare case-insensitively, so lookups are unchanged; the case
+// shows only in explanation text, where the RFC 7208 test suite (v-macro-ip6)
+// and pyspf write upper case, as RFC 4408's example (8.1) did.
 fn to_dot_format_string(addr: IpAddr) -> String {
     match addr {
         IpAddr::V4(addr) => addr.to_string(),
         IpAddr::V6(addr) => addr
             .octets()
             .iter()
-            .map(|o| format!("{:x}.{:x}", o >> 4, o & 0xf))
+            .map(|o| format!("{:X}.{:X}", o >> 4, o & 0xf))
             .collect::<Vec<_>>()
             .join("."),
     }

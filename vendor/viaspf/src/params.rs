@@ -62,9 +62,14 @@ impl Sender {
     /// Creates a new `Sender` from either a MAIL FROM identity (an email
     /// address) or a HELO identity (a domain name).
     ///
+    /// An email address is split at its last `@`. The local-part may be any
+    /// non-empty string: RFC 7208 gives it no syntax, and uses it only in the
+    /// `l` and `s` macros.
+    ///
     /// # Errors
     ///
-    /// If the given string cannot be parsed, an error is returned.
+    /// If the given string cannot be parsed (an empty local-part, or a domain
+    /// part that is not a valid domain name), an error is returned.
     ///
     /// # Examples
     ///
@@ -80,7 +85,14 @@ impl Sender {
     pub fn new(sender: &str) -> Result<Self, ParseParamError> {
         let (local_part, domain) = match sender.rsplit_once('@') {
             Some((local_part, domain)) => {
-                if !is_local_part(local_part) {
+                // rpol: any non-empty local-part is taken as it is. RFC 7208
+                // sets no syntax for it (the RFC 5321 check refused senders
+                // such as `x y@example.org`, `a..b@`, `.a@` or a 65-octet
+                // local-part, which then had no SPF result at all); it only
+                // feeds the `l` and `s` macros, whose uppercase forms are
+                // URL-escaped. The empty local-part (`@example.org`) is still
+                // refused: §4.3 makes it `postmaster`, see `from_domain`.
+                if local_part.is_empty() {
                     return Err(ParseParamError);
                 }
                 (local_part, domain)
@@ -152,76 +164,9 @@ impl Display for Sender {
     }
 }
 
-// ‘local-part’ is defined in RFC 5321, §4.1.2. Modifications for
-// internationalisation are in RFC 6531, §3.3. An older summary can be found in
-// RFC 3696, §3.
-fn is_local_part(s: &str) -> bool {
-    // See RFC 5321, §4.5.3.1.1.
-    if s.len() > 64 {
-        return false;
-    }
-
-    if s.starts_with('"') {
-        is_quoted_string(s)
-    } else {
-        is_dot_string(s)
-    }
-}
-
-fn is_quoted_string(s: &str) -> bool {
-    fn is_qtext_smtp(c: char) -> bool {
-        c == ' ' || c.is_ascii_graphic() && !matches!(c, '"' | '\\') || !c.is_ascii()
-    }
-
-    if s.starts_with('"') && s.ends_with('"') && s.len() >= 2 {
-        let mut quoted = false;
-        for c in s[1..(s.len() - 1)].chars() {
-            if quoted {
-                if c == ' ' || c.is_ascii_graphic() {
-                    quoted = false;
-                } else {
-                    return false;
-                }
-            } else if c == '\\' {
-                quoted = true;
-            } else if !is_qtext_smtp(c) {
-                return false;
-            }
-        }
-        !quoted
-    } else {
-        false
-    }
-}
-
-fn is_dot_string(s: &str) -> bool {
-    // See RFC 5322, §3.2.3, with the modifications in RFC 6531, §3.3.
-    fn is_atext(c: char) -> bool {
-        c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                '!' | '#' | '$' | '%' | '&' | '\'' | '*' | '+' | '-' | '/' | '=' | '?' | '^' | '_'
-                    | '`' | '{' | '|' | '}' | '~'
-            )
-            || !c.is_ascii()
-    }
-
-    let mut dot = true;
-    for c in s.chars() {
-        if dot {
-            if is_atext(c) {
-                dot = false;
-            } else {
-                return false;
-            }
-        } else if c == '.' {
-            dot = true;
-        } else if !is_atext(c) {
-            return false;
-        }
-    }
-    !dot
-}
+// rpol: the RFC 5321 local-part syntax check (`is_local_part`,
+// `is_quoted_string`, `is_dot_string`) is removed with its use in
+// `Sender::new`, see there.
 
 /// A syntactically valid, normalised domain name.
 ///
@@ -333,48 +278,53 @@ mod tests {
         assert_eq!(Sender::new(""), Err(ParseParamError));
     }
 
+    // rpol: RFC 7208 sets no syntax for the local-part; any non-empty one is
+    // taken as it is, split from the domain at the last `@`.
     #[test]
-    fn is_local_part_ok() {
-        assert!(is_local_part("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"));
-        assert!(!is_local_part("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"));
+    fn sender_with_any_local_part() {
+        let long = "x".repeat(65);
+        for local_part in [
+            "x y",
+            "a..b",
+            ".a",
+            "a.",
+            "Macro Error",
+            long.as_str(),
+            "\"x y\"",
+            "\"",
+            "a@b",
+            "\"a@b\"",
+            "<>",
+            "tab\there",
+            "ü",
+        ] {
+            let address = format!("{local_part}@example.org");
+            let sender = Sender::new(&address).unwrap();
+            assert_eq!(sender.local_part(), local_part, "{address}");
+            assert_eq!(sender.domain().to_string(), "example.org", "{address}");
+            assert_eq!(sender.to_string(), address);
+            assert_eq!(Sender::from_address(&address), Ok(sender));
+        }
 
-        assert!(is_local_part(r#""""#));
-        assert!(!is_local_part(r#"""#));
-        assert!(is_local_part(r#""xy""#));
-        assert!(is_local_part(r#""𝔵𝔶""#));
-        assert!(is_local_part(r#""@""#));
-        assert!(is_local_part(r#""x y""#));
-        assert!(is_local_part(r#""\x""#));
-        assert!(!is_local_part(r#""\𝔵""#));
-        assert!(is_local_part(r#""\"""#));
-        assert!(!is_local_part(r#""x\""#));
-        assert!(!is_local_part(r#"""""#));
+        // The domain part is still a domain name.
+        assert_eq!(Sender::new("x y@[12.34.56.78]"), Err(ParseParamError));
+        assert_eq!(Sender::new("x y@exa mple.org"), Err(ParseParamError));
+        assert_eq!(Sender::new("a@b@"), Err(ParseParamError));
 
-        assert!(!is_local_part(""));
-        assert!(!is_local_part("."));
-        assert!(!is_local_part(".x"));
-        assert!(!is_local_part("x."));
-        assert!(is_local_part("x"));
-        assert!(is_local_part("xy"));
-        assert!(is_local_part("xy.z"));
-        assert!(is_local_part("xy.z+tag"));
-        assert!(!is_local_part("xy..z"));
-        assert!(is_local_part("겫13.12겫"));
+        // An empty local-part is refused: §4.3's "postmaster" is the caller's
+        // to supply (`from_domain`).
+        assert_eq!(Sender::new("@example.org"), Err(ParseParamError));
+        assert_eq!(Sender::from_address("@example.org"), Err(ParseParamError));
     }
 
+    // rpol: pins down (unchanged) behaviour rpol relies on: one trailing dot on
+    // the domain is accepted and dropped, two are refused.
     #[test]
-    fn is_local_part_rfc3696_ok() {
-        // Examples from RFC 3696, §3 (with errata!).
-        assert!(is_local_part(r#""Abc\@def""#));
-        assert!(is_local_part(r#""Fred\ Bloggs""#));
-        assert!(is_local_part(r#""Joe.\\Blow""#));
-        assert!(is_local_part(r#""Abc@def""#));
-        assert!(is_local_part(r#""Fred Bloggs""#));
-
-        assert!(is_local_part("user+mailbox"));
-        assert!(is_local_part("customer/department=shipping"));
-        assert!(is_local_part("$A12345"));
-        assert!(is_local_part("!def!xyz%abc"));
-        assert!(is_local_part("_somename"));
+    fn sender_domain_with_trailing_dot() {
+        let sender = Sender::new("x y@Example.ORG.").unwrap();
+        assert_eq!(sender.domain(), &DomainName::new("example.org").unwrap());
+        assert_eq!(sender.to_string(), "x y@example.org");
+        assert_eq!(Sender::from_domain("example.org.").unwrap().to_string(), "postmaster@example.org");
+        assert_eq!(Sender::new("amy@example.org.."), Err(ParseParamError));
     }
 }

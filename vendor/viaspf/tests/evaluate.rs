@@ -173,3 +173,40 @@ async fn spf_record_with_invalid_syntax() {
         Some(SpfResultCause::Error(ErrorCause::InvalidSpfRecordSyntax))
     );
 }
+
+// rpol: a local-part outside RFC 5321 syntax is evaluated like any other: the
+// domain's `-all` fails it, and the `l` macro carries it as it is (RFC 7208
+// test suite case dorky-sentinel: "Spaces are allowed in local-part").
+#[tokio::test]
+async fn evaluate_any_local_part() {
+    let lookup = MockLookup::new().with_lookup_txt(|name| match name.as_str() {
+        "example.com." => {
+            Ok(vec!["v=spf1 exists:%{l}.lp.example.com -all exp=exp.example.com".into()])
+        }
+        "exp.example.com." => Ok(vec!["%{l} in implementation, %{L}".into()]),
+        _ => Err(LookupError::NoRecords),
+    });
+
+    let long = "x".repeat(65);
+    for local_part in ["Macro Error", "a..b", ".a", long.as_str(), "\"x y\""] {
+        let sender = Sender::new(&format!("{local_part}@example.com")).unwrap();
+
+        let result = evaluate_sender(
+            &lookup,
+            &Default::default(),
+            IpAddr::from([1, 2, 3, 4]),
+            &sender,
+            None,
+        )
+        .await;
+
+        let escaped = local_part.replace(' ', "%20").replace('"', "%22");
+        assert_eq!(
+            result.spf_result,
+            SpfResult::Fail(ExplanationString::External(format!(
+                "{local_part} in implementation, {escaped}"
+            ))),
+            "{local_part}"
+        );
+    }
+}

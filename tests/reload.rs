@@ -1,6 +1,9 @@
 //! Site files and tables are reloaded when they change, without SIGHUP; a
-//! file that disappears keeps the old data and logs the error.
+//! file that disappears keeps the old data and logs the error; a reload
+//! keeps the runtime state.
 
+#[path = "support/dns.rs"]
+mod dns;
 #[path = "support/rpol.rs"]
 mod rpol;
 
@@ -106,4 +109,63 @@ fn changed_files_are_reloaded_and_a_missing_one_keeps_the_old_data() {
         ask(&mut rpol.connect(), &rcpt("sales@example.com")),
         response(blocked)
     );
+}
+
+/// A reload swaps the policy, never the runtime state: what a transaction
+/// was already sent (an access table's PREPEND, its Received-SPF) is not
+/// sent again after a reload.
+#[test]
+fn a_reload_keeps_what_each_transaction_was_sent() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut zones = dns::DEFAULT_ZONES.to_vec();
+    zones.push(("spftest.", include_str!("zones/spftest.zone")));
+    let dns = runtime.block_on(dns::TestDns::start(&zones));
+    let config = format!(
+        "[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n\
+         [spf]\nreceiver = \"mx.example.com\"\n\
+         [tables]\nsenders = \"senders\"\n\
+         [profile.mx]\nsender = [\"check_sender_access senders\", \"check_spf\"]\n",
+        dns.addr
+    );
+    let rpol = Setup::new(&config)
+        .file("senders", "pass.spftest PREPEND X-Tag: partner\n")
+        .start();
+    let rcpt = |to: &'static str| {
+        vec![
+            ("protocol_state", "RCPT"),
+            ("client_address", "203.0.113.10"),
+            ("helo_name", "mail.good.example"),
+            ("sender", "someone@pass.spftest"),
+            ("recipient", to),
+            ("instance", "r.1"),
+        ]
+    };
+    let reload = |rpol: &rpol::Rpol| {
+        let from = rpol.stderr().len();
+        rpol.signal(libc::SIGHUP);
+        rpol.wait_for_log("SIGHUP: reloaded", from);
+    };
+    // RCPT 1 carries the table's header; Received-SPF waits (one action
+    // per response).
+    assert_eq!(
+        ask(&mut rpol.connect(), &rcpt("a@example.com")),
+        response("PREPEND X-Tag: partner")
+    );
+    reload(&rpol);
+    // RCPT 2, after the reload: not X-Tag again, but the Received-SPF.
+    assert_eq!(
+        ask(&mut rpol.connect(), &rcpt("b@example.com")),
+        response(
+            "PREPEND Received-SPF: pass (mx.example.com: domain of someone@pass.spftest designates \
+             203.0.113.10 as permitted sender) client-ip=203.0.113.10; envelope-from=\"someone@pass.spftest\"; \
+             helo=mail.good.example; receiver=mx.example.com; identity=mailfrom; mechanism=\"ip4:203.0.113.0/24\";"
+        )
+    );
+    reload(&rpol);
+    // RCPT 3: both went out already.
+    assert_eq!(
+        ask(&mut rpol.connect(), &rcpt("c@example.com")),
+        response("DUNNO")
+    );
+    drop(dns);
 }

@@ -7,6 +7,7 @@
 //! [`rules`] (which read [`tables`] and the [`dns`]), and the
 //! [`policy::Decision`] goes back as `action=...`.
 
+pub mod bounded;
 pub mod config;
 pub mod dns;
 pub mod log;

@@ -71,7 +71,10 @@ fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
     }
     if args.check_config {
         return match config::load(&args.config) {
-            Ok(_) => {
+            Ok(loaded) => {
+                for warning in loaded.policy.warnings() {
+                    eprintln!("{}: warning: {warning}", args.config.display());
+                }
                 println!("{}: ok", args.config.display());
                 Ok(ExitCode::SUCCESS)
             }

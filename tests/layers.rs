@@ -9,7 +9,7 @@ use std::path::Path;
 /// own layer or above.
 const LAYERS: &[&[&str]] = &[
     // Words: the request, syntax, the vocabulary of verdicts, logging.
-    &["protocol", "syntax", "log"],
+    &["protocol", "syntax", "log", "bounded"],
     &["vocab"],
     // Facts and lookups: DNS, tables, SPF evaluation.
     &["dns", "tables"],

@@ -28,7 +28,7 @@ match = { server_port = 587 }
 client = ["permit_sasl_authenticated", "reject"]
 
 [profile.default]
-client = []
+client = ["dunno"]
 "#;
 
 /// The default error action (`[server] error_action` unset).

@@ -1,5 +1,6 @@
-//! The resolver's cache: an entry-bounded LRU of outcomes with their
-//! expiry, plus the table of queries in flight, and the TTL clamping rules.
+//! The resolver's cache: an LRU of outcomes with their expiry, bounded in
+//! entries and in bytes, plus the table of queries in flight, and the TTL
+//! clamping rules.
 //!
 //! Only definite answers are cached (records, NXDOMAIN, NODATA). Temporary
 //! failures are not: a SERVFAIL or timeout is usually transient, and caching
@@ -8,13 +9,17 @@
 //! (concurrent lookups share the one query that is failing).
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
-use lru::LruCache;
 use tokio::sync::watch;
 
-use super::{Outcome, RecordKind};
+use super::{Answer, Outcome, RecordKind};
+use crate::bounded::BoundedLru;
+
+/// Bytes of memory the DNS cache may use whatever `[dns] cache_size` says:
+/// the names queried come from clients (HELO, sender, PTR names) and a TXT
+/// answer can be tens of kilobytes.
+pub const DNS_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Cache key: normalised name and record type.
 pub(crate) type Key = (String, RecordKind);
@@ -27,7 +32,7 @@ struct Entry {
 
 /// LRU cache and in-flight table, kept under one mutex by the resolver.
 pub(crate) struct CacheState {
-    lru: LruCache<Key, Entry>,
+    lru: BoundedLru<Key, Entry>,
     /// Queries running now; joiners wait on the receiver until the value
     /// becomes `Some`.
     pub(crate) inflight: HashMap<Key, watch::Receiver<Option<Outcome>>>,
@@ -36,8 +41,11 @@ pub(crate) struct CacheState {
 impl CacheState {
     /// A cache of at most `entries` entries; `None` when `entries` is 0.
     pub(crate) fn new(entries: usize) -> Option<CacheState> {
+        if entries == 0 {
+            return None;
+        }
         Some(CacheState {
-            lru: LruCache::new(NonZeroUsize::new(entries)?),
+            lru: BoundedLru::new(entries, DNS_CACHE_BYTES),
             inflight: HashMap::new(),
         })
     }
@@ -56,7 +64,8 @@ impl CacheState {
     /// Cache `outcome` until `expires`, evicting the least recently used
     /// entry when full.
     pub(crate) fn put(&mut self, key: Key, outcome: Outcome, expires: Instant) {
-        self.lru.put(key, Entry { outcome, expires });
+        let weight = key.0.len() + heap_bytes(&outcome);
+        self.lru.put(key, Entry { outcome, expires }, weight);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -66,6 +75,22 @@ impl CacheState {
     pub(crate) fn clear(&mut self) {
         self.lru.clear();
     }
+}
+
+/// Heap bytes an outcome holds (a `String` or `Vec` costs its header too).
+fn heap_bytes(outcome: &Outcome) -> usize {
+    const HEADER: usize = std::mem::size_of::<Vec<u8>>();
+    let Outcome::Found(answer) = outcome else {
+        return 0;
+    };
+    HEADER
+        + match &**answer {
+            Answer::A(v) => 4 * v.len(),
+            Answer::Aaaa(v) => 16 * v.len(),
+            Answer::Mx(v) => v.iter().map(|m| HEADER + 8 + m.exchange.len()).sum(),
+            Answer::Txt(v) => v.iter().map(|t| HEADER + t.len()).sum(),
+            Answer::Ptr(v) => v.iter().map(|n| HEADER + n.len()).sum(),
+        }
 }
 
 /// What the upstream said about how long an outcome may be kept.
@@ -143,5 +168,21 @@ mod tests {
         assert_eq!(c.get(&k("a"), now + s(11)), None); // expired, dropped
         assert_eq!(c.len(), 1);
         assert!(CacheState::new(0).is_none());
+    }
+
+    #[test]
+    fn bounded_in_bytes() {
+        let mut c = CacheState::new(usize::MAX).unwrap();
+        let now = Instant::now();
+        let big = Outcome::Found(std::sync::Arc::new(Answer::Txt(vec![vec![b'x'; 60_000]])));
+        for n in 0..2_000 {
+            c.put(
+                (format!("name{n}.example"), RecordKind::Txt),
+                big.clone(),
+                now + s(60),
+            );
+        }
+        assert!(c.lru.bytes() <= DNS_CACHE_BYTES);
+        assert!(c.len() < 600, "{}", c.len());
     }
 }

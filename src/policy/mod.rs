@@ -103,6 +103,28 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// What is legal but probably not meant: no default profile (requests
+    /// that match no profile are answered DUNNO unchecked), or a default
+    /// profile without rules.
+    pub fn warnings(&self) -> Vec<String> {
+        let default = self.profiles.iter().find(|p| p.matcher == Match::default());
+        match default {
+            None => vec![format!(
+                "no default profile (one without match): a request that matches none of {} is answered DUNNO unchecked",
+                self.profiles
+                    .iter()
+                    .map(|p| format!("{} ({})", p.name, p.matcher))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )],
+            Some(p) if p.stages.iter().all(Vec::is_empty) => vec![format!(
+                "the default profile {} has no rules: requests that match no other profile are answered DUNNO unchecked (write client = [\"dunno\"] if that is meant)",
+                p.name
+            )],
+            Some(_) => Vec::new(),
+        }
+    }
+
     /// The most specific profile matching `req` (see [`Match::score`]).
     pub fn select(&self, req: &Request) -> Option<&Profile> {
         self.profiles

@@ -126,6 +126,9 @@ where
 async fn answer(request: &Request, shared: &Shared, out: &mut Vec<u8>) {
     let policy = shared.policy();
     let decision = evaluate(&policy, &shared.state, request, false).await;
+    if decision.profile.is_none() {
+        shared.warn_unmatched(request, &policy);
+    }
     super::log_decision(request, &decision);
     encode_response(&decision.action, out);
 }

@@ -10,9 +10,10 @@
 pub mod connection;
 pub mod listener;
 
+use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{self, ListenAddr, Loaded, ServerSettings};
 use crate::dns::Resolver;
+use crate::log::Escaped;
 use crate::policy::{Decision, Policy};
 use crate::protocol::Request;
 use crate::state::State;
@@ -35,7 +37,14 @@ pub struct Shared {
     current: RwLock<Current>,
     pub state: State,
     config_path: PathBuf,
+    /// (server_port, policy_context) pairs already warned about as matching
+    /// no profile; at most [`UNMATCHED_WARNINGS`].
+    unmatched: Mutex<HashSet<(String, String)>>,
 }
+
+/// Distinct unmatched (port, policy_context) pairs warned about; a client
+/// choosing new values cannot make the set, or the log, grow without end.
+const UNMATCHED_WARNINGS: usize = 32;
 
 impl Shared {
     pub fn new(loaded: Loaded, config_path: PathBuf) -> io::Result<Shared> {
@@ -44,7 +53,31 @@ impl Shared {
             current: RwLock::new((Arc::new(loaded.server), Arc::new(loaded.policy))),
             state,
             config_path,
+            unmatched: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Warns, once per server_port and policy_context, that a request
+    /// matched no profile and was answered DUNNO unchecked.
+    pub fn warn_unmatched(&self, req: &Request, policy: &Policy) {
+        let key = (req.server_port.clone(), req.policy_context.clone());
+        {
+            let mut seen = self.unmatched.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.len() >= UNMATCHED_WARNINGS || !seen.insert(key) {
+                return;
+            }
+        }
+        let profiles: Vec<String> = policy
+            .profiles
+            .iter()
+            .map(|p| format!("{} ({})", p.name, p.matcher))
+            .collect();
+        tracing::warn!(
+            "a request with server_port=\"{}\" policy_context=\"{}\" matches no profile and is answered DUNNO unchecked; profiles: {}; add a profile without match for a default",
+            Escaped(&req.server_port),
+            Escaped(&req.policy_context),
+            profiles.join(", ")
+        );
     }
 
     fn current(&self) -> Current {
@@ -144,14 +177,16 @@ pub fn log_decision(req: &Request, decision: &Decision) {
     } else {
         &req.queue_id
     };
+    // Everything but the profile and rule names came from the client.
     tracing::info!(
         target: "rpol::decision",
-        "{queue_id}: action={} client={} from=<{}> to=<{}> helo=<{}> profile={} rule={}",
-        decision.action,
-        req.client_label(),
-        req.sender,
-        req.recipient,
-        req.helo_name,
+        "{}: action={} client={} from=<{}> to=<{}> helo=<{}> profile={} rule={}",
+        Escaped(queue_id),
+        Escaped(&decision.action),
+        Escaped(&req.client_label()),
+        Escaped(&req.sender),
+        Escaped(&req.recipient),
+        Escaped(&req.helo_name),
         decision.profile.as_deref().unwrap_or("-"),
         decision.rule.as_deref().map_or("-".to_string(), |r| format!("\"{r}\"")),
     );

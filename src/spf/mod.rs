@@ -416,7 +416,8 @@ pub async fn evaluate(
     let (result, lookups) = match task.await {
         Ok(done) => done,
         Err(e) => {
-            tracing::error!("SPF evaluation of {parsed} for {ip} failed: {e}");
+            let sender = crate::log::Escaped(sender);
+            tracing::error!("SPF evaluation of {sender} for {ip} failed: {e}");
             return Evaluation::failed(
                 identity,
                 &parsed.to_string(),

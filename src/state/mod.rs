@@ -4,7 +4,6 @@
 //! resolver and its cache, the SPF result cache, and the per-transaction
 //! memory. Every part is bounded in bytes.
 
-pub mod bounded;
 pub mod spf_cache;
 pub mod transactions;
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::bounded::BoundedLru;
+use crate::bounded::BoundedLru;
 use crate::spf::{Evaluation, Identity};
 
 /// Bytes of memory the SPF result cache may use, whatever `[spf]

@@ -13,7 +13,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
-use super::bounded::BoundedLru;
+use crate::bounded::BoundedLru;
 use crate::protocol::Request;
 
 /// Bytes of memory the per-transaction store may use. A transaction lives

@@ -1,0 +1,151 @@
+//! Hostile clients and bad days (issue "Hostile clients, faults and
+//! privileges"): what a client sends cannot forge log lines, a request no
+//! profile serves is not answered in silence, and --check-config says when
+//! requests would go unchecked. Everything over the daemon's real socket.
+
+#[path = "support/rpol.rs"]
+mod rpol;
+
+use rpol::{Setup, ask, response};
+
+const CONFIG: &str = r#"[dns]
+nameservers = ["127.0.0.1:9"]
+
+[site]
+domains = ["example.com"]
+
+[profile.mx]
+match = { server_port = 25 }
+recipient = ["reject"]
+
+[profile.submission]
+match = { policy_context = "submission" }
+recipient = ["permit"]
+"#;
+
+fn rcpt<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut attrs = vec![
+        ("protocol_state", "RCPT"),
+        ("client_address", "203.0.113.9"),
+        ("client_name", "unknown"),
+        ("sender", "a@example.org"),
+        ("recipient", "b@example.com"),
+        ("server_port", "25"),
+    ];
+    for &(k, v) in extra {
+        attrs.retain(|(name, _)| *name != k);
+        attrs.push((k, v));
+    }
+    attrs
+}
+
+/// The decision lines the daemon logged so far.
+fn decision_lines(rpol: &rpol::Rpol) -> Vec<String> {
+    rpol.stderr()
+        .lines()
+        .filter(|l| l.contains("action="))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn client_text_cannot_forge_log_lines() {
+    let rpol = Setup::new(CONFIG).start();
+    // CR (a value cannot hold LF: it ends the attribute), VT, ESC, NEL,
+    // U+2028 and U+2029, and a backslash, in values the decision line
+    // repeats.
+    let helo = "mx.example\rNOQUEUE: action=OK forged\u{b}\u{1b}[31m\u{85}\u{2028}\u{2029}\\r";
+    let sender = "x\u{202e}gpj.exe@example.org";
+    let reply = ask(
+        &mut rpol.connect(),
+        &rcpt(&[("helo_name", helo), ("sender", sender)]),
+    );
+    assert_eq!(reply, response("554 5.7.1 Access denied"));
+    let from = rpol.stderr().len();
+    rpol.wait_for_log("profile=mx", 0);
+    let lines = decision_lines(&rpol);
+    assert_eq!(lines.len(), 1, "one request, one decision line: {lines:#?}");
+    let line = &lines[0];
+    assert!(
+        line.ends_with(
+            "helo=<mx.example\\rNOQUEUE: action=OK forged\\x0b\\x1b[31m\\x85\\u{2028}\\u{2029}\\\\r> \
+             profile=mx rule=\"recipient: reject\""
+        ),
+        "{line}"
+    );
+    assert!(
+        line.contains("from=<x\\u{202e}gpj.exe@example.org>"),
+        "{line}"
+    );
+    let all = rpol.stderr();
+    for bad in [
+        '\r', '\u{b}', '\u{1b}', '\u{85}', '\u{2028}', '\u{2029}', '\u{202e}',
+    ] {
+        assert!(!all.contains(bad), "{bad:?} reached the log:\n{all}");
+    }
+    // stderr is a pipe here: no colour codes (journald would store them).
+    assert!(!all[..from].contains('\u{1b}'));
+}
+
+#[test]
+fn a_request_no_profile_serves_is_logged_once_per_port_and_context() {
+    let rpol = Setup::new(CONFIG).start();
+    let port465 = rcpt(&[("server_port", "465")]);
+    for _ in 0..3 {
+        assert_eq!(ask(&mut rpol.connect(), &port465), response("DUNNO"));
+    }
+    let line = rpol.wait_for_log("matches no profile", 0);
+    assert!(
+        line.contains(
+            "a request with server_port=\"465\" policy_context=\"\" matches no profile and is answered \
+             DUNNO unchecked; profiles: mx (server_port=25), submission (policy_context=submission)"
+        ),
+        "{line}"
+    );
+    // Another port is another warning; the same one is not repeated.
+    assert_eq!(
+        ask(&mut rpol.connect(), &rcpt(&[("server_port", "2525")])),
+        response("DUNNO")
+    );
+    rpol.wait_for_log("server_port=\"2525\"", 0);
+    let warnings = rpol.stderr().matches("matches no profile").count();
+    assert_eq!(warnings, 2, "{}", rpol.stderr());
+    // A client inventing ports cannot make the warnings endless.
+    let mut conn = rpol.connect();
+    for port in 3000..3100 {
+        let port = port.to_string();
+        assert_eq!(
+            ask(&mut conn, &rcpt(&[("server_port", &port)])),
+            response("DUNNO")
+        );
+    }
+    let warnings = rpol.stderr().matches("matches no profile").count();
+    assert!(warnings <= 32, "{warnings} warnings");
+}
+
+#[test]
+fn check_config_warns_when_requests_would_go_unchecked() {
+    let check = |config: &str| {
+        let setup = Setup::new(config);
+        let out = setup.command().arg("--check-config").output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let path = setup.config.display().to_string();
+        String::from_utf8_lossy(&out.stderr).replace(&path, "policy.toml")
+    };
+    assert_eq!(
+        check(CONFIG),
+        "policy.toml: warning: no default profile (one without match): a request that matches none of \
+         mx (server_port=25), submission (policy_context=submission) is answered DUNNO unchecked\n"
+    );
+    assert_eq!(
+        check(&format!("{CONFIG}\n[profile.other]\nclient = []\n")),
+        "policy.toml: warning: the default profile other has no rules: requests that match no other \
+         profile are answered DUNNO unchecked (write client = [\"dunno\"] if that is meant)\n"
+    );
+    assert_eq!(
+        check(&format!(
+            "{CONFIG}\n[profile.other]\nclient = [\"dunno\"]\n"
+        )),
+        ""
+    );
+}

@@ -1,0 +1,71 @@
+//! `[dns]`: the one resolver's name servers, timeouts and cache bounds,
+//! compiled into a [`DnsConfig`].
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::values::parse_duration;
+use super::{Compiler, schema};
+use crate::dns::DnsConfig;
+
+impl Compiler<'_> {
+    pub(super) fn dns(&mut self, d: schema::DnsSection) -> DnsConfig {
+        let schema::DnsSection {
+            nameservers,
+            timeout,
+            attempts,
+            cache_size,
+            min_ttl,
+            max_ttl,
+            negative_max_ttl,
+        } = d;
+        let mut out = DnsConfig::default();
+        for ns in nameservers {
+            let text = ns.get_ref().trim();
+            let parsed = text
+                .parse::<SocketAddr>()
+                .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+            match parsed {
+                Ok(addr) => out.nameservers.push(addr),
+                Err(_) => self.error(
+                    ns.span(),
+                    "dns.nameservers",
+                    format!("{text:?}: expected IP or IP:PORT ([IPv6]:PORT)"),
+                ),
+            }
+        }
+        for (value, key, slot) in [
+            (timeout, "dns.timeout", &mut out.timeout),
+            (min_ttl, "dns.min_ttl", &mut out.min_ttl),
+            (max_ttl, "dns.max_ttl", &mut out.max_ttl),
+            (
+                negative_max_ttl,
+                "dns.negative_max_ttl",
+                &mut out.negative_max_ttl,
+            ),
+        ] {
+            if let Some(v) = value {
+                match parse_duration(v.get_ref()) {
+                    Ok(d) => *slot = d,
+                    Err(e) => self.errors.push(self.positioned(v.span(), key, e)),
+                }
+            }
+        }
+        for (value, key, slot) in [
+            (attempts, "dns.attempts", &mut out.attempts),
+            (cache_size, "dns.cache_size", &mut out.cache_size),
+        ] {
+            if let Some(v) = value {
+                if *v.get_ref() == 0 {
+                    self.errors
+                        .push(self.positioned(v.span(), key, "must be at least 1"));
+                } else {
+                    *slot = *v.get_ref();
+                }
+            }
+        }
+        if out.timeout.is_zero() {
+            self.error(0..0, "dns.timeout", "must be more than zero");
+        }
+        out
+    }
+}

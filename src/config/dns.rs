@@ -46,7 +46,7 @@ impl Compiler<'_> {
             if let Some(v) = value {
                 match parse_duration(v.get_ref()) {
                     Ok(d) => *slot = d,
-                    Err(e) => self.errors.push(self.positioned(v.span(), key, e)),
+                    Err(e) => self.error(v.span(), key, e),
                 }
             }
         }
@@ -56,8 +56,7 @@ impl Compiler<'_> {
         ] {
             if let Some(v) = value {
                 if *v.get_ref() == 0 {
-                    self.errors
-                        .push(self.positioned(v.span(), key, "must be at least 1"));
+                    self.error(v.span(), key, "must be at least 1");
                 } else {
                     *slot = *v.get_ref();
                 }

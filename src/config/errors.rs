@@ -52,6 +52,9 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 impl Compiler<'_> {
+    /// Records an error at `span` (a byte range of the config text) for
+    /// `key`: the one way compilation reports a problem, so every error
+    /// carries its file, line and column.
     pub(super) fn error(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
         let (line, column) = line_col(self.text, span.start);
         self.errors.push(ConfigError {
@@ -61,22 +64,6 @@ impl Compiler<'_> {
             key: key.to_string(),
             message: message.into(),
         });
-    }
-
-    pub(super) fn positioned(
-        &self,
-        span: Range<usize>,
-        key: &str,
-        message: impl Into<String>,
-    ) -> ConfigError {
-        let (line, column) = line_col(self.text, span.start);
-        ConfigError {
-            file: self.path.clone(),
-            line,
-            column,
-            key: key.into(),
-            message: message.into(),
-        }
     }
 }
 

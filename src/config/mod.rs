@@ -43,6 +43,7 @@ pub struct Loaded {
 /// Reads and compiles a config file.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
+        // No text to point into: the error is about the whole file (line 0).
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
             line: 0,

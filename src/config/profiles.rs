@@ -31,7 +31,6 @@ impl Compiler<'_> {
             loaded: HashMap::new(),
             base: self.base.clone(),
             codes,
-            errors: Vec::new(),
         };
         for (name, spec) in &named {
             match tables::parse_spec(spec.get_ref(), &self.base) {
@@ -100,9 +99,6 @@ impl Compiler<'_> {
                     }),
                     Err(e) => self.error(rule.span(), &key, e.to_string()),
                 }
-                for e in tables.errors.drain(..) {
-                    self.error(rule.span(), &key, e);
-                }
             }
         }
         (self.errors.len() == before).then(|| Profile {
@@ -139,7 +135,6 @@ pub(super) struct Tables {
     loaded: HashMap<TableSpec, Arc<AccessTable>>,
     base: PathBuf,
     codes: AccessCodes,
-    errors: Vec<String>,
 }
 
 impl TableResolver for Tables {

@@ -150,11 +150,8 @@ impl Compiler<'_> {
             if let Some(v) = value {
                 match parse_duration(v.get_ref()) {
                     Ok(d) if !d.is_zero() => *slot = d,
-                    Ok(_) => {
-                        self.errors
-                            .push(self.positioned(v.span(), key, "must be more than zero"))
-                    }
-                    Err(e) => self.errors.push(self.positioned(v.span(), key, e)),
+                    Ok(_) => self.error(v.span(), key, "must be more than zero"),
+                    Err(e) => self.error(v.span(), key, e),
                 }
             }
         }

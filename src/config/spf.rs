@@ -81,7 +81,7 @@ impl Compiler<'_> {
             if let Some(v) = value {
                 match parse_duration(v.get_ref()) {
                     Ok(d) => *slot = d,
-                    Err(e) => self.errors.push(self.positioned(v.span(), key, e)),
+                    Err(e) => self.error(v.span(), key, e),
                 }
             }
         }
@@ -128,11 +128,11 @@ impl Compiler<'_> {
             if let Some(v) = value {
                 match SpfAction::parse(v.get_ref()) {
                     Some(action) => *slot = action,
-                    None => self.errors.push(self.positioned(
+                    None => self.error(
                         v.span(),
                         &format!("{section}.{name}"),
                         "expected \"accept\", \"reject\", \"defer\" or \"defer_if_permit\"",
-                    )),
+                    ),
                 }
             }
         }

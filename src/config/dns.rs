@@ -3,7 +3,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::values::parse_duration;
 use super::{Compiler, schema};
 use crate::dns::DnsConfig;
 
@@ -33,35 +32,16 @@ impl Compiler<'_> {
                 ),
             }
         }
-        for (value, key, slot) in [
-            (timeout, "dns.timeout", &mut out.timeout),
-            (min_ttl, "dns.min_ttl", &mut out.min_ttl),
-            (max_ttl, "dns.max_ttl", &mut out.max_ttl),
-            (
-                negative_max_ttl,
-                "dns.negative_max_ttl",
-                &mut out.negative_max_ttl,
-            ),
-        ] {
-            if let Some(v) = value {
-                match parse_duration(v.get_ref()) {
-                    Ok(d) => *slot = d,
-                    Err(e) => self.error(v.span(), key, e),
-                }
-            }
-        }
-        for (value, key, slot) in [
-            (attempts, "dns.attempts", &mut out.attempts),
-            (cache_size, "dns.cache_size", &mut out.cache_size),
-        ] {
-            if let Some(v) = value {
-                if *v.get_ref() == 0 {
-                    self.error(v.span(), key, "must be at least 1");
-                } else {
-                    *slot = *v.get_ref();
-                }
-            }
-        }
+        self.duration(timeout, "dns.timeout", &mut out.timeout);
+        self.duration(min_ttl, "dns.min_ttl", &mut out.min_ttl);
+        self.duration(max_ttl, "dns.max_ttl", &mut out.max_ttl);
+        self.duration(
+            negative_max_ttl,
+            "dns.negative_max_ttl",
+            &mut out.negative_max_ttl,
+        );
+        self.count(attempts, "dns.attempts", &mut out.attempts);
+        self.count(cache_size, "dns.cache_size", &mut out.cache_size);
         if out.timeout.is_zero() {
             self.error(0..0, "dns.timeout", "must be more than zero");
         }

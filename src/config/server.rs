@@ -6,7 +6,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::values::parse_duration;
 use super::{Compiler, schema};
 
 /// A listen address: `unix:PATH` or `tcp:HOST:PORT`.
@@ -127,34 +126,22 @@ impl Compiler<'_> {
         }
         out.socket_owner = socket_owner;
         out.socket_group = socket_group;
-        if let Some(n) = max_connections {
-            if *n.get_ref() == 0 {
-                self.error(n.span(), "server.max_connections", "must be at least 1");
-            } else {
-                out.max_connections = *n.get_ref();
-            }
-        }
-        for (value, key, slot) in [
-            (idle_timeout, "server.idle_timeout", &mut out.idle_timeout),
-            (
-                request_timeout,
-                "server.request_timeout",
-                &mut out.request_timeout,
-            ),
-            (
-                shutdown_timeout,
-                "server.shutdown_timeout",
-                &mut out.shutdown_timeout,
-            ),
-        ] {
-            if let Some(v) = value {
-                match parse_duration(v.get_ref()) {
-                    Ok(d) if !d.is_zero() => *slot = d,
-                    Ok(_) => self.error(v.span(), key, "must be more than zero"),
-                    Err(e) => self.error(v.span(), key, e),
-                }
-            }
-        }
+        self.count(
+            max_connections,
+            "server.max_connections",
+            &mut out.max_connections,
+        );
+        self.nonzero_duration(idle_timeout, "server.idle_timeout", &mut out.idle_timeout);
+        self.nonzero_duration(
+            request_timeout,
+            "server.request_timeout",
+            &mut out.request_timeout,
+        );
+        self.nonzero_duration(
+            shutdown_timeout,
+            "server.shutdown_timeout",
+            &mut out.shutdown_timeout,
+        );
         if let Some(action) = error_action {
             let a = action.get_ref().trim();
             if a.is_empty() || a.contains('\n') {

@@ -2,10 +2,8 @@
 //! domains, mailboxes and aliases, logins, egress addresses, registered
 //! foreign senders), compiled into a [`Site`].
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
-use ipnet::IpNet;
 use toml::Spanned;
 
 use super::{Compiler, schema};
@@ -41,41 +39,16 @@ impl Compiler<'_> {
             smtpd_null_access_lookup_key,
             ..
         } = p;
-        let mut nets: Vec<IpNet> = Vec::new();
-        for n in mynetworks {
-            match crate::syntax::parse_network(n.get_ref()) {
-                Some(net) => nets.push(net),
-                None => self.error(
-                    n.span(),
-                    "site.mynetworks",
-                    format!("bad CIDR {:?} (expected address/prefix with no host bits set, or an address)", n.get_ref()),
-                ),
-            }
-        }
-        let domain_list = |list: Vec<Spanned<String>>, key: &str, cx: &mut Self| {
-            let mut out = Vec::new();
-            for d in list {
-                let name = d.get_ref().trim().trim_end_matches('.').to_lowercase();
-                if crate::syntax::valid_hostname(&name) {
-                    out.push(name);
-                } else {
-                    cx.error(
-                        d.span(),
-                        key,
-                        format!("{:?} is not a valid domain name", d.get_ref()),
-                    );
-                }
-            }
-            out
-        };
-        let domains = domain_list(domains, "site.domains", self);
+        let mynetworks = self.networks(mynetworks, "site.mynetworks");
+        let domains = self.domains(domains, "site.domains");
         let myorigin = match myorigin {
-            Some(m) => domain_list(vec![m], "site.myorigin", self)
+            Some(m) => self
+                .domains(vec![m], "site.myorigin")
                 .pop()
                 .unwrap_or_default(),
             None => domains.first().cloned().unwrap_or_default(),
         };
-        let relay_domains = domain_list(relay_domains, "site.relay_domains", self);
+        let relay_domains = self.domains(relay_domains, "site.relay_domains");
         let path_of = |v: &Option<Spanned<String>>| v.as_ref().map(|v| self.base.join(v.get_ref()));
         let mailbox_path = path_of(&mailboxes);
         let alias_path = path_of(&aliases);
@@ -95,19 +68,44 @@ impl Compiler<'_> {
         files.extend(mailbox_path);
         files.extend(alias_path);
         let mut logins = self.logins(login_map, login_from_aliases, &addresses, files);
-        let mut egress_ips = Vec::new();
-        for e in egress {
-            match e.get_ref().trim().parse::<IpAddr>() {
-                Ok(ip) => egress_ips.push(ip),
-                Err(_) => self.error(
-                    e.span(),
-                    "site.egress",
-                    format!("{:?} is not an IP address", e.get_ref()),
-                ),
+        let egress = self.ip_addrs(egress, "site.egress");
+        let foreign_senders = self.foreign_senders(foreign_sender);
+        // A registered foreign address is owned by its login, so the
+        // sender-login checks protect it from other users too.
+        if !foreign_senders.is_empty() {
+            let map = logins.get_or_insert_with(LoginMap::default);
+            for f in &foreign_senders {
+                map.add(&f.address, &f.login);
             }
         }
-        let mut foreign_senders: Vec<ForeignSender> = Vec::new();
-        for f in foreign_sender {
+        Site {
+            mynetworks,
+            recipient_delimiter,
+            access_subdomains: parent_domain_matches_subdomains
+                .iter()
+                .any(|s| s == "smtpd_access_maps"),
+            null_access_key: smtpd_null_access_lookup_key,
+            codes,
+            domains: domains.into_iter().collect(),
+            myorigin,
+            relay_domains,
+            addresses,
+            spf: SpfSettings::default(),
+            logins,
+            foreign_senders,
+            egress,
+            outbound_spf: crate::site::default_outbound_actions(),
+        }
+    }
+
+    /// `[[site.foreign_sender]]`: each address once, with its login and
+    /// relay.
+    pub(super) fn foreign_senders(
+        &mut self,
+        list: Vec<Spanned<schema::ForeignSenderSection>>,
+    ) -> Vec<ForeignSender> {
+        let mut out: Vec<ForeignSender> = Vec::new();
+        for f in list {
             let span = f.span();
             let schema::ForeignSenderSection {
                 address,
@@ -129,7 +127,7 @@ impl Compiler<'_> {
                     "login and relay must not be empty",
                 );
             }
-            if foreign_senders.iter().any(|o| o.address == address) {
+            if out.iter().any(|o| o.address == address) {
                 self.error(
                     span,
                     "site.foreign_sender.address",
@@ -137,38 +135,13 @@ impl Compiler<'_> {
                 );
                 continue;
             }
-            foreign_senders.push(ForeignSender {
+            out.push(ForeignSender {
                 address,
                 login: login.trim().to_lowercase(),
                 relay: relay.trim().to_string(),
             });
         }
-        // A registered foreign address is owned by its login, so the
-        // sender-login checks protect it from other users too.
-        if !foreign_senders.is_empty() {
-            let map = logins.get_or_insert_with(LoginMap::default);
-            for f in &foreign_senders {
-                map.add(&f.address, &f.login);
-            }
-        }
-        Site {
-            mynetworks: nets,
-            recipient_delimiter,
-            access_subdomains: parent_domain_matches_subdomains
-                .iter()
-                .any(|s| s == "smtpd_access_maps"),
-            null_access_key: smtpd_null_access_lookup_key,
-            codes,
-            domains: domains.into_iter().collect(),
-            myorigin,
-            relay_domains,
-            addresses,
-            spf: SpfSettings::default(),
-            logins,
-            foreign_senders,
-            egress: egress_ips,
-            outbound_spf: crate::site::default_outbound_actions(),
-        }
+        out
     }
 
     /// The login map: a smtpd_sender_login_maps file and/or ownership

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use super::values::parse_duration;
 use super::{Compiler, schema};
 use crate::spf::{HeaderKind, ResultActions, SpfAction, SpfSettings, Whitelist};
 
@@ -74,24 +73,9 @@ impl Compiler<'_> {
             }
             files.push(path);
         }
-        for (value, key, slot) in [
-            (timeout, "spf.timeout", &mut out.timeout),
-            (cache_ttl, "spf.cache_ttl", &mut out.cache_ttl),
-        ] {
-            if let Some(v) = value {
-                match parse_duration(v.get_ref()) {
-                    Ok(d) => *slot = d,
-                    Err(e) => self.error(v.span(), key, e),
-                }
-            }
-        }
-        if let Some(n) = cache_size {
-            if *n.get_ref() == 0 {
-                self.error(n.span(), "spf.cache_size", "must be at least 1");
-            } else {
-                out.cache_size = *n.get_ref();
-            }
-        }
+        self.duration(timeout, "spf.timeout", &mut out.timeout);
+        self.duration(cache_ttl, "spf.cache_ttl", &mut out.cache_ttl);
+        self.count(cache_size, "spf.cache_size", &mut out.cache_size);
         if let Some(a) = mail_from {
             out.mail_from = self.spf_actions(a, "spf.mail_from", out.mail_from);
         }

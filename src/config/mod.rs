@@ -122,9 +122,9 @@ impl Compiler<'_> {
             profile,
         } = file;
         let server = self.server(server);
-        let codes = self.codes(&postfix);
+        let postfix = self.postfix(postfix);
         let mut files = vec![self.path.clone()];
-        let mut site = self.site(site, postfix, codes, &mut files);
+        let mut site = self.site(site, postfix, &mut files);
         site.spf = self.spf(spf, &mut files);
         site.outbound_spf = self.spf_actions(
             outbound_spf,
@@ -132,7 +132,7 @@ impl Compiler<'_> {
             crate::site::default_outbound_actions(),
         );
         let dns_config = self.dns(dns);
-        let mut resolver = self.tables(tables, codes.access);
+        let mut resolver = self.tables(tables, site.codes.access);
         let mut profiles = Vec::new();
         for (name, section) in profile {
             let span = section.span();

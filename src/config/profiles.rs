@@ -10,7 +10,7 @@ use std::sync::Arc;
 use toml::Spanned;
 
 use super::Compiler;
-use super::schema::ProfileSection;
+use super::schema::{MatchSection, ProfileSection};
 use crate::policy::{ChainRule, Match, Profile};
 use crate::rules::{self, TableResolver};
 use crate::site::Site;
@@ -60,10 +60,16 @@ impl Compiler<'_> {
             sender,
             recipient,
         } = section.into_inner();
-        let matcher = matcher.map_or_else(Match::default, |m| Match {
-            server_port: m.server_port,
-            policy_context: m.policy_context,
-        });
+        let matcher = match matcher {
+            None => Match::default(),
+            Some(MatchSection {
+                server_port,
+                policy_context,
+            }) => Match {
+                server_port,
+                policy_context,
+            },
+        };
         let called_from = match called_from {
             None => Stage::Recipient,
             Some(s) => match Stage::parse(s.get_ref()) {

@@ -6,19 +6,18 @@ use std::path::PathBuf;
 
 use toml::Spanned;
 
+use super::postfix::Postfix;
 use super::{Compiler, schema};
 use crate::site::{ForeignSender, Site};
 use crate::spf::SpfSettings;
 use crate::tables::addresses::Addresses;
 use crate::tables::logins::LoginMap;
-use crate::vocab::Codes;
 
 impl Compiler<'_> {
     pub(super) fn site(
         &mut self,
         s: schema::SiteSection,
-        p: schema::PostfixSection,
-        codes: Codes,
+        postfix: Postfix,
         files: &mut Vec<PathBuf>,
     ) -> Site {
         let schema::SiteSection {
@@ -34,11 +33,11 @@ impl Compiler<'_> {
             egress,
             foreign_sender,
         } = s;
-        let schema::PostfixSection {
-            parent_domain_matches_subdomains,
-            smtpd_null_access_lookup_key,
-            ..
-        } = p;
+        let Postfix {
+            codes,
+            access_subdomains,
+            null_access_key,
+        } = postfix;
         let mynetworks = self.networks(mynetworks, "site.mynetworks");
         let domains = self.domains(domains, "site.domains");
         let myorigin = match myorigin {
@@ -81,10 +80,8 @@ impl Compiler<'_> {
         Site {
             mynetworks,
             recipient_delimiter,
-            access_subdomains: parent_domain_matches_subdomains
-                .iter()
-                .any(|s| s == "smtpd_access_maps"),
-            null_access_key: smtpd_null_access_lookup_key,
+            access_subdomains,
+            null_access_key,
             codes,
             domains: domains.into_iter().collect(),
             myorigin,

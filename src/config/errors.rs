@@ -68,6 +68,8 @@ impl Compiler<'_> {
 }
 
 /// Where the key at dotted `path` is written, for unknown-key errors.
+/// `path` is serde_ignored's: an element of an array of tables is named by
+/// its index (`site.foreign_sender.1.bogus`).
 pub(super) fn key_span(text: &str, path: &str) -> Range<usize> {
     use toml::de::{DeTable, DeValue};
     let Ok(root) = DeTable::parse(text) else {
@@ -75,11 +77,23 @@ pub(super) fn key_span(text: &str, path: &str) -> Range<usize> {
     };
     let mut table = root.get_ref();
     let mut span = 0..0;
-    for segment in path.split('.') {
-        let Some((key, value)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == segment) else {
+    let mut segments = path.split('.');
+    while let Some(segment) = segments.next() {
+        let Some((key, mut value)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == segment)
+        else {
             break;
         };
         span = key.span();
+        if let DeValue::Array(items) = value.get_ref() {
+            let item = segments
+                .next()
+                .and_then(|index| index.parse::<usize>().ok())
+                .and_then(|index| items.get(index));
+            let Some(item) = item else {
+                break;
+            };
+            value = item;
+        }
         match value.get_ref() {
             DeValue::Table(t) => table = t,
             _ => break,
@@ -100,6 +114,18 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_positions() {
+        let text = "[a]\nx = 1\n[[a.list]]\ny = 1\n[[a.list]]\nz = 1\n";
+        let at = |path| line_col(text, key_span(text, path).start);
+        assert_eq!(at("a.x"), (2, 1));
+        assert_eq!(at("a.list.0.y"), (4, 1));
+        assert_eq!(at("a.list.1.z"), (6, 1));
+        // A key that is not written: the nearest written ancestor.
+        assert_eq!(at("a.list.1.w"), (3, 5));
+        assert_eq!(at("nowhere"), (1, 1));
+    }
 
     #[test]
     fn line_and_column() {

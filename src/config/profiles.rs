@@ -43,6 +43,8 @@ impl Compiler<'_> {
         resolver
     }
 
+    /// One `[profile.NAME]`; `None` when a rule of it did not compile (its
+    /// errors are recorded), so one bad rule does not hide the others.
     pub(super) fn profile(
         &mut self,
         name: &str,

@@ -85,7 +85,13 @@ impl Compiler<'_> {
         out
     }
 
-    pub(super) fn spf_actions(
+    /// `[outbound_spf]`: what check_outbound_spf does per result.
+    pub(super) fn outbound_spf(&mut self, a: schema::SpfActionsSection) -> ResultActions {
+        self.spf_actions(a, "outbound_spf", crate::site::default_outbound_actions())
+    }
+
+    /// A table of actions per SPF result, over `out`'s defaults.
+    fn spf_actions(
         &mut self,
         a: schema::SpfActionsSection,
         section: &str,

@@ -1,7 +1,8 @@
 //! The serde shape of policy.toml. Unknown keys are collected by the loader
 //! (serde_ignored) and each is reported with its position and key path, so
 //! one run shows every mistake; no untagged or flattened enums (they would
-//! hide unknown keys).
+//! hide unknown keys). The compiler destructures every struct here whole,
+//! without `..`, so a new field does not compile until it is handled.
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,175 @@
+//! `[profile.NAME]` and its `match`, compiled into [`Profile`]s whose rule
+//! chains are compiled by `rules::compile`; `[tables]` and the table
+//! references of the rules, each file loaded once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use toml::Spanned;
+
+use super::Compiler;
+use super::schema::{MatchSection, ProfileSection};
+use crate::policy::{ChainRule, Match, Profile};
+use crate::rules::{self, TableResolver};
+use crate::site::Site;
+use crate::tables::{self, AccessTable, TableSpec};
+use crate::vocab::Stage;
+use crate::vocab::outcome::AccessCodes;
+
+impl Compiler<'_> {
+    /// `[tables]`: each name with its parsed spec; the files load when a
+    /// rule first refers to them.
+    pub(super) fn tables(
+        &mut self,
+        named: BTreeMap<String, Spanned<String>>,
+        codes: AccessCodes,
+    ) -> Tables {
+        let mut resolver = Tables {
+            named: HashMap::new(),
+            loaded: HashMap::new(),
+            base: self.base.clone(),
+            codes,
+        };
+        for (name, spec) in &named {
+            match tables::parse_spec(spec.get_ref(), &self.base) {
+                Ok(spec) => {
+                    resolver.named.insert(name.clone(), spec);
+                }
+                Err(e) => self.error(spec.span(), &format!("tables.{name}"), e),
+            }
+        }
+        resolver
+    }
+
+    /// One `[profile.NAME]`; `None` when a rule of it did not compile (its
+    /// errors are recorded), so one bad rule does not hide the others.
+    pub(super) fn profile(
+        &mut self,
+        name: &str,
+        section: Spanned<ProfileSection>,
+        tables: &mut Tables,
+        site: &Site,
+    ) -> Option<Profile> {
+        let ProfileSection {
+            matcher,
+            called_from,
+            helo_required,
+            ignore_sasl,
+            client,
+            helo,
+            sender,
+            recipient,
+        } = section.into_inner();
+        let matcher = match matcher {
+            None => Match::default(),
+            Some(MatchSection {
+                server_port,
+                policy_context,
+            }) => Match {
+                server_port,
+                policy_context,
+            },
+        };
+        let called_from = match called_from {
+            None => Stage::Recipient,
+            Some(s) => match Stage::parse(s.get_ref()) {
+                Some(stage) => stage,
+                None => {
+                    self.error(
+                        s.span(),
+                        &format!("profile.{name}.called_from"),
+                        "expected client, helo, sender or recipient",
+                    );
+                    Stage::Recipient
+                }
+            },
+        };
+        let mut stages: [Vec<ChainRule>; 4] = Default::default();
+        let before = self.errors.len();
+        for (stage, list) in [
+            (Stage::Client, client),
+            (Stage::Helo, helo),
+            (Stage::Sender, sender),
+            (Stage::Recipient, recipient),
+        ] {
+            for rule in list {
+                let key = format!("profile.{name}.{stage}");
+                match rules::compile(rule.get_ref(), stage, tables, site) {
+                    Ok(compiled) => stages[stage as usize].push(ChainRule {
+                        text: rule
+                            .get_ref()
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        rule: compiled,
+                    }),
+                    Err(e) => self.error(rule.span(), &key, e.to_string()),
+                }
+            }
+        }
+        (self.errors.len() == before).then(|| Profile {
+            name: name.to_string(),
+            matcher,
+            called_from,
+            helo_required,
+            ignore_sasl,
+            stages,
+        })
+    }
+
+    /// Two profiles with the same match could never both be chosen.
+    pub(super) fn check_matches(&mut self, profiles: &[(Profile, Range<usize>)]) {
+        for (i, (a, span)) in profiles.iter().enumerate() {
+            if let Some((b, _)) = profiles[..i].iter().find(|(b, _)| b.matcher == a.matcher) {
+                self.error(
+                    span.clone(),
+                    &format!("profile.{}.match", a.name),
+                    format!(
+                        "same match ({}) as profile {:?}: only one of them could ever be chosen",
+                        a.matcher, b.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Table references of the rules: names from `[tables]` or inline specs,
+/// each file loaded once.
+pub(super) struct Tables {
+    named: HashMap<String, TableSpec>,
+    loaded: HashMap<TableSpec, Arc<AccessTable>>,
+    base: PathBuf,
+    codes: AccessCodes,
+}
+
+impl TableResolver for Tables {
+    fn table(&mut self, arg: &str) -> Result<Arc<AccessTable>, String> {
+        let spec = match self.named.get(arg) {
+            Some(spec) => spec.clone(),
+            None if arg.contains(':') || arg.contains('/') => tables::parse_spec(arg, &self.base)?,
+            None => {
+                return Err(format!(
+                    "no table named {arg:?} in [tables] (write a path or type:path to use a file directly)"
+                ));
+            }
+        };
+        if let Some(t) = self.loaded.get(&spec) {
+            return Ok(t.clone());
+        }
+        let table =
+            AccessTable::load(&spec.path, spec.kind, self.codes).map_err(|e| e.to_string())?;
+        let table = Arc::new(table);
+        self.loaded.insert(spec, table.clone());
+        Ok(table)
+    }
+}
+
+impl Tables {
+    /// The table files the rules loaded, for reload polling.
+    pub(super) fn files(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        self.loaded.keys().map(|spec| spec.path.clone())
+    }
+}

@@ -1,0 +1,179 @@
+//! `[server]`: how the daemon listens and serves, compiled into
+//! [`ServerSettings`]. They are not part of the policy: the server keeps
+//! them beside it, and a reload names the ones only a restart can apply.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Compiler, schema};
+
+/// A listen address: `unix:PATH` or `tcp:HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl ListenAddr {
+    /// Parses `unix:/path` (relative paths against `base`) or
+    /// `tcp:host:port` (also `tcp:[::1]:port`).
+    pub fn parse(text: &str, base: &Path) -> Result<ListenAddr, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("empty socket path".into());
+            }
+            Ok(ListenAddr::Unix(base.join(path)))
+        } else if let Some(addr) = text
+            .strip_prefix("tcp:")
+            .or_else(|| text.strip_prefix("inet:"))
+        {
+            match addr.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                    Ok(ListenAddr::Tcp(addr.to_string()))
+                }
+                _ => Err(format!("{text:?}: expected tcp:HOST:PORT")),
+            }
+        } else {
+            Err(format!("{text:?}: expected unix:PATH or tcp:HOST:PORT"))
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            ListenAddr::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
+/// `[server]`, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    pub listen: Vec<ListenAddr>,
+    /// Permission bits of unix sockets rpol creates.
+    pub socket_mode: u32,
+    pub socket_owner: Option<String>,
+    pub socket_group: Option<String>,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Close a connection idle this long between requests
+    /// (Postfix smtpd_policy_service_max_idle, 300 s).
+    pub idle_timeout: Duration,
+    /// Give up on a request that started but did not finish in this time
+    /// (Postfix smtpd_policy_service_timeout, 100 s).
+    pub request_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// Answer to a request that cannot be decoded.
+    pub error_action: String,
+}
+
+/// Default answer to a malformed request: Postfix's later restrictions may
+/// still reject, otherwise the client is told to retry.
+pub const DEFAULT_ERROR_ACTION: &str = "DEFER_IF_PERMIT 4.3.5 Policy service error";
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: vec![ListenAddr::Tcp("127.0.0.1:10040".into())],
+            socket_mode: 0o666,
+            socket_owner: None,
+            socket_group: None,
+            max_connections: 100,
+            idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(100),
+            shutdown_timeout: Duration::from_secs(10),
+            error_action: DEFAULT_ERROR_ACTION.into(),
+        }
+    }
+}
+
+impl Compiler<'_> {
+    pub(super) fn server(&mut self, s: schema::ServerSection) -> ServerSettings {
+        let schema::ServerSection {
+            listen,
+            socket_mode,
+            socket_owner,
+            socket_group,
+            max_connections,
+            idle_timeout,
+            request_timeout,
+            shutdown_timeout,
+            error_action,
+        } = s;
+        let mut out = ServerSettings::default();
+        if let Some(listen) = listen {
+            out.listen.clear();
+            for addr in listen {
+                match ListenAddr::parse(addr.get_ref(), &self.base) {
+                    Ok(a) => out.listen.push(a),
+                    Err(e) => self.error(addr.span(), "server.listen", e),
+                }
+            }
+        }
+        if let Some(mode) = socket_mode {
+            match u32::from_str_radix(mode.get_ref().trim_start_matches("0o"), 8) {
+                Ok(m) if m <= 0o777 => out.socket_mode = m,
+                _ => self.error(
+                    mode.span(),
+                    "server.socket_mode",
+                    "expected octal permission bits such as \"0660\"",
+                ),
+            }
+        }
+        out.socket_owner = socket_owner;
+        out.socket_group = socket_group;
+        self.count(
+            max_connections,
+            "server.max_connections",
+            &mut out.max_connections,
+        );
+        self.nonzero_duration(idle_timeout, "server.idle_timeout", &mut out.idle_timeout);
+        self.nonzero_duration(
+            request_timeout,
+            "server.request_timeout",
+            &mut out.request_timeout,
+        );
+        self.nonzero_duration(
+            shutdown_timeout,
+            "server.shutdown_timeout",
+            &mut out.shutdown_timeout,
+        );
+        if let Some(action) = error_action {
+            let a = action.get_ref().trim();
+            if a.is_empty() || a.contains('\n') {
+                self.error(
+                    action.span(),
+                    "server.error_action",
+                    "must be one non-empty line",
+                );
+            } else {
+                out.error_action = a.to_string();
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        let base = Path::new("/etc/rpol");
+        assert_eq!(
+            ListenAddr::parse("unix:private/rpol", base),
+            Ok(ListenAddr::Unix("/etc/rpol/private/rpol".into()))
+        );
+        assert_eq!(
+            ListenAddr::parse("tcp:[::1]:10040", base),
+            Ok(ListenAddr::Tcp("[::1]:10040".into()))
+        );
+        assert!(ListenAddr::parse("tcp:10040", base).is_err());
+        assert!(ListenAddr::parse("udp:x:1", base).is_err());
+    }
+}

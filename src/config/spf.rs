@@ -1,0 +1,131 @@
+//! `[spf]` with `[spf.mail_from]` and `[spf.helo]` (how check_spf judges
+//! and acts), and `[outbound_spf]` (how check_outbound_spf acts).
+
+use std::path::PathBuf;
+
+use super::{Compiler, schema};
+use crate::spf::{HeaderKind, ResultActions, SpfAction, SpfSettings, Whitelist};
+
+impl Compiler<'_> {
+    pub(super) fn spf(&mut self, s: schema::SpfSection, files: &mut Vec<PathBuf>) -> SpfSettings {
+        let schema::SpfSection {
+            check_helo,
+            receiver,
+            header,
+            authserv_id,
+            skip_mynetworks,
+            skip_authenticated,
+            whitelist,
+            timeout,
+            cache_ttl,
+            cache_size,
+            mail_from,
+            helo,
+        } = s;
+        let mut out = SpfSettings::default();
+        if let Some(v) = check_helo {
+            out.check_helo = v;
+        }
+        if let Some(r) = receiver {
+            out.authserv_id = r.clone();
+            out.receiver = r;
+        }
+        if let Some(a) = authserv_id {
+            out.authserv_id = a;
+        }
+        if let Some(h) = header {
+            out.header = match h.get_ref().as_str() {
+                "received-spf" => HeaderKind::ReceivedSpf,
+                "authentication-results" => HeaderKind::AuthenticationResults,
+                "none" => HeaderKind::None,
+                _ => {
+                    self.error(
+                        h.span(),
+                        "spf.header",
+                        "expected \"received-spf\", \"authentication-results\" or \"none\"",
+                    );
+                    HeaderKind::ReceivedSpf
+                }
+            };
+        }
+        if let Some(v) = skip_mynetworks {
+            out.skip_mynetworks = v;
+        }
+        if let Some(v) = skip_authenticated {
+            out.skip_authenticated = v;
+        }
+        if let Some(w) = whitelist {
+            let path = self.base.join(w.get_ref());
+            match std::fs::read_to_string(&path) {
+                Ok(text) => match Whitelist::parse(&text) {
+                    Ok(list) => out.whitelist = list,
+                    Err((line, msg)) => self.error(
+                        w.span(),
+                        "spf.whitelist",
+                        format!("{}:{line}: {msg}", path.display()),
+                    ),
+                },
+                Err(e) => self.error(
+                    w.span(),
+                    "spf.whitelist",
+                    format!("{}: cannot read: {e}", path.display()),
+                ),
+            }
+            files.push(path);
+        }
+        self.duration(timeout, "spf.timeout", &mut out.timeout);
+        self.duration(cache_ttl, "spf.cache_ttl", &mut out.cache_ttl);
+        self.count(cache_size, "spf.cache_size", &mut out.cache_size);
+        if let Some(a) = mail_from {
+            out.mail_from = self.spf_actions(a, "spf.mail_from", out.mail_from);
+        }
+        if let Some(a) = helo {
+            out.helo = self.spf_actions(a, "spf.helo", out.helo);
+        }
+        out
+    }
+
+    /// `[outbound_spf]`: what check_outbound_spf does per result.
+    pub(super) fn outbound_spf(&mut self, a: schema::SpfActionsSection) -> ResultActions {
+        self.spf_actions(a, "outbound_spf", crate::site::default_outbound_actions())
+    }
+
+    /// A table of actions per SPF result, over `out`'s defaults.
+    fn spf_actions(
+        &mut self,
+        a: schema::SpfActionsSection,
+        section: &str,
+        mut out: ResultActions,
+    ) -> ResultActions {
+        let schema::SpfActionsSection {
+            pass,
+            fail,
+            softfail,
+            neutral,
+            none,
+            temperror,
+            permerror,
+        } = a;
+        for (value, name, slot) in [
+            (pass, "pass", &mut out.pass),
+            (fail, "fail", &mut out.fail),
+            (softfail, "softfail", &mut out.softfail),
+            (neutral, "neutral", &mut out.neutral),
+            (none, "none", &mut out.none),
+            (temperror, "temperror", &mut out.temperror),
+            (permerror, "permerror", &mut out.permerror),
+        ] {
+            if let Some(v) = value {
+                match SpfAction::parse(v.get_ref()) {
+                    Some(action) => *slot = action,
+                    None => self.error(
+                        v.span(),
+                        &format!("{section}.{name}"),
+                        "expected \"accept\", \"reject\", \"defer\" or \"defer_if_permit\"",
+                    ),
+                }
+            }
+        }
+        out
+    }
+}

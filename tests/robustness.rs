@@ -149,3 +149,51 @@ fn check_config_warns_when_requests_would_go_unchecked() {
         ""
     );
 }
+
+/// Raises this process's open-file limit to its hard limit (a crowd of
+/// clients needs more descriptors than some defaults allow).
+fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a valid struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    lim.rlim_cur
+}
+
+#[test]
+fn a_crowd_of_idle_connections_cannot_lock_postfix_out() {
+    const CROWD: usize = 2_000;
+    assert!(
+        raise_fd_limit() > CROWD as u64 + 100,
+        "too few file descriptors"
+    );
+    let config = format!("[server]\nmax_connections = 100\n{CONFIG}");
+    let rpol = Setup::new(&config).start();
+    // Postfix's connection: answered, then idle like the crowd.
+    let mut postfix = rpol.connect();
+    assert_eq!(
+        ask(&mut postfix, &rcpt(&[])),
+        response("554 5.7.1 Access denied")
+    );
+    // 2,000 local clients connect and say nothing.
+    let crowd: Vec<_> = (0..CROWD).map(|_| rpol.connect()).collect();
+    // A new client (Postfix reconnecting) is answered within a second.
+    let start = std::time::Instant::now();
+    let mut fresh = rpol.connect();
+    assert_eq!(
+        ask(&mut fresh, &rcpt(&[])),
+        response("554 5.7.1 Access denied")
+    );
+    let took = start.elapsed();
+    assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+    // The old idle connection was closed to make room (Postfix reconnects
+    // on its own): it reads end-of-file, not a hang.
+    assert_eq!(rpol::read_to_close(&mut postfix), b"");
+    drop(crowd);
+}

@@ -38,6 +38,7 @@ pub struct ServerSection {
     pub socket_owner: Option<String>,
     pub socket_group: Option<String>,
     pub max_connections: Option<Spanned<usize>>,
+    pub max_connections_per_address: Option<Spanned<usize>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub request_timeout: Option<Spanned<String>>,
     pub shutdown_timeout: Option<Spanned<String>>,

@@ -57,8 +57,12 @@ pub struct ServerSettings {
     pub socket_mode: u32,
     pub socket_owner: Option<String>,
     pub socket_group: Option<String>,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections served at once. A new client beyond it gets the slot of
+    /// the connection that answered nothing for the longest time.
     pub max_connections: usize,
+    /// Connections from one TCP address at once (default: max_connections);
+    /// beyond it, that address's own longest-idle connection makes room.
+    pub max_connections_per_address: usize,
     /// Close a connection idle this long between requests
     /// (Postfix smtpd_policy_service_max_idle, 300 s).
     pub idle_timeout: Duration,
@@ -83,6 +87,7 @@ impl Default for ServerSettings {
             socket_owner: None,
             socket_group: None,
             max_connections: 100,
+            max_connections_per_address: 100,
             idle_timeout: Duration::from_secs(300),
             request_timeout: Duration::from_secs(100),
             shutdown_timeout: Duration::from_secs(10),
@@ -99,6 +104,7 @@ impl Compiler<'_> {
             socket_owner,
             socket_group,
             max_connections,
+            max_connections_per_address,
             idle_timeout,
             request_timeout,
             shutdown_timeout,
@@ -130,6 +136,21 @@ impl Compiler<'_> {
             max_connections,
             "server.max_connections",
             &mut out.max_connections,
+        );
+        out.max_connections_per_address = out.max_connections;
+        if let Some(n) = &max_connections_per_address
+            && *n.get_ref() > out.max_connections
+        {
+            self.error(
+                n.span(),
+                "server.max_connections_per_address",
+                format!("must not exceed max_connections ({})", out.max_connections),
+            );
+        }
+        self.count(
+            max_connections_per_address,
+            "server.max_connections_per_address",
+            &mut out.max_connections_per_address,
         );
         self.nonzero_duration(idle_timeout, "server.idle_timeout", &mut out.idle_timeout);
         self.nonzero_duration(

@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::slots::Lease;
 use crate::policy::evaluate;
 use crate::protocol::{Decoder, ProtocolError, Request, encode_response};
 
@@ -34,13 +35,15 @@ pub enum End {
     Protocol,
     /// The server is stopping.
     Shutdown,
+    /// Closed between requests to make room for a new client.
+    Evicted,
     /// A read or write failed.
     Io,
 }
 
 /// Serves `stream` until it ends; returns why.
 pub async fn serve<S>(
-    mut stream: S,
+    stream: S,
     peer: &str,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
@@ -48,6 +51,28 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    serve_in_slot(stream, peer, shared, shutdown, None).await
+}
+
+/// [`serve`] for a connection holding a slot: it tells the slot when it is
+/// idle (and may be closed for a newcomer) and when it is busy.
+pub async fn serve_in_slot<S>(
+    mut stream: S,
+    peer: &str,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    lease: Option<Lease>,
+) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let evicted = async {
+        match &lease {
+            Some(lease) => lease.evicted().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(evicted);
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut out: Vec<u8> = Vec::with_capacity(256);
@@ -66,10 +91,17 @@ where
                         let end = refuse(&mut stream, peer, &e, &shared, &mut out).await;
                         return end;
                     }
+                    // Not closed for a newcomer while a request is answered.
+                    if let Some(lease) = &lease {
+                        lease.busy();
+                    }
                     answer(&request, &shared, &mut out).await;
                     if let Err(e) = write_all(&mut stream, &out).await {
                         tracing::warn!(peer, "write failed: {e}");
                         return End::Io;
+                    }
+                    if let Some(lease) = &lease {
+                        lease.idle();
                     }
                 }
                 Ok(None) => break,
@@ -98,6 +130,12 @@ where
             biased;
             r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => r,
             _ = shutdown.cancelled(), if !mid_request => return End::Shutdown,
+            // Also a request still trickling in: Postfix writes a request
+            // at once, so one that is slow to arrive is not Postfix's.
+            _ = &mut evicted => {
+                tracing::debug!(peer, "closed to make room for a new client");
+                return End::Evicted;
+            }
         };
         match read {
             Err(_) if mid_request => {

@@ -2,6 +2,7 @@
 //! replaced), TCP, and sockets handed over by systemd (LISTEN_FDS).
 
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -37,18 +38,20 @@ impl Listener {
         }
     }
 
-    /// Accepts one connection; returns it with a peer label for logs.
-    pub async fn accept(&self) -> io::Result<(Stream, String)> {
+    /// Accepts one connection; returns it with a peer label for logs and
+    /// the peer's address (TCP only).
+    pub async fn accept(&self) -> io::Result<(Stream, String, Option<IpAddr>)> {
         match self {
             Listener::Unix {
                 listener, label, ..
             } => {
                 let (s, _) = listener.accept().await?;
-                Ok((Stream::Unix(s), label.clone()))
+                Ok((Stream::Unix(s), label.clone(), None))
             }
             Listener::Tcp { listener, .. } => {
                 let (s, peer) = listener.accept().await?;
-                Ok((Stream::Tcp(s), format!("tcp:{peer}")))
+                let address = peer.ip().to_canonical();
+                Ok((Stream::Tcp(s), format!("tcp:{peer}"), Some(address)))
             }
         }
     }

@@ -1,21 +1,22 @@
-//! The daemon: listeners, the connection limit, signals, reload.
+//! The daemon: listeners, the connection limits, signals, reload.
 //!
 //! The server knows no rule: it hands each decoded request to
-//! [`crate::policy::evaluate`] with the current [`Policy`]. A connection
-//! permit is taken *before* accepting, so the limit is back-pressure (excess
-//! clients wait in the listen backlog), never a dropped connection. SIGHUP
-//! builds a new `Policy` and swaps it in; requests in flight finish on the
-//! old one; a config that fails to load is logged and the old one kept.
+//! [`crate::policy::evaluate`] with the current [`Policy`]. When every
+//! connection slot is taken, a new client gets the slot of the connection
+//! that answered nothing for the longest time ([`slots`]); while it waits
+//! for one, no other client is accepted (back-pressure). SIGHUP builds a
+//! new `Policy` and swaps it in; requests in flight finish on the old one;
+//! a config that fails to load is logged and the old one kept.
 
 pub mod connection;
 pub mod listener;
+pub mod slots;
 
 use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -27,6 +28,7 @@ use crate::protocol::Request;
 use crate::state::State;
 pub use listener::SystemdFds;
 use listener::{Listener, Stream};
+use slots::Slots;
 
 /// The server settings and the policy of one config load, swapped together.
 type Current = (Arc<ServerSettings>, Arc<Policy>);
@@ -130,6 +132,10 @@ impl Shared {
                 n.max_connections != o.max_connections,
             ),
             (
+                "server.max_connections_per_address",
+                n.max_connections_per_address != o.max_connections_per_address,
+            ),
+            (
                 "spf.cache_size",
                 new.site.spf.cache_size != old.site.spf.cache_size,
             ),
@@ -223,14 +229,17 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let limit = Arc::new(Semaphore::new(settings.max_connections));
+    let slots = Slots::new(
+        settings.max_connections,
+        settings.max_connections_per_address,
+    );
     let mut accept_tasks = Vec::new();
     for l in listeners {
         tracing::info!("listening on {}", l.label());
         accept_tasks.push(tokio::spawn(accept_loop(
             l,
             shared.clone(),
-            limit.clone(),
+            slots.clone(),
             shutdown.clone(),
             tracker.clone(),
         )));
@@ -281,34 +290,46 @@ pub async fn run_stdio(config_path: PathBuf) -> io::Result<()> {
 async fn accept_loop(
     listener: Listener,
     shared: Arc<Shared>,
-    limit: Arc<Semaphore>,
+    slots: Arc<Slots>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let mut refused = RateLimitedWarning::default();
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = shutdown.cancelled() => break,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.cancelled() => break,
         };
         match accepted {
-            Ok((stream, peer)) => {
+            Ok((stream, peer, address)) => {
+                // No other client is accepted while this one waits.
+                let lease = tokio::select! {
+                    l = slots.admit(address) => l,
+                    _ = shutdown.cancelled() => break,
+                };
+                let lease = match lease {
+                    Ok(lease) => lease,
+                    Err(why) => {
+                        refused.warn(|n| {
+                            format!("{n} connection(s) closed at once, latest {peer}: {why:?} (every slot answering a request)")
+                        });
+                        continue;
+                    }
+                };
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
                 tracker.spawn(async move {
                     tracing::debug!(peer, "connection opened");
+                    let lease = Some(lease);
                     let end = match stream {
-                        Stream::Unix(s) => connection::serve(s, &peer, shared, shutdown).await,
-                        Stream::Tcp(s) => connection::serve(s, &peer, shared, shutdown).await,
+                        Stream::Unix(s) => {
+                            connection::serve_in_slot(s, &peer, shared, shutdown, lease).await
+                        }
+                        Stream::Tcp(s) => {
+                            connection::serve_in_slot(s, &peer, shared, shutdown, lease).await
+                        }
                     };
                     tracing::debug!(peer, "connection ended: {end:?}");
-                    drop(permit);
                 });
             }
             Err(e) => {
@@ -319,6 +340,32 @@ async fn accept_loop(
         }
     }
     listener.cleanup();
+}
+
+/// A warning logged at most once per [`WARN_EVERY`], with how many times
+/// its cause happened since, so that a flood cannot flood the log.
+#[derive(Default)]
+struct RateLimitedWarning {
+    last: Option<tokio::time::Instant>,
+    count: u64,
+}
+
+/// The least time between two warnings of one [`RateLimitedWarning`].
+const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl RateLimitedWarning {
+    fn warn(&mut self, message: impl FnOnce(u64) -> String) {
+        self.count += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= WARN_EVERY)
+        {
+            tracing::warn!("{}", message(self.count));
+            self.last = Some(now);
+            self.count = 0;
+        }
+    }
 }
 
 /// The signals the daemon handles. Registered before any socket is bound:

@@ -1,0 +1,274 @@
+//! Connection slots: at most `max_connections` connections at once, and at
+//! most `max_connections_per_address` from one TCP peer. When a new client
+//! finds every slot taken, the connection that answered nothing for the
+//! longest time is closed to admit it (one waiting for its next request, or
+//! one whose request is still trickling in: Postfix writes each request at
+//! once); one being answered is never cut. Postfix reconnects by itself, so
+//! a crowd of idle or slow connections cannot lock Postfix out.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How long a new client may wait for a slot when every connection is
+/// answering a request (none can be closed); after that it is closed.
+pub const ADMIT_WAIT: Duration = Duration::from_secs(1);
+
+/// `idle_since` of a connection whose request is being answered.
+const BUSY: u64 = 0;
+
+/// One admitted connection.
+pub struct Slot {
+    address: Option<IpAddr>,
+    /// Milliseconds since the registry's start at which the connection
+    /// last finished an answer (or connected), plus one; [`BUSY`] while it
+    /// answers a request.
+    idle_since: AtomicU64,
+    evict: CancellationToken,
+}
+
+struct Inner {
+    slots: HashMap<u64, Arc<Slot>>,
+    per_address: HashMap<IpAddr, usize>,
+    next_id: u64,
+}
+
+/// Why a client was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Every slot was answering a request for [`ADMIT_WAIT`].
+    Busy,
+    /// Its address is at its cap and every one of its connections is busy.
+    AddressBusy,
+}
+
+pub struct Slots {
+    inner: Mutex<Inner>,
+    freed: Notify,
+    start: Instant,
+    max_total: usize,
+    max_per_address: usize,
+}
+
+impl Slots {
+    pub fn new(max_total: usize, max_per_address: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            inner: Mutex::new(Inner {
+                slots: HashMap::new(),
+                per_address: HashMap::new(),
+                next_id: 0,
+            }),
+            freed: Notify::new(),
+            start: Instant::now(),
+            max_total: max_total.max(1),
+            max_per_address: max_per_address.max(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Admits a connection from `address` (`None`: a unix socket), closing
+    /// the longest-idle connection when the limits are reached. Waits at
+    /// most [`ADMIT_WAIT`] for a slot when nothing can be closed.
+    pub async fn admit(self: &Arc<Self>, address: Option<IpAddr>) -> Result<Lease, Refused> {
+        let deadline = Instant::now() + ADMIT_WAIT;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before the lock is released, so a slot freed in
+            // between still wakes us.
+            freed.as_mut().enable();
+            {
+                let mut inner = self.lock();
+                let from_address = address
+                    .and_then(|a| inner.per_address.get(&a).copied())
+                    .unwrap_or(0);
+                if from_address >= self.max_per_address {
+                    // The peer's own longest-idle connection makes room.
+                    if !self.evict_idlest(&inner, address) && !self.evicting(&inner, address) {
+                        return Err(Refused::AddressBusy);
+                    }
+                } else if inner.slots.len() >= self.max_total {
+                    self.evict_idlest(&inner, None);
+                } else {
+                    return Ok(self.insert(&mut inner, address));
+                }
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(Refused::Busy);
+            }
+        }
+    }
+
+    fn insert(self: &Arc<Self>, inner: &mut Inner, address: Option<IpAddr>) -> Lease {
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let slot = Arc::new(Slot {
+            address,
+            idle_since: AtomicU64::new(self.now()),
+            evict: CancellationToken::new(),
+        });
+        inner.slots.insert(id, slot.clone());
+        if let Some(a) = address {
+            *inner.per_address.entry(a).or_insert(0) += 1;
+        }
+        Lease {
+            slots: self.clone(),
+            id,
+            slot,
+        }
+    }
+
+    /// Asks the connection idle the longest (of `address`, or of all) to
+    /// close; false when none is idle.
+    fn evict_idlest(&self, inner: &Inner, address: Option<IpAddr>) -> bool {
+        let idlest = inner
+            .slots
+            .values()
+            .filter(|s| address.is_none() || s.address == address)
+            .filter(|s| !s.evict.is_cancelled())
+            .filter_map(|s| match s.idle_since.load(Ordering::Relaxed) {
+                BUSY => None,
+                since => Some((since, s)),
+            })
+            .min_by_key(|(since, _)| *since);
+        match idlest {
+            Some((_, slot)) => {
+                slot.evict.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a connection of `address` is already on its way out.
+    fn evicting(&self, inner: &Inner, address: Option<IpAddr>) -> bool {
+        inner
+            .slots
+            .values()
+            .any(|s| s.address == address && s.evict.is_cancelled())
+    }
+
+    /// Connections now.
+    pub fn len(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A connection's hold on its slot, released when dropped.
+pub struct Lease {
+    slots: Arc<Slots>,
+    id: u64,
+    slot: Arc<Slot>,
+}
+
+impl Lease {
+    /// The connection finished an answer: from now on it may be closed to
+    /// make room.
+    pub fn idle(&self) {
+        let now = self.slots.now();
+        self.slot.idle_since.store(now, Ordering::Relaxed);
+    }
+
+    /// A request is being answered: the connection is not closed for others.
+    pub fn busy(&self) {
+        self.slot.idle_since.store(BUSY, Ordering::Relaxed);
+    }
+
+    /// Resolves when the connection is asked to close for a newcomer.
+    pub async fn evicted(&self) {
+        self.slot.evict.cancelled().await
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut inner = self.slots.lock();
+        inner.slots.remove(&self.id);
+        if let Some(a) = self.slot.address
+            && let Some(n) = inner.per_address.get_mut(&a)
+        {
+            *n -= 1;
+            if *n == 0 {
+                inner.per_address.remove(&a);
+            }
+        }
+        drop(inner);
+        self.slots.freed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([198, 51, 100, last]))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_longest_idle_makes_room() {
+        let slots = Slots::new(2, 2);
+        let a = slots.admit(ip(1)).await.unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let b = slots.admit(ip(2)).await.unwrap();
+        // Full: the newcomer asks `a` (idle longest) to go, and gets its
+        // slot once `a` has closed.
+        let slots2 = slots.clone();
+        let newcomer = tokio::spawn(async move { slots2.admit(ip(3)).await });
+        tokio::task::yield_now().await;
+        assert!(a.slot.evict.is_cancelled());
+        assert!(!b.slot.evict.is_cancelled());
+        drop(a);
+        let c = newcomer.await.unwrap().unwrap();
+        assert_eq!(slots.len(), 2);
+        drop((b, c));
+        assert!(slots.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_connections_are_never_closed() {
+        let slots = Slots::new(1, 1);
+        let a = slots.admit(None).await.unwrap();
+        a.busy();
+        assert_eq!(slots.admit(None).await.err(), Some(Refused::Busy));
+        assert!(!a.slot.evict.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_at_its_cap_makes_room_from_its_own() {
+        let slots = Slots::new(10, 2);
+        let a1 = slots.admit(ip(1)).await.unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let other = slots.admit(ip(2)).await.unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let a2 = slots.admit(ip(1)).await.unwrap();
+        let slots2 = slots.clone();
+        let a3 = tokio::spawn(async move { slots2.admit(ip(1)).await });
+        tokio::task::yield_now().await;
+        assert!(a1.slot.evict.is_cancelled());
+        assert!(!other.slot.evict.is_cancelled() && !a2.slot.evict.is_cancelled());
+        drop(a1);
+        let _a3 = a3.await.unwrap().unwrap();
+        // At its cap with every connection busy: refused at once.
+        a2.busy();
+        _a3.busy();
+        assert_eq!(slots.admit(ip(1)).await.err(), Some(Refused::AddressBusy));
+    }
+}

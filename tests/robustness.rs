@@ -3,6 +3,8 @@
 //! profile serves is not answered in silence, and --check-config says when
 //! requests would go unchecked. Everything over the daemon's real socket.
 
+#[path = "support/dns.rs"]
+mod dns;
 #[path = "support/rpol.rs"]
 mod rpol;
 
@@ -196,4 +198,65 @@ fn a_crowd_of_idle_connections_cannot_lock_postfix_out() {
     // on its own): it reads end-of-file, not a hang.
     assert_eq!(rpol::read_to_close(&mut postfix), b"");
     drop(crowd);
+}
+
+/// Peak resident memory of a process, from /proc (VmHWM), in KiB.
+fn peak_rss_kib(pid: libc::pid_t) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[test]
+fn a_flood_of_huge_instance_values_stays_within_its_memory_bound() {
+    const REQUESTS: usize = 40_000;
+    const BATCH: usize = 100;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut zones = dns::DEFAULT_ZONES.to_vec();
+    zones.push(("spftest.", include_str!("zones/spftest.zone")));
+    let dns = runtime.block_on(dns::TestDns::start(&zones));
+    let config = format!(
+        "[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n\
+         [spf]\nreceiver = \"mx.example.com\"\n\
+         [profile.mx]\nrecipient = [\"check_spf\"]\n",
+        dns.addr
+    );
+    let rpol = Setup::new(&config).start();
+    let mut conn = rpol.connect();
+    let padding = "i".repeat(8 * 1024 - 64);
+    let mut sent = 0;
+    while sent < REQUESTS {
+        let mut batch = Vec::new();
+        for n in sent..sent + BATCH {
+            let instance = format!("{padding}{n}");
+            batch.extend(rpol::request(&[
+                ("protocol_state", "RCPT"),
+                ("client_address", "203.0.113.10"),
+                ("helo_name", "mail.good.example"),
+                ("sender", "someone@pass.spftest"),
+                ("recipient", "a@example.com"),
+                ("instance", &instance),
+            ]));
+        }
+        std::io::Write::write_all(&mut conn, &batch).unwrap();
+        for _ in 0..BATCH {
+            let answer = rpol::read_response(&mut conn);
+            // Every transaction is new: each gets its own header.
+            assert!(
+                answer.starts_with("action=PREPEND Received-SPF: pass "),
+                "{answer}"
+            );
+        }
+        sent += BATCH;
+    }
+    let peak = peak_rss_kib(rpol.pid());
+    println!(
+        "peak RSS after {REQUESTS} requests with 8 KiB instances: {} KiB",
+        peak
+    );
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+    drop(dns);
 }

@@ -19,7 +19,7 @@ use crate::bounded::BoundedLru;
 /// Bytes of memory the DNS cache may use whatever `[dns] cache_size` says:
 /// the names queried come from clients (HELO, sender, PTR names) and a TXT
 /// answer can be tens of kilobytes.
-pub const DNS_CACHE_BYTES: usize = 32 * 1024 * 1024;
+pub const DNS_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Cache key: normalised name and record type.
 pub(crate) type Key = (String, RecordKind);

@@ -20,7 +20,7 @@ use crate::spf::{Evaluation, Identity};
 /// Bytes of memory the SPF result cache may use, whatever `[spf]
 /// cache_size` says: an entry holds client-chosen names and a DNS-chosen
 /// explanation (each bounded by the request and DNS limits).
-pub const SPF_CACHE_BYTES: usize = 16 * 1024 * 1024;
+pub const SPF_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// client, identity, domain, HELO, and the local part when it mattered.
 type Key = (IpAddr, Identity, String, String, Option<String>);

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::values::{millis, secs};
 use super::{Compiler, schema};
 use crate::dns::DnsConfig;
 
@@ -32,19 +33,38 @@ impl Compiler<'_> {
                 ),
             }
         }
-        self.duration(timeout, "dns.timeout", &mut out.timeout);
-        self.duration(min_ttl, "dns.min_ttl", &mut out.min_ttl);
-        self.duration(max_ttl, "dns.max_ttl", &mut out.max_ttl);
+        // A query waits at most a minute; TTLs are kept at most a week.
+        self.duration(
+            timeout,
+            "dns.timeout",
+            millis(10)..=secs(60),
+            &mut out.timeout,
+        );
+        self.duration(
+            min_ttl,
+            "dns.min_ttl",
+            secs(0)..=secs(86_400),
+            &mut out.min_ttl,
+        );
+        self.duration(
+            max_ttl,
+            "dns.max_ttl",
+            secs(0)..=secs(7 * 86_400),
+            &mut out.max_ttl,
+        );
         self.duration(
             negative_max_ttl,
             "dns.negative_max_ttl",
+            secs(0)..=secs(86_400),
             &mut out.negative_max_ttl,
         );
-        self.count(attempts, "dns.attempts", &mut out.attempts);
-        self.count(cache_size, "dns.cache_size", &mut out.cache_size);
-        if out.timeout.is_zero() {
-            self.error(0..0, "dns.timeout", "must be more than zero");
-        }
+        self.count(attempts, "dns.attempts", 1..=10, &mut out.attempts);
+        self.count(
+            cache_size,
+            "dns.cache_size",
+            1..=10_000_000,
+            &mut out.cache_size,
+        );
         out
     }
 }

@@ -300,6 +300,77 @@ mod tests {
         assert!(errs[4].contains("no table named \"missing\""), "{errs:?}");
     }
 
+    /// Every kind of bounded value: a time beyond its ceiling (the one
+    /// that once made every connection panic), below its floor, a count of
+    /// zero or beyond its ceiling, and a limit above the one it refines.
+    #[test]
+    fn values_out_of_range_are_refused() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[server]\nidle_timeout = \"18446744073709551615s\"\n",
+                "p.toml:2:16: server.idle_timeout: must be between 100ms and 86400s",
+            ),
+            (
+                "[server]\nrequest_timeout = \"0s\"\n",
+                "p.toml:2:19: server.request_timeout: must be between 100ms and 3600s",
+            ),
+            (
+                "[server]\nshutdown_timeout = \"2h\"\n",
+                "p.toml:2:20: server.shutdown_timeout: must be between 100ms and 3600s",
+            ),
+            (
+                "[server]\nmax_connections = 0\n",
+                "p.toml:2:19: server.max_connections: must be at least 1",
+            ),
+            (
+                "[server]\nmax_connections = 1000000\n",
+                "p.toml:2:19: server.max_connections: must be at most 100000",
+            ),
+            (
+                "[server]\nmax_connections = 10\nmax_connections_per_address = 11\n",
+                "p.toml:3:31: server.max_connections_per_address: must not exceed max_connections (10)",
+            ),
+            (
+                "[dns]\ntimeout = \"0s\"\n",
+                "p.toml:2:11: dns.timeout: must be between 10ms and 60s",
+            ),
+            (
+                "[dns]\nmax_ttl = \"30d\"\n",
+                "p.toml:2:11: dns.max_ttl: must be between 0s and 604800s",
+            ),
+            (
+                "[dns]\nattempts = 11\n",
+                "p.toml:2:12: dns.attempts: must be at most 10",
+            ),
+            (
+                "[dns]\ncache_size = 0\n",
+                "p.toml:2:14: dns.cache_size: must be at least 1",
+            ),
+            (
+                "[spf]\ntimeout = \"1w\"\n",
+                "p.toml:2:11: spf.timeout: must be between 100ms and 300s",
+            ),
+            (
+                "[spf]\ncache_ttl = \"2d\"\n",
+                "p.toml:2:13: spf.cache_ttl: must be between 0s and 86400s",
+            ),
+            (
+                "[spf]\ncache_size = 20000000\n",
+                "p.toml:2:14: spf.cache_size: must be at most 10000000",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(errors(text), [*want], "{text}");
+        }
+        // The edges themselves are accepted.
+        assert_eq!(
+            errors(
+                "[server]\nidle_timeout = \"1d\"\nrequest_timeout = \"100ms\"\n[dns]\ntimeout = \"60s\"\nattempts = 10\n"
+            ),
+            Vec::<String>::new()
+        );
+    }
+
     #[test]
     fn duplicate_matches_are_refused() {
         let errs =

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::values::{millis, secs};
 use super::{Compiler, schema};
 
 /// A listen address: `unix:PATH` or `tcp:HOST:PORT`.
@@ -48,6 +49,10 @@ impl fmt::Display for ListenAddr {
         }
     }
 }
+
+/// Most connections `max_connections` may allow: each holds a file
+/// descriptor and a task, and Postfix opens at most one per smtpd process.
+pub const MAX_CONNECTIONS: usize = 100_000;
 
 /// `[server]`, compiled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +140,7 @@ impl Compiler<'_> {
         self.count(
             max_connections,
             "server.max_connections",
+            1..=MAX_CONNECTIONS,
             &mut out.max_connections,
         );
         out.max_connections_per_address = out.max_connections;
@@ -150,17 +156,27 @@ impl Compiler<'_> {
         self.count(
             max_connections_per_address,
             "server.max_connections_per_address",
+            1..=MAX_CONNECTIONS,
             &mut out.max_connections_per_address,
         );
-        self.nonzero_duration(idle_timeout, "server.idle_timeout", &mut out.idle_timeout);
-        self.nonzero_duration(
+        // Postfix gives up on an idle policy connection after 300 s and on
+        // a request after 100 s: allow well beyond both, never unbounded.
+        self.duration(
+            idle_timeout,
+            "server.idle_timeout",
+            millis(100)..=secs(86_400),
+            &mut out.idle_timeout,
+        );
+        self.duration(
             request_timeout,
             "server.request_timeout",
+            millis(100)..=secs(3_600),
             &mut out.request_timeout,
         );
-        self.nonzero_duration(
+        self.duration(
             shutdown_timeout,
             "server.shutdown_timeout",
+            millis(100)..=secs(3_600),
             &mut out.shutdown_timeout,
         );
         if let Some(action) = error_action {

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use super::values::{millis, secs};
 use super::{Compiler, schema};
 use crate::spf::{HeaderKind, ResultActions, SpfAction, SpfSettings, Whitelist};
 
@@ -73,9 +74,25 @@ impl Compiler<'_> {
             }
             files.push(path);
         }
-        self.duration(timeout, "spf.timeout", &mut out.timeout);
-        self.duration(cache_ttl, "spf.cache_ttl", &mut out.cache_ttl);
-        self.count(cache_size, "spf.cache_size", &mut out.cache_size);
+        // RFC 7208 4.6.4 asks for at least 20 s; tests use less.
+        self.duration(
+            timeout,
+            "spf.timeout",
+            millis(100)..=secs(300),
+            &mut out.timeout,
+        );
+        self.duration(
+            cache_ttl,
+            "spf.cache_ttl",
+            secs(0)..=secs(86_400),
+            &mut out.cache_ttl,
+        );
+        self.count(
+            cache_size,
+            "spf.cache_size",
+            1..=10_000_000,
+            &mut out.cache_size,
+        );
         if let Some(a) = mail_from {
             out.mail_from = self.spf_actions(a, "spf.mail_from", out.mail_from);
         }

@@ -4,6 +4,7 @@
 //! reports every bad value.
 
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -36,47 +37,74 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// The range a time setting accepts: times are added to clocks, so each
+/// has a ceiling (a huge value would overflow them), and a floor where zero
+/// or a tiny value would make no sense.
+pub(super) type Times = RangeInclusive<Duration>;
+/// The range a count setting accepts.
+pub(super) type Counts = RangeInclusive<usize>;
+
+pub(super) const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+pub(super) const fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A time for messages: `300s`, `1500ms`.
+fn show(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 impl Compiler<'_> {
-    /// Sets `slot` to the time `value`, when it is given and valid.
+    /// Sets `slot` to the time `value`, when it is given, valid and within
+    /// `range`.
     pub(super) fn duration(
         &mut self,
         value: Option<Spanned<String>>,
         key: &str,
+        range: Times,
         slot: &mut Duration,
     ) {
         if let Some(v) = value {
             match parse_duration(v.get_ref()) {
-                Ok(d) => *slot = d,
+                Ok(d) if range.contains(&d) => *slot = d,
+                Ok(_) => self.error(
+                    v.span(),
+                    key,
+                    format!(
+                        "must be between {} and {}",
+                        show(*range.start()),
+                        show(*range.end())
+                    ),
+                ),
                 Err(e) => self.error(v.span(), key, e),
             }
         }
     }
 
-    /// As [`Self::duration`], refusing zero (a timeout of zero would fire
-    /// at once).
-    pub(super) fn nonzero_duration(
+    /// Sets `slot` to the count `value`, when it is given and within
+    /// `range` (a size or number of tries of zero would disable the thing).
+    pub(super) fn count(
         &mut self,
-        value: Option<Spanned<String>>,
+        value: Option<Spanned<usize>>,
         key: &str,
-        slot: &mut Duration,
+        range: Counts,
+        slot: &mut usize,
     ) {
         if let Some(v) = value {
-            match parse_duration(v.get_ref()) {
-                Ok(d) if !d.is_zero() => *slot = d,
-                Ok(_) => self.error(v.span(), key, "must be more than zero"),
-                Err(e) => self.error(v.span(), key, e),
-            }
-        }
-    }
-
-    /// Sets `slot` to the count `value`, when it is given and at least 1
-    /// (a size or number of tries of zero would disable the thing).
-    pub(super) fn count(&mut self, value: Option<Spanned<usize>>, key: &str, slot: &mut usize) {
-        if let Some(v) = value {
-            if *v.get_ref() == 0 {
-                self.error(v.span(), key, "must be at least 1");
+            let n = *v.get_ref();
+            if range.contains(&n) {
+                *slot = n;
+            } else if n < *range.start() {
+                self.error(v.span(), key, format!("must be at least {}", range.start()));
             } else {
-                *slot = *v.get_ref();
+                self.error(v.span(), key, format!("must be at most {}", range.end()));
             }
         }
     }

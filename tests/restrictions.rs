@@ -7,6 +7,7 @@
 //! `called_from`), so replies of the client, helo and sender stages carry
 //! that stage's Postfix wording in their text. Every answer comes from the
 //! rpol binary over its unix socket; the traces are read in-process.
+//! Access tables and their lookup order come last (no DNS there).
 
 #[path = "support/fixture.rs"]
 mod fixture;
@@ -14,6 +15,7 @@ mod fixture;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use fixture::daemon::{Setup, ask, response};
 use fixture::dns_server::{DEFAULT_ZONES, SERVFAIL_NAME, TIMEOUT_NAME};
 use fixture::{DNS_ADDR, Fixture, Spec};
 use rpol::config;
@@ -405,4 +407,186 @@ fn missing_site_file_is_a_config_error() {
         Path::new(dir.path()).join("nope").display()
     );
     assert!(err.starts_with(&expected_prefix), "{err}");
+}
+
+/// Access tables with Postfix's lookup order, called from the recipient
+/// restrictions (profile `default`) or from the sender restrictions
+/// (profile `from_sender`, chosen by policy_context).
+const ACCESS: &str = r#"
+[site]
+recipient_delimiter = "+"
+
+[tables]
+clients = "tables/clients"
+networks = "cidr:tables/networks"
+senders = "tables/senders"
+
+[profile.default]
+client = ["check_client_access clients", "check_client_access networks"]
+sender = ["check_sender_access senders"]
+
+[profile.from_sender]
+match = { policy_context = "sender" }
+called_from = "sender"
+client = ["check_client_access clients", "check_client_access networks"]
+sender = ["check_sender_access senders"]
+"#;
+
+const CLIENTS: &str = "\
+# parent domain entry: matches subdomains (parent_domain_matches_subdomains)
+example.org         REJECT
+203.0.113           REJECT 5.7.2 Your network is blocked
+mail.good.example   OK
+";
+
+const NETWORKS: &str = "\
+198.51.100.0/24     550 5.7.1 No mail from this network
+";
+
+const SENDERS: &str = "\
+user@example.com    REJECT 5.7.1 Sender blocked
+example.net         REJECT
+<>                  550 5.7.0 No bounces here
+spam@               REJECT
+postmaster@         OK
+";
+
+fn access_request<'a>(
+    name: &'a str,
+    addr: &'a str,
+    sender: &'a str,
+    context: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("protocol_state", "RCPT"),
+        ("client_address", addr),
+        ("client_name", name),
+        ("helo_name", "helo.example"),
+        ("sender", sender),
+        ("recipient", "rcpt@example.net"),
+        ("server_port", "25"),
+        ("policy_context", context),
+    ]
+}
+
+#[test]
+fn access_table_lookup_order() {
+    let rpol = Setup::new(ACCESS)
+        .file("tables/clients", CLIENTS)
+        .file("tables/networks", NETWORKS)
+        .file("tables/senders", SENDERS)
+        .start();
+    let mut conn = rpol.connect();
+    let neutral = "a@neutral.test";
+    let cases: &[(&str, &str, &str, &str, &str)] = &[
+        // (client_name, client_address, sender, policy_context, action)
+        (
+            "host.sub.example.org",
+            "2001:db8::10",
+            neutral,
+            "",
+            "554 5.7.1 <host.sub.example.org[2001:db8::10]>: Client host rejected: Access denied",
+        ),
+        (
+            "unknown",
+            "203.0.113.9",
+            neutral,
+            "",
+            "554 5.7.2 <unknown[203.0.113.9]>: Client host rejected: Your network is blocked",
+        ),
+        (
+            "unknown",
+            "198.51.100.7",
+            neutral,
+            "",
+            "550 5.7.1 <unknown[198.51.100.7]>: Client host rejected: No mail from this network",
+        ),
+        // The name is looked up before the address: OK ends the client stage.
+        ("mail.good.example", "203.0.113.9", neutral, "", "DUNNO"),
+        // Nothing matches: not example.org itself spelt differently.
+        (
+            "example.org.evil.test",
+            "2001:db8::10",
+            neutral,
+            "",
+            "DUNNO",
+        ),
+        // user+ext@domain falls back to user@domain.
+        (
+            "unknown",
+            "2001:db8::10",
+            "user+tag@example.com",
+            "",
+            "554 5.7.1 <user+tag@example.com>: Sender address rejected: Sender blocked",
+        ),
+        // A parent domain of the sender's domain.
+        (
+            "unknown",
+            "2001:db8::10",
+            "a@mail.example.net",
+            "",
+            "554 5.7.1 <a@mail.example.net>: Sender address rejected: Access denied",
+        ),
+        // The domain comes before user@.
+        (
+            "unknown",
+            "2001:db8::10",
+            "postmaster@example.net",
+            "",
+            "554 5.7.1 <postmaster@example.net>: Sender address rejected: Access denied",
+        ),
+        (
+            "unknown",
+            "2001:db8::10",
+            "spam@anywhere.test",
+            "",
+            "554 5.7.1 <spam@anywhere.test>: Sender address rejected: Access denied",
+        ),
+        (
+            "unknown",
+            "2001:db8::10",
+            "postmaster@anywhere.test",
+            "",
+            "DUNNO",
+        ),
+        // The null sender is looked up as <>.
+        (
+            "unknown",
+            "2001:db8::10",
+            "",
+            "",
+            "550 5.7.0 <>: Sender address rejected: No bounces here",
+        ),
+        ("unknown", "2001:db8::10", neutral, "", "DUNNO"),
+        // Called from smtpd_sender_restrictions: Postfix adds the sender
+        // prefix itself, so rpol does not; the client stage still gets one.
+        (
+            "unknown",
+            "2001:db8::10",
+            "user@example.com",
+            "sender",
+            "554 5.7.1 Sender blocked",
+        ),
+        (
+            "unknown",
+            "2001:db8::10",
+            "",
+            "sender",
+            "550 5.7.0 No bounces here",
+        ),
+        (
+            "unknown",
+            "203.0.113.200",
+            "user@example.com",
+            "sender",
+            "554 5.7.2 <unknown[203.0.113.200]>: Client host rejected: Your network is blocked",
+        ),
+    ];
+    for (name, addr, sender, context, action) in cases {
+        assert_eq!(
+            ask(&mut conn, &access_request(name, addr, sender, context)),
+            response(action),
+            "client {name}[{addr}] sender <{sender}> context {context:?}"
+        );
+    }
 }

@@ -9,7 +9,6 @@
 #[path = "support/fixture.rs"]
 mod fixture;
 
-use fixture::daemon::Setup;
 use fixture::dns_server::DEFAULT_ZONES;
 use fixture::{Case, DNS_ADDR, Fixture, Spec};
 
@@ -292,54 +291,4 @@ async fn postfix_exact_alternative_rejects_unregistered_foreign_addresses() {
             "DUNNO".into(),
         ),
     ]);
-}
-
-#[test]
-fn login_rules_need_a_login_map_and_outbound_spf_needs_egress() {
-    let setup = Setup::new(
-        "[profile.submission]\nsender = [\"reject_sender_login_mismatch\", \"check_outbound_spf\"]\n",
-    );
-    let out = setup
-        .command()
-        .arg("--check-config")
-        .output()
-        .expect("rpol runs");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(":2:11: profile.submission.sender: needs a login map"),
-        "{err}"
-    );
-    assert!(
-        err.contains(":2:43: profile.submission.sender: needs [site] egress"),
-        "{err}"
-    );
-}
-
-#[test]
-fn postfix_config_matches_the_shipped_policy() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rpol"))
-        .args([
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/policy.toml"),
-            "--postfix-config",
-        ])
-        .output()
-        .expect("rpol runs");
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    for line in [
-        "    check_policy_service inet:127.0.0.1:10040",
-        "sender_dependent_relayhost_maps = hash:/etc/postfix/rpol_sender_relay",
-        "smtp_sasl_password_maps = hash:/etc/postfix/rpol_sasl_passwd",
-        "submission inet n - y - - smtpd",
-        "  -o { smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:10040, permit_sasl_authenticated, reject }",
-        "alice.private@mail.example.org\t[smtp.mail.example.org]:587",
-        "alice.private@mail.example.org\talice.private@mail.example.org:PASSWORD",
-    ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "missing {line:?} in:\n{text}"
-        );
-    }
 }

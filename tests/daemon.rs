@@ -3,7 +3,7 @@
 //! listener kind (unix, tcp, systemd socket activation) and `--stdio`.
 //! Requests and responses are raw bytes, compared whole. The command-line
 //! modes that answer and exit are in tests/cli.rs; the connection handler
-//! alone, in-process, in tests/connection.rs.
+//! alone, in-process with exact read sizes, in tests/connection.rs.
 
 #[path = "support/port587.rs"]
 mod port587;
@@ -20,7 +20,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use port587::{DUNNO, ERROR_RESPONSE, SUBMISSION, rejected, submission};
+use port587::{DUNNO, ERROR_RESPONSE, SUBMISSION, exchanges, rejected, submission};
 use rpol::{
     RPOL, Setup, WAIT_TIMEOUT, ask, connect, raw_request, read_response, read_to_close, request,
     response, silent_for,
@@ -273,6 +273,34 @@ fn crlf_line_ends_are_understood() {
     conn.write_all(crlf.as_bytes()).unwrap();
     assert_eq!(read_response(&mut conn), rejected("198.51.100.12"));
     assert_eq!(ask(&mut conn, &submission("198.51.100.12", true)), DUNNO);
+}
+
+/// The framing table of support/port587.rs through the real listener:
+/// each exchange on its own connection, in writes of 1, 2, 3, ... bytes up
+/// to the whole, then end of input. The kernel may merge writes, so the
+/// read sizes the daemon sees are not controlled here; tests/connection.rs
+/// replays the same table in-process in reads of exactly each size.
+#[test]
+fn table_in_writes_of_every_size() {
+    let rpol = Setup::new(SUBMISSION).start();
+    for exchange in exchanges() {
+        for size in 1..=exchange.wire.len() {
+            let mut conn = rpol.connect();
+            for chunk in exchange.wire.chunks(size) {
+                // After a malformed request the server may close first.
+                if conn.write_all(chunk).is_err() {
+                    break;
+                }
+            }
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+            assert_eq!(
+                String::from_utf8_lossy(&read_to_close(&mut conn)),
+                exchange.answer,
+                "{} in writes of {size}",
+                exchange.name
+            );
+        }
+    }
 }
 
 #[test]

@@ -7,8 +7,11 @@
 #[path = "support/fixture.rs"]
 mod fixture;
 
+use std::time::Duration;
+
 use fixture::dns_server::DEFAULT_ZONES;
 use fixture::{Case, DNS_ADDR, Fixture, Spec};
+use tokio::time::Instant;
 
 /// A typical RCPT request from 203.0.113.10, which pass.spftest's record
 /// lists; each question replaces or adds attributes.
@@ -458,4 +461,38 @@ async fn a_header_a_deferral_displaced_goes_out_with_the_next_recipient() {
             "DUNNO".into(),
         ),
     ]);
+}
+
+/// `[spf] cache_ttl` runs on tokio's clock (state/spf_cache.rs), so a
+/// paused clock proves it without waiting: in-process, a result is reused
+/// while younger than cache_ttl and evaluated again once cache_ttl has
+/// passed. The clock runs for real while DNS is asked (a paused clock would
+/// jump over a query in flight to its timeout), and is paused only to move
+/// it; the result is stored between `before` and `after`, so "younger" is
+/// measured from `before` and "older" from `after`.
+#[tokio::test]
+async fn results_are_cached_for_cache_ttl() {
+    const TTL: Duration = Duration::from_secs(600);
+    let s = setup("cache_ttl = \"600s\"").await;
+    let evaluated = "SPF mailfrom someone@pass.spftest: pass, matched ip4:203.0.113.0/24";
+    let cached =
+        "SPF mailfrom someone@pass.spftest: pass (cached result), matched ip4:203.0.113.0/24";
+    let before = Instant::now();
+    let trace = s.trace(&[]).await;
+    let after = Instant::now();
+    assert!(trace.contains(evaluated), "{trace}");
+    // Every lookup of the evaluation is in the resolver's cache now (its
+    // TTLs run on the real clock), so moving tokio's clock only ages the
+    // SPF result.
+    let move_clock_to = |at: Instant| async move {
+        tokio::time::pause();
+        tokio::time::advance(at - Instant::now()).await;
+        tokio::time::resume();
+    };
+    move_clock_to(before + TTL - Duration::from_millis(1)).await;
+    let trace = s.trace(&[]).await;
+    assert!(trace.contains(cached), "{trace}");
+    move_clock_to(after + TTL).await;
+    let trace = s.trace(&[]).await;
+    assert!(trace.contains(evaluated), "{trace}");
 }

@@ -4,86 +4,129 @@
 //! answer comes from the rpol binary over its unix socket; the traces are
 //! read in-process.
 
-#[path = "support/rpol.rs"]
-mod daemon;
-#[path = "support/dns.rs"]
-mod dns_server;
+#[path = "support/fixture.rs"]
+mod fixture;
 
-use dns_server::{DEFAULT_ZONES, TestDns};
-use rpol::config;
-use rpol::policy::{Policy, evaluate};
-use rpol::protocol::Request;
-use rpol::state::State;
+use std::time::Duration;
 
-struct Setup {
-    dns: TestDns,
-    /// The same configuration loaded in-process, for traces, with its
-    /// own runtime state.
-    policy: Policy,
-    state: State,
-    daemon: daemon::Rpol,
-}
+use fixture::dns_server::DEFAULT_ZONES;
+use fixture::{Case, DNS_ADDR, Fixture, Spec};
+use tokio::time::Instant;
 
-async fn setup(spf: &str) -> Setup {
-    let mut zones = DEFAULT_ZONES.to_vec();
-    zones.push(("spftest.", include_str!("zones/spftest.zone")));
-    let dns = TestDns::start(&zones).await;
-    dns.inject_servfail("servfail.spftest");
-    let text = format!(
-        "[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n\
+/// A typical RCPT request from 203.0.113.10, which pass.spftest's record
+/// lists; each question replaces or adds attributes.
+const RCPT: &[(&str, &str)] = &[
+    ("protocol_state", "RCPT"),
+    ("client_address", "203.0.113.10"),
+    ("helo_name", "mail.good.example"),
+    ("sender", "someone@pass.spftest"),
+    ("recipient", "alice@example.com"),
+    ("instance", ""),
+];
+
+/// check_spf after an access table, with `spf` appended to `[spf]`
+/// (keys, then any subtables); DNS is the default zones and spftest.zone,
+/// with SERVFAIL for servfail.spftest.
+async fn setup(spf: &str) -> Fixture {
+    let zones = [
+        DEFAULT_ZONES,
+        &[("spftest.", include_str!("zones/spftest.zone"))],
+    ]
+    .concat();
+    let config = format!(
+        "[dns]\nnameservers = [\"{DNS_ADDR}\"]\ntimeout = \"1s\"\nattempts = 1\n\
          [site]\nmynetworks = [\"127.0.0.0/8\"]\ndomains = [\"example.com\"]\n\
          [spf]\nreceiver = \"mx.example.com\"\nwhitelist = \"spf_whitelist\"\n{spf}\n\
-         [profile.mx]\nrecipient = [\"check_recipient_access hash:recipients\", \"check_spf\"]\n",
-        dns.addr
+         [profile.mx]\nrecipient = [\"check_recipient_access hash:recipients\", \"check_spf\"]\n"
     );
-    let setup = daemon::Setup::new(&text)
-        .file("spf_whitelist", "198.51.100.77\nhelo:mx.friend.example\n")
-        .file(
-            "recipients",
-            "busy@example.com DEFER_IF_PERMIT 4.2.1 try later\n",
-        );
-    let policy = config::load(&setup.config)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .policy;
-    Setup {
-        dns,
-        state: rpol::server::runtime_state(&policy).expect("runtime state"),
-        policy,
-        daemon: setup.start(),
-    }
+    let s = Fixture::start(Spec {
+        zones: &zones,
+        config: &config,
+        files: &[
+            ("spf_whitelist", "198.51.100.77\nhelo:mx.friend.example\n"),
+            (
+                "recipients",
+                "busy@example.com DEFER_IF_PERMIT 4.2.1 try later\n",
+            ),
+        ],
+        base: RCPT,
+    })
+    .await;
+    s.dns.inject_servfail("servfail.spftest");
+    s
 }
 
-/// A typical RCPT request with `pairs` replacing or adding attributes.
-fn pairs<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut all = vec![
-        ("protocol_state", "RCPT"),
-        ("client_address", "203.0.113.10"),
-        ("helo_name", "mail.good.example"),
-        ("sender", "someone@pass.spftest"),
-        ("recipient", "alice@example.com"),
-        ("instance", ""),
-    ];
-    for &(k, v) in pairs {
-        all.retain(|(name, _)| *name != k);
-        all.push((k, v));
-    }
-    all
+/// The client and sender of a request.
+fn from(ip: &'static str, sender: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![("client_address", ip), ("sender", sender)]
 }
 
-fn request(attrs: &[(&str, &str)]) -> Request {
-    Request::from_pairs(pairs(attrs))
+/// check_spf's reply to a MAIL FROM fail (rules/spf.rs `refuse`) without
+/// an explanation.
+fn fail(sender: &str, ip: &str) -> String {
+    format!("550 5.7.23 SPF fail: domain of {sender} does not designate {ip} as permitted sender")
 }
 
-/// The action rpol's server answers, over its socket.
-async fn ask(s: &Setup, attrs: &[(&str, &str)]) -> String {
-    daemon::ask_action(&mut s.daemon.connect(), &pairs(attrs))
+/// The whole Received-SPF PREPEND (spf/header.rs): `result (comment)`,
+/// then the key-value fields; the HELO is mail.good.example, the receiver
+/// mx.example.com, and `last` the `mechanism=` or `problem=` field, if any.
+fn received_spf(
+    result: &str,
+    comment: &str,
+    ip: &str,
+    sender: &str,
+    identity: &str,
+    last: &str,
+) -> String {
+    received_spf_helo(
+        result,
+        comment,
+        ip,
+        sender,
+        "mail.good.example",
+        identity,
+        last,
+    )
+}
+
+/// [`received_spf`] with another HELO name.
+fn received_spf_helo(
+    result: &str,
+    comment: &str,
+    ip: &str,
+    sender: &str,
+    helo: &str,
+    identity: &str,
+    last: &str,
+) -> String {
+    let last = if last.is_empty() {
+        String::new()
+    } else {
+        format!(" {last};")
+    };
+    format!(
+        "PREPEND Received-SPF: {result} (mx.example.com: {comment}) client-ip={ip}; \
+         envelope-from=\"{sender}\"; helo={helo}; receiver=mx.example.com; identity={identity};{last}"
+    )
+}
+
+/// The header of a MAIL FROM pass by `mechanism`.
+fn pass(sender: &str, ip: &str, mechanism: &str) -> String {
+    received_spf(
+        "pass",
+        &format!("domain of {sender} designates {ip} as permitted sender"),
+        ip,
+        sender,
+        "mailfrom",
+        &format!("mechanism=\"{mechanism}\""),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pass_prepends_received_spf() {
     let s = setup("").await;
     assert_eq!(
-        ask(&s, &[]).await,
+        s.ask(&[]),
         "PREPEND Received-SPF: pass (mx.example.com: domain of someone@pass.spftest designates \
          203.0.113.10 as permitted sender) client-ip=203.0.113.10; envelope-from=\"someone@pass.spftest\"; \
          helo=mail.good.example; receiver=mx.example.com; identity=mailfrom; mechanism=\"ip4:203.0.113.0/24\";"
@@ -93,44 +136,76 @@ async fn pass_prepends_received_spf() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_and_replies() {
     let s = setup("").await;
-    let from =
-        |ip: &'static str, sender: &'static str| [("client_address", ip), ("sender", sender)];
-    assert_eq!(
-        ask(&s, &from("198.51.100.9", "a@pass.spftest")).await,
-        "550 5.7.23 SPF fail: domain of a@pass.spftest does not designate 198.51.100.9 as permitted sender"
-    );
-    // The domain's explanation (exp=, macros expanded) is part of the reply.
-    assert_eq!(
-        ask(&s, &from("198.51.100.9", "a@explained.spftest")).await,
-        "550 5.7.23 SPF fail: domain of a@explained.spftest does not designate 198.51.100.9 as permitted sender: \
-         198.51.100.9 is not one of explained.spftest's mail servers"
-    );
-    assert!(
-        ask(&s, &from("198.51.100.9", "a@soft.spftest"))
-            .await
-            .starts_with("PREPEND Received-SPF: softfail "),
-    );
-    assert!(
-        ask(&s, &from("198.51.100.9", "a@neutral.spftest"))
-            .await
-            .starts_with("PREPEND Received-SPF: neutral "),
-    );
-    assert!(
-        ask(&s, &from("198.51.100.9", "a@nospf.spftest"))
-            .await
-            .starts_with("PREPEND Received-SPF: none "),
-    );
-    let permerror = ask(&s, &from("198.51.100.9", "a@broken.spftest")).await;
-    assert!(
-        permerror.starts_with("PREPEND Received-SPF: permerror "),
-        "{permerror}"
-    );
-    assert!(permerror.contains("problem="), "{permerror}");
-    // temperror is defer_if_permit by default: a later reject still wins.
-    assert_eq!(
-        ask(&s, &from("198.51.100.9", "a@tempfail.spftest")).await,
-        "DEFER_IF_PERMIT 4.7.24 SPF temporary error for domain of a@tempfail.spftest: DNS lookup failed; try again later"
-    );
+    let ip = "198.51.100.9";
+    let cases: &[Case] = &[
+        ("fail", from(ip, "a@pass.spftest"), fail("a@pass.spftest", ip)),
+        // The domain's explanation (exp=, macros expanded) is part of the reply.
+        (
+            "fail with an explanation",
+            from(ip, "a@explained.spftest"),
+            format!(
+                "{}: 198.51.100.9 is not one of explained.spftest's mail servers",
+                fail("a@explained.spftest", ip)
+            ),
+        ),
+        (
+            "softfail",
+            from(ip, "a@soft.spftest"),
+            received_spf(
+                "softfail",
+                "domain of transitioning a@soft.spftest does not designate 198.51.100.9 as permitted sender",
+                ip,
+                "a@soft.spftest",
+                "mailfrom",
+                "mechanism=all",
+            ),
+        ),
+        (
+            "neutral",
+            from(ip, "a@neutral.spftest"),
+            received_spf(
+                "neutral",
+                "198.51.100.9 is neither permitted nor denied by domain of a@neutral.spftest",
+                ip,
+                "a@neutral.spftest",
+                "mailfrom",
+                "mechanism=all",
+            ),
+        ),
+        (
+            "none",
+            from(ip, "a@nospf.spftest"),
+            received_spf(
+                "none",
+                "domain of a@nospf.spftest does not designate permitted sender hosts",
+                ip,
+                "a@nospf.spftest",
+                "mailfrom",
+                "",
+            ),
+        ),
+        (
+            "permerror",
+            from(ip, "a@broken.spftest"),
+            received_spf(
+                "permerror",
+                "permanent error in processing domain of a@broken.spftest: invalid SPF record found",
+                ip,
+                "a@broken.spftest",
+                "mailfrom",
+                "problem=\"invalid SPF record found\"",
+            ),
+        ),
+        // temperror is defer_if_permit by default: a later reject still wins.
+        (
+            "temperror",
+            from(ip, "a@tempfail.spftest"),
+            "DEFER_IF_PERMIT 4.7.24 SPF temporary error for domain of a@tempfail.spftest: DNS lookup failed; \
+             try again later"
+                .into(),
+        ),
+    ];
+    s.check(cases);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,107 +214,131 @@ async fn configured_actions() {
         "[spf.mail_from]\nsoftfail = \"reject\"\npermerror = \"reject\"\ntemperror = \"defer\"",
     )
     .await;
-    let from = |sender: &'static str| [("client_address", "198.51.100.9"), ("sender", sender)];
-    assert_eq!(
-        ask(&s, &from("a@soft.spftest")).await,
-        "550 5.7.23 SPF softfail: domain of a@soft.spftest does not designate 198.51.100.9 as permitted sender"
-    );
-    assert!(
-        ask(&s, &from("a@broken.spftest"))
-            .await
-            .starts_with("550 5.7.24 SPF permanent error for domain of a@broken.spftest: ")
-    );
-    assert_eq!(
-        ask(&s, &from("a@tempfail.spftest")).await,
-        "451 4.7.24 SPF temporary error for domain of a@tempfail.spftest: DNS lookup failed; try again later"
-    );
+    let ip = "198.51.100.9";
+    let cases: &[Case] = &[
+        (
+            "softfail = reject",
+            from(ip, "a@soft.spftest"),
+            "550 5.7.23 SPF softfail: domain of a@soft.spftest does not designate 198.51.100.9 as permitted sender"
+                .into(),
+        ),
+        (
+            "permerror = reject",
+            from(ip, "a@broken.spftest"),
+            "550 5.7.24 SPF permanent error for domain of a@broken.spftest: invalid SPF record found".into(),
+        ),
+        (
+            "temperror = defer",
+            from(ip, "a@tempfail.spftest"),
+            "451 4.7.24 SPF temporary error for domain of a@tempfail.spftest: DNS lookup failed; try again later"
+                .into(),
+        ),
+    ];
+    s.check(cases);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helo_identity() {
     let s = setup("").await;
-    // The HELO name's own policy fails: rejected even with a passing sender.
-    assert_eq!(
-        ask(
-            &s,
-            &[
+    let cases: &[Case] = &[
+        // The HELO name's own policy fails: rejected even with a passing sender.
+        (
+            "HELO fail",
+            vec![
                 ("client_address", "198.51.100.9"),
                 ("helo_name", "helo-fail.spftest"),
-                ("sender", "a@nospf.spftest")
-            ]
-        )
-        .await,
-        "550 5.7.23 SPF fail: HELO helo-fail.spftest does not designate 198.51.100.9 as permitted sender"
-    );
-    // The null sender is judged by the HELO identity (RFC 7208 2.4).
-    let null = ask(&s, &[("helo_name", "helo-pass.spftest"), ("sender", "")]).await;
-    assert!(null.starts_with("PREPEND Received-SPF: pass (mx.example.com: domain of helo-pass.spftest designates 203.0.113.10"), "{null}");
-    assert!(null.contains("identity=helo"), "{null}");
+                ("sender", "a@nospf.spftest"),
+            ],
+            "550 5.7.23 SPF fail: HELO helo-fail.spftest does not designate 198.51.100.9 as permitted sender"
+                .into(),
+        ),
+        // The null sender is judged by the HELO identity (RFC 7208 2.4).
+        (
+            "null sender",
+            vec![("helo_name", "helo-pass.spftest"), ("sender", "")],
+            received_spf_helo(
+                "pass",
+                "domain of helo-pass.spftest designates 203.0.113.10 as permitted sender",
+                "203.0.113.10",
+                "",
+                "helo-pass.spftest",
+                "helo",
+                "mechanism=a",
+            ),
+        ),
+    ];
+    s.check(cases);
     // With check_helo = false the HELO fail alone does not reject.
     let s = setup("check_helo = false").await;
-    let a = ask(
-        &s,
-        &[
+    s.check(&[(
+        "HELO fail, check_helo = false",
+        vec![
             ("client_address", "203.0.113.10"),
             ("helo_name", "helo-fail.spftest"),
         ],
-    )
-    .await;
-    assert!(a.starts_with("PREPEND Received-SPF: pass "), "{a}");
+        received_spf_helo(
+            "pass",
+            "domain of someone@pass.spftest designates 203.0.113.10 as permitted sender",
+            "203.0.113.10",
+            "someone@pass.spftest",
+            "helo-fail.spftest",
+            "mailfrom",
+            "mechanism=\"ip4:203.0.113.0/24\"",
+        ),
+    )]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_evaluation_and_one_header_per_transaction() {
     let s = setup("").await;
-    let first = ask(
-        &s,
-        &[("instance", "abc.1"), ("recipient", "alice@example.com")],
-    )
-    .await;
-    assert!(first.starts_with("PREPEND Received-SPF: pass "), "{first}");
+    let header = pass("someone@pass.spftest", "203.0.113.10", "ip4:203.0.113.0/24");
+    assert_eq!(
+        s.ask(&[("instance", "abc.1"), ("recipient", "alice@example.com")]),
+        header
+    );
     let queries = s.dns.query_count();
     assert_eq!(
-        ask(
-            &s,
-            &[("instance", "abc.1"), ("recipient", "bob@example.com")]
-        )
-        .await,
+        s.ask(&[("instance", "abc.1"), ("recipient", "bob@example.com")]),
         "DUNNO"
     );
     assert_eq!(s.dns.query_count(), queries);
     // A failing transaction rejects every recipient the same way.
-    let fail = [("instance", "abc.2"), ("client_address", "198.51.100.9")];
-    let a = ask(&s, &fail).await;
-    assert!(a.starts_with("550 5.7.23 "), "{a}");
-    assert_eq!(ask(&s, &fail).await, a);
+    let failing = [("instance", "abc.2"), ("client_address", "198.51.100.9")];
+    assert_eq!(
+        s.ask(&failing),
+        fail("someone@pass.spftest", "198.51.100.9")
+    );
+    assert_eq!(
+        s.ask(&failing),
+        fail("someone@pass.spftest", "198.51.100.9")
+    );
     // A new transaction with the same client, sender and HELO: the cached
     // result, no query, and its own header.
-    let again = ask(&s, &[("instance", "abc.3")]).await;
-    assert_eq!(again, first);
+    assert_eq!(s.ask(&[("instance", "abc.3")]), header);
     assert_eq!(s.dns.query_count(), queries);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_part_macros_are_cached_per_address() {
     let s = setup("").await;
-    let alice = ask(
-        &s,
-        &[
-            ("client_address", "198.51.100.9"),
-            ("sender", "alice@local.spftest"),
-        ],
-    )
-    .await;
-    assert!(alice.starts_with("PREPEND Received-SPF: pass "), "{alice}");
-    let bob = ask(
-        &s,
-        &[
-            ("client_address", "198.51.100.9"),
-            ("sender", "bob@local.spftest"),
-        ],
-    )
-    .await;
-    assert!(bob.starts_with("550 5.7.23 "), "{bob}");
+    let ip = "198.51.100.9";
+    s.check(&[
+        (
+            "alice exists",
+            from(ip, "alice@local.spftest"),
+            pass(
+                "alice@local.spftest",
+                ip,
+                "exists:%{l}.allowed.local.spftest",
+            ),
+        ),
+        // After alice's pass is cached for local.spftest.
+        (
+            "bob does not",
+            from(ip, "bob@local.spftest"),
+            fail("bob@local.spftest", ip),
+        ),
+    ]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,69 +346,58 @@ async fn skips() {
     let s = setup("").await;
     let before = s.dns.query_count();
     let fail_sender = ("sender", "a@pass.spftest");
-    assert_eq!(
-        ask(&s, &[("client_address", "127.0.0.1"), fail_sender]).await,
-        "DUNNO"
-    );
-    assert_eq!(
-        ask(
-            &s,
-            &[
+    s.check(&[
+        (
+            "mynetworks",
+            vec![("client_address", "127.0.0.1"), fail_sender],
+            "DUNNO".into(),
+        ),
+        (
+            "authenticated",
+            vec![
                 ("client_address", "198.51.100.9"),
                 ("sasl_method", "PLAIN"),
                 ("sasl_username", "alice"),
-                fail_sender
-            ]
-        )
-        .await,
-        "DUNNO"
-    );
-    assert_eq!(
-        ask(&s, &[("client_address", "198.51.100.77"), fail_sender]).await,
-        "DUNNO"
-    );
+                fail_sender,
+            ],
+            "DUNNO".into(),
+        ),
+        (
+            "whitelisted address",
+            vec![("client_address", "198.51.100.77"), fail_sender],
+            "DUNNO".into(),
+        ),
+    ]);
     assert_eq!(s.dns.query_count(), before, "skipped checks make no query");
     // A whitelisted HELO name that does not resolve to the client is a
     // claim, not a fact: SPF is checked (tests/identity.rs has the rest).
-    let claimed = ask(
-        &s,
-        &[
+    s.check(&[(
+        "claimed whitelisted HELO",
+        vec![
             ("client_address", "198.51.100.9"),
             ("helo_name", "mx.friend.example"),
             fail_sender,
         ],
-    )
-    .await;
-    assert!(claimed.starts_with("550 5.7.23 "), "{claimed}");
+        fail("a@pass.spftest", "198.51.100.9"),
+    )]);
     // Each skip is shown in the trace.
-    let d = evaluate(
-        &s.policy,
-        &s.state,
-        &request(&[("client_address", "127.0.0.1")]),
-        true,
-    )
-    .await;
+    let trace = s.trace(&[("client_address", "127.0.0.1")]).await;
     assert!(
-        d.trace
-            .join("\n")
-            .contains("skipped: 127.0.0.1 is in mynetworks"),
-        "{:?}",
-        d.trace
+        trace.contains("skipped: 127.0.0.1 is in mynetworks"),
+        "{trace}"
     );
     // And can be switched off.
     let s = setup("skip_mynetworks = false").await;
-    assert!(
-        ask(&s, &[("client_address", "127.0.0.1"), fail_sender])
-            .await
-            .starts_with("550 5.7.23 ")
+    assert_eq!(
+        s.ask(&[("client_address", "127.0.0.1"), fail_sender]),
+        fail("a@pass.spftest", "127.0.0.1")
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_shows_result_mechanism_lookups_and_header() {
     let s = setup("").await;
-    let d = evaluate(&s.policy, &s.state, &request(&[]), true).await;
-    let trace = d.trace.join("\n");
+    let trace = s.trace(&[]).await;
     assert!(
         trace.contains("SPF mailfrom someone@pass.spftest: pass, matched ip4:203.0.113.0/24"),
         "{trace}"
@@ -325,7 +413,7 @@ async fn trace_shows_result_mechanism_lookups_and_header() {
 async fn authentication_results_header() {
     let s = setup("header = \"authentication-results\"\nauthserv_id = \"mx.example.com\"").await;
     assert_eq!(
-        ask(&s, &[]).await,
+        s.ask(&[]),
         "PREPEND Authentication-Results: mx.example.com; spf=pass (mx.example.com: domain of someone@pass.spftest \
          designates 203.0.113.10 as permitted sender) smtp.mailfrom=someone@pass.spftest"
     );
@@ -334,45 +422,77 @@ async fn authentication_results_header() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_header_at_end_of_message() {
     let s = setup("").await;
-    assert_eq!(
-        ask(&s, &[("protocol_state", "END-OF-MESSAGE")]).await,
-        "DUNNO"
-    );
-    let fail = ask(
-        &s,
-        &[
-            ("protocol_state", "END-OF-MESSAGE"),
-            ("client_address", "198.51.100.9"),
-        ],
-    )
-    .await;
-    assert!(fail.starts_with("550 5.7.23 "), "{fail}");
+    s.check(&[
+        (
+            "pass",
+            vec![("protocol_state", "END-OF-MESSAGE")],
+            "DUNNO".into(),
+        ),
+        (
+            "fail",
+            vec![
+                ("protocol_state", "END-OF-MESSAGE"),
+                ("client_address", "198.51.100.9"),
+            ],
+            fail("someone@pass.spftest", "198.51.100.9"),
+        ),
+    ]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_a_deferral_displaced_goes_out_with_the_next_recipient() {
     let s = setup("").await;
-    // RCPT 1 is deferred: the response carries DEFER_IF_PERMIT, not the header.
-    assert_eq!(
-        ask(
-            &s,
-            &[("instance", "t.1"), ("recipient", "busy@example.com")]
-        )
-        .await,
-        "DEFER_IF_PERMIT 4.2.1 try later"
-    );
-    // RCPT 2 is accepted and carries the header; RCPT 3 does not repeat it.
-    let second = ask(
-        &s,
-        &[("instance", "t.1"), ("recipient", "alice@example.com")],
-    )
-    .await;
-    assert!(
-        second.starts_with("PREPEND Received-SPF: pass "),
-        "{second}"
-    );
-    assert_eq!(
-        ask(&s, &[("instance", "t.1"), ("recipient", "bob@example.com")]).await,
-        "DUNNO"
-    );
+    s.check(&[
+        // RCPT 1 is deferred: the response carries DEFER_IF_PERMIT, not the header.
+        (
+            "RCPT 1",
+            vec![("instance", "t.1"), ("recipient", "busy@example.com")],
+            "DEFER_IF_PERMIT 4.2.1 try later".into(),
+        ),
+        // RCPT 2 is accepted and carries the header; RCPT 3 does not repeat it.
+        (
+            "RCPT 2",
+            vec![("instance", "t.1"), ("recipient", "alice@example.com")],
+            pass("someone@pass.spftest", "203.0.113.10", "ip4:203.0.113.0/24"),
+        ),
+        (
+            "RCPT 3",
+            vec![("instance", "t.1"), ("recipient", "bob@example.com")],
+            "DUNNO".into(),
+        ),
+    ]);
+}
+
+/// `[spf] cache_ttl` runs on tokio's clock (state/spf_cache.rs), so a
+/// paused clock proves it without waiting: in-process, a result is reused
+/// while younger than cache_ttl and evaluated again once cache_ttl has
+/// passed. The clock runs for real while DNS is asked (a paused clock would
+/// jump over a query in flight to its timeout), and is paused only to move
+/// it; the result is stored between `before` and `after`, so "younger" is
+/// measured from `before` and "older" from `after`.
+#[tokio::test]
+async fn results_are_cached_for_cache_ttl() {
+    const TTL: Duration = Duration::from_secs(600);
+    let s = setup("cache_ttl = \"600s\"").await;
+    let evaluated = "SPF mailfrom someone@pass.spftest: pass, matched ip4:203.0.113.0/24";
+    let cached =
+        "SPF mailfrom someone@pass.spftest: pass (cached result), matched ip4:203.0.113.0/24";
+    let before = Instant::now();
+    let trace = s.trace(&[]).await;
+    let after = Instant::now();
+    assert!(trace.contains(evaluated), "{trace}");
+    // Every lookup of the evaluation is in the resolver's cache now (its
+    // TTLs run on the real clock), so moving tokio's clock only ages the
+    // SPF result.
+    let move_clock_to = |at: Instant| async move {
+        tokio::time::pause();
+        tokio::time::advance(at - Instant::now()).await;
+        tokio::time::resume();
+    };
+    move_clock_to(before + TTL - Duration::from_millis(1)).await;
+    let trace = s.trace(&[]).await;
+    assert!(trace.contains(cached), "{trace}");
+    move_clock_to(after + TTL).await;
+    let trace = s.trace(&[]).await;
+    assert!(trace.contains(evaluated), "{trace}");
 }

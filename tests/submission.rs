@@ -6,22 +6,20 @@
 //! does not (fail), soft.spftest softfails, neutral.spftest is neutral,
 //! tempfail.spftest's include answers SERVFAIL (temperror).
 
-#[path = "support/dns.rs"]
-mod dns_server;
-#[path = "support/rpol.rs"]
-mod rpol;
+#[path = "support/fixture.rs"]
+mod fixture;
 
-use dns_server::{DEFAULT_ZONES, TestDns};
-use rpol::{Rpol, Setup, ask, response};
+use fixture::dns_server::DEFAULT_ZONES;
+use fixture::{Case, DNS_ADDR, Fixture, Spec};
 
 const MAILBOXES: &str = "alice@example.com x\nbob@example.com x\ncarol@example.com x\n";
 const ALIASES: &str = "shop@example.com alice@example.com\n\
 family@example.com alice@example.com, bob@example.com\n";
 
-fn config(dns: &TestDns, submission_sender: &str) -> String {
+fn config(submission_sender: &str) -> String {
     format!(
         r#"[dns]
-nameservers = ["{}"]
+nameservers = ["{DNS_ADDR}"]
 timeout = "1s"
 attempts = 1
 
@@ -48,25 +46,32 @@ client = ["permit_sasl_authenticated", "reject"]
 match = {{ server_port = 587 }}
 client = ["permit_sasl_authenticated", "reject"]
 sender = [{submission_sender}]
-"#,
-        dns.addr
+"#
     )
 }
 
 const SEED_SENDER: &str =
     r#""reject_unlisted_sender", "reject_known_sender_login_mismatch", "check_outbound_spf""#;
 
-async fn start(sender_rules: &str) -> (TestDns, Rpol) {
-    let mut zones = DEFAULT_ZONES.to_vec();
-    zones.push(("spftest.", include_str!("zones/spftest.zone")));
-    let dns = TestDns::start(&zones).await;
-    dns.inject_servfail("servfail.spftest");
-    dns.inject_silence("silent.spftest");
-    let rpol = Setup::new(&config(&dns, sender_rules))
-        .file("mailboxes", MAILBOXES)
-        .file("aliases", ALIASES)
-        .start();
-    (dns, rpol)
+/// The submission config with `sender_rules`; DNS is the default zones and
+/// spftest.zone, SERVFAIL for servfail.spftest, silence for silent.spftest.
+/// Every request is whole (see [`submit`]): the base request is empty.
+async fn start(sender_rules: &str) -> Fixture {
+    let zones = [
+        DEFAULT_ZONES,
+        &[("spftest.", include_str!("zones/spftest.zone"))],
+    ]
+    .concat();
+    let s = Fixture::start(Spec {
+        zones: &zones,
+        config: &config(sender_rules),
+        files: &[("mailboxes", MAILBOXES), ("aliases", ALIASES)],
+        base: &[],
+    })
+    .await;
+    s.dns.inject_servfail("servfail.spftest");
+    s.dns.inject_silence("silent.spftest");
+    s
 }
 
 /// An authenticated (or not, with login "") request on `port`.
@@ -91,112 +96,116 @@ fn submit(
     attrs
 }
 
+/// What `reject` in the client stage answers the unauthenticated or
+/// ignored-SASL client of [`submit`].
+const ACCESS_DENIED: &str =
+    "554 5.7.1 <unknown[198.51.100.50]>: Client host rejected: Access denied";
+
 fn not_owned(sender: &str, login: &str) -> String {
-    response(&format!(
-        "553 5.7.1 <{sender}>: Sender address rejected: not owned by user {login}"
-    ))
+    format!("553 5.7.1 <{sender}>: Sender address rejected: not owned by user {login}")
+}
+
+/// check_outbound_spf's refusal of `carol@{domain}`, whose SPF gives
+/// `result` for our egress (rules/submission.rs `refuse`).
+fn refused(domain: &str, result: &str) -> String {
+    format!(
+        "550 5.7.23 <carol@{domain}>: Sender address rejected: SPF of {domain} gives {result} for our outgoing \
+         address 198.51.100.7: receivers would reject or junk this mail. Send it through {domain}'s own mail \
+         server, or ask the postmaster to register the address"
+    )
+}
+
+/// check_outbound_spf's answer when the SPF of `carol@{domain}` cannot be
+/// checked: `problem` is viaspf's error cause.
+fn cannot_check(domain: &str, problem: &str) -> String {
+    format!(
+        "451 4.7.24 <carol@{domain}>: Sender address rejected: cannot check the SPF record of {domain} for our \
+         outgoing address 198.51.100.7 ({problem}); try again later"
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_client_is_rejected_on_submission() {
-    let (_dns, rpol) = start(SEED_SENDER).await;
-    let mut c = rpol.connect();
-    assert_eq!(
-        ask(&mut c, &submit("587", "", "alice@example.com")),
-        response("554 5.7.1 <unknown[198.51.100.50]>: Client host rejected: Access denied")
-    );
+    let s = start(SEED_SENDER).await;
+    s.check(&[(
+        "no AUTH on 587",
+        submit("587", "", "alice@example.com"),
+        ACCESS_DENIED.into(),
+    )]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sasl_is_ignored_on_port_25() {
-    let (_dns, rpol) = start(SEED_SENDER).await;
-    let mut c = rpol.connect();
+    let s = start(SEED_SENDER).await;
     // The same permit_sasl_authenticated, reject: AUTH counts on 587 only.
-    assert_eq!(
-        ask(
-            &mut c,
-            &submit("25", "alice@example.com", "alice@example.com")
+    s.check(&[
+        (
+            "AUTH on 25",
+            submit("25", "alice@example.com", "alice@example.com"),
+            ACCESS_DENIED.into(),
         ),
-        response("554 5.7.1 <unknown[198.51.100.50]>: Client host rejected: Access denied")
-    );
-    assert_eq!(
-        ask(
-            &mut c,
-            &submit("587", "alice@example.com", "alice@example.com")
+        (
+            "AUTH on 587",
+            submit("587", "alice@example.com", "alice@example.com"),
+            "DUNNO".into(),
         ),
-        response("DUNNO")
-    );
+    ]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ownership_of_our_addresses() {
-    let (dns, rpol) = start(SEED_SENDER).await;
-    let mut c = rpol.connect();
-    let before = dns.query_count();
-    // A login owns its mailbox and the aliases that resolve to it.
-    assert_eq!(
-        ask(
-            &mut c,
-            &submit("587", "alice@example.com", "shop@example.com")
+    let s = start(SEED_SENDER).await;
+    let before = s.dns.query_count();
+    let cases: &[Case] = &[
+        // A login owns its mailbox and the aliases that resolve to it.
+        (
+            "alias of the login",
+            submit("587", "alice@example.com", "shop@example.com"),
+            "DUNNO".into(),
         ),
-        response("DUNNO")
-    );
-    assert_eq!(
-        ask(
-            &mut c,
-            &submit("587", "alice@example.com", "alice+news@example.com")
+        (
+            "mailbox with an extension",
+            submit("587", "alice@example.com", "alice+news@example.com"),
+            "DUNNO".into(),
         ),
-        response("DUNNO")
-    );
-    // Not someone else's.
-    assert_eq!(
-        ask(
-            &mut c,
-            &submit("587", "bob@example.com", "shop@example.com")
+        // Not someone else's.
+        (
+            "someone else's alias",
+            submit("587", "bob@example.com", "shop@example.com"),
+            not_owned("shop@example.com", "bob@example.com"),
         ),
-        not_owned("shop@example.com", "bob@example.com")
-    );
-    assert_eq!(
-        ask(
-            &mut c,
-            &submit("587", "bob@example.com", "alice@example.com")
+        (
+            "someone else's mailbox",
+            submit("587", "bob@example.com", "alice@example.com"),
+            not_owned("alice@example.com", "bob@example.com"),
         ),
-        not_owned("alice@example.com", "bob@example.com")
-    );
-    // An address of two users is owned by both, and by nobody else.
-    assert_eq!(
-        ask(
-            &mut c,
-            &submit("587", "alice@example.com", "family@example.com")
+        // An address of two users is owned by both, and by nobody else.
+        (
+            "shared alias, first owner",
+            submit("587", "alice@example.com", "family@example.com"),
+            "DUNNO".into(),
         ),
-        response("DUNNO")
-    );
-    assert_eq!(
-        ask(
-            &mut c,
-            &submit("587", "BOB@example.com", "family@example.com")
+        (
+            "shared alias, second owner in upper case",
+            submit("587", "BOB@example.com", "family@example.com"),
+            "DUNNO".into(),
         ),
-        response("DUNNO")
-    );
-    assert_eq!(
-        ask(
-            &mut c,
-            &submit("587", "carol@example.com", "family@example.com")
+        (
+            "shared alias, not an owner",
+            submit("587", "carol@example.com", "family@example.com"),
+            not_owned("family@example.com", "carol@example.com"),
         ),
-        not_owned("family@example.com", "carol@example.com")
-    );
-    // An address of ours that does not exist.
-    assert_eq!(
-        ask(
-            &mut c,
-            &submit("587", "alice@example.com", "nobody@example.com")
-        ),
-        response(
+        // An address of ours that does not exist.
+        (
+            "unlisted address of ours",
+            submit("587", "alice@example.com", "nobody@example.com"),
             "550 5.1.0 <nobody@example.com>: Sender address rejected: User unknown in virtual mailbox table"
-        )
-    );
+                .into(),
+        ),
+    ];
+    s.check(cases);
     assert_eq!(
-        dns.query_count(),
+        s.dns.query_count(),
         before,
         "our own domains need no SPF lookup"
     );
@@ -204,138 +213,82 @@ async fn ownership_of_our_addresses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registered_foreign_address() {
-    let (dns, rpol) = start(SEED_SENDER).await;
-    let mut c = rpol.connect();
-    let before = dns.query_count();
+    let s = start(SEED_SENDER).await;
+    let before = s.dns.query_count();
+    s.check(&[(
+        "its registered login",
+        submit("587", "alice@example.com", "alice.private@mail.example.org"),
+        "DUNNO".into(),
+    )]);
     assert_eq!(
-        ask(
-            &mut c,
-            &submit("587", "alice@example.com", "alice.private@mail.example.org")
-        ),
-        response("DUNNO")
-    );
-    assert_eq!(
-        dns.query_count(),
+        s.dns.query_count(),
         before,
         "relayed through its own server: no SPF check"
     );
-    assert_eq!(
-        ask(
-            &mut c,
-            &submit("587", "bob@example.com", "alice.private@mail.example.org")
-        ),
-        not_owned("alice.private@mail.example.org", "bob@example.com")
-    );
+    s.check(&[(
+        "another login",
+        submit("587", "bob@example.com", "alice.private@mail.example.org"),
+        not_owned("alice.private@mail.example.org", "bob@example.com"),
+    )]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_spf_guard() {
-    let (_dns, rpol) = start(SEED_SENDER).await;
-    let mut c = rpol.connect();
+    let s = start(SEED_SENDER).await;
     let login = "carol@example.com";
-    // Egress authorised.
-    assert_eq!(
-        ask(&mut c, &submit("587", login, "carol@chain.spftest")),
-        response("DUNNO")
-    );
-    assert_eq!(
-        ask(&mut c, &submit("587", login, "carol@neutral.spftest")),
-        response("DUNNO")
-    );
-    // Not authorised: fail, softfail.
-    let refused = |domain: &str, result: &str| {
-        response(&format!(
-            "550 5.7.23 <carol@{domain}>: Sender address rejected: SPF of {domain} gives {result} for our outgoing \
-             address 198.51.100.7: receivers would reject or junk this mail. Send it through {domain}'s own mail \
-             server, or ask the postmaster to register the address"
-        ))
-    };
-    assert_eq!(
-        ask(&mut c, &submit("587", login, "carol@pass.spftest")),
-        refused("pass.spftest", "fail")
-    );
-    assert_eq!(
-        ask(&mut c, &submit("587", login, "carol@soft.spftest")),
-        refused("soft.spftest", "softfail")
-    );
-    // DNS down: try again later, never an accept.
-    assert_eq!(
-        ask(&mut c, &submit("587", login, "carol@tempfail.spftest")),
-        response(
-            "451 4.7.24 <carol@tempfail.spftest>: Sender address rejected: cannot check the SPF record of \
-             tempfail.spftest for our outgoing address 198.51.100.7 (DNS lookup failed); try again later"
-        )
-    );
-    let silent = ask(&mut c, &submit("587", login, "carol@silent.spftest"));
-    assert!(silent.starts_with("action=451 4.7.24 "), "{silent}");
+    let cases: &[Case] = &[
+        // Egress authorised.
+        (
+            "pass",
+            submit("587", login, "carol@chain.spftest"),
+            "DUNNO".into(),
+        ),
+        (
+            "neutral",
+            submit("587", login, "carol@neutral.spftest"),
+            "DUNNO".into(),
+        ),
+        // Not authorised: fail, softfail.
+        (
+            "fail",
+            submit("587", login, "carol@pass.spftest"),
+            refused("pass.spftest", "fail"),
+        ),
+        (
+            "softfail",
+            submit("587", login, "carol@soft.spftest"),
+            refused("soft.spftest", "softfail"),
+        ),
+        // DNS down: try again later, never an accept.
+        (
+            "SERVFAIL",
+            submit("587", login, "carol@tempfail.spftest"),
+            cannot_check("tempfail.spftest", "DNS lookup failed"),
+        ),
+        // A query that times out fails the record lookup: viaspf says
+        // "DNS lookup failed" (its "timed out" is for the whole evaluation).
+        (
+            "silence",
+            submit("587", login, "carol@silent.spftest"),
+            cannot_check("silent.spftest", "DNS lookup failed"),
+        ),
+    ];
+    s.check(cases);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postfix_exact_alternative_rejects_unregistered_foreign_addresses() {
-    let (_dns, rpol) = start(r#""reject_authenticated_sender_login_mismatch""#).await;
-    let mut c = rpol.connect();
-    assert_eq!(
-        ask(
-            &mut c,
-            &submit("587", "carol@example.com", "carol@chain.spftest")
+    let s = start(r#""reject_authenticated_sender_login_mismatch""#).await;
+    s.check(&[
+        (
+            "foreign address",
+            submit("587", "carol@example.com", "carol@chain.spftest"),
+            not_owned("carol@chain.spftest", "carol@example.com"),
         ),
-        not_owned("carol@chain.spftest", "carol@example.com")
-    );
-    assert_eq!(
-        ask(
-            &mut c,
-            &submit("587", "alice@example.com", "shop@example.com")
+        (
+            "alias of the login",
+            submit("587", "alice@example.com", "shop@example.com"),
+            "DUNNO".into(),
         ),
-        response("DUNNO")
-    );
-}
-
-#[test]
-fn login_rules_need_a_login_map_and_outbound_spf_needs_egress() {
-    let setup = Setup::new(
-        "[profile.submission]\nsender = [\"reject_sender_login_mismatch\", \"check_outbound_spf\"]\n",
-    );
-    let out = setup
-        .command()
-        .arg("--check-config")
-        .output()
-        .expect("rpol runs");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(":2:11: profile.submission.sender: needs a login map"),
-        "{err}"
-    );
-    assert!(
-        err.contains(":2:43: profile.submission.sender: needs [site] egress"),
-        "{err}"
-    );
-}
-
-#[test]
-fn postfix_config_matches_the_shipped_policy() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rpol"))
-        .args([
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/policy.toml"),
-            "--postfix-config",
-        ])
-        .output()
-        .expect("rpol runs");
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    for line in [
-        "    check_policy_service inet:127.0.0.1:10040",
-        "sender_dependent_relayhost_maps = hash:/etc/postfix/rpol_sender_relay",
-        "smtp_sasl_password_maps = hash:/etc/postfix/rpol_sasl_passwd",
-        "submission inet n - y - - smtpd",
-        "  -o { smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:10040, permit_sasl_authenticated, reject }",
-        "alice.private@mail.example.org\t[smtp.mail.example.org]:587",
-        "alice.private@mail.example.org\talice.private@mail.example.org:PASSWORD",
-    ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "missing {line:?} in:\n{text}"
-        );
-    }
+    ]);
 }

@@ -1,0 +1,250 @@
+//! The command-line modes that answer and exit: `--check-config`,
+//! `--test-request`, `--postfix-config`, `--help` and `--version`. Each
+//! runs the rpol binary once and compares what it prints.
+
+#[path = "support/port587.rs"]
+mod port587;
+#[path = "support/rpol.rs"]
+mod rpol;
+
+use std::process::Command;
+
+use port587::{DUNNO, SUBMISSION, rejected, submission};
+use rpol::{RPOL, Setup, raw_request, request};
+
+#[test]
+fn check_config_accepts_a_valid_config() {
+    let setup = Setup::new(SUBMISSION);
+    let out = setup.command().arg("--check-config").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}: ok\n", setup.config.display())
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+#[test]
+fn check_config_shipped_policy_toml() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/policy.toml");
+    let out = Command::new(RPOL)
+        .args(["--config", shipped, "--check-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{shipped}: ok\n")
+    );
+}
+
+/// Runs `--check-config` on `config`; returns (success, stderr lines).
+fn check_config(setup: &Setup) -> (bool, Vec<String>) {
+    let out = setup.command().arg("--check-config").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    let lines = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(String::from)
+        .collect();
+    (out.status.success(), lines)
+}
+
+#[test]
+fn check_config_reports_every_error_with_its_position() {
+    let setup = Setup::new(
+        r#"[site]
+mynetworks = ["127.0.0.0/8", "10.0.0.1/8"]
+
+[tables]
+clients = "tables/missing"
+
+[profile.default]
+client = ["frobnicate", "check_client_access clients"]
+helo = ["check_sender_access tables/senders"]
+"#,
+    )
+    .file("tables/senders", "example.com REJECT\n");
+    let file = setup.config.display().to_string();
+    let missing = setup.path("tables/missing").display().to_string();
+    let (ok, lines) = check_config(&setup);
+    assert!(!ok);
+    assert_eq!(
+        lines,
+        vec![
+            format!(
+                "{file}:2:30: site.mynetworks: bad CIDR \"10.0.0.1/8\" (expected address/prefix with no host bits set, or an address)"
+            ),
+            format!("{file}:8:11: profile.default.client: unknown rule \"frobnicate\""),
+            format!(
+                "{file}:8:25: profile.default.client: {missing}: cannot read table: No such file or directory (os error 2)"
+            ),
+            format!(
+                "{file}:9:9: profile.default.helo: check_sender_access cannot work in the helo stage: it needs the sender data, which the helo stage runs without (use it in the sender stage or later)"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn check_config_reports_an_unknown_key_with_the_other_errors() {
+    let setup = Setup::new(
+        r#"[server]
+max_conections = 5
+
+[site]
+mynetworks = ["10.0.0.1/8"]
+
+[profile.default]
+client = ["frobnicate"]
+"#,
+    );
+    let file = setup.config.display().to_string();
+    let (ok, lines) = check_config(&setup);
+    assert!(!ok);
+    assert_eq!(
+        lines,
+        vec![
+            format!("{file}:2:1: server.max_conections: unknown key"),
+            format!(
+                "{file}:5:15: site.mynetworks: bad CIDR \"10.0.0.1/8\" (expected address/prefix with no host bits set, or an address)"
+            ),
+            format!("{file}:8:11: profile.default.client: unknown rule \"frobnicate\""),
+        ]
+    );
+}
+
+#[test]
+fn test_request_prints_responses_and_a_trace() {
+    let setup = Setup::new(SUBMISSION);
+    // The first request has no request= line: --test-request allows that.
+    let mut input = raw_request(&submission("198.51.100.9", false));
+    input.extend_from_slice(&request(&submission("198.51.100.9", true)));
+    setup.write("requests.txt", std::str::from_utf8(&input).unwrap());
+    let out = setup
+        .command()
+        .arg("--test-request")
+        .arg(setup.path("requests.txt"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}{DUNNO}", rejected("198.51.100.9"))
+    );
+    let trace = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = trace.lines().collect();
+    for want in [
+        "request 1:",
+        "  profile \"submission\" (server_port=587)",
+        "  decided by client: reject",
+        "  action=554 5.7.1 <mail.example.com[198.51.100.9]>: Client host rejected: Access denied",
+        "request 2:",
+        "  client: permit_sasl_authenticated -> PERMIT (ends this stage)",
+        "  no rule decided",
+        "  action=DUNNO",
+    ] {
+        assert!(lines.contains(&want), "no line {want:?} in trace:\n{trace}");
+    }
+}
+
+#[test]
+fn login_rules_need_a_login_map_and_outbound_spf_needs_egress() {
+    let setup = Setup::new(
+        "[profile.submission]\nsender = [\"reject_sender_login_mismatch\", \"check_outbound_spf\"]\n",
+    );
+    let file = setup.config.display().to_string();
+    let (ok, lines) = check_config(&setup);
+    assert!(!ok);
+    assert_eq!(
+        lines,
+        vec![
+            format!(
+                "{file}:2:11: profile.submission.sender: needs a login map: set [site] login_map and/or \
+                 login_from_aliases = true"
+            ),
+            format!(
+                "{file}:2:43: profile.submission.sender: needs [site] egress: the addresses our mail leaves from"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn postfix_config_matches_the_shipped_policy() {
+    let out = Command::new(RPOL)
+        .args([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/policy.toml"),
+            "--postfix-config",
+        ])
+        .output()
+        .expect("rpol runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "    check_policy_service inet:127.0.0.1:10040",
+        "sender_dependent_relayhost_maps = hash:/etc/postfix/rpol_sender_relay",
+        "smtp_sasl_password_maps = hash:/etc/postfix/rpol_sasl_passwd",
+        "submission inet n - y - - smtpd",
+        "  -o { smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:10040, permit_sasl_authenticated, reject }",
+        "alice.private@mail.example.org\t[smtp.mail.example.org]:587",
+        "alice.private@mail.example.org\talice.private@mail.example.org:PASSWORD",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+}
+
+/// Runs the binary with `args` alone; returns (success, stdout, stderr).
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(RPOL).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_prints_name_and_version() {
+    let want = format!("rpol {}\n", env!("CARGO_PKG_VERSION"));
+    for flag in ["--version", "-V"] {
+        assert_eq!(run(&[flag]), (true, want.clone(), String::new()), "{flag}");
+    }
+}
+
+#[test]
+fn help_lists_every_option() {
+    let (ok, help, err) = run(&["--help"]);
+    assert!(ok, "{err}");
+    assert_eq!(err, "");
+    assert_eq!(run(&["-h"]), (true, help.clone(), String::new()));
+    let lines: Vec<&str> = help.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&env!("CARGO_PKG_DESCRIPTION")),
+        "{help}"
+    );
+    assert!(lines.contains(&"Usage: rpol [OPTIONS]"), "{help}");
+    // Option wording may change; that each option is listed may not.
+    for option in [
+        "-c, --config <PATH>",
+        "-l, --listen <ADDR>",
+        "--test-request [<FILE>]",
+        "--check-config",
+        "--postfix-config",
+        "--stdio",
+        "--syslog",
+        "-h, --help",
+        "-V, --version",
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.trim_start().starts_with(&format!("{option} "))),
+            "no {option:?} in:\n{help}"
+        );
+    }
+}

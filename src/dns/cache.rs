@@ -9,7 +9,9 @@
 //! (concurrent lookups share the one query that is failing).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::watch;
 

@@ -11,9 +11,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::{Answer, Outcome, RecordKind};
 use crate::bounded::BoundedLru;

@@ -42,6 +42,10 @@ struct Args {
     /// Send logs to syslog instead of stderr
     #[arg(long)]
     syslog: bool,
+
+    /// Started as root: run as USER once the sockets are bound (overrides [server] user; `root` stays root)
+    #[arg(short, long, value_name = "USER")]
+    user: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -121,7 +125,7 @@ fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
     });
     if args.stdio {
         return runtime
-            .block_on(server::run_stdio(args.config))
+            .block_on(server::run_stdio(args.config, args.user))
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| e.to_string());
     }
@@ -136,6 +140,7 @@ fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
             config_path: args.config,
             listen,
             systemd,
+            user: args.user,
         }))
         .map(|()| ExitCode::SUCCESS)
         .map_err(|e| e.to_string())

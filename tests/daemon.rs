@@ -521,9 +521,10 @@ fn systemd_socket_activation() {
 
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" --config "$1""#)
+        .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" --config "$@""#)
         .arg(RPOL)
         .arg(&setup.config)
+        .args(rpol::run_as_args())
         .env("RUST_LOG", "info")
         .env_remove("LISTEN_FDNAMES")
         .env_remove("NOTIFY_SOCKET")

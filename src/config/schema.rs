@@ -37,6 +37,10 @@ pub struct ServerSection {
     pub socket_mode: Option<Spanned<String>>,
     pub socket_owner: Option<String>,
     pub socket_group: Option<String>,
+    /// The account to run as once the sockets are bound (when started as
+    /// root), and its group if not the account's own.
+    pub user: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<usize>>,
     pub max_connections_per_address: Option<Spanned<usize>>,
     pub idle_timeout: Option<Spanned<String>>,

@@ -62,6 +62,10 @@ pub struct ServerSettings {
     pub socket_mode: u32,
     pub socket_owner: Option<String>,
     pub socket_group: Option<String>,
+    /// Started as root, rpol binds its sockets and then runs as this
+    /// account (`--user` overrides it); `group` replaces its group.
+    pub user: Option<String>,
+    pub group: Option<String>,
     /// Connections served at once. A new client beyond it gets the slot of
     /// the connection that answered nothing for the longest time.
     pub max_connections: usize,
@@ -91,6 +95,8 @@ impl Default for ServerSettings {
             socket_mode: 0o666,
             socket_owner: None,
             socket_group: None,
+            user: None,
+            group: None,
             max_connections: 100,
             max_connections_per_address: 100,
             idle_timeout: Duration::from_secs(300),
@@ -108,6 +114,8 @@ impl Compiler<'_> {
             socket_mode,
             socket_owner,
             socket_group,
+            user,
+            group,
             max_connections,
             max_connections_per_address,
             idle_timeout,
@@ -137,6 +145,19 @@ impl Compiler<'_> {
         }
         out.socket_owner = socket_owner;
         out.socket_group = socket_group;
+        for (value, key, slot) in [
+            (user, "server.user", &mut out.user),
+            (group, "server.group", &mut out.group),
+        ] {
+            if let Some(v) = value {
+                let name = v.get_ref().trim();
+                if name.is_empty() || name.contains(char::is_whitespace) {
+                    self.error(v.span(), key, "must be an account name");
+                } else {
+                    *slot = Some(name.to_string());
+                }
+            }
+        }
         self.count(
             max_connections,
             "server.max_connections",

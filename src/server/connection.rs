@@ -96,12 +96,14 @@ where
                         lease.busy();
                     }
                     answer(&request, &shared, &mut out).await;
+                    // Idle from here: the client may see the answer at once,
+                    // and a newcomer right behind it must find us closable.
+                    if let Some(lease) = &lease {
+                        lease.idle();
+                    }
                     if let Err(e) = write_all(&mut stream, &out).await {
                         tracing::warn!(peer, "write failed: {e}");
                         return End::Io;
-                    }
-                    if let Some(lease) = &lease {
-                        lease.idle();
                     }
                 }
                 Ok(None) => break,

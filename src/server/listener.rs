@@ -3,10 +3,11 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{FromRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
+use nix::unistd::{Gid, Uid};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::config::{ListenAddr, ServerSettings};
@@ -82,30 +83,105 @@ pub async fn bind(addr: &ListenAddr, settings: &ServerSettings) -> io::Result<Li
 }
 
 fn bind_unix(path: &Path, settings: &ServerSettings) -> io::Result<Listener> {
-    let context = |e: io::Error, what: &str| {
-        io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
-    };
     remove_stale_socket(path)?;
-    let listener = UnixListener::bind(path).map_err(|e| context(e, "cannot listen on"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(settings.socket_mode))
-        .map_err(|e| context(e, "cannot set the mode of"))?;
-    if settings.socket_owner.is_some() || settings.socket_group.is_some() {
-        let uid = match &settings.socket_owner {
-            Some(name) => Some(lookup_user(name)?),
-            None => None,
-        };
-        let gid = match &settings.socket_group {
-            Some(name) => Some(lookup_group(name)?),
-            None => None,
-        };
-        nix::unistd::chown(path, uid, gid)
-            .map_err(|e| context(io::Error::from(e), "cannot change the owner of"))?;
-    }
+    let uid = settings
+        .socket_owner
+        .as_deref()
+        .map(lookup_user)
+        .transpose()?;
+    let gid = settings
+        .socket_group
+        .as_deref()
+        .map(lookup_group)
+        .transpose()?;
+    let mode = settings.socket_mode;
+    let at = path.to_path_buf();
+    // File-creation credentials (setfsuid) belong to one thread: bind on a
+    // thread of its own, so that nothing else ever runs with them.
+    let fd = std::thread::spawn(move || create_socket_file(&at, mode, uid, gid))
+        .join()
+        .map_err(|_| io::Error::other("the socket thread panicked"))?
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}", path.display()),
+            )
+        })?;
+    let listener = std::os::unix::net::UnixListener::from(fd);
+    listener.set_nonblocking(true)?;
+    let listener = UnixListener::from_std(listener)?;
+    check_socket_file(path, mode, uid, gid)?;
     Ok(Listener::Unix {
         listener,
         path: Some(path.to_path_buf()),
         label: format!("unix:{}", path.display()),
     })
+}
+
+/// Creates the listening socket at `path` with its mode and owner set as
+/// the file comes into being, never through the path afterwards (a
+/// symlink swapped in between could redirect a chmod or chown): Linux
+/// gives the file bind(2) creates the mode of the socket itself (fchmod
+/// before bind) less the umask, and the thread's file-system uid and gid.
+fn create_socket_file(
+    path: &Path,
+    mode: u32,
+    uid: Option<Uid>,
+    gid: Option<Gid>,
+) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+    use nix::sys::stat::{Mode, fchmod, umask};
+    let fd = nix::sys::socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    fchmod(&fd, Mode::from_bits_truncate(mode))?;
+    let address = UnixAddr::new(path)?;
+    // The umask is the process's: cleared only for the bind, at start-up,
+    // when no other thread creates files.
+    let old_umask = umask(Mode::empty());
+    if let Some(gid) = gid {
+        nix::unistd::setfsgid(gid);
+    }
+    if let Some(uid) = uid {
+        nix::unistd::setfsuid(uid);
+    }
+    let bound = nix::sys::socket::bind(fd.as_raw_fd(), &address);
+    nix::unistd::setfsuid(nix::unistd::geteuid());
+    nix::unistd::setfsgid(nix::unistd::getegid());
+    umask(old_umask);
+    bound?;
+    nix::sys::socket::listen(&fd, Backlog::MAXCONN)?;
+    Ok(fd)
+}
+
+/// Checks what bind made of the socket file: without root, setfsuid cannot
+/// give it another owner, and that must not pass in silence.
+fn check_socket_file(path: &Path, mode: u32, uid: Option<Uid>, gid: Option<Gid>) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    let wrong = |what: &str| {
+        let _ = std::fs::remove_file(path);
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "cannot give {} {what} (rpol must start as root for that)",
+                path.display()
+            ),
+        ))
+    };
+    if uid.is_some_and(|u| u.as_raw() != meta.uid()) {
+        return wrong("the configured socket_owner");
+    }
+    if gid.is_some_and(|g| g.as_raw() != meta.gid()) {
+        return wrong("the configured socket_group");
+    }
+    if meta.mode() & 0o7777 != mode {
+        return wrong(&format!("mode {mode:04o}"));
+    }
+    Ok(())
 }
 
 /// A socket file left by a crashed rpol is removed; one a live server still
@@ -131,7 +207,7 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     std::fs::remove_file(path)
 }
 
-fn lookup_user(name: &str) -> io::Result<nix::unistd::Uid> {
+fn lookup_user(name: &str) -> io::Result<Uid> {
     match nix::unistd::User::from_name(name) {
         Ok(Some(u)) => Ok(u.uid),
         _ => Err(io::Error::new(
@@ -141,7 +217,7 @@ fn lookup_user(name: &str) -> io::Result<nix::unistd::Uid> {
     }
 }
 
-fn lookup_group(name: &str) -> io::Result<nix::unistd::Gid> {
+fn lookup_group(name: &str) -> io::Result<Gid> {
     match nix::unistd::Group::from_name(name) {
         Ok(Some(g)) => Ok(g.gid),
         _ => Err(io::Error::new(

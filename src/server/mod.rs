@@ -10,6 +10,7 @@
 
 pub mod connection;
 pub mod listener;
+pub mod privileges;
 pub mod slots;
 
 use std::collections::HashSet;
@@ -166,6 +167,14 @@ pub fn runtime_state(policy: &Policy) -> io::Result<State> {
     Ok(State::new(resolver, policy.site.spf.cache_size))
 }
 
+/// Whom to run as: `--user` over `[server] user`.
+fn run_as(user: Option<String>, settings: &ServerSettings) -> privileges::RunAs {
+    privileges::RunAs {
+        user: user.or_else(|| settings.user.clone()),
+        group: settings.group.clone(),
+    }
+}
+
 /// How to serve.
 pub struct ServeOptions {
     pub config_path: PathBuf,
@@ -173,6 +182,8 @@ pub struct ServeOptions {
     pub listen: Vec<ListenAddr>,
     /// Sockets from systemd; when present, listen addresses are ignored.
     pub systemd: SystemdFds,
+    /// `--user`: replaces `[server] user`.
+    pub user: Option<String>,
 }
 
 /// Logs one decision, Postfix-style: queue id first, then the action and
@@ -204,6 +215,7 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
     let loaded = config::load(&options.config_path)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     let settings = loaded.server.clone();
+    let drop_plan = privileges::plan(&run_as(options.user.clone(), &settings))?;
     let shared = Arc::new(Shared::new(loaded, options.config_path.clone())?);
 
     let listeners = if !options.systemd.is_empty() {
@@ -226,6 +238,8 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
             "nothing to listen on",
         ));
     }
+    // Every socket is bound: root is not needed any more.
+    privileges::apply(drop_plan)?;
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -269,10 +283,11 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
 
 /// Serves one connection on stdin/stdout (Postfix spawn(8)). Logging must
 /// already go to syslog: spawn connects stderr to the client socket.
-pub async fn run_stdio(config_path: PathBuf) -> io::Result<()> {
+pub async fn run_stdio(config_path: PathBuf, user: Option<String>) -> io::Result<()> {
     let signals = Signals::new()?;
     let loaded = config::load(&config_path)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    privileges::apply(privileges::plan(&run_as(user, &loaded.server))?)?;
     let shared = Arc::new(Shared::new(loaded, config_path)?);
     let shutdown = CancellationToken::new();
     let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());

@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 /// answering a request (none can be closed); after that it is closed.
 pub const ADMIT_WAIT: Duration = Duration::from_secs(1);
 
+/// How often a waiting newcomer looks again for a closable connection.
+const RECHECK: Duration = Duration::from_millis(10);
+
 /// `idle_since` of a connection whose request is being answered.
 const BUSY: u64 = 0;
 
@@ -106,7 +109,12 @@ impl Slots {
                     return Ok(self.insert(&mut inner, address));
                 }
             }
-            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            // Woken when a slot is freed; a connection that merely
+            // finished answering (and became closable) is seen at the next
+            // look, which costs nothing on the request path.
+            let next_look = (Instant::now() + RECHECK).min(deadline);
+            let _ = tokio::time::timeout_at(next_look, freed).await;
+            if Instant::now() >= deadline {
                 return Err(Refused::Busy);
             }
         }
@@ -249,6 +257,22 @@ mod tests {
         a.busy();
         assert_eq!(slots.admit(None).await.err(), Some(Refused::Busy));
         assert!(!a.slot.evict.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_finishes_its_answer_makes_room() {
+        let slots = Slots::new(1, 1);
+        let a = slots.admit(None).await.unwrap();
+        a.busy();
+        let slots2 = slots.clone();
+        let newcomer = tokio::spawn(async move { slots2.admit(None).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!a.slot.evict.is_cancelled());
+        a.idle();
+        tokio::time::sleep(RECHECK * 2).await;
+        assert!(a.slot.evict.is_cancelled());
+        drop(a);
+        assert!(newcomer.await.unwrap().is_ok());
     }
 
     #[tokio::test(start_paused = true)]

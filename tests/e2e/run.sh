@@ -101,11 +101,12 @@ FAILURES=()
 
 log() { echo "e2e: $*"; }
 
-# rpol runs in the background; its pid is in $T/rpol.pid.
+# rpol runs in the background; its pid is in $T/rpol.pid. Started as root,
+# it creates the socket as postfix (socket_owner) and then runs as nobody.
 start_rpol() {
     rm -f "$SOCKET"
     NO_COLOR=1 RUST_LOG=info,rpol::server=debug \
-        "$RPOL" --config "$HERE/policy.toml" --listen "unix:$SOCKET" >>"$RPOL_LOG" 2>&1 &
+        "$RPOL" --config "$HERE/policy.toml" --listen "unix:$SOCKET" --user nobody >>"$RPOL_LOG" 2>&1 &
     local pid=$! i
     echo $pid >"$T/rpol.pid"
     for ((i = 0; i < 100; i++)); do

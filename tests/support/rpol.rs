@@ -66,12 +66,12 @@ impl Setup {
         self.dir.path().join(rel)
     }
 
-    /// `rpol --config <policy.toml>` with `RUST_LOG=info`, stdin closed.
+    /// `rpol --config <policy.toml> [--user root]` with `RUST_LOG=info`,
+    /// stdin closed.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(RPOL);
-        cmd.arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
+        cmd.arg("--config").arg(&self.config).args(run_as_args());
+        cmd.env("RUST_LOG", "info")
             .env_remove("LISTEN_PID")
             .env_remove("LISTEN_FDS")
             .env_remove("NOTIFY_SOCKET")
@@ -231,6 +231,17 @@ impl Drop for Rpol {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// `--user root` when the tests run as root (as on CI): the explicit way
+/// to let a daemon stay root; tests/privileges.rs covers the rest.
+pub fn run_as_args() -> &'static [&'static str] {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        &["--user", "root"]
+    } else {
+        &[]
     }
 }
 

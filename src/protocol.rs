@@ -234,8 +234,11 @@ impl Request {
 #[derive(Debug, Default)]
 pub struct Decoder {
     scanned: usize,
-    attributes: usize,
     lines: usize,
+    /// Each attribute line checked so far: where its name starts, where
+    /// its `=` is, where it ends; so the request is built without a second
+    /// pass over the text.
+    fields: Vec<(usize, usize, usize)>,
 }
 
 impl Decoder {
@@ -269,20 +272,39 @@ impl Decoder {
             self.lines += 1;
             let line = strip_cr(&buf[line_start..line_start + nl]);
             if line.is_empty() {
-                if self.attributes == 0 {
+                if self.fields.is_empty() {
                     return Err(ProtocolError::EmptyRequest);
                 }
-                let request = parse_request(&buf[..line_start])?;
+                let request = self.build(&buf[..line_start]);
                 buf.drain(..self.scanned);
-                *self = Decoder::default();
+                self.scanned = 0;
+                self.lines = 0;
+                self.fields.clear();
                 return Ok(Some(request));
             }
-            self.attributes += 1;
-            if self.attributes > MAX_ATTRIBUTES {
+            if self.fields.len() >= MAX_ATTRIBUTES {
                 return Err(ProtocolError::TooManyAttributes);
             }
-            check_line(line, self.lines)?;
+            let eq = check_line(line, self.lines)?;
+            self.fields
+                .push((line_start, line_start + eq, line_start + line.len()));
         }
+    }
+
+    /// The request of the lines checked so far (`bytes` holds them all).
+    fn build(&self, bytes: &[u8]) -> Request {
+        let mut req = Request::default();
+        let mut seen: u64 = 0;
+        // Every line was checked as UTF-8, and lines end at `\n` and split
+        // at `=` (ASCII), so the whole is UTF-8 and every range below
+        // falls on a character boundary.
+        let text = std::str::from_utf8(bytes).unwrap_or_default();
+        for &(start, eq, end) in &self.fields {
+            if let (Some(name), Some(value)) = (text.get(start..eq), text.get(eq + 1..end)) {
+                req.set(name, value, &mut seen);
+            }
+        }
+        req
     }
 }
 
@@ -292,24 +314,15 @@ fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-fn check_line(line: &[u8], number: usize) -> Result<(), ProtocolError> {
+/// Checks one attribute line; returns the position of its `=`.
+fn check_line(line: &[u8], number: usize) -> Result<usize, ProtocolError> {
     let text = std::str::from_utf8(line).map_err(|_| ProtocolError::InvalidUtf8(number))?;
-    match text.find('=') {
+    match line.iter().position(|&b| b == b'=') {
         None => Err(ProtocolError::MissingEquals(number, truncate(text, 64))),
         Some(0) => Err(ProtocolError::EmptyName(number)),
-        Some(_) if text.contains('\0') => Err(ProtocolError::InvalidUtf8(number)),
-        Some(_) => Ok(()),
+        Some(_) if line.contains(&0) => Err(ProtocolError::InvalidUtf8(number)),
+        Some(eq) => Ok(eq),
     }
-}
-
-/// Parses lines already checked by `check_line`.
-fn parse_request(bytes: &[u8]) -> Result<Request, ProtocolError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| ProtocolError::InvalidUtf8(0))?;
-    let pairs = text.split('\n').filter_map(|line| {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        line.split_once('=')
-    });
-    Ok(Request::from_pairs(pairs))
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -326,10 +339,15 @@ fn truncate(text: &str, max: usize) -> String {
 /// (crate::vocab::reply), so a long PREPEND header goes out whole.
 pub fn encode_response(action: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b"action=");
-    for ch in action.chars() {
-        let ch = if ch.is_control() { ' ' } else { ch };
-        let mut tmp = [0u8; 4];
-        out.extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
+    // Almost every action is printable ASCII: copied as it is.
+    if action.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        out.extend_from_slice(action.as_bytes());
+    } else {
+        for ch in action.chars() {
+            let ch = if ch.is_control() { ' ' } else { ch };
+            let mut tmp = [0u8; 4];
+            out.extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
+        }
     }
     out.extend_from_slice(b"\n\n");
 }
@@ -474,6 +492,11 @@ mod tests {
     fn response_is_lf_only_and_sanitised() {
         assert_eq!(response_bytes("DUNNO"), b"action=DUNNO\n\n");
         assert_eq!(response_bytes("550 a\nb\r"), b"action=550 a b \n\n");
+        // Non-ASCII stays; C1 controls (U+0085) and DEL become spaces too.
+        assert_eq!(
+            response_bytes("550 é\u{85}\u{7f}x"),
+            "action=550 é  x\n\n".as_bytes()
+        );
         // A long header is not cut (replies are cut where they are made).
         let header = format!("PREPEND X-Long: {}", "x".repeat(3000));
         assert_eq!(

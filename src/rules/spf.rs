@@ -76,7 +76,7 @@ async fn whitelisted(ctx: &mut Context<'_>, ip: IpAddr, helo: &str) -> Option<St
         }
     }
     for d in ctx.site.spf.whitelist.spf_domains.clone() {
-        let what = format!("whitelist: SPF of {d}");
+        let what = || format!("whitelist: SPF of {d}");
         let e = evaluation(ctx, ip, Identity::MailFrom, &format!("@{d}"), &helo, what).await;
         if e.result == SpfResult::Pass {
             return Some(format!("{ip} passes the SPF record of {d}"));
@@ -138,7 +138,7 @@ async fn judge(
     helo: &str,
     actions: Actions,
 ) -> Result<Evaluation, Outcome> {
-    let what = format!("SPF {} {sender}", identity.name());
+    let what = || format!("SPF {} {sender}", identity.name());
     let e = evaluation(ctx, ip, identity, sender, helo, what).await;
     let settings = &ctx.site.spf;
     let table = match actions {
@@ -184,14 +184,15 @@ fn accept(ctx: &mut Context<'_>, ip: IpAddr, e: &Evaluation) -> Outcome {
 }
 
 /// One identity, from the cache or evaluated now; traced either way, as
-/// `what: result`. Shared with check_outbound_spf.
+/// `what: result` (`what` is only called for a trace). Shared with
+/// check_outbound_spf.
 pub(super) async fn evaluation(
     ctx: &mut Context<'_>,
     ip: IpAddr,
     identity: Identity,
     sender: &str,
     helo: &str,
-    what: String,
+    what: impl FnOnce() -> String,
 ) -> Evaluation {
     let settings = &ctx.site.spf;
     let cache = &ctx.state.spf_results;
@@ -215,7 +216,8 @@ pub(super) async fn evaluation(
     };
     ctx.note(|| {
         let mut line = format!(
-            "{what}: {}{}",
+            "{}: {}{}",
+            what(),
             e.result_name(),
             if from_cache { " (cached result)" } else { "" }
         );

@@ -153,7 +153,7 @@ pub async fn check_outbound_spf(ctx: &mut Context<'_>) -> Outcome {
     }
     let mut worst: Option<(SpfAction, Evaluation, IpAddr)> = None;
     for &ip in &ctx.site.egress.clone() {
-        let what = format!("SPF of {sender} for egress {ip}");
+        let what = || format!("SPF of {sender} for egress {ip}");
         let e = super::spf::evaluation(ctx, ip, Identity::MailFrom, &sender, "", what).await;
         let action = ctx.site.outbound_spf.for_result(&e.result);
         let rank = |a: SpfAction| match a {

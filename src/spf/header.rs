@@ -2,6 +2,7 @@
 //! or `Authentication-Results` (RFC 8601), on one line since the policy
 //! protocol cannot carry a folded header.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::{Evaluation, Identity};
@@ -16,25 +17,34 @@ pub fn received_spf(
     helo: &str,
     receiver: &str,
 ) -> String {
-    let mut fields = vec![
-        format!("client-ip={}", value(&ip.to_string())),
-        format!("envelope-from={}", value(envelope_from)),
-        format!("helo={}", value(helo)),
-        format!("receiver={}", value(receiver)),
-        format!("identity={}", e.identity.name()),
-    ];
-    if let Some(m) = &e.mechanism {
-        fields.push(format!("mechanism={}", value(m)));
+    // Built in one buffer: this runs for every accepted transaction.
+    let comment = comment(e, ip, receiver);
+    let mut out = String::with_capacity(
+        64 + comment.len() + envelope_from.len() + helo.len() + receiver.len(),
+    );
+    let _ = write!(
+        out,
+        "Received-SPF: {} ({comment}) client-ip=",
+        e.result_name()
+    );
+    push_value(&mut out, &ip.to_string());
+    for (key, text) in [
+        ("envelope-from", envelope_from),
+        ("helo", helo),
+        ("receiver", receiver),
+    ] {
+        let _ = write!(out, "; {key}=");
+        push_value(&mut out, text);
     }
-    if let Some(p) = &e.problem {
-        fields.push(format!("problem={}", value(p)));
+    let _ = write!(out, "; identity={}", e.identity.name());
+    for (key, text) in [("mechanism", &e.mechanism), ("problem", &e.problem)] {
+        if let Some(text) = text {
+            let _ = write!(out, "; {key}=");
+            push_value(&mut out, text);
+        }
     }
-    format!(
-        "Received-SPF: {} ({}) {};",
-        e.result_name(),
-        comment(e, ip, receiver),
-        fields.join("; ")
-    )
+    out.push(';');
+    out
 }
 
 /// `Authentication-Results: <authserv-id>; spf=<result> (<comment>)
@@ -56,52 +66,92 @@ pub fn authentication_results(e: &Evaluation, ip: IpAddr, authserv_id: &str) -> 
 /// The conventional comment wording per result (open-spf.org).
 fn comment(e: &Evaluation, ip: IpAddr, receiver: &str) -> String {
     let who = match e.identity {
-        Identity::MailFrom => e.sender.clone(),
-        Identity::Helo => e.domain.clone(),
+        Identity::MailFrom => &e.sender,
+        Identity::Helo => &e.domain,
     };
-    let text = match &e.result {
-        SpfResult::Pass => format!("domain of {who} designates {ip} as permitted sender"),
-        SpfResult::Fail(_) => {
-            format!("domain of {who} does not designate {ip} as permitted sender")
-        }
-        SpfResult::Softfail => {
-            format!("domain of transitioning {who} does not designate {ip} as permitted sender")
-        }
-        SpfResult::Neutral => format!("{ip} is neither permitted nor denied by domain of {who}"),
-        SpfResult::None => format!("domain of {who} does not designate permitted sender hosts"),
-        SpfResult::Temperror => format!("error in processing during lookup of domain of {who}"),
-        SpfResult::Permerror => format!(
-            "permanent error in processing domain of {who}: {}",
-            e.problem.as_deref().unwrap_or("invalid record")
+    let mut out = String::with_capacity(80 + receiver.len() + who.len());
+    push_comment(&mut out, receiver);
+    out.push_str(": ");
+    let (before, after) = match &e.result {
+        SpfResult::Pass => ("domain of ", " designates IP as permitted sender"),
+        SpfResult::Fail(_) => ("domain of ", " does not designate IP as permitted sender"),
+        SpfResult::Softfail => (
+            "domain of transitioning ",
+            " does not designate IP as permitted sender",
         ),
+        SpfResult::Neutral => ("IP is neither permitted nor denied by domain of ", ""),
+        SpfResult::None => ("domain of ", " does not designate permitted sender hosts"),
+        SpfResult::Temperror => ("error in processing during lookup of domain of ", ""),
+        SpfResult::Permerror => ("permanent error in processing domain of ", ": "),
     };
-    sanitize_comment(&format!("{receiver}: {text}"))
+    let with_ip = |out: &mut String, text: &str| match text.split_once("IP") {
+        Some((a, b)) => {
+            out.push_str(a);
+            let _ = write!(out, "{ip}");
+            out.push_str(b);
+        }
+        None => out.push_str(text),
+    };
+    with_ip(&mut out, before);
+    push_comment(&mut out, who);
+    with_ip(&mut out, after);
+    if let SpfResult::Permerror = e.result {
+        push_comment(&mut out, e.problem.as_deref().unwrap_or("invalid record"));
+    }
+    out
 }
 
-/// Comments may not hold unbalanced parentheses or backslashes; control
-/// and non-ASCII characters are replaced too (a header line is ASCII).
-fn sanitize_comment(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
+/// Appends `text` to a comment: comments may not hold unbalanced
+/// parentheses or backslashes; control and non-ASCII characters are
+/// replaced too (a header line is ASCII).
+fn push_comment(out: &mut String, text: &str) {
+    for c in text.chars() {
+        out.push(match c {
             '(' | ')' | '\\' => ' ',
             c if c.is_ascii_graphic() || c == ' ' => c,
             _ => '?',
-        })
-        .collect()
+        });
+    }
+}
+
+/// RFC 5322 atext.
+fn is_atext(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'/'
+                | b'='
+                | b'?'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'{'
+                | b'|'
+                | b'}'
+                | b'~'
+        )
 }
 
 /// A key-value value: a dot-atom as is, anything else quoted.
-fn value(text: &str) -> String {
-    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c);
-    let dot_atom = !text.is_empty()
-        && !text.starts_with('.')
-        && !text.ends_with('.')
-        && !text.contains("..")
-        && text.chars().all(|c| atext(c) || c == '.');
+fn push_value(out: &mut String, text: &str) {
+    let bytes = text.as_bytes();
+    let dot_atom = !bytes.is_empty()
+        && bytes[0] != b'.'
+        && bytes[bytes.len() - 1] != b'.'
+        && !bytes.windows(2).any(|w| w == b"..")
+        && bytes.iter().all(|&b| is_atext(b) || b == b'.');
     if dot_atom {
-        text.to_string()
+        out.push_str(text);
     } else {
-        quote(text)
+        push_quoted(out, text);
     }
 }
 
@@ -116,6 +166,11 @@ fn ar_value(text: &str) -> String {
 
 fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
+    push_quoted(&mut out, text);
+    out
+}
+
+fn push_quoted(out: &mut String, text: &str) {
     out.push('"');
     for c in text.chars() {
         match c {
@@ -128,7 +183,6 @@ fn quote(text: &str) -> String {
         }
     }
     out.push('"');
-    out
 }
 
 #[cfg(test)]

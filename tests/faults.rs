@@ -449,6 +449,17 @@ fn fd_count(pid: libc::pid_t) -> usize {
         .count()
 }
 
+/// The fewest descriptors `pid` has over 300 ms: a baseline that does not
+/// count a connection the server has yet to see closed.
+fn quiet_fd_count(pid: libc::pid_t) -> usize {
+    let mut least = fd_count(pid);
+    for _ in 0..6 {
+        thread::sleep(Duration::from_millis(50));
+        least = least.min(fd_count(pid));
+    }
+    least
+}
+
 /// Waits (bounded) until `pid` has at most `want` descriptors; returns the
 /// last count.
 fn settle_fds(pid: libc::pid_t, want: usize) -> usize {
@@ -508,7 +519,7 @@ fn client_sending_10_mib_gets_the_error_action_and_is_closed() {
     let rpol = Setup::new(&client_config(closed_port())).start();
     let pid = rpol.pid();
     assert_eq!(bystander(&rpol), response(RELAY_DENIED));
-    let fds = fd_count(pid);
+    let fds = quiet_fd_count(pid);
     let rss_before = proc_status_kib(pid, "VmHWM:");
     for (why, head, chunk) in cases {
         let chunk: Vec<u8> = if chunk.is_empty() {
@@ -544,7 +555,8 @@ fn client_sending_10_mib_gets_the_error_action_and_is_closed() {
         assert_eq!(bystander(&rpol), response(RELAY_DENIED), "{why}");
     }
     // Nothing kept: no descriptor, and the peak memory barely moved.
-    assert_eq!(settle_fds(pid, fds), fds);
+    let left = settle_fds(pid, fds);
+    assert!(left <= fds, "{left} descriptors open, {fds} before");
     let grown = proc_status_kib(pid, "VmHWM:").saturating_sub(rss_before);
     assert!(grown < 4 * 1024, "peak RSS grew by {grown} KiB");
     assert_no_panic(&rpol);
@@ -602,7 +614,7 @@ fn client_disconnecting_mid_request_costs_nothing() {
     let rpol = Setup::new(&client_config(dns.addr)).start();
     let pid = rpol.pid();
     assert_eq!(bystander(&rpol), response(RELAY_DENIED));
-    let fds = fd_count(pid);
+    let fds = quiet_fd_count(pid);
     let from = rpol.stderr().len();
     let whole = rcpt_from(SENDER);
     for cut in [1, whole.len() / 2, whole.len() - 1] {
@@ -630,7 +642,8 @@ fn client_disconnecting_mid_request_costs_nothing() {
     assert_eq!(read_response(&mut conn), response(RELAY_DENIED));
     drop(conn);
     assert_eq!(bystander(&rpol), response(RELAY_DENIED));
-    assert_eq!(settle_fds(pid, fds), fds, "descriptors left open");
+    let left = settle_fds(pid, fds);
+    assert!(left <= fds, "{left} descriptors open, {fds} before");
     assert_no_panic(&rpol);
 }
 

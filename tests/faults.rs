@@ -679,3 +679,248 @@ fn client_half_closing_after_a_request_still_gets_the_answer() {
     }
     assert_no_panic(&rpol);
 }
+
+// --- Load -------------------------------------------------------------------
+
+/// What a load thread saw.
+#[derive(Debug, Default)]
+struct LoadReport {
+    answers: u64,
+    /// Answers the predicate refused, and failures (closed, timed out).
+    bad: Vec<String>,
+}
+
+/// Clients asking the same request over and over (8 pipelined at a time)
+/// on `conns` connections while a fault is injected; every answer must
+/// satisfy `ok`.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<LoadReport>>,
+}
+
+/// Requests pipelined per write by a load thread.
+const LOAD_BATCH: usize = 8;
+
+impl Load {
+    fn start(
+        rpol: &Rpol,
+        conns: usize,
+        request: Vec<u8>,
+        ok: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(ok);
+        let batch = request.repeat(LOAD_BATCH);
+        let threads = (0..conns)
+            .map(|_| {
+                let (stop, ok, batch) = (stop.clone(), ok.clone(), batch.clone());
+                let socket = rpol.socket.clone();
+                thread::spawn(move || {
+                    let mut report = LoadReport::default();
+                    let mut conn = rpol::connect(&socket);
+                    while !stop.load(Ordering::SeqCst) {
+                        if let Err(e) = conn.write_all(&batch) {
+                            report.bad.push(format!("write: {e}"));
+                            return report;
+                        }
+                        for _ in 0..LOAD_BATCH {
+                            match try_read_response(&mut conn) {
+                                Ok(answer) if ok(&answer) => report.answers += 1,
+                                Ok(answer) => report.bad.push(answer),
+                                Err(e) => {
+                                    report.bad.push(e);
+                                    return report;
+                                }
+                            }
+                        }
+                    }
+                    report
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    /// Stops the clients; panics if any saw a bad answer or no answer at
+    /// all. Returns the number of answers.
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut total = 0;
+        for t in self.threads {
+            let report = t.join().expect("load thread");
+            assert!(
+                report.bad.is_empty(),
+                "bad answers under load: {:?}",
+                report.bad
+            );
+            assert!(report.answers > 0, "a load client got no answer");
+            total += report.answers;
+        }
+        total
+    }
+}
+
+/// [`read_response`] without panicking: the error says what went wrong.
+fn try_read_response(stream: &mut UnixStream) -> Result<String, String> {
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    while !out.ends_with(b"\n\n") {
+        match std::io::Read::read(stream, &mut byte) {
+            Ok(0) => return Err(format!("closed after {:?}", String::from_utf8_lossy(&out))),
+            Ok(_) => out.push(byte[0]),
+            Err(e) => {
+                return Err(format!(
+                    "read: {e} after {:?}",
+                    String::from_utf8_lossy(&out)
+                ));
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|e| e.to_string())
+}
+
+// --- Tables and policy.toml broken under a running daemon ------------------
+
+/// The answer of [`table_config`]'s chain when the table says `text`.
+fn table_reject(text: &str) -> String {
+    format!("554 5.7.1 <mx.partner.example[198.51.100.9]>: Client host rejected: {text}")
+}
+
+fn table_request() -> Vec<u8> {
+    request(&[
+        ("protocol_state", "RCPT"),
+        ("client_address", "198.51.100.9"),
+        ("client_name", "mx.partner.example"),
+        ("recipient", "b@example.com"),
+    ])
+}
+
+fn ask_table(rpol: &Rpol) -> String {
+    let mut conn = rpol.connect();
+    conn.write_all(&table_request()).unwrap();
+    read_response(&mut conn)
+}
+
+/// Sends SIGHUP and waits for the outcome's log line; returns the stderr
+/// offset before the signal.
+fn sighup(rpol: &Rpol, outcome: &str) -> usize {
+    let from = rpol.stderr().len();
+    rpol.signal(libc::SIGHUP);
+    rpol.wait_for_log(&format!("SIGHUP: {outcome}"), from);
+    from
+}
+
+/// Asks until the answer is `want` (bounded: two file-watcher rounds and
+/// more); returns the last answer.
+fn ask_table_until(rpol: &Rpol, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let got = ask_table(rpol);
+        if got == response(want) || Instant::now() > deadline {
+            return got;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether this process runs as root, for whom chmod 000 does not stop a
+/// read.
+fn is_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// An access table deleted, cut in the middle of a line, replaced by a
+/// directory (or made unreadable, when not root), then replaced atomically
+/// again and again, under load: the running policy keeps serving the last
+/// good table or the new one, each failed load is logged with the table's
+/// path, and no request fails. A table truncated to nothing is a valid,
+/// empty table.
+#[test]
+fn table_file_faults_under_load_keep_the_last_good_table() {
+    let config = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n\
+                  [site]\ndomains = [\"example.com\"]\n\
+                  [tables]\nclients = \"clients\"\n\
+                  [profile.mx]\nclient = [\"check_client_access clients\"]\n";
+    let version = |n: u32| format!("partner.example REJECT table v{n}\n");
+    let rpol = Setup::new(config).file("clients", &version(1)).start();
+    let table = rpol.setup.path("clients");
+    let load = Load::start(&rpol, 3, table_request(), |answer| {
+        answer == response("DUNNO")
+            || answer
+                .strip_prefix("action=554 5.7.1 <mx.partner.example[198.51.100.9]>: Client host rejected: table v")
+                .is_some_and(|n| n.trim_end().parse::<u32>().is_ok())
+    });
+    assert_eq!(ask_table(&rpol), response(&table_reject("table v1")));
+    let failed = |from: usize, why: &str| {
+        let line = rpol.wait_for_log("reload: ", from);
+        let path = table.display().to_string();
+        assert!(line.contains(&path) && line.contains(why), "{line}");
+    };
+
+    // Deleted: the old table stays.
+    std::fs::remove_file(&table).unwrap();
+    let from = sighup(&rpol, "reload failed");
+    failed(from, "cannot read table");
+    assert_eq!(ask_table(&rpol), response(&table_reject("table v1")));
+
+    // Back, with new data.
+    std::fs::write(&table, version(2)).unwrap();
+    sighup(&rpol, "reloaded");
+    assert_eq!(ask_table(&rpol), response(&table_reject("table v2")));
+
+    // Cut in the middle of a line (a writer interrupted): refused whole.
+    std::fs::write(&table, format!("{}{}", version(3), version(4))).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&table)
+        .unwrap();
+    file.set_len(version(3).len() as u64 + 10).unwrap();
+    drop(file);
+    let from = sighup(&rpol, "reload failed");
+    failed(from, ":2: empty result");
+    assert_eq!(ask_table(&rpol), response(&table_reject("table v2")));
+
+    // Replaced by a directory: unreadable, even for root.
+    std::fs::remove_file(&table).unwrap();
+    std::fs::create_dir(&table).unwrap();
+    let from = sighup(&rpol, "reload failed");
+    failed(from, "cannot read table");
+    assert_eq!(ask_table(&rpol), response(&table_reject("table v2")));
+    std::fs::remove_dir(&table).unwrap();
+
+    // Made unreadable: meaningful only when not root.
+    if !is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&table, version(5)).unwrap();
+        std::fs::set_permissions(&table, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let from = sighup(&rpol, "reload failed");
+        failed(from, "cannot read table");
+        assert_eq!(ask_table(&rpol), response(&table_reject("table v2")));
+        std::fs::remove_file(&table).unwrap();
+    }
+
+    // Replaced atomically (rename over it), again and again, faster than
+    // the file watcher looks and during its looks: it ends on the last.
+    let tmp = rpol.setup.path("clients.tmp");
+    let last = 300;
+    for n in 6..=last {
+        std::fs::write(&tmp, version(n)).unwrap();
+        std::fs::rename(&tmp, &table).unwrap();
+        if n % 100 == 50 {
+            rpol.signal(libc::SIGHUP);
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let want = table_reject(&format!("table v{last}"));
+    assert_eq!(ask_table_until(&rpol, &want), response(&want));
+
+    // Truncated to nothing: a valid, empty table (new data).
+    std::fs::write(&table, "").unwrap();
+    sighup(&rpol, "reloaded");
+    assert_eq!(ask_table(&rpol), response("DUNNO"));
+
+    let answers = load.finish();
+    assert!(answers > 100, "{answers} answers under load");
+    assert_no_panic(&rpol);
+}

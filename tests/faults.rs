@@ -924,3 +924,109 @@ fn table_file_faults_under_load_keep_the_last_good_table() {
     assert!(answers > 100, "{answers} answers under load");
     assert_no_panic(&rpol);
 }
+
+/// A table replaced while the file watcher is loading it is loaded again
+/// at the watcher's next look: the running policy never stays behind the
+/// files on disk. A table of 100,000 lines makes a load last long enough
+/// (about 0.3 s in a debug build) to rename another table in its middle;
+/// the watcher looks every 2 s, after the previous look and its reload.
+#[test]
+fn table_replaced_during_its_reload_is_loaded_again() {
+    let config = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n\
+                  [tables]\nclients = \"clients\"\n\
+                  [profile.mx]\nclient = [\"check_client_access clients\"]\n";
+    let filler: String = (0..100_000)
+        .map(|i| format!("host{i}.example REJECT filler\n"))
+        .collect();
+    let big = |n: u32| format!("{filler}partner.example REJECT table v{n}\n");
+    let rpol = Setup::new(config).file("clients", &big(1)).start();
+    let table = rpol.setup.path("clients");
+    let tmp = rpol.setup.path("clients.tmp");
+    let replace = |text: &str| {
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &table).unwrap();
+    };
+    let watcher_reload = |from: usize| {
+        rpol.wait_for_log("file change: reloaded", from);
+        Instant::now()
+    };
+    let mut n = 1;
+    for _attempt in 0..4 {
+        // A reload by the watcher: the next look is 2 s after it.
+        n += 1;
+        let from = rpol.stderr().len();
+        replace(&big(n));
+        let reloaded = watcher_reload(from);
+        assert_eq!(
+            ask_table(&rpol),
+            response(&table_reject(&format!("table v{n}")))
+        );
+        // A big table for the next look to load, and a small one renamed
+        // over it while that load runs.
+        n += 1;
+        thread::sleep(Duration::from_secs(1));
+        replace(&big(n));
+        let mid_load = reloaded + Duration::from_millis(2100);
+        thread::sleep(mid_load.saturating_duration_since(Instant::now()));
+        let from = rpol.stderr().len();
+        replace(&format!("partner.example REJECT table v{}\n", n + 1));
+        watcher_reload(from);
+        let loaded = ask_table(&rpol);
+        if loaded != response(&table_reject(&format!("table v{n}"))) {
+            // The rename missed the load: try again.
+            n += 1;
+            continue;
+        }
+        // The load read the big table, and the small one replaced it
+        // before the load ended: the next look must load it.
+        n += 1;
+        let want = table_reject(&format!("table v{n}"));
+        assert_eq!(ask_table_until(&rpol, &want), response(&want));
+        assert_no_panic(&rpol);
+        return;
+    }
+    panic!(
+        "the rename never landed inside a reload:\n{}",
+        rpol.stderr()
+    );
+}
+
+/// A table replaced during a SIGHUP reload, just before the file watcher
+/// looks: the two reloads must not overlap, or the slower one, which read
+/// the older table, would be swapped in last and stay (the watcher, having
+/// seen the newer file, would not look again).
+#[test]
+fn table_replaced_during_a_sighup_reload_is_not_lost() {
+    let config = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n\
+                  [tables]\nclients = \"clients\"\n\
+                  [profile.mx]\nclient = [\"check_client_access clients\"]\n";
+    let filler: String = (0..100_000)
+        .map(|i| format!("host{i}.example REJECT filler\n"))
+        .collect();
+    let big = |n: u32| format!("{filler}partner.example REJECT table v{n}\n");
+    let rpol = Setup::new(config).file("clients", &big(1)).start();
+    let table = rpol.setup.path("clients");
+    let tmp = rpol.setup.path("clients.tmp");
+    let replace = |text: &str| {
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &table).unwrap();
+    };
+    // A reload by the watcher: its next look is 2 s after it.
+    let from = rpol.stderr().len();
+    replace(&big(2));
+    rpol.wait_for_log("file change: reloaded", from);
+    let looked = Instant::now();
+    assert_eq!(ask_table(&rpol), response(&table_reject("table v2")));
+    // 0.2 s before that look: a big table and SIGHUP (a load of about
+    // 0.3 s), then a small table renamed over it while it loads.
+    thread::sleep((looked + Duration::from_millis(1800)).saturating_duration_since(Instant::now()));
+    replace(&big(3));
+    let from = rpol.stderr().len();
+    rpol.signal(libc::SIGHUP);
+    thread::sleep(Duration::from_millis(60));
+    replace("partner.example REJECT table v4\n");
+    rpol.wait_for_log("SIGHUP: reloaded", from);
+    let want = table_reject("table v4");
+    assert_eq!(ask_table_until(&rpol, &want), response(&want));
+    assert_no_panic(&rpol);
+}

@@ -42,6 +42,9 @@ pub struct Shared {
     /// (server_port, policy_context) pairs already warned about as matching
     /// no profile; at most [`UNMATCHED_WARNINGS`].
     unmatched: Mutex<HashSet<(String, String)>>,
+    /// Held through a reload: two at once (SIGHUP and the file watcher)
+    /// could swap in the one that read the older files last.
+    reloading: Mutex<()>,
 }
 
 /// Distinct unmatched (port, policy_context) pairs warned about; a client
@@ -56,6 +59,7 @@ impl Shared {
             state,
             config_path,
             unmatched: Mutex::new(HashSet::new()),
+            reloading: Mutex::new(()),
         })
     }
 
@@ -104,6 +108,7 @@ impl Shared {
     /// when `[dns]` changed, and cached SPF results when the receiver name
     /// they may have expanded (`%{r}`) changed.
     pub fn reload(&self) -> Result<(), config::ConfigErrors> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let Loaded {
             server: new_server,
             policy: new,
@@ -441,11 +446,19 @@ async fn watch_files(shared: Arc<Shared>, shutdown: CancellationToken) {
         if ticks.is_multiple_of(STATS_EVERY) {
             log_stats(&shared);
         }
-        let now = file_stamps(&shared.policy().files);
+        let files = shared.policy().files.clone();
+        let now = file_stamps(&files);
         if now != seen {
             reload(&shared, "file change");
+            // The stamps from before the load, so that a file replaced
+            // while it was being read is loaded again at the next check.
             // After a failed reload too: retry only when a file changes again.
-            seen = file_stamps(&shared.policy().files);
+            let reloaded = shared.policy();
+            seen = if reloaded.files == files {
+                now
+            } else {
+                file_stamps(&reloaded.files)
+            };
         }
     }
 }

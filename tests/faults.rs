@@ -1040,9 +1040,10 @@ fn table_replaced_during_a_sighup_reload_is_not_lost() {
     assert_no_panic(&rpol);
 }
 
-/// policy.toml broken in four ways, each followed by SIGHUP, under load:
+/// policy.toml broken in six ways, each followed by SIGHUP, under load:
 /// the old configuration stays and answers every request, each error is
-/// logged as `file:line:col: key: message`; a good file then takes effect.
+/// logged as `file:line:col: key: message` (a file without any profile:
+/// `file: message`); a good file then takes effect.
 #[test]
 fn policy_toml_broken_at_sighup_keeps_the_old_config() {
     let good = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n\
@@ -1080,6 +1081,22 @@ fn policy_toml_broken_at_sighup_keeps_the_old_config() {
             "cut in the middle of a line",
             good[..good.len() - 20].to_string(),
             ":6:23: unclosed array, expected `]`".to_string(),
+        ),
+        // Valid TOML, but nothing would be checked any more: what a
+        // truncating write leaves for a moment, or for good on a full disk.
+        (
+            "emptied",
+            String::new(),
+            ": no profile: every request would be answered DUNNO unchecked (a file emptied or cut \
+             short?); a restart loads it as it is"
+                .to_string(),
+        ),
+        (
+            "cut before the first profile",
+            good[..good.find("[profile.mx]").unwrap()].to_string(),
+            ": no profile: every request would be answered DUNNO unchecked (a file emptied or cut \
+             short?); a restart loads it as it is"
+                .to_string(),
         ),
     ];
     for (what, text, want) in cases {

@@ -103,10 +103,11 @@ impl Shared {
         self.current().0
     }
 
-    /// Reloads the config file; on error the old policy stays. Only the
-    /// policy is swapped: the runtime state stays, but for the resolver
-    /// when `[dns]` changed, and cached SPF results when the receiver name
-    /// they may have expanded (`%{r}`) changed.
+    /// Reloads the config file; on error the old policy stays, as it does
+    /// when the new file has no profile left. Reloads run one at a time.
+    /// Only the policy is swapped: the runtime state stays, but for the
+    /// resolver when `[dns]` changed, and cached SPF results when the
+    /// receiver name they may have expanded (`%{r}`) changed.
     pub fn reload(&self) -> Result<(), config::ConfigErrors> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let Loaded {
@@ -114,6 +115,20 @@ impl Shared {
             policy: new,
         } = config::load(&self.config_path)?;
         let (old_server, old) = self.current();
+        if new.profiles.is_empty() && !old.profiles.is_empty() {
+            // Valid TOML, but nothing would be checked any more: what a
+            // truncating write leaves for a moment, or for good on a full
+            // disk. Only a restart starts rpol without profiles.
+            return Err(config::ConfigErrors(vec![config::ConfigError {
+                file: self.config_path.clone(),
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: "no profile: every request would be answered DUNNO unchecked (a file \
+                          emptied or cut short?); a restart loads it as it is"
+                    .into(),
+            }]));
+        }
         if new.dns_config != old.dns_config {
             match Resolver::new(&new.dns_config) {
                 Ok(resolver) => self.state.replace_resolver(resolver),

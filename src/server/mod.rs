@@ -223,6 +223,9 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
     let signals = Signals::new()?;
     let loaded = config::load(&options.config_path)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    // Taken now, not when the watcher starts: a file changed meanwhile is
+    // reloaded at its first check.
+    let stamps = file_stamps(&loaded.policy.files);
     let settings = loaded.server.clone();
     let shared = Arc::new(Shared::new(loaded, options.config_path.clone())?);
 
@@ -265,7 +268,7 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
         )));
     }
     notify_systemd("READY=1");
-    let watcher = tokio::spawn(watch_files(shared.clone(), shutdown.clone()));
+    let watcher = tokio::spawn(watch_files(shared.clone(), stamps, shutdown.clone()));
 
     wait_for_signals(signals, &shared, &shutdown).await;
     watcher.abort();
@@ -447,10 +450,10 @@ const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reloads when the config file, a table or an address list changes
 /// (modification time, size or existence), so an edited whitelist or alias
-/// file takes effect without a SIGHUP.
+/// file takes effect without a SIGHUP. `seen`: the stamps of the files as
+/// the running policy was loaded.
 /// Also logs the DNS cache counters every [`STATS_EVERY`] checks.
-async fn watch_files(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut seen = file_stamps(&shared.policy().files);
+async fn watch_files(shared: Arc<Shared>, mut seen: Vec<Stamp>, shutdown: CancellationToken) {
     let mut ticks: u64 = 0;
     loop {
         tokio::select! {

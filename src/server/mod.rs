@@ -43,6 +43,9 @@ pub struct Shared {
     /// (server_port, policy_context) pairs already warned about as matching
     /// no profile; at most [`UNMATCHED_WARNINGS`].
     unmatched: Mutex<HashSet<(String, String)>>,
+    /// Held through a reload: two at once (SIGHUP and the file watcher)
+    /// could swap in the one that read the older files last.
+    reloading: Mutex<()>,
 }
 
 /// Distinct unmatched (port, policy_context) pairs warned about; a client
@@ -57,6 +60,7 @@ impl Shared {
             state,
             config_path,
             unmatched: Mutex::new(HashSet::new()),
+            reloading: Mutex::new(()),
         })
     }
 
@@ -100,16 +104,32 @@ impl Shared {
         self.current().0
     }
 
-    /// Reloads the config file; on error the old policy stays. Only the
-    /// policy is swapped: the runtime state stays, but for the resolver
-    /// when `[dns]` changed, and cached SPF results when the receiver name
-    /// they may have expanded (`%{r}`) changed.
+    /// Reloads the config file; on error the old policy stays, as it does
+    /// when the new file has no profile left. Reloads run one at a time.
+    /// Only the policy is swapped: the runtime state stays, but for the
+    /// resolver when `[dns]` changed, and cached SPF results when the
+    /// receiver name they may have expanded (`%{r}`) changed.
     pub fn reload(&self) -> Result<(), config::ConfigErrors> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let Loaded {
             server: new_server,
             policy: new,
         } = config::load(&self.config_path)?;
         let (old_server, old) = self.current();
+        if new.profiles.is_empty() && !old.profiles.is_empty() {
+            // Valid TOML, but nothing would be checked any more: what a
+            // truncating write leaves for a moment, or for good on a full
+            // disk. Only a restart starts rpol without profiles.
+            return Err(config::ConfigErrors(vec![config::ConfigError {
+                file: self.config_path.clone(),
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: "no profile: every request would be answered DUNNO unchecked (a file \
+                          emptied or cut short?); a restart loads it as it is"
+                    .into(),
+            }]));
+        }
         if new.dns_config != old.dns_config {
             match Resolver::new(&new.dns_config) {
                 Ok(resolver) => self.state.replace_resolver(resolver),
@@ -214,6 +234,9 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
     let signals = Signals::new()?;
     let loaded = config::load(&options.config_path)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    // Taken now, not when the watcher starts: a file changed meanwhile is
+    // reloaded at its first check.
+    let stamps = file_stamps(&loaded.policy.files);
     let settings = loaded.server.clone();
     let drop_plan = privileges::plan(&run_as(options.user.clone(), &settings))?;
     let shared = Arc::new(Shared::new(loaded, options.config_path.clone())?);
@@ -259,7 +282,7 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
         )));
     }
     notify_systemd("READY=1");
-    let watcher = tokio::spawn(watch_files(shared.clone(), shutdown.clone()));
+    let watcher = tokio::spawn(watch_files(shared.clone(), stamps, shutdown.clone()));
 
     wait_for_signals(signals, &shared, &shutdown).await;
     watcher.abort();
@@ -442,10 +465,10 @@ const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reloads when the config file, a table or an address list changes
 /// (modification time, size or existence), so an edited whitelist or alias
-/// file takes effect without a SIGHUP.
+/// file takes effect without a SIGHUP. `seen`: the stamps of the files as
+/// the running policy was loaded.
 /// Also logs the DNS cache counters every [`STATS_EVERY`] checks.
-async fn watch_files(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut seen = file_stamps(&shared.policy().files);
+async fn watch_files(shared: Arc<Shared>, mut seen: Vec<Stamp>, shutdown: CancellationToken) {
     let mut ticks: u64 = 0;
     loop {
         tokio::select! {
@@ -456,11 +479,19 @@ async fn watch_files(shared: Arc<Shared>, shutdown: CancellationToken) {
         if ticks.is_multiple_of(STATS_EVERY) {
             log_stats(&shared);
         }
-        let now = file_stamps(&shared.policy().files);
+        let files = shared.policy().files.clone();
+        let now = file_stamps(&files);
         if now != seen {
             reload(&shared, "file change");
+            // The stamps from before the load, so that a file replaced
+            // while it was being read is loaded again at the next check.
             // After a failed reload too: retry only when a file changes again.
-            seen = file_stamps(&shared.policy().files);
+            let reloaded = shared.policy();
+            seen = if reloaded.files == files {
+                now
+            } else {
+                file_stamps(&reloaded.files)
+            };
         }
     }
 }

@@ -267,25 +267,20 @@ fn assert_no_panic(rpol: &Rpol) {
     assert!(!log.contains("panicked"), "rpol panicked:\n{log}");
 }
 
-fn pass_header(identity_sender: &str) -> String {
-    format!(
-        "PREPEND Received-SPF: pass (mx.example.com: {identity_sender} designates 203.0.113.10 as \
-         permitted sender) client-ip=203.0.113.10; envelope-from=\"a@good.example\"; \
-         helo=mail.good.example; receiver=mx.example.com; identity=mailfrom; \
-         mechanism=\"ip4:203.0.113.0/24\";"
-    )
-}
-
 /// The control: the same checks, answered in time, all pass.
 #[test]
 fn dns_answered_in_time_passes_every_check() {
     let dns = FaultyDns::start(Fault::None, good_zone);
-    let mut want: Vec<(&str, String)> = ALL_DNS_CHECKS
+    let dunno: Vec<(&str, String)> = ALL_DNS_CHECKS
         .iter()
         .map(|&c| (c, "DUNNO".into()))
         .collect();
-    want[5].1 = pass_header("domain of a@good.example");
-    assert_dns_answers(dns.addr, &want);
+    let pass = "PREPEND Received-SPF: pass (mx.example.com: domain of a@good.example designates \
+                203.0.113.10 as permitted sender) client-ip=203.0.113.10; \
+                envelope-from=\"a@good.example\"; helo=mail.good.example; \
+                receiver=mx.example.com; identity=mailfrom; mechanism=\"ip4:203.0.113.0/24\";";
+    assert_dns_answers(dns.addr, &with(&dunno, &[("spf", pass)]));
+    assert!(dns.query_count() > 0);
 }
 
 #[test]
@@ -344,9 +339,8 @@ fn dns_answer_to_another_question_defers_every_check() {
 }
 
 /// An A RRset of 508 records (8 KiB): truncated over UDP (EDNS payload
-/// 1232), fetched again over TCP, used whole. The client's address is one
-/// of the 508, so a check that used only the records of the truncated UDP
-/// answer could not pass.
+/// 1232), asked again over TCP (the server sees the query twice), and
+/// used: SPF's `a` passes for one of the 508 addresses.
 #[test]
 fn dns_answer_over_4_kib_is_fetched_over_tcp() {
     use dns_server::TestDns;
@@ -879,13 +873,13 @@ fn table_file_faults_under_load_keep_the_last_good_table() {
     assert_eq!(ask_table(&rpol), response(&table_reject("table v2")));
 
     // Cut in the middle of a line (a writer interrupted): refused whole.
-    std::fs::write(&table, format!("{}{}", version(3), version(4))).unwrap();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&table)
-        .unwrap();
+    // Cut aside and renamed in, so that the watcher never sees it whole.
+    let tmp = rpol.setup.path("clients.tmp");
+    std::fs::write(&tmp, format!("{}{}", version(3), version(4))).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&tmp).unwrap();
     file.set_len(version(3).len() as u64 + 10).unwrap();
     drop(file);
+    std::fs::rename(&tmp, &table).unwrap();
     let from = sighup(&rpol, "reload failed");
     failed(from, ":2: empty result");
     assert_eq!(ask_table(&rpol), response(&table_reject("table v2")));
@@ -898,11 +892,13 @@ fn table_file_faults_under_load_keep_the_last_good_table() {
     assert_eq!(ask_table(&rpol), response(&table_reject("table v2")));
     std::fs::remove_dir(&table).unwrap();
 
-    // Made unreadable: meaningful only when not root.
+    // Made unreadable: meaningful only when not root. Made so aside, so
+    // that the watcher never sees it readable.
     if !is_root() {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::write(&table, version(5)).unwrap();
-        std::fs::set_permissions(&table, std::fs::Permissions::from_mode(0o000)).unwrap();
+        std::fs::write(&tmp, version(5)).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o000)).unwrap();
+        std::fs::rename(&tmp, &table).unwrap();
         let from = sighup(&rpol, "reload failed");
         failed(from, "cannot read table");
         assert_eq!(ask_table(&rpol), response(&table_reject("table v2")));
@@ -911,7 +907,6 @@ fn table_file_faults_under_load_keep_the_last_good_table() {
 
     // Replaced atomically (rename over it), again and again, faster than
     // the file watcher looks and during its looks: it ends on the last.
-    let tmp = rpol.setup.path("clients.tmp");
     let last = 300;
     for n in 6..=last {
         std::fs::write(&tmp, version(n)).unwrap();

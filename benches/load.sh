@@ -1,0 +1,77 @@
+#!/bin/bash
+# The load benchmark in one command (issue 11): builds rpol (release) and
+# benches/load.rs, runs it, and plots its scaling figures.
+#
+#   benches/load.sh              # full run, about 7 minutes
+#   benches/load.sh --quick      # about 1.5 minutes, fewer and shorter runs
+#   benches/load.sh --update     # full run, then replace the figures in
+#                                # BENCHMARKS.md, benches/scaling.png and
+#                                # benches/results/*.csv with this run's
+#
+# Any other argument goes to the bench (see the top of benches/load.rs), e.g.
+# `--only main`, `--tcp`, `--rust-log info`. Results (results.md, *.csv,
+# scaling.png) go to $CARGO_TARGET_DIR/load-results (default target/).
+# The plot needs python3 with matplotlib; without it one is installed from
+# PyPI into $CARGO_TARGET_DIR/venv. Nothing is asserted: the figures are
+# printed beside issue 11's targets. Needs no root and no network.
+
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=$TARGET/load-results
+
+update=0
+args=()
+for a in "$@"; do
+    case $a in
+    --update) update=1 ;;
+    *) args+=("$a") ;;
+    esac
+done
+
+cd "$ROOT"
+# The bench's build also builds the rpol binary it runs, in the same
+# (release-based) profile.
+cargo bench --bench load --no-run
+rm -rf "$OUT"
+cargo bench --bench load -- --out "$OUT" ${args[@]+"${args[@]}"}
+
+if [ -s "$OUT/clients.csv" ] && [ -s "$OUT/tables.csv" ]; then
+    PY=python3
+    if ! python3 -c 'import matplotlib' 2>/dev/null; then
+        VENV=$TARGET/venv
+        if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
+            echo "load.sh: installing matplotlib into $VENV"
+            python3 -m venv "$VENV"
+            "$VENV/bin/pip" install -q matplotlib
+        fi
+        PY=$VENV/bin/python
+    fi
+    "$PY" "$HERE/plot_scaling.py" "$OUT" "$OUT/scaling.png"
+else
+    echo "load.sh: no plot (the clients and tables sections did not both run)"
+fi
+
+if [ "$update" = 1 ]; then
+    mkdir -p "$HERE/results"
+    cp "$OUT"/*.csv "$HERE/results/"
+    [ -s "$OUT/scaling.png" ] && cp "$OUT/scaling.png" "$HERE/scaling.png"
+    # BENCHMARKS.md: what lies between the two markers becomes results.md.
+    python3 - "$ROOT/BENCHMARKS.md" "$OUT/results.md" <<'PY'
+import sys
+doc_path, results_path = sys.argv[1], sys.argv[2]
+begin = "<!-- benches/load.sh --update: begin -->"
+end = "<!-- benches/load.sh --update: end -->"
+doc = open(doc_path).read()
+results = open(results_path).read().strip()
+if begin not in doc or end not in doc:
+    sys.exit(f"load.sh: {doc_path} has no {begin} ... {end} markers")
+head, rest = doc.split(begin, 1)
+_, tail = rest.split(end, 1)
+open(doc_path, "w").write(f"{head}{begin}\n{results}\n{end}{tail}")
+print(f"load.sh: updated {doc_path}, benches/scaling.png, benches/results/")
+PY
+fi
+echo "load.sh: results in $OUT"

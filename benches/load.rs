@@ -341,11 +341,14 @@ impl Bench {
                 ))
             }));
         let (a, b) = (edges[0], edges[1]);
+        let server_user = b.0.0.saturating_sub(a.0.0);
+        let server_system = b.0.1.saturating_sub(a.0.1);
         let run = Run {
             server: label.to_string(),
             c,
             seen,
-            server_cpu: b.0.saturating_sub(a.0),
+            server_cpu: server_user + server_system,
+            server_system,
             client_cpu: b.1.saturating_sub(a.1),
             dns_cpu: b.2.saturating_sub(a.2),
             dns_queries: b.3 - a.3,

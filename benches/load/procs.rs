@@ -28,17 +28,30 @@ pub fn kill_all() {
     }
 }
 
-/// CPU time (user + system) of process `pid` so far, from /proc/PID/stat.
-pub fn cpu_time(pid: u32) -> Duration {
+/// CPU time of process `pid` so far, (user, system), from /proc/PID/stat
+/// (utime, stime; in clock ticks, 10 ms here).
+pub fn cpu_times(pid: u32) -> (Duration, Duration) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name, which is in parentheses and may hold
     // spaces: state is field 3, utime 14, stime 15 (proc(5)).
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-        .sum();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks_to_time(ticks(11)), ticks_to_time(ticks(12)))
+}
+
+/// User + system CPU time of process `pid` so far.
+pub fn cpu_time(pid: u32) -> Duration {
+    let (user, system) = cpu_times(pid);
+    user + system
+}
+
+fn ticks_to_time(ticks: u64) -> Duration {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_nanos(ticks * 1_000_000_000 / hz)
@@ -58,10 +71,7 @@ pub fn machine_time() -> (Duration, Duration) {
         .collect();
     let all: u64 = ticks.iter().take(8).sum();
     let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let d = |t: u64| Duration::from_nanos(t * 1_000_000_000 / hz);
-    (d(all - idle), d(all))
+    (ticks_to_time(all - idle), ticks_to_time(all))
 }
 
 /// A `VmXXX:` line of /proc/PID/status, in KiB (0 if absent).
@@ -144,8 +154,9 @@ impl Server {
         server
     }
 
-    pub fn cpu(&self) -> Duration {
-        cpu_time(self.pid)
+    /// (user, system) CPU time so far.
+    pub fn cpu(&self) -> (Duration, Duration) {
+        cpu_times(self.pid)
     }
 
     /// Peak resident set so far (VmHWM), in MiB.

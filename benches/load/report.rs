@@ -24,7 +24,10 @@ pub struct Run {
     pub server: String,
     pub c: usize,
     pub seen: Seen,
+    /// The server's CPU time in the window (user + system), and the
+    /// system part of it (the kernel: socket calls, wake-ups).
     pub server_cpu: Duration,
+    pub server_system: Duration,
     pub client_cpu: Duration,
     pub dns_cpu: Duration,
     pub dns_queries: u64,
@@ -62,6 +65,11 @@ impl Run {
         self.per_request(self.server_cpu)
     }
 
+    /// The kernel's share of the server's CPU time.
+    pub fn system_share(&self) -> f64 {
+        self.server_system.as_secs_f64() / self.server_cpu.as_secs_f64()
+    }
+
     pub fn client_per_request(&self) -> f64 {
         self.per_request(self.client_cpu)
     }
@@ -96,7 +104,7 @@ impl Run {
     pub fn line(&self) -> String {
         let mut s = format!(
             "C={:<5} {:<16} {:>9} req/s  p50 {:>8} p99 {:>8} p999 {:>8}  err {}  \
-             server {:>7}/req ({:.2} cores)  peak RSS {:>5.1} MiB  client {:>7}/req ({:.2} cores)",
+             server {:>7}/req ({:.2} cores, {:.0}% sys)  peak RSS {:>5.1} MiB  client {:>7}/req ({:.2} cores)",
             self.c,
             self.server,
             thousands(self.rps()),
@@ -106,6 +114,7 @@ impl Run {
             self.seen.errors,
             dur(self.cpu_per_request()),
             self.cores(self.server_cpu),
+            100.0 * self.system_share(),
             self.peak_rss_mib,
             dur(self.client_per_request()),
             self.cores(self.client_cpu),
@@ -254,10 +263,11 @@ impl Series {
         );
         let _ = writeln!(
             s,
-            "  rpol {} req/s, p99 {}, {}/req, peak RSS {:.1} MiB{}; floor {} req/s, p99 {}, {}/req, peak RSS {:.1} MiB; errors {}",
+            "  rpol {} req/s, p99 {}, {}/req ({:.0}% sys), peak RSS {:.1} MiB{}; floor {} req/s, p99 {}, {}/req ({:.0}% sys), peak RSS {:.1} MiB; errors {}",
             thousands(self.rpol_median(Run::rps)),
             dur(self.rpol_median(|r| r.quantile(0.99))),
             dur(self.rpol_median(Run::cpu_per_request)),
+            100.0 * self.rpol_median(Run::system_share),
             self.rpol_peak_rss(),
             if warm && self.c == RSS_TARGET_C {
                 format!(" (target <= {TARGET_RSS_MIB:.0} MiB)")
@@ -267,6 +277,7 @@ impl Series {
             thousands(self.floor_median(Run::rps)),
             dur(self.floor_median(|r| r.quantile(0.99))),
             dur(self.floor_median(Run::cpu_per_request)),
+            100.0 * self.floor_median(Run::system_share),
             self.floor_peak_rss(),
             self.errors(),
         );
@@ -334,7 +345,7 @@ pub fn ratio_table(series: &[Series]) -> String {
     for x in series {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {:.1} MiB | {:.2} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} ({:.0}% sys) | {} | {} | {} ({:.0}% sys) | {:.1} MiB | {:.2} | {} |",
             thousands(x.c as f64),
             x.variant,
             x.pairs.len(),
@@ -346,9 +357,11 @@ pub fn ratio_table(series: &[Series]) -> String {
             dur(x.rpol_median(|r| r.quantile(0.99))),
             dur(x.rpol_median(|r| r.quantile(0.999))),
             dur(x.rpol_median(Run::cpu_per_request)),
+            100.0 * x.rpol_median(Run::system_share),
             thousands(x.floor_median(Run::rps)),
             dur(x.floor_median(|r| r.quantile(0.99))),
             dur(x.floor_median(Run::cpu_per_request)),
+            100.0 * x.floor_median(Run::system_share),
             x.rpol_peak_rss(),
             x.rpol_median(Run::dns_per_request),
             x.errors(),
@@ -360,14 +373,14 @@ pub fn ratio_table(series: &[Series]) -> String {
 /// Every run, in the order it ran, as a Markdown table.
 pub fn runs_table(runs: &[&Run]) -> String {
     let mut s = String::from(
-        "| C | server | req/s | p50 | p99 | p999 | errors | server CPU/req | server cores \
+        "| C | server | req/s | p50 | p99 | p999 | errors | server CPU/req (sys share) | server cores \
          | peak RSS | client CPU/req | client cores | DNS q/req | other load (cores) | answers |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in runs {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.1} MiB | {} | {:.2} | {} | {:.2} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} ({:.0}%) | {:.2} | {:.1} MiB | {} | {:.2} | {} | {:.2} | {} |",
             r.c,
             r.server,
             thousands(r.rps()),
@@ -376,6 +389,7 @@ pub fn runs_table(runs: &[&Run]) -> String {
             dur(r.quantile(0.999)),
             r.seen.errors,
             dur(r.cpu_per_request()),
+            100.0 * r.system_share(),
             r.cores(r.server_cpu),
             r.peak_rss_mib,
             dur(r.client_per_request()),
@@ -395,13 +409,13 @@ pub fn runs_table(runs: &[&Run]) -> String {
 /// Per-run figures as CSV (for plots and for comparing two runs).
 pub fn runs_csv(runs: &[&Run]) -> String {
     let mut s = String::from(
-        "c,server,requests,window_s,rps,p50_us,p99_us,p999_us,errors,server_cpu_us_per_req,\
+        "c,server,requests,window_s,rps,p50_us,p99_us,p999_us,errors,server_cpu_us_per_req,server_system_share,\
          client_cpu_us_per_req,dns_cpu_s,dns_queries,peak_rss_mib,others_cores\n",
     );
     for r in runs {
         let _ = writeln!(
             s,
-            "{},{},{},{:.3},{:.1},{:.1},{:.1},{:.1},{},{:.2},{:.2},{:.3},{},{:.2},{:.2}",
+            "{},{},{},{:.3},{:.1},{:.1},{:.1},{:.1},{},{:.2},{:.3},{:.2},{:.3},{},{:.2},{:.2}",
             r.c,
             r.server,
             r.requests(),
@@ -412,6 +426,7 @@ pub fn runs_csv(runs: &[&Run]) -> String {
             r.quantile(0.999) / 1e3,
             r.seen.errors,
             r.cpu_per_request() / 1e3,
+            r.system_share(),
             r.client_per_request() / 1e3,
             r.dns_cpu.as_secs_f64(),
             r.dns_queries,

@@ -568,9 +568,13 @@ impl Bench {
         for t in &self.tables {
             let _ = writeln!(
                 s,
-                "| {} | {:.1} MiB | {} | {} | {:.1} MiB | {:.1} MiB | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {:.1} MiB | {:.1} MiB | {} | {} | {} | {} | {} |",
                 thousands(t.entries as f64),
-                t.file_mib,
+                if t.file_mib < 1.0 {
+                    format!("{:.0} KiB", t.file_mib * 1024.0)
+                } else {
+                    format!("{:.1} MiB", t.file_mib)
+                },
                 dur(t.check_config.as_nanos() as f64),
                 dur(t.first_answer.as_nanos() as f64),
                 t.rss_loaded_mib,
@@ -820,8 +824,12 @@ fn utc_now() -> String {
         .unwrap_or_default()
 }
 
-/// The arguments this run was given, as a command to run again.
+/// The command that started this run (benches/load.sh names itself), to
+/// run it again.
 fn command_line() -> String {
+    if let Ok(cmd) = std::env::var("RPOL_LOAD_COMMAND") {
+        return cmd;
+    }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")

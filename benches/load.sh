@@ -32,6 +32,8 @@ for a in "$@"; do
 done
 
 cd "$ROOT"
+# Recorded in results.md as the command that made the figures.
+export RPOL_LOAD_COMMAND="benches/load.sh${*:+ $*}"
 # The bench's build also builds the rpol binary it runs, in the same
 # (release-based) profile.
 cargo bench --bench load --no-run

@@ -120,6 +120,12 @@ impl Server {
             .arg("--listen")
             .arg(target.to_string())
             .env("RUST_LOG", rust_log);
+        // Warnings and errors show on the bench's stderr; at a level that
+        // logs every decision, the lines are written (the cost measured)
+        // but not kept.
+        if !matches!(rust_log, "warn" | "error" | "off") {
+            cmd.stderr(Stdio::null());
+        }
         Server::spawn(rt, cmd, target, name)
     }
 

@@ -192,6 +192,8 @@ struct Bench {
     dir: tempfile::TempDir,
     me: u32,
     started: Instant,
+    /// The wall-clock start, for results.md.
+    started_utc: String,
     machine: String,
     main: Vec<Series>,
     clients: Vec<Series>,
@@ -228,6 +230,7 @@ impl Bench {
             dir,
             me: std::process::id(),
             started: Instant::now(),
+            started_utc: utc_now(),
             opts,
             main: Vec::new(),
             clients: Vec::new(),
@@ -589,6 +592,53 @@ impl Bench {
         s
     }
 
+    /// One paragraph for README.md's Performance section (benches/load.sh
+    /// --update puts it there): the warm medians of the main section.
+    fn summary_line(&self) -> Option<String> {
+        let warm: Vec<&Series> = self.main.iter().filter(|s| s.variant == "warm").collect();
+        if warm.is_empty() {
+            return None;
+        }
+        let each = |f: &dyn Fn(&Series) -> String| {
+            warm.iter().map(|s| f(s)).collect::<Vec<_>>().join(" / ")
+        };
+        let rss = warm
+            .iter()
+            .find(|s| s.c == report::RSS_TARGET_C)
+            .map_or(String::new(), |s| {
+                format!(
+                    "; peak RSS {:.0} MiB at C = {}",
+                    s.rpol_peak_rss(),
+                    thousands(s.c as f64)
+                )
+            });
+        let tables = match (self.tables.first(), self.tables.last()) {
+            (Some(a), Some(b)) if self.tables.len() > 1 => format!(
+                " With a check_client_access table of {} entries rpol spends {} per request, \
+                 with {} entries {} (loaded in {}, {:.0} MiB).",
+                thousands(a.entries as f64),
+                dur(a.series.rpol_median(Run::cpu_per_request)),
+                thousands(b.entries as f64),
+                dur(b.series.rpol_median(Run::cpu_per_request)),
+                dur(b.first_answer.as_nanos() as f64),
+                b.rss_loaded_mib,
+            ),
+            _ => String::new(),
+        };
+        Some(format!(
+            "Last recorded run ({}, {} mode; warm DNS cache, medians of the paired ratios \
+             at C = {}): throughput {} of the floor's, CPU per request {} times the floor's \
+             ({} us), p99 {} times the floor's{rss}.{tables}",
+            self.started_utc,
+            if self.opts.quick { "quick" } else { "full" },
+            each(&|s| thousands(s.c as f64)),
+            each(&|s| format!("{:.2}", median(s.throughput()))),
+            each(&|s| format!("{:.1}", median(s.cpu()))),
+            each(&|s| format!("{:.0}", s.rpol_median(Run::cpu_per_request) / 1e3)),
+            each(&|s| format!("{:.1}", median(s.p99()))),
+        ))
+    }
+
     /// results.md (the section of BENCHMARKS.md benches/load.sh --update
     /// replaces), runs.csv, clients.csv, tables.csv in `--out`.
     fn write_results(&self) {
@@ -598,7 +648,7 @@ impl Bench {
         let _ = writeln!(
             md,
             "Run of {} ({} mode, {:.0} s): `{}`.\n\n{}\n",
-            utc_now(),
+            self.started_utc,
             if self.opts.quick { "quick" } else { "full" },
             self.started.elapsed().as_secs_f64(),
             command_line(),
@@ -651,6 +701,9 @@ impl Bench {
             report::runs_table(&runs)
         );
         std::fs::write(out.join("results.md"), md).unwrap();
+        if let Some(line) = self.summary_line() {
+            std::fs::write(out.join("summary.md"), line).unwrap();
+        }
         std::fs::write(out.join("runs.csv"), report::runs_csv(&runs)).unwrap();
 
         let mut csv = String::from(

@@ -5,7 +5,8 @@
 #   benches/load.sh              # full run, about 7 minutes
 #   benches/load.sh --quick      # about 1.5 minutes, fewer and shorter runs
 #   benches/load.sh --update     # full run, then replace the figures in
-#                                # BENCHMARKS.md, benches/scaling.png and
+#                                # BENCHMARKS.md, README.md (one paragraph),
+#                                # benches/scaling.png and
 #                                # benches/results/*.csv with this run's
 #
 # Any other argument goes to the bench (see the top of benches/load.rs), e.g.
@@ -60,20 +61,26 @@ if [ "$update" = 1 ]; then
     mkdir -p "$HERE/results"
     cp "$OUT"/*.csv "$HERE/results/"
     [ -s "$OUT/scaling.png" ] && cp "$OUT/scaling.png" "$HERE/scaling.png"
-    # BENCHMARKS.md: what lies between the two markers becomes results.md.
-    python3 - "$ROOT/BENCHMARKS.md" "$OUT/results.md" <<'PY'
+    # What lies between the markers becomes results.md (BENCHMARKS.md) and
+    # summary.md (README.md's Performance section).
+    splice() {
+        python3 - "$1" "$2" "$3" <<'PY'
 import sys
-doc_path, results_path = sys.argv[1], sys.argv[2]
-begin = "<!-- benches/load.sh --update: begin -->"
-end = "<!-- benches/load.sh --update: end -->"
+doc_path, new_path, name = sys.argv[1], sys.argv[2], sys.argv[3]
+begin = f"<!-- benches/load.sh --update: {name} begin -->"
+end = f"<!-- benches/load.sh --update: {name} end -->"
 doc = open(doc_path).read()
-results = open(results_path).read().strip()
+new = open(new_path).read().strip()
 if begin not in doc or end not in doc:
     sys.exit(f"load.sh: {doc_path} has no {begin} ... {end} markers")
 head, rest = doc.split(begin, 1)
 _, tail = rest.split(end, 1)
-open(doc_path, "w").write(f"{head}{begin}\n{results}\n{end}{tail}")
-print(f"load.sh: updated {doc_path}, benches/scaling.png, benches/results/")
+open(doc_path, "w").write(f"{head}{begin}\n{new}\n{end}{tail}")
+print(f"load.sh: updated {doc_path} ({name})")
 PY
+    }
+    splice "$ROOT/BENCHMARKS.md" "$OUT/results.md" results
+    [ -s "$OUT/summary.md" ] && splice "$ROOT/README.md" "$OUT/summary.md" summary
+    echo "load.sh: updated benches/scaling.png, benches/results/"
 fi
 echo "load.sh: results in $OUT"

@@ -17,6 +17,9 @@ pub const TARGET_CPU: f64 = 3.0;
 pub const TARGET_RSS_MIB: f64 = 50.0;
 /// The C at which the RSS target applies.
 pub const RSS_TARGET_C: usize = 1000;
+/// Cores taken by other work above which a run is flagged: the machine
+/// (2 cores here) was mostly someone else's, so its figures say little.
+pub const BUSY_CORES: f64 = 1.5;
 
 /// One measured run against one server.
 pub struct Run {
@@ -85,6 +88,11 @@ impl Run {
         self.cores(self.machine_busy.saturating_sub(ours))
     }
 
+    /// Whether other work took most of the machine during the window.
+    pub fn busy(&self) -> bool {
+        self.others_cores() > BUSY_CORES
+    }
+
     pub fn dns_per_request(&self) -> f64 {
         self.dns_queries as f64 / self.requests().max(1) as f64
     }
@@ -133,6 +141,9 @@ impl Run {
             self.others_cores(),
             self.answer_mix()
         );
+        if self.busy() {
+            let _ = write!(s, "  BUSY (other load above {BUSY_CORES} cores)");
+        }
         if let Some(e) = &self.seen.first_error {
             let _ = write!(s, "  first error: {e}");
         }
@@ -281,6 +292,18 @@ impl Series {
             self.floor_peak_rss(),
             self.errors(),
         );
+        let busy = self
+            .pairs
+            .iter()
+            .filter(|p| p.floor.busy() || p.rpol.busy())
+            .count();
+        if busy > 0 {
+            let _ = writeln!(
+                s,
+                "  {busy} of {} pairs ran while other work took over {BUSY_CORES} cores (BUSY above)",
+                self.pairs.len()
+            );
+        }
         if !warm {
             let _ = writeln!(
                 s,

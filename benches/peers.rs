@@ -583,6 +583,8 @@ fn start_floor() -> SocketAddr {
 fn base_config(dns: SocketAddr, dns_extra: &str) -> String {
     format!(
         "[server]\nmax_connections = 100\n\
+         # As the shipped policy.toml: started as root, rpol serves as nobody.\n\
+         user = \"nobody\"\n\
          [dns]\nnameservers = [\"{dns}\"]\ntimeout = \"2s\"\nattempts = 1\n{dns_extra}\
          [site]\nmynetworks = [\"127.0.0.0/8\"]\ndomains = [\"example.com\"]\n\
          [spf]\nreceiver = \"mx.example.com\"\n"

@@ -1,0 +1,388 @@
+//! The load generator: C persistent connections on one tokio runtime, each
+//! sending Postfix 3.7's RCPT request and waiting for the whole answer
+//! before the next (lock-step, as Postfix's smtpd does), with the client
+//! address, sender, recipient and `instance` varied on every request.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+/// Connections being set up at once (a listen backlog is finite).
+const CONNECTING_AT_ONCE: usize = 256;
+/// How long connecting all C connections may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the requests in flight at the end of a run may take to finish
+/// before their connections are counted as errors and dropped.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes of one answer at most (a PREPEND header is some 250).
+const ANSWER_CAPACITY: usize = 2048;
+
+/// Where a server listens.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+impl Target {
+    /// A unix socket in `dir`, or a free port on 127.0.0.1.
+    pub fn new(dir: &Path, name: &str, tcp: bool) -> Target {
+        if tcp {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            Target::Tcp(l.local_addr().unwrap())
+        } else {
+            Target::Unix(dir.join(format!("{name}.sock")))
+        }
+    }
+
+    pub fn remove(&self) {
+        if let Target::Unix(p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Unix(p) => write!(f, "unix:{}", p.display()),
+            Target::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
+pub enum Conn {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+impl Conn {
+    async fn connect(target: &Target) -> io::Result<Conn> {
+        Ok(match target {
+            Target::Unix(p) => Conn::Unix(tokio::net::UnixStream::connect(p).await?),
+            Target::Tcp(a) => {
+                let s = tokio::net::TcpStream::connect(a).await?;
+                s.set_nodelay(true)?;
+                Conn::Tcp(s)
+            }
+        })
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.write_all(bytes).await,
+            Conn::Tcp(s) => s.write_all(bytes).await,
+        }
+    }
+
+    async fn read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read_buf(buf).await,
+            Conn::Tcp(s) => s.read_buf(buf).await,
+        }
+    }
+
+    /// Sends `request` and reads one whole answer (up to the empty line)
+    /// into `answer`.
+    async fn ask(&mut self, request: &[u8], answer: &mut Vec<u8>) -> io::Result<()> {
+        self.write_all(request).await?;
+        answer.clear();
+        loop {
+            if self.read_buf(answer).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "server closed the connection",
+                ));
+            }
+            if answer.ends_with(b"\n\n") {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Connects, retrying while the listener is not there yet or its backlog
+/// is full, until `deadline`.
+pub async fn connect_retry(target: &Target, deadline: Instant) -> Result<Conn, String> {
+    loop {
+        match Conn::connect(target).await {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() > deadline => return Err(format!("connect {target}: {e}")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// One request of the mix, answered; the answer's action.
+pub async fn probe(conn: &mut Conn) -> Result<String, String> {
+    let mut request = Vec::new();
+    Mix::request(&mut request, u32::MAX, 0, 0);
+    let mut answer = Vec::new();
+    conn.ask(&request, &mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(action(&answer).to_string())
+}
+
+// ------------------------------------------------------------ the requests
+
+/// Our recipients: mailboxes and aliases of tables/vmail_*.
+const RECIPIENTS: &[&str] = &[
+    "alice@example.com",
+    "bob@example.com",
+    "postmaster@example.com",
+    "abuse@example.com",
+    "family@example.com",
+    "news@example.net",
+];
+
+/// Sender domains of tests/zones/: SPF pass for 203.0.113.0/24 and
+/// 2001:db8::/32 (good.example), no SPF record (mx-only, multi-mx), and
+/// include + mx + a + ip4 (chain.spftest: pass for our IPv4 clients
+/// through the include, fail for the IPv6 ones after all its lookups).
+const SENDER_DOMAINS: &[&str] = &[
+    "good.example",
+    "mx-only.example",
+    "multi-mx.example",
+    "chain.spftest",
+];
+
+/// The request mix.
+pub struct Mix;
+
+impl Mix {
+    /// Request `i` of connection `conn` in run `run`, as Postfix 3.7 sends
+    /// it at RCPT (29 attributes, in Postfix's order):
+    /// - every other request comes from one of 254 IPv4 clients
+    ///   (203.0.113.1-254, reverse name known to Postfix), so that the SPF
+    ///   result cache answers after the first round; the others from an IPv6
+    ///   client never seen before (2001:db8:RUN:CONN:..., reverse name
+    ///   known, not verified): a full SPF evaluation each, from the DNS
+    ///   cache when it is warm;
+    /// - the sender: one of 10,000 local parts at one of [`SENDER_DOMAINS`];
+    /// - the recipient: one of [`RECIPIENTS`]; HELO mail.good.example;
+    /// - a new `instance` (Postfix's pid.sec.usec.seq form) every time; half
+    ///   the sessions with TLS.
+    pub fn request(out: &mut Vec<u8>, run: u32, conn: u32, i: u64) {
+        let j = i / 2;
+        let c = u64::from(conn);
+        let v6 = (i + c) % 2 == 1;
+        let domain = SENDER_DOMAINS[((j + c) % SENDER_DOMAINS.len() as u64) as usize];
+        let local = (j * 31 + c * 7) % 10_000;
+        let rcpt = RECIPIENTS[((i / 3 + c) % RECIPIENTS.len() as u64) as usize];
+        out.clear();
+        out.extend_from_slice(
+            b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n",
+        );
+        if v6 {
+            let _ = write!(
+                out,
+                "client_address=2001:db8:{:x}:{:x}:{:x}:{:x}::1\nclient_name=unknown\n\
+                 client_port={}\nreverse_client_name=mx-{:x}-{:x}.v6.example\n",
+                run & 0xffff,
+                conn & 0xffff,
+                (i >> 16) & 0xffff,
+                i & 0xffff,
+                1024 + i % 60_000,
+                conn,
+                i,
+            );
+        } else {
+            let host = 1 + (j * 7 + c * 13) % 254;
+            let _ = write!(
+                out,
+                "client_address=203.0.113.{host}\nclient_name=mx{host}.relay.example\n\
+                 client_port={}\nreverse_client_name=mx{host}.relay.example\n",
+                1024 + i % 60_000,
+            );
+        }
+        let tls = (i / 4).is_multiple_of(2);
+        let _ = write!(
+            out,
+            "server_address=198.51.100.1\nserver_port=25\nhelo_name=mail.good.example\n\
+             sender=u{local}@{domain}\nrecipient={rcpt}\nrecipient_count=0\nqueue_id=\n\
+             instance={:x}.{:x}.{:x}.{:x}\nsize={}\netrn_domain=\nstress=\nsasl_method=\n\
+             sasl_username=\nsasl_sender=\nccert_subject=\nccert_issuer=\nccert_fingerprint=\n\
+             ccert_pubkey_fingerprint=\nencryption_protocol={}\nencryption_cipher={}\n\
+             encryption_keysize={}\npolicy_context=\n\n",
+            10_000 + conn,
+            run,
+            i,
+            i % 7,
+            1000 + (i * 37) % 100_000,
+            if tls { "TLSv1.3" } else { "" },
+            if tls { "TLS_AES_256_GCM_SHA384" } else { "" },
+            if tls { 256 } else { 0 },
+        );
+    }
+}
+
+/// The value of the answer's `action=` line.
+fn action(answer: &[u8]) -> &str {
+    let text = std::str::from_utf8(answer).unwrap_or("");
+    text.lines()
+        .find_map(|l| l.strip_prefix("action="))
+        .unwrap_or("")
+}
+
+/// Kinds of answers counted separately.
+pub const KINDS: [&str; 5] = ["DUNNO/OK", "PREPEND", "REJECT", "DEFER", "other"];
+
+fn kind(action: &str) -> usize {
+    let word = action.split_whitespace().next().unwrap_or("");
+    match word.to_ascii_uppercase().as_str() {
+        "DUNNO" | "OK" => 0,
+        "PREPEND" => 1,
+        "REJECT" => 2,
+        w if w.starts_with('5') => 2,
+        w if w.starts_with('4') || w.starts_with("DEFER") => 3,
+        _ => 4,
+    }
+}
+
+// --------------------------------------------------------------- one run
+
+/// Unique per run, so that no two runs send the same IPv6 client.
+static RUN: AtomicU32 = AtomicU32::new(1);
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+/// What the clients saw in the measured window.
+#[derive(Default)]
+pub struct Seen {
+    /// Latency of every request answered in the window, in ns, sorted.
+    pub latencies: Vec<u64>,
+    pub window: Duration,
+    /// Connections that failed (connect, I/O, or no answer at the end).
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub answers: [u64; KINDS.len()],
+    /// The first answer of each kind.
+    pub samples: BTreeMap<usize, String>,
+}
+
+struct PerConn {
+    latencies: Vec<u64>,
+    answers: [u64; KINDS.len()],
+    samples: BTreeMap<usize, String>,
+    error: Option<String>,
+}
+
+/// Drives `c` connections to `target`: connect all, `warmup` unmeasured,
+/// then `measure` in which answers are counted. `at_edge` is called at the
+/// start and at the end of the measured window (to read CPU times there).
+pub async fn drive(
+    target: &Target,
+    c: usize,
+    warmup: Duration,
+    measure: Duration,
+    mut at_edge: impl FnMut(),
+) -> Seen {
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let tasks: Vec<_> = (0..c)
+        .map(|conn| {
+            let target = target.clone();
+            let (phase, connected, gate) = (phase.clone(), connected.clone(), gate.clone());
+            tokio::spawn(async move {
+                let mut me = PerConn {
+                    latencies: Vec::new(),
+                    answers: [0; KINDS.len()],
+                    samples: BTreeMap::new(),
+                    error: None,
+                };
+                let permit = gate.acquire_owned().await.unwrap();
+                let stream = connect_retry(&target, deadline).await;
+                drop(permit);
+                connected.fetch_add(1, Ordering::SeqCst);
+                let mut stream = match stream {
+                    Ok(s) => s,
+                    Err(e) => {
+                        me.error = Some(e);
+                        return me;
+                    }
+                };
+                let mut request = Vec::with_capacity(1024);
+                let mut answer = Vec::with_capacity(ANSWER_CAPACITY);
+                for i in 0.. {
+                    if phase.load(Ordering::Relaxed) == STOP {
+                        break;
+                    }
+                    Mix::request(&mut request, run, conn as u32, i);
+                    let t = Instant::now();
+                    if let Err(e) = stream.ask(&request, &mut answer).await {
+                        me.error = Some(e.to_string());
+                        break;
+                    }
+                    let dt = t.elapsed();
+                    if phase.load(Ordering::Relaxed) == MEASURE {
+                        me.latencies.push(dt.as_nanos() as u64);
+                        let a = action(&answer);
+                        let k = kind(a);
+                        me.answers[k] += 1;
+                        me.samples.entry(k).or_insert_with(|| a.to_string());
+                    }
+                }
+                me
+            })
+        })
+        .collect();
+    while connected.load(Ordering::SeqCst) < c {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(warmup).await;
+    at_edge();
+    let start = Instant::now();
+    phase.store(MEASURE, Ordering::SeqCst);
+    tokio::time::sleep(measure).await;
+    phase.store(STOP, Ordering::SeqCst);
+    let window = start.elapsed();
+    at_edge();
+    let mut seen = Seen {
+        window,
+        ..Seen::default()
+    };
+    let drain_until = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    for task in tasks {
+        let abort = task.abort_handle();
+        match tokio::time::timeout_at(drain_until, task).await {
+            Ok(Ok(me)) => {
+                seen.latencies.extend(me.latencies);
+                for (k, n) in me.answers.iter().enumerate() {
+                    seen.answers[k] += n;
+                }
+                for (k, s) in me.samples {
+                    seen.samples.entry(k).or_insert(s);
+                }
+                if let Some(e) = me.error {
+                    seen.errors += 1;
+                    seen.first_error.get_or_insert(e);
+                }
+            }
+            Ok(Err(e)) => {
+                seen.errors += 1;
+                seen.first_error.get_or_insert(e.to_string());
+            }
+            Err(_) => {
+                abort.abort();
+                seen.errors += 1;
+                seen.first_error
+                    .get_or_insert(format!("no answer {DRAIN_TIMEOUT:?} after the end"));
+            }
+        }
+    }
+    seen.latencies.sort_unstable();
+    seen
+}

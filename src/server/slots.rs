@@ -50,6 +50,8 @@ pub enum Refused {
 
 pub struct Slots {
     inner: Mutex<Inner>,
+    /// Wakes admissions waiting for room: a slot was freed, or a
+    /// connection finished an answer and may now be closed.
     freed: Notify,
     start: Instant,
     max_total: usize,
@@ -81,7 +83,8 @@ impl Slots {
 
     /// Admits a connection from `address` (`None`: a unix socket), closing
     /// the longest-idle connection when the limits are reached. Waits at
-    /// most [`ADMIT_WAIT`] for a slot when nothing can be closed.
+    /// most [`ADMIT_WAIT`] for a slot when nothing can be closed yet (every
+    /// connection answering a request).
     pub async fn admit(self: &Arc<Self>, address: Option<IpAddr>) -> Result<Lease, Refused> {
         let deadline = Instant::now() + ADMIT_WAIT;
         loop {
@@ -180,10 +183,11 @@ pub struct Lease {
 
 impl Lease {
     /// The connection finished an answer: from now on it may be closed to
-    /// make room.
+    /// make room, also for a newcomer already waiting.
     pub fn idle(&self) {
         let now = self.slots.now();
         self.slot.idle_since.store(now, Ordering::Relaxed);
+        self.slots.freed.notify_waiters();
     }
 
     /// A request is being answered: the connection is not closed for others.
@@ -249,6 +253,26 @@ mod tests {
         a.busy();
         assert_eq!(slots.admit(None).await.err(), Some(Refused::Busy));
         assert!(!a.slot.evict.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_turns_idle_makes_room() {
+        let slots = Slots::new(1, 1);
+        let a = slots.admit(None).await.unwrap();
+        a.busy();
+        let slots2 = slots.clone();
+        let newcomer = tokio::spawn(async move { slots2.admit(None).await });
+        tokio::task::yield_now().await;
+        assert!(!a.slot.evict.is_cancelled());
+        // `a` finishes its answer while the newcomer waits: it is asked to
+        // go at once, not after ADMIT_WAIT.
+        let answered = Instant::now();
+        a.idle();
+        tokio::task::yield_now().await;
+        assert!(a.slot.evict.is_cancelled());
+        drop(a);
+        assert!(newcomer.await.unwrap().is_ok());
+        assert!(answered.elapsed() < ADMIT_WAIT);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1644,6 +1644,8 @@ fn fail_safe_a_file_a_rule_needs_unreadable_at_start_stops_rpol() {
             let status = rpol.wait_exit();
             assert_eq!(status.code(), Some(1), "{}, {how}", case.family);
             assert!(!socket.exists(), "{}, {how}: listened", case.family);
+            // The exit can be seen before the line read from its stderr.
+            rpol.wait_for_log("rpol: ", 0);
             let dir = rpol.setup.dir.path().display().to_string();
             let log = rpol.stderr().replace(&dir, "DIR");
             let reason = match how {

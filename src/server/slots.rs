@@ -53,6 +53,8 @@ pub enum Refused {
 
 pub struct Slots {
     inner: Mutex<Inner>,
+    /// Wakes admissions waiting for room: a slot was freed, or a
+    /// connection finished an answer and may now be closed.
     freed: Notify,
     start: Instant,
     max_total: usize,
@@ -84,7 +86,8 @@ impl Slots {
 
     /// Admits a connection from `address` (`None`: a unix socket), closing
     /// the longest-idle connection when the limits are reached. Waits at
-    /// most [`ADMIT_WAIT`] for a slot when nothing can be closed.
+    /// most [`ADMIT_WAIT`] for a slot when nothing can be closed yet (every
+    /// connection answering a request).
     pub async fn admit(self: &Arc<Self>, address: Option<IpAddr>) -> Result<Lease, Refused> {
         let deadline = Instant::now() + ADMIT_WAIT;
         loop {
@@ -188,7 +191,8 @@ pub struct Lease {
 
 impl Lease {
     /// The connection finished an answer: from now on it may be closed to
-    /// make room.
+    /// make room (a newcomer already waiting sees it at its next look,
+    /// within [`RECHECK`]: no lock on the request path).
     pub fn idle(&self) {
         let now = self.slots.now();
         self.slot.idle_since.store(now, Ordering::Relaxed);

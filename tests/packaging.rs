@@ -71,7 +71,7 @@ fn unit_value(unit: &str, key: &str) -> String {
     read(&format!("packaging/{unit}"))
         .lines()
         .filter_map(|l| l.strip_prefix(&format!("{key}=")))
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("{unit}: no {key}="))
         .to_string()
 }

@@ -8,6 +8,7 @@
 //! [`policy::Decision`] goes back as `action=...`.
 
 pub mod bounded;
+pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod log;

@@ -1,52 +1,13 @@
 //! The `rpol` command: arguments in, one library call, one-line error out.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 
+use rpol::cli::Args;
 use rpol::config::{self, ListenAddr};
 use rpol::log;
 use rpol::server::{self, ServeOptions, SystemdFds};
-
-/// Postfix policy delegation daemon: one ordered rule chain, Postfix-exact
-/// restrictions.
-#[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
-struct Args {
-    /// Configuration file
-    #[arg(short, long, value_name = "PATH", default_value = config::DEFAULT_CONFIG)]
-    config: PathBuf,
-
-    /// Listen on ADDR (unix:PATH or tcp:HOST:PORT) instead of [server] listen; repeatable
-    #[arg(short, long, value_name = "ADDR")]
-    listen: Vec<String>,
-
-    /// Evaluate requests from FILE (or stdin) and print the responses; trace on stderr
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-",
-          conflicts_with_all = ["check_config", "stdio"])]
-    test_request: Option<String>,
-
-    /// Check the configuration and exit (non-zero, with FILE:LINE:COLUMN errors, if invalid)
-    #[arg(long, conflicts_with = "stdio")]
-    check_config: bool,
-
-    /// Print the main.cf / master.cf lines (and relay maps) that match the configuration
-    #[arg(long, conflicts_with_all = ["check_config", "stdio", "test_request"])]
-    postfix_config: bool,
-
-    /// Serve one connection on stdin/stdout (Postfix spawn(8)); logs go to syslog
-    #[arg(long)]
-    stdio: bool,
-
-    /// Send logs to syslog instead of stderr
-    #[arg(long)]
-    syslog: bool,
-
-    /// Started as root: run as USER once the sockets are bound (overrides [server] user; `root` stays root)
-    #[arg(short, long, value_name = "USER")]
-    user: Option<String>,
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();

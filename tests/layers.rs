@@ -21,8 +21,8 @@ const LAYERS: &[&[&str]] = &[
     &["policy"],
     // The loader.
     &["config"],
-    // Front ends.
-    &["server", "postfix_config"],
+    // Front ends (cli: the command line, read by the binary and the man page).
+    &["server", "postfix_config", "cli"],
     &["testreq"],
 ];
 

@@ -1,0 +1,137 @@
+//! rpol(8): the clap definition (`rpol::cli`) rendered by clap_mangen, with
+//! the sections a daemon's page needs that `--help` does not carry.
+//! Shared by `cargo run --example man` and the test that keeps man/rpol.8
+//! current (tests/man.rs).
+
+use clap_mangen::Man;
+
+/// Where the pages live in the source tree (and what `cargo deb` ships).
+pub const RPOL_8: &str = "man/rpol.8";
+pub const POLICY_TOML_5: &str = "man/rpol-policy.toml.5";
+/// The serde shape of policy.toml, whose keys rpol-policy.toml(5) documents.
+pub const SCHEMA: &str = "src/config/schema.rs";
+
+/// DESCRIPTION, after clap's one-line summary.
+const DESCRIPTION: &str = r#".PP
+Postfix asks rpol, over the policy delegation protocol
+(\fBcheck_policy_service\fR), whether to accept each SMTP transaction.
+rpol answers from one ordered rule chain per profile, written in
+\fIpolicy.toml\fR with Postfix's own restriction names, lookup tables,
+reply codes and wording (see \fBrpol-policy.toml\fR(5)), and logs one
+line per decision naming the rule that decided.
+.PP
+Without a mode option rpol serves: it listens on the sockets systemd passes
+(socket activation, \fBLISTEN_FDS\fR), else on \fB\-\-listen\fR, else on
+\fB[server] listen\fR.
+Started as root it binds its sockets and then runs as \fB\-\-user\fR or
+\fB[server] user\fR for good; without one it refuses to start
+(\fB\-\-user root\fR stays root, with a warning).
+Started as another user (systemd \fBUser=rpol\fR) it changes nothing.
+The configuration file, its tables and address files are checked every
+2 seconds and reloaded when they change, as on \fBSIGHUP\fR; a
+configuration that does not load is logged and the running one kept.
+"#;
+
+/// The sections after OPTIONS.
+const AFTER_OPTIONS: &str = r#".SH SIGNALS
+.TP
+.B SIGHUP
+Reload the configuration and its tables (systemctl reload rpol).
+Keys that only a restart applies are named in the log.
+.TP
+.BR SIGTERM ", " SIGINT
+Stop accepting connections, let requests in flight finish
+(at most \fB[server] shutdown_timeout\fR), exit.
+.SH ENVIRONMENT
+.TP
+.B RUST_LOG
+Log level and filter, default \fBinfo\fR; \fBdebug\fR shows connections
+and DNS lookups.
+.TP
+.BR LISTEN_FDS ", " LISTEN_PID ", " LISTEN_FDNAMES
+Sockets passed by systemd socket activation; they replace every listen
+address.
+.TP
+.B NOTIFY_SOCKET
+Set by systemd for \fBType=notify\fR: rpol reports READY, RELOADING and
+STOPPING.
+.SH LOGGING
+Logs go to standard error (the journal under systemd, without colour codes
+unless standard error is a terminal), or with \fB\-\-syslog\fR and always
+with \fB\-\-stdio\fR to syslog, facility mail.
+One line per decision:
+.PP
+.EX
+NOQUEUE: action=554 5.7.1 ... client=unknown[203.0.113.9] from=<> \e
+  to=<a@example.com> helo=<> profile=submission rule="client: reject"
+.EE
+.PP
+Text that came from the client is escaped, so it cannot forge a line.
+.SH EXIT STATUS
+0 when the server stopped on a signal, or when \fB\-\-check\-config\fR found
+the configuration valid; 1 on an error, which is printed as
+\fBrpol:\fR \fImessage\fR (configuration errors as
+\fIFILE\fR:\fILINE\fR:\fICOLUMN\fR: \fIkey\fR: \fImessage\fR).
+.SH FILES
+.TP
+.I /etc/rpol/policy.toml
+The default configuration; \fBrpol-policy.toml\fR(5).
+.TP
+.I /etc/rpol/tables/
+Access tables and address files the shipped configuration names.
+.TP
+.I /var/spool/postfix/private/rpol
+The policy socket of the Debian package (\fBrpol.socket\fR), which
+Postfix names \fBcheck_policy_service unix:private/rpol\fR.
+.TP
+.I /lib/systemd/system/rpol.service, /lib/systemd/system/rpol.socket
+The units of the Debian package.
+.SH EXAMPLES
+Check a configuration, then ask it what it would answer to a request
+(attributes as Postfix sends them, one per line, an empty line at the end;
+those left out read as empty):
+.PP
+.EX
+rpol \-\-config /etc/rpol/policy.toml \-\-check\-config
+cat >request <<EOF
+protocol_state=RCPT
+server_port=587
+client_address=203.0.113.9
+recipient=a@example.com
+
+EOF
+rpol \-\-config /etc/rpol/policy.toml \-\-test\-request request
+.EE
+.PP
+The response goes to standard output exactly as the server would send it;
+the trace (the profile, each rule with its outcome and what it looked at,
+the rule that decided) to standard error.
+.PP
+Print the main.cf and master.cf lines for a configuration:
+.PP
+.EX
+rpol \-\-config /etc/rpol/policy.toml \-\-postfix\-config
+.EE
+.SH SEE ALSO
+\fBrpol-policy.toml\fR(5), \fBpostconf\fR(5), \fBaccess\fR(5),
+\fBcidr_table\fR(5), \fBspawn\fR(8), \fBsystemd.socket\fR(5),
+/usr/share/doc/rpol/README.md
+"#;
+
+/// rpol(8) as roff.
+pub fn render() -> Vec<u8> {
+    let man = Man::new(rpol::cli::command())
+        .section("8")
+        .manual("System Manager's Manual");
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    man.render_title(&mut out).expect("render");
+    man.render_name_section(&mut out).expect("render");
+    man.render_synopsis_section(&mut out).expect("render");
+    out.extend_from_slice(b".SH DESCRIPTION\n");
+    out.extend_from_slice(DESCRIPTION.as_bytes());
+    man.render_options_section(&mut out).expect("render");
+    out.extend_from_slice(AFTER_OPTIONS.as_bytes());
+    man.render_version_section(&mut out).expect("render");
+    out
+}

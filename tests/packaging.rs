@@ -1,0 +1,172 @@
+//! The Debian package's pieces agree with each other and with the source
+//! tree: packaging/policy.toml is policy.toml but for the package's
+//! [server], which listens where rpol.socket does and runs as rpol.service's
+//! user; every file `cargo deb` ships exists; the maintainer scripts parse.
+//! .ci/run builds, installs and purges the package itself.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rpol::config::{self, ListenAddr};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    let path = root().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The text before `[server]` and from the table after it on.
+fn outside_server(text: &str) -> (String, String) {
+    let start = text.find("\n[server]\n").expect("a [server] table") + 1;
+    let body = start + "[server]\n".len();
+    let next = text[body..].find("\n[").expect("a table after [server]");
+    (
+        text[..start].to_string(),
+        text[body + next + 1..].to_string(),
+    )
+}
+
+/// `[server]` of a config, without the keys the package sets its own way.
+fn server_without_package_keys(text: &str) -> toml::Table {
+    let mut doc: toml::Table = toml::from_str(text).unwrap();
+    let toml::Value::Table(mut server) = doc.remove("server").unwrap() else {
+        panic!("[server] is not a table")
+    };
+    for key in [
+        "listen",
+        "socket_mode",
+        "socket_owner",
+        "socket_group",
+        "user",
+        "group",
+    ] {
+        server.remove(key);
+    }
+    server
+}
+
+#[test]
+fn packaged_policy_toml_is_the_shipped_one_but_for_server() {
+    let shipped = read("policy.toml");
+    let packaged = read("packaging/policy.toml");
+    let (before, after) = outside_server(&shipped);
+    let (p_before, p_after) = outside_server(&packaged);
+    assert!(
+        before == p_before && after == p_after,
+        "packaging/policy.toml differs from policy.toml outside [server]: \
+         copy the change (diff policy.toml packaging/policy.toml)"
+    );
+    assert_eq!(
+        server_without_package_keys(&shipped),
+        server_without_package_keys(&packaged),
+        "[server] differs beyond listen, socket_*, user and group"
+    );
+}
+
+/// `Key=Value` of a unit file (the last one when repeated).
+fn unit_value(unit: &str, key: &str) -> String {
+    read(&format!("packaging/{unit}"))
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .next_back()
+        .unwrap_or_else(|| panic!("{unit}: no {key}="))
+        .to_string()
+}
+
+#[test]
+fn packaged_policy_toml_serves_the_socket_of_the_units() {
+    // Loaded as if it lay in the source tree, so that its tables resolve.
+    let path = root().join("policy.toml");
+    let loaded = config::load_str(&path, &read("packaging/policy.toml"))
+        .unwrap_or_else(|e| panic!("packaging/policy.toml: {e}"));
+    let server = &loaded.server;
+    let socket = unit_value("rpol.socket", "ListenStream");
+    assert_eq!(server.listen, [ListenAddr::Unix(PathBuf::from(&socket))]);
+    assert_eq!(
+        rpol::postfix_config::endpoint(server),
+        "unix:private/rpol",
+        "Postfix's check_policy_service name of {socket}"
+    );
+    assert_eq!(
+        server.socket_owner.as_deref(),
+        Some(unit_value("rpol.socket", "SocketUser").as_str())
+    );
+    assert_eq!(
+        server.socket_group.as_deref(),
+        Some(unit_value("rpol.socket", "SocketGroup").as_str())
+    );
+    let mode = unit_value("rpol.socket", "SocketMode");
+    assert_eq!(server.socket_mode, u32::from_str_radix(&mode, 8).unwrap());
+    assert_eq!(
+        server.user.as_deref(),
+        Some(unit_value("rpol.service", "User").as_str())
+    );
+    assert_eq!(
+        unit_value("rpol.service", "ExecStart"),
+        format!("/usr/sbin/rpol --config {}", config::DEFAULT_CONFIG)
+    );
+}
+
+#[test]
+fn every_file_the_deb_ships_exists() {
+    let manifest: toml::Table = toml::from_str(&read("Cargo.toml")).unwrap();
+    let deb = &manifest["package"]["metadata"]["deb"];
+    let assets = deb["assets"].as_array().unwrap();
+    let mut dests = Vec::new();
+    for asset in assets {
+        let asset = asset.as_array().unwrap();
+        let (source, dest) = (asset[0].as_str().unwrap(), asset[1].as_str().unwrap());
+        dests.push(dest.to_string());
+        if source.starts_with("target/release/") {
+            continue;
+        }
+        match source.strip_suffix("/*") {
+            Some(dir) => assert!(
+                std::fs::read_dir(root().join(dir)).unwrap().count() > 0,
+                "{source}: empty"
+            ),
+            None => assert!(root().join(source).is_file(), "{source}: missing"),
+        }
+    }
+    for dest in [
+        "usr/sbin/",
+        "etc/rpol/policy.toml",
+        "lib/systemd/system/",
+        "usr/share/man/man8/",
+        "usr/share/man/man5/",
+    ] {
+        assert!(dests.iter().any(|d| d == dest), "nothing goes to {dest}");
+    }
+    for key in ["maintainer-scripts", "changelog"] {
+        let path = deb[key].as_str().unwrap();
+        assert!(root().join(path).exists(), "{key} {path}: missing");
+    }
+}
+
+#[test]
+fn changelog_names_this_version() {
+    let first = read("packaging/debian/changelog");
+    let first = first.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!("rpol ({}-1) ", env!("CARGO_PKG_VERSION"))),
+        "packaging/debian/changelog starts {first:?}: add an entry for this version"
+    );
+}
+
+#[test]
+fn maintainer_scripts_parse() {
+    for script in ["postinst", "prerm", "postrm"] {
+        let path = root().join("packaging/debian").join(script);
+        let out = Command::new("sh").arg("-n").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{}: {out:?}", path.display());
+        assert!(is_executable(&path), "{}: not executable", path.display());
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}

@@ -35,7 +35,13 @@ impl LoginMap {
             line: 0,
             message: format!("cannot read: {e}"),
         })?;
-        for (line, key, value) in source_lines(&text) {
+        self.add_text(path, &text)
+    }
+
+    /// Adds the entries of a login map's text; `path` names it in errors.
+    /// The file-free half of [`LoginMap::load_file`].
+    pub fn add_text(&mut self, path: &Path, text: &str) -> Result<(), TableError> {
+        for (line, key, value) in source_lines(text) {
             let logins: Vec<&str> = value
                 .split([',', ' ', '\t'])
                 .filter(|l| !l.is_empty())

@@ -68,7 +68,7 @@ impl LoginMap {
         }
         for (alias, _) in addresses.aliases() {
             let mut owners = Vec::new();
-            resolve(addresses, alias, 0, &mut owners);
+            resolve(addresses, alias, 0, &mut HashMap::new(), &mut owners);
             for owner in owners {
                 self.add(alias, &owner);
             }
@@ -110,9 +110,28 @@ impl LoginMap {
     }
 }
 
-fn resolve(addresses: &Addresses, address: &str, depth: usize, out: &mut Vec<String>) {
+/// Adds to `out` the mailboxes `address` resolves to within
+/// [`MAX_ALIAS_DEPTH`] alias levels. `shallowest` holds the least depth at
+/// which each address was expanded: an address is expanded again only when
+/// reached by a shorter path, which finds nothing new otherwise. Without it
+/// an alias listing itself a few times (or a loop of aliases with several
+/// targets) took exponential time in the depth: fuzzing found a 350-byte
+/// alias file that kept the loader busy for minutes.
+fn resolve<'a>(
+    addresses: &'a Addresses,
+    address: &'a str,
+    depth: usize,
+    shallowest: &mut HashMap<&'a str, usize>,
+    out: &mut Vec<String>,
+) {
     if depth > MAX_ALIAS_DEPTH {
         return;
+    }
+    match shallowest.get(address) {
+        Some(&seen) if seen <= depth => return,
+        _ => {
+            shallowest.insert(address, depth);
+        }
     }
     if addresses.is_mailbox(address) {
         if !out.iter().any(|o| o == address) {
@@ -122,7 +141,7 @@ fn resolve(addresses: &Addresses, address: &str, depth: usize, out: &mut Vec<Str
     }
     if let Some(targets) = addresses.alias_targets(address) {
         for t in targets {
-            resolve(addresses, t, depth + 1, out);
+            resolve(addresses, t, depth + 1, shallowest, out);
         }
     }
 }
@@ -177,5 +196,39 @@ mod tests {
             Some(vec!["alice@example.com".into(), "dave".into()])
         );
         assert_eq!(owners("nobody@example.com"), None);
+    }
+
+    #[test]
+    fn alias_loops_are_cheap_and_depth_still_bounds() {
+        let path = Path::new("aliases");
+        // An alias listing itself 20 times: 20^11 expansions before the fix.
+        let mut aliases = format!(
+            "loop@x.example {}m@x.example\n",
+            "loop@x.example ".repeat(20)
+        );
+        // a0 -> a1 -> ... -> a11 -> m: m is 12 levels below a0, 10 below a2.
+        for i in 0..11 {
+            aliases.push_str(&format!("a{i}@x.example a{}@x.example\n", i + 1));
+        }
+        aliases.push_str("a11@x.example m@x.example\n");
+        // First through the long way, then a short cut to a8 (m 5 levels
+        // down): the short cut must expand a8 again.
+        aliases.push_str("s@x.example a0@x.example, a8@x.example\n");
+        let addrs = Addresses::parse(
+            Some((Path::new("mailboxes"), "m@x.example box\n")),
+            Some((path, aliases.as_str())),
+        )
+        .unwrap();
+        let start = std::time::Instant::now();
+        let mut map = LoginMap::default();
+        map.add_from_aliases(&addrs);
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        let owners = |s: &str| map.owners(s, "", false).map(|o| o.to_vec());
+        let m = Some(vec!["m@x.example".to_string()]);
+        assert_eq!(owners("loop@x.example"), m);
+        assert_eq!(owners("a0@x.example"), None);
+        assert_eq!(owners("a1@x.example"), None);
+        assert_eq!(owners("a2@x.example"), m);
+        assert_eq!(owners("s@x.example"), m);
     }
 }

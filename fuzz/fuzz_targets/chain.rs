@@ -32,6 +32,7 @@ use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, 
 use libfuzzer_sys::fuzz_target;
 use rpol::policy::Policy;
 use rpol::protocol::Decoder;
+use rpol::vocab::reply::MAX_REPLY_BYTES;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::runtime::Runtime;
 
@@ -227,8 +228,19 @@ fuzz_target!(|data: &[u8]| {
             if fixture.print {
                 eprintln!("{decision:#?}");
             }
+            // A reject or defer reply leaves room for Postfix's prefix within
+            // its 510-character SMTP reply; a PREPEND header is never cut.
+            let reply = decision.action.starts_with(|c: char| c.is_ascii_digit())
+                || decision.action.starts_with("DEFER_IF_PERMIT ");
+            assert!(
+                !reply || decision.action.len() <= MAX_REPLY_BYTES,
+                "reply of {} bytes",
+                decision.action.len()
+            );
             rpol::server::log_decision(&request, &decision);
-            let _ = rpol::protocol::response_bytes(&decision.action);
+            let wire = rpol::protocol::response_bytes(&decision.action);
+            assert!(wire.starts_with(b"action=") && wire.ends_with(b"\n\n"));
+            assert_eq!(wire.iter().filter(|&&b| b == b'\n').count(), 2);
         }
     });
 });

@@ -220,7 +220,7 @@ fuzz_target!(|data: &[u8]| {
     let dns = String::from_utf8_lossy(&buf);
     *ZONE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(zone(&dns)));
     let state = rpol::server::runtime_state(&fixture.policy).expect("runtime state");
-    let trace = fixture.print || data.len() % 2 == 0;
+    let trace = fixture.print || data.len().is_multiple_of(2);
     fixture.runtime.block_on(async {
         for _ in 0..2 {
             let decision = rpol::policy::evaluate(&fixture.policy, &state, &request, trace).await;

@@ -64,6 +64,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".")),
         text,
+        positions: errors::Positions::default(),
         errors: Vec::new(),
     };
     let parsed = toml::Deserializer::parse(text).and_then(|de| {
@@ -74,6 +75,8 @@ pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
     });
     let file = match parsed {
         Ok((file, unknown)) => {
+            // Parsed once for all unknown keys (see errors::key_span).
+            let document = toml::de::DeTable::parse(text).ok();
             for path in unknown {
                 // serde_ignored names Option and Spanned wrappers too.
                 let key = path
@@ -81,7 +84,10 @@ pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
                     .filter(|s| *s != "?" && !s.starts_with("$__serde_spanned"))
                     .collect::<Vec<_>>()
                     .join(".");
-                cx.error(errors::key_span(text, &key), &key, "unknown key");
+                let span = document
+                    .as_ref()
+                    .map_or(0..0, |d| errors::key_span(d.get_ref(), &key));
+                cx.error(span, &key, "unknown key");
             }
             file
         }
@@ -103,6 +109,7 @@ struct Compiler<'t> {
     path: PathBuf,
     base: PathBuf,
     text: &'t str,
+    positions: errors::Positions,
     errors: Vec<ConfigError>,
 }
 

@@ -30,14 +30,30 @@ pub enum Listed {
 impl Addresses {
     /// Loads the two files; either may be absent from the config (`None`).
     pub fn load(mailboxes: Option<&Path>, aliases: Option<&Path>) -> Result<Addresses, TableError> {
+        let mailboxes = mailboxes
+            .map(|p| read(p).map(|text| (p, text)))
+            .transpose()?;
+        let aliases = aliases.map(|p| read(p).map(|text| (p, text))).transpose()?;
+        Addresses::parse(
+            mailboxes.as_ref().map(|(p, text)| (*p, text.as_str())),
+            aliases.as_ref().map(|(p, text)| (*p, text.as_str())),
+        )
+    }
+
+    /// Parses the text of the two files, each given with the path that
+    /// names it in errors; the file-free half of [`Addresses::load`].
+    pub fn parse(
+        mailboxes: Option<(&Path, &str)>,
+        aliases: Option<(&Path, &str)>,
+    ) -> Result<Addresses, TableError> {
         let mut out = Addresses::default();
-        if let Some(path) = mailboxes {
-            for (_, key, _) in source_lines(&read(path)?) {
+        if let Some((_, text)) = mailboxes {
+            for (_, key, _) in source_lines(text) {
                 out.mailboxes.insert(key.to_lowercase());
             }
         }
-        if let Some(path) = aliases {
-            for (line, key, value) in source_lines(&read(path)?) {
+        if let Some((path, text)) = aliases {
+            for (line, key, value) in source_lines(text) {
                 let targets: Vec<String> = value
                     .split([',', ' ', '\t'])
                     .filter(|t| !t.is_empty())

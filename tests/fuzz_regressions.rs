@@ -2,7 +2,7 @@
 //! exhaust memory, replayed on every `cargo test` so that each fix stays in.
 //!
 //! Each file under tests/fuzz-regressions/<target>/ is an input of that
-//! fuzz target, run here the way the target runs it; every replay must end
+//! fuzz target, run here through the target's own body (fuzz/bodies/); every replay must end
 //! within [`DEADLINE`] (libFuzzer's `-timeout=10` of fuzz/run.sh) without a
 //! panic. To keep a new find: copy it from fuzz/artifacts/<target>/ with a
 //! name saying what it did, and fix rpol.
@@ -11,11 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use rpol::protocol::{Decoder, Request};
-use rpol::tables::addresses::Addresses;
-use rpol::tables::logins::LoginMap;
-use rpol::tables::{AccessTable, TableType};
-use rpol::vocab::outcome::AccessCodes;
+// The targets' own bodies, so a replay checks what the fuzzer checked.
+#[path = "../fuzz/bodies/access_table.rs"]
+mod access_table;
+#[path = "../fuzz/bodies/address_tables.rs"]
+mod address_tables;
+#[path = "../fuzz/bodies/config.rs"]
+mod config;
+#[path = "../fuzz/bodies/decoder.rs"]
+mod decoder;
 
 /// Time one replay may take; the fuzzers' timeout.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -57,113 +61,27 @@ fn replay(target: &str, run: fn(&[u8])) {
     }
 }
 
-/// fuzz/fuzz_targets/decoder.rs: chunk sizes, then the bytes of a client.
-fn decoder(data: &[u8]) {
-    let Some((sizes, bytes)) = data.split_first_chunk::<4>() else {
-        return;
-    };
-    let mut decoder = Decoder::new();
-    let mut buf = Vec::new();
-    let mut rest: &[u8] = bytes;
-    let mut turn = 0;
-    while !rest.is_empty() {
-        let size = (usize::from(sizes[turn % 4]) + 1).min(rest.len());
-        turn += 1;
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        buf.extend_from_slice(chunk);
-        loop {
-            match decoder.decode(&mut buf) {
-                Ok(Some(request)) => {
-                    let _: &Request = &request;
-                }
-                Ok(None) => break,
-                Err(_) => return,
-            }
-        }
-    }
-}
-
-/// fuzz/fuzz_targets/access_table.rs: flags, table text, `--`, keys.
-fn access_table(data: &[u8]) {
-    let Some((&flags, rest)) = data.split_first() else {
-        return;
-    };
-    let kind = if flags & 1 == 0 {
-        TableType::Hash
-    } else {
-        TableType::Cidr
-    };
-    let subdomains = flags & 2 != 0;
-    let Ok(text) = std::str::from_utf8(rest) else {
-        return;
-    };
-    let (table_text, keys) = text.split_once("\n--\n").unwrap_or((text, ""));
-    let Ok(table) = AccessTable::parse(Path::new("t"), table_text, kind, AccessCodes::default())
-    else {
-        return;
-    };
-    for key in keys.lines() {
-        let (name, address) = key.split_once(' ').unwrap_or((key, key));
-        let _ = table.lookup_domain(key, subdomains);
-        let _ = table.lookup_client(name, address, subdomains);
-        let _ = table.lookup_address(key, "+-", subdomains, "<>");
-        let _ = table.lookup_address(key, "", subdomains, "<>");
-    }
-}
-
-/// fuzz/fuzz_targets/address_tables.rs: mailboxes, aliases, login map and
-/// keys, separated by `--` lines.
-fn address_tables(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let mut parts = text.splitn(4, "\n--\n");
-    let mailboxes = parts.next().unwrap_or("");
-    let aliases = parts.next().unwrap_or("");
-    let logins = parts.next().unwrap_or("");
-    let keys = parts.next().unwrap_or("");
-    let addresses = Addresses::parse(
-        Some((Path::new("mailboxes"), mailboxes)),
-        Some((Path::new("aliases"), aliases)),
-    )
-    .unwrap_or_default();
-    let mut map = LoginMap::default();
-    map.add_from_aliases(&addresses);
-    let _ = map.add_text(Path::new("logins"), logins);
-    for key in keys.lines() {
-        for delimiter in ["+", "+-", ""] {
-            let _ = addresses.find(key, delimiter);
-            let _ = map.owners(key, delimiter, true);
-            let _ = map.owners(key, delimiter, false);
-        }
-    }
-}
-
-/// fuzz/fuzz_targets/config.rs: the text as the repository's policy.toml.
+/// The config target loads its text as the repository's policy.toml.
 fn config(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy.toml");
-    if let Ok(loaded) = rpol::config::load_str(&path, text) {
-        let _ = loaded.policy.warnings();
-    }
+    config::run(
+        data,
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("policy.toml"),
+    );
 }
 
 #[test]
 fn decoder_inputs() {
-    replay("decoder", decoder);
+    replay("decoder", decoder::run);
 }
 
 #[test]
 fn access_table_inputs() {
-    replay("access_table", access_table);
+    replay("access_table", access_table::run);
 }
 
 #[test]
 fn address_tables_inputs() {
-    replay("address_tables", address_tables);
+    replay("address_tables", address_tables::run);
 }
 
 #[test]

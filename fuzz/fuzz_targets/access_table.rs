@@ -7,46 +7,9 @@
 
 #![no_main]
 
-use std::path::Path;
-
 use libfuzzer_sys::fuzz_target;
-use rpol::tables::{AccessTable, TableType};
-use rpol::vocab::outcome::AccessCodes;
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&flags, rest)) = data.split_first() else {
-        return;
-    };
-    let kind = if flags & 1 == 0 {
-        TableType::Hash
-    } else {
-        TableType::Cidr
-    };
-    let subdomains = flags & 2 != 0;
-    // Tables are read with read_to_string: only UTF-8 gets this far.
-    let Ok(text) = std::str::from_utf8(rest) else {
-        return;
-    };
-    let (table_text, keys) = text.split_once("\n--\n").unwrap_or((text, ""));
-    let Ok(table) = AccessTable::parse(Path::new("fuzz"), table_text, kind, AccessCodes::default())
-    else {
-        return;
-    };
-    let lines = table_text.lines().count();
-    for key in keys.lines() {
-        let (name, address) = key.split_once(' ').unwrap_or((key, key));
-        let hits = [
-            table.lookup_domain(key, subdomains),
-            table.lookup_client(name, address, subdomains),
-            table.lookup_address(key, "+-", subdomains, "<>"),
-            table.lookup_address(key, "", subdomains, "<>"),
-        ];
-        for hit in hits.into_iter().flatten() {
-            assert!(
-                hit.entry.line >= 1 && hit.entry.line <= lines,
-                "entry line {} outside the table's {lines} lines",
-                hit.entry.line
-            );
-        }
-    }
-});
+#[path = "../bodies/access_table.rs"]
+mod body;
+
+fuzz_target!(|data: &[u8]| body::run(data));

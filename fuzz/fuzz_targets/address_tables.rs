@@ -8,37 +8,9 @@
 
 #![no_main]
 
-use std::path::Path;
-
 use libfuzzer_sys::fuzz_target;
-use rpol::tables::addresses::Addresses;
-use rpol::tables::logins::LoginMap;
 
-fuzz_target!(|data: &[u8]| {
-    // Tables are read with read_to_string: only UTF-8 gets this far.
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let mut parts = text.splitn(4, "\n--\n");
-    let mailboxes = parts.next().unwrap_or("");
-    let aliases = parts.next().unwrap_or("");
-    let logins = parts.next().unwrap_or("");
-    let keys = parts.next().unwrap_or("");
+#[path = "../bodies/address_tables.rs"]
+mod body;
 
-    let addresses = Addresses::parse(
-        Some((Path::new("mailboxes"), mailboxes)),
-        Some((Path::new("aliases"), aliases)),
-    )
-    .unwrap_or_default();
-    let mut map = LoginMap::default();
-    map.add_from_aliases(&addresses);
-    let _ = map.add_text(Path::new("logins"), logins);
-
-    for key in keys.lines() {
-        for delimiter in ["+", "+-", ""] {
-            let _ = addresses.find(key, delimiter);
-            let _ = map.owners(key, delimiter, true);
-            let _ = map.owners(key, delimiter, false);
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| body::run(data));

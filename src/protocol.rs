@@ -69,17 +69,24 @@ pub enum ProtocolState {
 
 impl ProtocolState {
     fn parse(value: &str) -> ProtocolState {
-        match value.to_ascii_uppercase().as_str() {
-            "CONNECT" => ProtocolState::Connect,
-            "HELO" | "EHLO" => ProtocolState::Helo,
-            "MAIL" => ProtocolState::Mail,
-            "RCPT" => ProtocolState::Rcpt,
-            "DATA" | "BDAT" => ProtocolState::Data,
-            "END-OF-MESSAGE" => ProtocolState::EndOfMessage,
-            "VRFY" => ProtocolState::Vrfy,
-            "ETRN" => ProtocolState::Etrn,
-            _ => ProtocolState::Other,
-        }
+        // Asked several times per request: compared in place, not upper-cased
+        // into a new string.
+        const NAMES: [(&str, ProtocolState); 10] = [
+            ("RCPT", ProtocolState::Rcpt),
+            ("CONNECT", ProtocolState::Connect),
+            ("HELO", ProtocolState::Helo),
+            ("EHLO", ProtocolState::Helo),
+            ("MAIL", ProtocolState::Mail),
+            ("DATA", ProtocolState::Data),
+            ("BDAT", ProtocolState::Data),
+            ("END-OF-MESSAGE", ProtocolState::EndOfMessage),
+            ("VRFY", ProtocolState::Vrfy),
+            ("ETRN", ProtocolState::Etrn),
+        ];
+        NAMES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(value))
+            .map_or(ProtocolState::Other, |&(_, state)| state)
     }
 }
 
@@ -107,8 +114,12 @@ pub struct Request {
     pub sasl_sender: String,
     pub encryption_protocol: String,
     pub policy_context: String,
-    /// Every attribute not named above, in arrival order.
-    pub other: Vec<(String, String)>,
+    /// Every attribute not named above, in arrival order, as
+    /// `name=value\n` lines in one string: Postfix sends a dozen that no
+    /// rule reads, and one allocation holds them all.
+    pub(crate) other: String,
+    /// `client_address` parsed, on first use: several rules ask per request.
+    pub(crate) client_ip: std::sync::OnceLock<Option<IpAddr>>,
 }
 
 impl Request {
@@ -145,13 +156,23 @@ impl Request {
             "encryption_protocol" => (17, &mut self.encryption_protocol),
             "policy_context" => (18, &mut self.policy_context),
             "request" => {
-                if self.request.is_none() {
-                    self.request = Some(value.to_string());
+                if *seen & 1 == 0 {
+                    *seen |= 1;
+                    match &mut self.request {
+                        Some(kind) => value.clone_into(kind),
+                        None => self.request = Some(value.to_string()),
+                    }
                 }
                 return;
             }
             _ => {
-                self.other.push((name.to_string(), value.to_string()));
+                // The decoder cuts names at the first '=' and lines at '\n',
+                // so these hold for every request from the wire.
+                if !name.contains('=') && !value.contains('\n') {
+                    for part in [name, "=", value, "\n"] {
+                        self.other.push_str(part);
+                    }
+                }
                 return;
             }
         };
@@ -185,9 +206,9 @@ impl Request {
             "policy_context" => &self.policy_context,
             _ => self
                 .other
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or("", |(_, v)| v.as_str()),
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+                .unwrap_or(""),
         }
     }
 
@@ -201,7 +222,64 @@ impl Request {
 
     /// The client IP, if `client_address` holds one.
     pub fn client_ip(&self) -> Option<IpAddr> {
-        self.client_address.parse().ok()
+        *self
+            .client_ip
+            .get_or_init(|| self.client_address.parse().ok())
+    }
+
+    /// Empties every attribute, keeping the strings' memory for the next
+    /// request of the connection.
+    fn clear(&mut self) {
+        let Request {
+            request,
+            protocol_state,
+            client_address,
+            client_name,
+            reverse_client_name,
+            client_port,
+            server_address,
+            server_port,
+            helo_name,
+            sender,
+            recipient,
+            recipient_count,
+            queue_id,
+            instance,
+            sasl_method,
+            sasl_username,
+            sasl_sender,
+            encryption_protocol,
+            policy_context,
+            other,
+            client_ip,
+        } = self;
+        if let Some(kind) = request {
+            kind.clear();
+        }
+        for text in [
+            protocol_state,
+            client_address,
+            client_name,
+            reverse_client_name,
+            client_port,
+            server_address,
+            server_port,
+            helo_name,
+            sender,
+            recipient,
+            recipient_count,
+            queue_id,
+            instance,
+            sasl_method,
+            sasl_username,
+            sasl_sender,
+            encryption_protocol,
+            policy_context,
+            other,
+        ] {
+            text.clear();
+        }
+        client_ip.take();
     }
 
     /// Checks the `request` attribute. The server requires it; the
@@ -235,6 +313,9 @@ impl Request {
 pub struct Decoder {
     scanned: usize,
     lines: usize,
+    /// A request handed back by [`Decoder::recycle`]: the next one is
+    /// decoded into its strings, without allocating.
+    spare: Option<Request>,
     /// Each attribute line checked so far: where its name starts, where
     /// its `=` is, where it ends; so the request is built without a second
     /// pass over the text.
@@ -252,7 +333,7 @@ impl Decoder {
     pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<Request>, ProtocolError> {
         loop {
             let rest = &buf[self.scanned..];
-            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+            let Some(nl) = memchr::memchr(b'\n', rest) else {
                 if rest.len() >= MAX_LINE_BYTES {
                     return Err(ProtocolError::LineTooLong);
                 }
@@ -275,7 +356,7 @@ impl Decoder {
                 if self.fields.is_empty() {
                     return Err(ProtocolError::EmptyRequest);
                 }
-                let request = self.build(&buf[..line_start]);
+                let request = self.build(&buf[..line_start])?;
                 buf.drain(..self.scanned);
                 self.scanned = 0;
                 self.lines = 0;
@@ -291,20 +372,42 @@ impl Decoder {
         }
     }
 
+    /// Takes back an answered request, to decode the next into its memory.
+    pub fn recycle(&mut self, request: Request) {
+        self.spare = Some(request);
+    }
+
     /// The request of the lines checked so far (`bytes` holds them all).
-    fn build(&self, bytes: &[u8]) -> Request {
-        let mut req = Request::default();
+    /// UTF-8 is checked here, once for the whole request; an error names
+    /// the line it is on.
+    fn build(&mut self, bytes: &[u8]) -> Result<Request, ProtocolError> {
+        let line_of = |at: usize| memchr::memchr_iter(b'\n', &bytes[..at]).count() + 1;
+        // A NUL is valid UTF-8 but no attribute may hold one.
+        if let Some(at) = memchr::memchr(0, bytes) {
+            return Err(ProtocolError::InvalidUtf8(line_of(at)));
+        }
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| ProtocolError::InvalidUtf8(line_of(e.valid_up_to())))?;
+        let mut req = match self.spare.take() {
+            Some(mut spare) => {
+                spare.clear();
+                spare
+            }
+            None => Request::default(),
+        };
         let mut seen: u64 = 0;
-        // Every line was checked as UTF-8, and lines end at `\n` and split
-        // at `=` (ASCII), so the whole is UTF-8 and every range below
+        // Lines end at `\n` and split at `=` (ASCII), so every range below
         // falls on a character boundary.
-        let text = std::str::from_utf8(bytes).unwrap_or_default();
         for &(start, eq, end) in &self.fields {
             if let (Some(name), Some(value)) = (text.get(start..eq), text.get(eq + 1..end)) {
                 req.set(name, value, &mut seen);
             }
         }
-        req
+        // A recycled request keeps its `request` string; unseen, it is absent.
+        if seen & 1 == 0 {
+            req.request = None;
+        }
+        Ok(req)
     }
 }
 
@@ -314,13 +417,16 @@ fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// Checks one attribute line; returns the position of its `=`.
+/// Checks one attribute line; returns the position of its `=`. (UTF-8 is
+/// checked once the whole request is there: [`Decoder::build`].)
 fn check_line(line: &[u8], number: usize) -> Result<usize, ProtocolError> {
-    let text = std::str::from_utf8(line).map_err(|_| ProtocolError::InvalidUtf8(number))?;
+    // Names are short: a plain loop beats memchr's set-up here.
     match line.iter().position(|&b| b == b'=') {
-        None => Err(ProtocolError::MissingEquals(number, truncate(text, 64))),
+        None => Err(ProtocolError::MissingEquals(
+            number,
+            truncate(&String::from_utf8_lossy(line), 64),
+        )),
         Some(0) => Err(ProtocolError::EmptyName(number)),
-        Some(_) if line.contains(&0) => Err(ProtocolError::InvalidUtf8(number)),
         Some(eq) => Ok(eq),
     }
 }
@@ -414,6 +520,41 @@ mod tests {
         assert_eq!(reqs[0].get("foo"), "bar=baz");
         assert_eq!(reqs[1].sender, "a@b");
         assert_eq!(reqs[1].get("missing"), "");
+    }
+
+    /// A connection decodes each request into the previous one's memory:
+    /// nothing of the previous request may survive into the next.
+    #[test]
+    fn a_recycled_request_carries_nothing_over() {
+        let first: &[u8] = b"request=smtpd_access_policy\nprotocol_state=RCPT\n\
+            client_address=192.0.2.1\nclient_name=a.example\nreverse_client_name=a.example\n\
+            client_port=1\nserver_address=192.0.2.2\nserver_port=587\nhelo_name=h\n\
+            sender=s@a.example\nrecipient=r@b.example\nrecipient_count=1\nqueue_id=Q\n\
+            instance=i\nsasl_method=plain\nsasl_username=alice\nsasl_sender=x\n\
+            encryption_protocol=TLSv1.3\npolicy_context=ctx\nsize=12\n\n";
+        let second: &[u8] = b"protocol_state=MAIL\nclient_address=2001:db8::1\nccert_subject=c\n\n";
+        let mut decoder = Decoder::new();
+        let mut buf = first.to_vec();
+        let a = decoder.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(a.client_ip(), Some("192.0.2.1".parse().unwrap()));
+        decoder.recycle(a);
+        buf.extend_from_slice(second);
+        let b = decoder.decode(&mut buf).unwrap().unwrap();
+        let fresh = Decoder::new().decode(&mut second.to_vec()).unwrap().unwrap();
+        assert_eq!(b, fresh);
+        assert_eq!(b.request, None);
+        assert_eq!(b.sasl_username, "");
+        assert_eq!(b.get("size"), "");
+        assert_eq!(b.get("ccert_subject"), "c");
+        assert_eq!(b.client_ip(), Some("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn utf8_and_nul_errors_name_their_line() {
+        let mut bad = b"a=1\nb=\xff\n\n".to_vec();
+        assert_eq!(Decoder::new().decode(&mut bad), Err(ProtocolError::InvalidUtf8(2)));
+        let mut nul = b"a=1\nb=2\nc=\x00\n\n".to_vec();
+        assert_eq!(Decoder::new().decode(&mut nul), Err(ProtocolError::InvalidUtf8(3)));
     }
 
     #[test]

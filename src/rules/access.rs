@@ -27,38 +27,36 @@ fn check_access(ctx: &mut Context<'_>, subject: Stage, table: &AccessTable) -> O
     let req = ctx.request;
     let site = ctx.site;
     let subdomains = site.access_subdomains;
-    let (what, hit) = match subject {
-        Stage::Client => (
-            req.client_label(),
-            table.lookup_client(&req.client_name, &req.client_address, subdomains),
+    let hit = match subject {
+        Stage::Client => table.lookup_client(&req.client_name, &req.client_address, subdomains),
+        Stage::Helo => table.lookup_domain(&req.helo_name, subdomains),
+        Stage::Sender => table.lookup_address(
+            &req.sender,
+            &site.recipient_delimiter,
+            subdomains,
+            &site.null_access_key,
         ),
-        Stage::Helo => (
-            req.helo_name.clone(),
-            table.lookup_domain(&req.helo_name, subdomains),
+        Stage::Recipient => table.lookup_address(
+            &req.recipient,
+            &site.recipient_delimiter,
+            subdomains,
+            &site.null_access_key,
         ),
-        Stage::Sender | Stage::Recipient => {
-            let address = if subject == Stage::Sender {
-                &req.sender
-            } else {
-                &req.recipient
-            };
-            (
-                format!("<{address}>"),
-                table.lookup_address(
-                    address,
-                    &site.recipient_delimiter,
-                    subdomains,
-                    &site.null_access_key,
-                ),
-            )
-        }
+    };
+    // What was looked up, as the trace names it: built only for a trace.
+    let what = || match subject {
+        Stage::Client => req.client_label(),
+        Stage::Helo => req.helo_name.clone(),
+        Stage::Sender => format!("<{}>", req.sender),
+        Stage::Recipient => format!("<{}>", req.recipient),
     };
     match hit {
         Some(hit) => {
             let outcome = hit.entry.outcome.clone();
             ctx.note(|| {
                 format!(
-                    "{what}: key {:?} found at {}:{}",
+                    "{}: key {:?} found at {}:{}",
+                    what(),
                     hit.key,
                     table.path.display(),
                     hit.entry.line
@@ -67,7 +65,7 @@ fn check_access(ctx: &mut Context<'_>, subject: Stage, table: &AccessTable) -> O
             outcome
         }
         None => {
-            ctx.note(|| format!("{what}: no key found in {}", table.path.display()));
+            ctx.note(|| format!("{}: no key found in {}", what(), table.path.display()));
             Outcome::Dunno
         }
     }

@@ -175,9 +175,11 @@ fn accept(ctx: &mut Context<'_>, ip: IpAddr, e: &Evaluation) -> Outcome {
             Outcome::Dunno
         }
         Some(line) => {
-            let shown = line.clone();
-            ctx.note(|| format!("header: {shown}"));
-            Outcome::Pass(format!("PREPEND {line}"))
+            ctx.note(|| format!("header: {line}"));
+            let mut action = String::with_capacity("PREPEND ".len() + line.len());
+            action.push_str("PREPEND ");
+            action.push_str(&line);
+            Outcome::Pass(action)
         }
         None => Outcome::Dunno,
     }
@@ -203,8 +205,11 @@ pub(super) async fn evaluation(
         // A cached result speaks of the identity it was evaluated for;
         // replies and headers name this request's own.
         Some(mut e) => {
-            e.sender = format!("{}@{}", parts.0, parts.1);
-            e.domain = parts.1.to_string();
+            e.sender.clear();
+            for part in [parts.0, "@", parts.1] {
+                e.sender.push_str(part);
+            }
+            parts.1.clone_into(&mut e.domain);
             e
         }
         None => {

@@ -96,6 +96,7 @@ where
                         lease.busy();
                     }
                     answer(&request, &shared, &mut out).await;
+                    decoder.recycle(request);
                     // Idle from here: the client may see the answer at once,
                     // and a newcomer right behind it must find us closable.
                     if let Some(lease) = &lease {

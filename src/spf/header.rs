@@ -27,7 +27,12 @@ pub fn received_spf(
         "Received-SPF: {} ({comment}) client-ip=",
         e.result_name()
     );
-    push_value(&mut out, &ip.to_string());
+    match ip {
+        // A dot-atom as it is.
+        IpAddr::V4(_) => push_ip(&mut out, ip),
+        // Has colons: quoted.
+        IpAddr::V6(_) => push_value(&mut out, &ip.to_string()),
+    }
     for (key, text) in [
         ("envelope-from", envelope_from),
         ("helo", helo),
@@ -87,7 +92,7 @@ fn comment(e: &Evaluation, ip: IpAddr, receiver: &str) -> String {
     let with_ip = |out: &mut String, text: &str| match text.split_once("IP") {
         Some((a, b)) => {
             out.push_str(a);
-            let _ = write!(out, "{ip}");
+            push_ip(out, ip);
             out.push_str(b);
         }
         None => out.push_str(text),
@@ -105,6 +110,11 @@ fn comment(e: &Evaluation, ip: IpAddr, receiver: &str) -> String {
 /// parentheses or backslashes; control and non-ASCII characters are
 /// replaced too (a header line is ASCII).
 fn push_comment(out: &mut String, text: &str) {
+    let safe = |b: u8| (b.is_ascii_graphic() || b == b' ') && !matches!(b, b'(' | b')' | b'\\');
+    if text.bytes().all(safe) {
+        out.push_str(text);
+        return;
+    }
     for c in text.chars() {
         out.push(match c {
             '(' | ')' | '\\' => ' ',
@@ -170,8 +180,41 @@ fn quote(text: &str) -> String {
     out
 }
 
+/// An address as text; IPv4 without `Display`'s padding machinery, which
+/// costs more than the rest of the header.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, byte) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                let (h, t, o) = (byte / 100, byte / 10 % 10, byte % 10);
+                if h > 0 {
+                    out.push(char::from(b'0' + h));
+                }
+                if h > 0 || t > 0 {
+                    out.push(char::from(b'0' + t));
+                }
+                out.push(char::from(b'0' + o));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 fn push_quoted(out: &mut String, text: &str) {
     out.push('"');
+    if text
+        .bytes()
+        .all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'"' && b != b'\\')
+    {
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     for c in text.chars() {
         match c {
             '"' | '\\' => {
@@ -188,6 +231,20 @@ fn push_quoted(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_text_as_display() {
+        for n in [0u8, 7, 10, 99, 100, 255] {
+            let ip = IpAddr::from([n, 0, 10, 255 - n]);
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string());
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let mut out = String::new();
+        push_ip(&mut out, v6);
+        assert_eq!(out, "2001:db8::1");
+    }
 
     fn eval(result: SpfResult, identity: Identity) -> Evaluation {
         Evaluation {

@@ -60,16 +60,17 @@ impl SpfCache {
         let now = Instant::now();
         let mut cache = self.lock();
         let domain_key: Key = (ip, identity, normal(domain), normal(helo), None);
-        let uses_local_part = match cache.get(&domain_key) {
-            Some((at, e)) if now.duration_since(*at) < ttl => e.uses_local_part,
+        match cache.get(&domain_key) {
+            Some((at, e)) if now.duration_since(*at) < ttl => {
+                if !e.uses_local_part {
+                    return Some(e.clone());
+                }
+            }
             Some(_) => {
                 cache.pop(&domain_key);
                 return None;
             }
             None => return None,
-        };
-        if !uses_local_part {
-            return cache.get(&domain_key).map(|(_, e)| e.clone());
         }
         let mut full_key = domain_key;
         full_key.4 = Some(local.to_string());

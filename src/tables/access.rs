@@ -141,7 +141,10 @@ impl AccessTable {
 
     /// check_helo_access: the name, then its parent domains.
     pub fn lookup_domain(&self, name: &str, subdomains: bool) -> Option<Hit<'_>> {
-        let name = name.trim_end_matches('.').to_lowercase();
+        if self.is_empty() {
+            return None;
+        }
+        let name = lowercase(name.trim_end_matches('.'));
         self.domain_keys(&name, subdomains, false)
     }
 
@@ -172,13 +175,16 @@ impl AccessTable {
     /// the address and its shorter prefixes (`1.2.3.4`, `1.2.3`, `1.2`, `1`;
     /// for IPv6 the text cut at each last `:`).
     pub fn lookup_client(&self, name: &str, address: &str, subdomains: bool) -> Option<Hit<'_>> {
+        if self.is_empty() {
+            return None;
+        }
         let name = if name.is_empty() { "unknown" } else { name };
         if let Some(hit) = self.lookup_domain(name, subdomains) {
             return Some(hit);
         }
-        let address = address.to_lowercase();
+        let address = lowercase(address);
         let delim = if address.contains(':') { ':' } else { '.' };
-        let mut key = address.as_str();
+        let mut key = &*address;
         let mut partial = false;
         loop {
             if !key.is_empty()
@@ -205,13 +211,16 @@ impl AccessTable {
         subdomains: bool,
         null_key: &str,
     ) -> Option<Hit<'_>> {
+        if self.is_empty() {
+            return None;
+        }
         if address.is_empty() {
             return self.get(null_key, false);
         }
-        let address = address.to_lowercase();
+        let address = lowercase(address);
         let (local, domain) = match address.rsplit_once('@') {
             Some((l, d)) => (l, Some(d)),
-            None => (address.as_str(), None),
+            None => (&*address, None),
         };
         let base = strip_extension(local, delimiter);
         if let Some(hit) = self.get(&address, false) {
@@ -239,6 +248,18 @@ impl AccessTable {
             return self.get(&format!("{local}@"), true);
         }
         None
+    }
+}
+
+/// `text` in lower case, borrowed when it already is (the usual case).
+fn lowercase(text: &str) -> std::borrow::Cow<'_, str> {
+    if text
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(text.to_lowercase())
     }
 }
 

@@ -102,8 +102,8 @@ pub fn default_outbound_actions() -> ResultActions {
 impl Site {
     /// Whether `domain` is one of ours (a final destination).
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        let domain = domain.trim_end_matches('.');
-        self.domains.contains(domain) || self.domains.contains(&domain.to_lowercase())
+        let domain = crate::syntax::lowercase(domain.trim_end_matches('.'));
+        self.domains.contains(&*domain)
     }
 
     /// Whether mail to `domain` is authorized: ours, or a relay domain or
@@ -113,7 +113,7 @@ impl Site {
         if self.is_local_domain(domain) {
             return true;
         }
-        let domain = domain.trim_end_matches('.').to_lowercase();
+        let domain = crate::syntax::lowercase(domain.trim_end_matches('.'));
         self.relay_domains.iter().any(|r| {
             domain == *r
                 || (domain.len() > r.len()

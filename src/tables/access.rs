@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
-use crate::syntax::parse_network;
+use crate::syntax::{lowercase, parse_network};
 use crate::vocab::outcome::{AccessCodes, Outcome, parse_action};
 
 /// How keys are matched.
@@ -248,18 +248,6 @@ impl AccessTable {
             return self.get(&format!("{local}@"), true);
         }
         None
-    }
-}
-
-/// `text` in lower case, borrowed when it already is (the usual case).
-fn lowercase(text: &str) -> std::borrow::Cow<'_, str> {
-    if text
-        .bytes()
-        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
-    {
-        std::borrow::Cow::Borrowed(text)
-    } else {
-        std::borrow::Cow::Owned(text.to_lowercase())
     }
 }
 

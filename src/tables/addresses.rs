@@ -84,15 +84,15 @@ impl Addresses {
     /// Postfix's virtual lookup order (`user+ext@domain`, `user@domain`,
     /// then `@domain` for aliases).
     pub fn find(&self, address: &str, delimiter: &str) -> Option<Listed> {
-        let address = address.to_lowercase();
+        let address = crate::syntax::lowercase(address);
         let (local, domain) = address.rsplit_once('@')?;
         let base = extension_base(local, delimiter).map(|b| format!("{b}@{domain}"));
-        for key in std::iter::once(address.clone()).chain(base) {
-            if self.mailboxes.contains(&key) {
-                return Some(Listed::Mailbox(key));
+        for key in std::iter::once(&*address).chain(base.as_deref()) {
+            if self.mailboxes.contains(key) {
+                return Some(Listed::Mailbox(key.to_string()));
             }
-            if self.aliases.contains_key(&key) {
-                return Some(Listed::Alias(key));
+            if self.aliases.contains_key(key) {
+                return Some(Listed::Alias(key.to_string()));
             }
         }
         let catch_all = format!("@{domain}");

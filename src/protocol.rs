@@ -540,7 +540,10 @@ mod tests {
         decoder.recycle(a);
         buf.extend_from_slice(second);
         let b = decoder.decode(&mut buf).unwrap().unwrap();
-        let fresh = Decoder::new().decode(&mut second.to_vec()).unwrap().unwrap();
+        let fresh = Decoder::new()
+            .decode(&mut second.to_vec())
+            .unwrap()
+            .unwrap();
         assert_eq!(b, fresh);
         assert_eq!(b.request, None);
         assert_eq!(b.sasl_username, "");
@@ -552,9 +555,15 @@ mod tests {
     #[test]
     fn utf8_and_nul_errors_name_their_line() {
         let mut bad = b"a=1\nb=\xff\n\n".to_vec();
-        assert_eq!(Decoder::new().decode(&mut bad), Err(ProtocolError::InvalidUtf8(2)));
+        assert_eq!(
+            Decoder::new().decode(&mut bad),
+            Err(ProtocolError::InvalidUtf8(2))
+        );
         let mut nul = b"a=1\nb=2\nc=\x00\n\n".to_vec();
-        assert_eq!(Decoder::new().decode(&mut nul), Err(ProtocolError::InvalidUtf8(3)));
+        assert_eq!(
+            Decoder::new().decode(&mut nul),
+            Err(ProtocolError::InvalidUtf8(3))
+        );
     }
 
     #[test]

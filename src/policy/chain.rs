@@ -245,11 +245,17 @@ impl Run<'_> {
             let is_prepend = action
                 .get(..8)
                 .is_some_and(|w| w.eq_ignore_ascii_case("PREPEND "));
-            if is_prepend && state.transactions.was_sent(self.req, &action) {
+            let ticket = is_prepend
+                .then(|| state.transactions.ticket(self.req, &action))
+                .flatten();
+            if ticket
+                .as_ref()
+                .is_some_and(|t| state.transactions.was_sent(t))
+            {
                 self.step(|| format!("{rule}: {action:?} already sent in this transaction"));
             } else if chosen.is_none() {
-                if is_prepend {
-                    state.transactions.record(self.req, &action);
+                if let Some(ticket) = ticket {
+                    state.transactions.record(ticket);
                 }
                 chosen = Some((action, rule));
             } else {

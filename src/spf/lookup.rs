@@ -9,6 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use viaspf::lookup::{Lookup, LookupError, LookupResult, Name};
@@ -19,6 +20,9 @@ use crate::dns::{self, Answer, Outcome, RecordKind, Resolver};
 pub struct SpfLookup<'a> {
     resolver: &'a Resolver,
     log: Option<Mutex<Vec<String>>>,
+    /// Some TXT record read held an `l` or `s` macro (see
+    /// [`SpfLookup::saw_local_part_macro`]).
+    local_part_macro: AtomicBool,
 }
 
 impl<'a> SpfLookup<'a> {
@@ -27,7 +31,19 @@ impl<'a> SpfLookup<'a> {
         SpfLookup {
             resolver,
             log: record.then(|| Mutex::new(Vec::new())),
+            local_part_macro: AtomicBool::new(false),
         }
+    }
+
+    /// Whether a TXT record read so far (an SPF record, or an explanation)
+    /// holds a `%{l...}` or `%{s...}` macro, in any case. Every macro an
+    /// evaluation expands comes from such a record (its terms, domain-specs
+    /// and `exp=`, and the explanation text), and a TXT record's strings
+    /// reach here joined, so a result that did not see one cannot depend
+    /// on the local part. Records read but not expanded count too: the
+    /// answer errs towards "depends", which only costs a cache entry.
+    pub fn saw_local_part_macro(&self) -> bool {
+        self.local_part_macro.load(Ordering::Relaxed)
     }
 
     /// The lookups made so far, one line each.
@@ -64,6 +80,12 @@ fn to_result(outcome: Outcome) -> LookupResult<std::sync::Arc<Answer>> {
         }
         Outcome::TempFail(why) => Err(LookupError::Dns(Some(why.into()))),
     }
+}
+
+/// `%{l` or `%{s` (RFC 7208 7.1: macro letters in either case).
+fn mentions_local_part(text: &[u8]) -> bool {
+    text.windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'{' && matches!(w[2], b'l' | b'L' | b's' | b'S'))
 }
 
 fn wrong_type() -> LookupError {
@@ -114,10 +136,14 @@ impl Lookup for SpfLookup<'_> {
     /// SPF record parser then rejects as it should.
     async fn lookup_txt<'lookup, 'n>(&'lookup self, name: &'n Name) -> LookupResult<Vec<String>> {
         match &*self.query(name.as_str(), RecordKind::Txt).await? {
-            Answer::Txt(v) => Ok(v
-                .iter()
-                .map(|t| String::from_utf8_lossy(t).into_owned())
-                .collect()),
+            Answer::Txt(v) => {
+                if v.iter().any(|t| mentions_local_part(t)) {
+                    self.local_part_macro.store(true, Ordering::Relaxed);
+                }
+                Ok(v.iter()
+                    .map(|t| String::from_utf8_lossy(t).into_owned())
+                    .collect())
+            }
             _ => Err(wrong_type()),
         }
     }
@@ -130,6 +156,32 @@ impl Lookup for SpfLookup<'_> {
             // unusable PTR name cannot validate anything.
             Answer::Ptr(v) => Ok(v.iter().filter_map(|n| Name::new(n).ok()).collect()),
             _ => Err(wrong_type()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions_local_part;
+
+    #[test]
+    fn local_part_macros_in_either_case() {
+        for text in [
+            "v=spf1 exists:%{l}.x -all",
+            "exists:%{S}._s.%{d}",
+            "%{L1r}",
+            "%{s}",
+        ] {
+            assert!(mentions_local_part(text.as_bytes()), "{text}");
+        }
+        for text in [
+            "v=spf1 a mx -all",
+            "exists:%{d}.%{i}",
+            "%{h} %{o}",
+            "%{",
+            "%l",
+        ] {
+            assert!(!mentions_local_part(text.as_bytes()), "{text}");
         }
     }
 }

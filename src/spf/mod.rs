@@ -10,7 +10,6 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use viaspf::trace::Tracepoint;
 use viaspf::{Config as ViaspfConfig, Sender, SpfResult, SpfResultCause};
 
 use crate::dns::Resolver;
@@ -345,23 +344,6 @@ pub fn identity_parts(identity: Identity, sender: &str) -> (&str, &str) {
     (local, domain.trim_end_matches('.'))
 }
 
-/// Whether the record, a domain-spec or the explanation expanded used the
-/// local part (the `l` and `s` macros).
-fn used_local_part(trace: Option<&viaspf::trace::Trace>) -> bool {
-    let uses = |text: String| {
-        let text = text.to_ascii_lowercase();
-        text.contains("%{l") || text.contains("%{s")
-    };
-    trace.is_some_and(|t| {
-        t.events.iter().any(|e| match &e.tracepoint {
-            Tracepoint::EvaluateSpfRecord(record) => uses(record.to_string()),
-            Tracepoint::ExpandDomainSpec(spec) => uses(spec.to_string()),
-            Tracepoint::ExpandExplainString(exp) => uses(exp.to_string()),
-            _ => false,
-        })
-    })
-}
-
 /// Evaluates one identity. `sender` is `user@domain` for MAIL FROM, or the
 /// HELO name for the HELO identity (checked as `postmaster@helo`).
 pub async fn evaluate(
@@ -399,25 +381,21 @@ pub async fn evaluate(
     let config = ViaspfConfig::builder()
         .timeout(settings.timeout)
         .hostname(settings.receiver.clone())
-        .capture_trace(true)
         .build();
-    // viaspf runs in its own task so that a panic inside it costs one
-    // temperror, not the connection.
-    let task = {
-        let resolver = resolver.clone();
-        let sender = parsed.clone();
-        tokio::spawn(async move {
-            let lookup = SpfLookup::new(&resolver, record_lookups);
-            let result =
-                viaspf::evaluate_sender(&lookup, &config, ip, &sender, helo_domain.as_ref()).await;
-            (result, lookup.take_log())
-        })
+    // A panic inside viaspf costs one temperror, not the connection: it is
+    // caught where the evaluation is polled, on the request's own task (a
+    // task of its own would cost a hand-off per evaluation).
+    let evaluation = async {
+        let lookup = SpfLookup::new(resolver, record_lookups);
+        let result =
+            viaspf::evaluate_sender(&lookup, &config, ip, &parsed, helo_domain.as_ref()).await;
+        (result, lookup.take_log(), lookup.saw_local_part_macro())
     };
-    let (result, lookups) = match task.await {
+    let (result, lookups, uses_local_part) = match CatchPanic(Box::pin(evaluation)).await {
         Ok(done) => done,
-        Err(e) => {
+        Err(why) => {
             let sender = crate::log::Escaped(sender);
-            tracing::error!("SPF evaluation of {sender} for {ip} failed: {e}");
+            tracing::error!("SPF evaluation of {sender} for {ip} failed: panicked: {why}");
             return Evaluation::failed(
                 identity,
                 &parsed.to_string(),
@@ -431,7 +409,6 @@ pub async fn evaluate(
         Some(SpfResultCause::Error(e)) => (None, Some(e.to_string())),
         None => (None, None),
     };
-    let uses_local_part = used_local_part(result.trace.as_ref());
     let cacheable = result.spf_result != SpfResult::Temperror;
     Evaluation {
         identity,
@@ -446,9 +423,47 @@ pub async fn evaluate(
     }
 }
 
+/// A future that turns a panic while it is polled into `Err(message)`.
+/// The inner future is dropped unpolled after that.
+struct CatchPanic<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        // Unwind safety: what a panic could leave half-changed is the DNS
+        // cache, whose lock recovers from poisoning and whose entries are
+        // replaced whole, and this evaluation, which is then dropped.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(payload) => std::task::Poll::Ready(Err(payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into()))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panic_while_polled_is_an_error_not_an_unwind() {
+        let caught = CatchPanic(Box::pin(async {
+            tokio::task::yield_now().await;
+            panic!("viaspf bug");
+        }))
+        .await;
+        assert_eq!(caught.unwrap_err(), "viaspf bug");
+        let fine = CatchPanic(Box::pin(async { 7 })).await;
+        assert_eq!(fine, Ok(7));
+    }
 
     #[test]
     fn whitelist_entries() {

@@ -32,6 +32,12 @@ struct Memory {
     prepended: Vec<Digest>,
 }
 
+/// One action of one transaction, as digests.
+pub struct Ticket {
+    transaction: Digest,
+    action: Digest,
+}
+
 pub struct Transactions {
     seen: Mutex<BoundedLru<Digest, Memory>>,
     keys: (RandomState, RandomState),
@@ -76,25 +82,31 @@ impl Transactions {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether `action` already went out in this request's transaction.
-    pub fn was_sent(&self, req: &Request, action: &str) -> bool {
-        let Some(key) = self.key(req) else {
-            return false;
-        };
-        let action = self.digest(&[action]);
-        self.lock()
-            .get(&key)
-            .is_some_and(|m| m.prepended.contains(&action))
+    /// The request's transaction and `action`, hashed once for
+    /// [`Transactions::was_sent`] and [`Transactions::record`]; `None` when
+    /// the request names no instance (nothing is remembered then).
+    pub fn ticket(&self, req: &Request, action: &str) -> Option<Ticket> {
+        Some(Ticket {
+            transaction: self.key(req)?,
+            action: self.digest(&[action]),
+        })
     }
 
-    /// Records that `action` goes out now.
-    pub fn record(&self, req: &Request, action: &str) {
-        let Some(key) = self.key(req) else {
-            return;
-        };
-        let action = self.digest(&[action]);
+    /// Whether the ticket's action already went out in its transaction.
+    pub fn was_sent(&self, ticket: &Ticket) -> bool {
+        self.lock()
+            .get(&ticket.transaction)
+            .is_some_and(|m| m.prepended.contains(&ticket.action))
+    }
+
+    /// Records that the ticket's action goes out now.
+    pub fn record(&self, ticket: Ticket) {
+        let Ticket {
+            transaction,
+            action,
+        } = ticket;
         let mut seen = self.lock();
-        if let Some(m) = seen.get_mut(&key) {
+        if let Some(m) = seen.get_mut(&transaction) {
             if m.prepended.len() >= PREPENDS_PER_TRANSACTION {
                 m.prepended.remove(0);
             }
@@ -103,7 +115,7 @@ impl Transactions {
         }
         let mut prepended = Vec::with_capacity(PREPENDS_PER_TRANSACTION);
         prepended.push(action);
-        seen.put(key, Memory { prepended }, MEMORY_WEIGHT);
+        seen.put(transaction, Memory { prepended }, MEMORY_WEIGHT);
     }
 
     /// Transactions remembered now, and the bytes they are charged.
@@ -117,6 +129,16 @@ impl Transactions {
 mod tests {
     use super::*;
 
+    fn rec(t: &Transactions, req: &Request, action: &str) {
+        if let Some(ticket) = t.ticket(req, action) {
+            t.record(ticket);
+        }
+    }
+
+    fn sent(t: &Transactions, req: &Request, action: &str) -> bool {
+        t.ticket(req, action).is_some_and(|k| t.was_sent(&k))
+    }
+
     fn req(instance: &str, client: &str, sender: &str) -> Request {
         Request::from_pairs([
             ("instance", instance),
@@ -129,22 +151,38 @@ mod tests {
     fn once_per_transaction() {
         let t = Transactions::default();
         let a = req("a", "203.0.113.1", "x@example.com");
-        assert!(!t.was_sent(&a, "PREPEND X: 1"));
-        t.record(&a, "PREPEND X: 1");
-        assert!(t.was_sent(&a, "PREPEND X: 1"));
-        assert!(!t.was_sent(&a, "PREPEND Y: 2"));
-        assert!(!t.was_sent(&req("b", "203.0.113.1", "x@example.com"), "PREPEND X: 1"));
+        assert!(!sent(&t, &a, "PREPEND X: 1"));
+        rec(&t, &a, "PREPEND X: 1");
+        assert!(sent(&t, &a, "PREPEND X: 1"));
+        assert!(!sent(&t, &a, "PREPEND Y: 2"));
+        assert!(!sent(
+            &t,
+            &req("b", "203.0.113.1", "x@example.com"),
+            "PREPEND X: 1"
+        ));
         let none = req("", "203.0.113.1", "x@example.com");
-        t.record(&none, "PREPEND X: 1");
-        assert!(!t.was_sent(&none, "PREPEND X: 1"));
+        rec(&t, &none, "PREPEND X: 1");
+        assert!(!sent(&t, &none, "PREPEND X: 1"));
     }
 
     #[test]
     fn an_instance_reused_by_another_client_or_sender_is_another_transaction() {
         let t = Transactions::default();
-        t.record(&req("a", "203.0.113.1", "x@example.com"), "PREPEND X: 1");
-        assert!(!t.was_sent(&req("a", "203.0.113.2", "x@example.com"), "PREPEND X: 1"));
-        assert!(!t.was_sent(&req("a", "203.0.113.1", "y@example.com"), "PREPEND X: 1"));
+        rec(
+            &t,
+            &req("a", "203.0.113.1", "x@example.com"),
+            "PREPEND X: 1",
+        );
+        assert!(!sent(
+            &t,
+            &req("a", "203.0.113.2", "x@example.com"),
+            "PREPEND X: 1"
+        ));
+        assert!(!sent(
+            &t,
+            &req("a", "203.0.113.1", "y@example.com"),
+            "PREPEND X: 1"
+        ));
     }
 
     #[test]
@@ -153,7 +191,7 @@ mod tests {
         let big = "i".repeat(8 * 1024);
         for n in 0..100_000 {
             let r = req(&format!("{big}{n}"), "203.0.113.1", "x@example.com");
-            t.record(&r, "PREPEND X: 1");
+            rec(&t, &r, "PREPEND X: 1");
         }
         let (entries, bytes) = t.usage();
         assert!(bytes <= TRANSACTION_MEMORY_BYTES, "{bytes}");

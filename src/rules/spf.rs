@@ -214,6 +214,7 @@ pub(super) async fn evaluation(
             e
         }
     };
+    cache.count_used(&e);
     ctx.note(|| {
         let mut line = format!(
             "{}: {}{}",

@@ -329,6 +329,10 @@ pub async fn run_stdio(config_path: PathBuf, user: Option<String>) -> io::Result
     let signals = Signals::new()?;
     let loaded = config::load(&config_path)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    if let Some(addr) = loaded.server.metrics {
+        // A process per connection: each would bind the same port.
+        tracing::warn!("[metrics] listen = \"{addr}\" is not served with --stdio");
+    }
     privileges::apply(privileges::plan(&run_as(user, &loaded.server))?)?;
     let shared = Arc::new(Shared::new(loaded, config_path)?);
     let shutdown = CancellationToken::new();

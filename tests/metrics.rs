@@ -182,8 +182,8 @@ const RCPT: &[(&str, &str)] = &[
     ("instance", "1"),
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn counters_move_by_what_the_requests_did() {
+/// A table, then check_spf (MAIL FROM only), over tests/zones/spftest.zone.
+async fn spf_fixture() -> Fixture {
     let zones = [
         DEFAULT_ZONES,
         &[("spftest.", include_str!("zones/spftest.zone"))],
@@ -196,13 +196,18 @@ async fn counters_move_by_what_the_requests_did() {
          [metrics]\nlisten = \"127.0.0.1:0\"\n\
          [profile.mx]\nrecipient = [\"check_recipient_access hash:recipients\", \"check_spf\"]\n"
     );
-    let f = Fixture::start(Spec {
+    Fixture::start(Spec {
         zones: &zones,
         config: &config,
         files: &[("recipients", "busy@example.com REJECT busy\n")],
         base: RCPT,
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_move_by_what_the_requests_did() {
+    let f = spf_fixture().await;
     let addr = metrics_addr(&f.daemon);
     let before = scrape(addr);
 
@@ -285,6 +290,49 @@ async fn counters_move_by_what_the_requests_did() {
     wait_for(addr, "rpol_open_connections", 1.0);
     drop(held);
     wait_for(addr, "rpol_open_connections", 0.0);
+}
+
+/// Two requests at once whose SPF record does not answer: one query, the
+/// second lookup joins it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lookups_of_one_name_are_coalesced() {
+    let f = spf_fixture().await;
+    f.dns.inject_silence("quiet.spftest");
+    let addr = metrics_addr(&f.daemon);
+    let before = scrape(addr);
+    let attrs = f.pairs(&[("sender", "someone@quiet.spftest")]);
+    let mut both: Vec<_> = (0..2).map(|_| f.daemon.connect()).collect();
+    for s in &mut both {
+        s.write_all(&daemon::request(&attrs)).expect("write");
+    }
+    for s in &mut both {
+        let action = daemon::read_response(s);
+        assert!(
+            action.starts_with("action=DEFER_IF_PERMIT 4.7.24 SPF temporary error"),
+            "{action}"
+        );
+    }
+    let after = scrape(addr);
+    for (series, n) in [
+        ("rpol_dns_cache_misses_total", 1.0),
+        ("rpol_dns_cache_coalesced_total", 1.0),
+        ("rpol_dns_cache_hits_total", 0.0),
+        (
+            r#"rpol_spf_results_total{identity="mailfrom",result="temperror"}"#,
+            2.0,
+        ),
+        ("rpol_spf_cache_misses_total", 2.0),
+        (
+            r#"rpol_requests_total{profile="mx",action="DEFER_IF_PERMIT"}"#,
+            2.0,
+        ),
+        (
+            r#"rpol_rule_decisions_total{rule="check_spf",result="defer_if_permit"}"#,
+            2.0,
+        ),
+    ] {
+        assert_eq!(grew(&before, &after, series), n, "{series}");
+    }
 }
 
 const RELOAD_CONFIG: &str = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n\
@@ -547,5 +595,57 @@ fn odd_http_clients_get_their_answer_and_policy_goes_on() {
     assert_eq!(
         m[r#"rpol_requests_total{profile="mx",action="DUNNO"}"#],
         1.0
+    );
+}
+
+#[test]
+fn a_busy_metrics_address_stops_the_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("address");
+    let config = RELOAD_CONFIG.replace("127.0.0.1:0", &addr.to_string());
+    let setup = Setup::new(&config);
+    let cmd = {
+        let mut c = setup.command();
+        c.arg("--listen")
+            .arg(format!("unix:{}", setup.path("rpol.sock").display()));
+        c
+    };
+    let mut rpol = setup.spawn(cmd);
+    assert!(!rpol.wait_exit().success());
+    let want = format!("cannot listen on metrics {addr}: ");
+    assert!(rpol.stderr().contains(&want), "{}", rpol.stderr());
+}
+
+/// Started as root, rpol binds the metrics port before it drops root: a
+/// port below 1024 works for an account that could not bind it.
+#[test]
+fn the_metrics_port_is_bound_before_root_is_dropped() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: checks nothing here");
+        return;
+    }
+    let port = (900..1000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below 1024");
+    let config = RELOAD_CONFIG.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let setup = Setup::new(&config);
+    let socket = setup.path("rpol.sock");
+    let mut cmd = std::process::Command::new(daemon::RPOL);
+    cmd.arg("--config")
+        .arg(&setup.config)
+        .arg("--listen")
+        .arg(format!("unix:{}", socket.display()))
+        .args(["--user", "nobody"])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null());
+    let rpol = setup.spawn(cmd);
+    rpol.wait_for_log("running as nobody", 0);
+    let addr = metrics_addr(&rpol);
+    assert_eq!(addr.port(), port);
+    let m = scrape(addr);
+    assert_eq!(
+        m[r#"rpol_requests_total{profile="mx",action="DUNNO"}"#],
+        0.0
     );
 }

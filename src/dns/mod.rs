@@ -545,6 +545,26 @@ fn normalise(name: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A resolver rebuilt for new `[dns]` settings (at reload) starts with
+    /// an empty cache but counts on where the old one stopped.
+    #[tokio::test]
+    async fn a_rebuilt_resolver_keeps_the_counters() {
+        let cfg = DnsConfig {
+            // Nothing listens there: each lookup is a miss and a TempFail.
+            nameservers: vec!["127.0.0.1:9".parse().unwrap()],
+            timeout: Duration::from_millis(100),
+            attempts: 1,
+            ..DnsConfig::default()
+        };
+        let old = Resolver::new(&cfg).unwrap();
+        old.lookup("a.example", RecordKind::A).await;
+        let new = old.rebuilt(&cfg).unwrap();
+        assert_eq!(new.stats().misses, 1);
+        new.lookup("b.example", RecordKind::A).await;
+        assert_eq!(old.stats().misses, 2);
+        assert_eq!(Resolver::new(&cfg).unwrap().stats().misses, 0);
+    }
+
     #[test]
     fn ptr_name_v4() {
         assert_eq!(

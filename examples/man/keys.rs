@@ -20,6 +20,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ),
     ("ProfileSection", "[profile.NAME]"),
     ("MatchSection", "[profile.NAME.match]"),
+    ("MetricsSection", "[metrics]"),
 ];
 
 /// Every `pub struct` of schema.rs with its keys (serde renames applied).

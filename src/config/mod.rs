@@ -127,8 +127,10 @@ impl Compiler<'_> {
             outbound_spf,
             tables,
             profile,
+            metrics,
         } = file;
-        let server = self.server(server);
+        let mut server = self.server(server);
+        server.metrics = self.metrics(metrics);
         let postfix = self.postfix(postfix);
         let mut files = vec![self.path.clone()];
         let mut site = self.site(site, postfix, &mut files);
@@ -157,6 +159,8 @@ impl Compiler<'_> {
             profiles: profiles.into_iter().map(|(p, _)| p).collect(),
             dns_config,
             files,
+            unmatched: Default::default(),
+            rule_results: Default::default(),
         };
         Some(Loaded { server, policy })
     }
@@ -253,6 +257,10 @@ mod tests {
             (
                 "[profile.a]\nmatch = { server_port = 25, bogus = 1 }\n",
                 &["p.toml:2:29: profile.a.match.bogus: unknown key"],
+            ),
+            (
+                "[metrics]\nlisten = \"127.0.0.1:9464\"\nbogus = 1\n",
+                &["p.toml:3:1: metrics.bogus: unknown key"],
             ),
         ];
         for (text, want) in cases {

@@ -52,6 +52,13 @@ impl Compiler<'_> {
         tables: &mut Tables,
         site: &Site,
     ) -> Option<Profile> {
+        if name == crate::policy::NO_PROFILE {
+            self.error(
+                section.span(),
+                &format!("profile.{name}"),
+                "the name \"-\" is reserved: the log and the metrics call a request that matched no profile so",
+            );
+        }
         let ProfileSection {
             matcher,
             called_from,
@@ -116,6 +123,7 @@ impl Compiler<'_> {
             helo_required,
             ignore_sasl,
             stages,
+            requests: Default::default(),
         })
     }
 

@@ -29,6 +29,15 @@ pub struct ConfigFile {
     pub tables: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub profile: BTreeMap<String, Spanned<ProfileSection>>,
+    /// `[metrics]`: the Prometheus endpoint; absent, none is served.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct MetricsSection {
+    /// `IP:PORT` to serve GET /metrics on.
+    pub listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

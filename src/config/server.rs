@@ -3,6 +3,7 @@
 //! them beside it, and a reload names the ones only a restart can apply.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -82,6 +83,8 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     /// Answer to a request that cannot be decoded.
     pub error_action: String,
+    /// `[metrics] listen`: where GET /metrics is served, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Default answer to a malformed request: Postfix's later restrictions may
@@ -103,6 +106,7 @@ impl Default for ServerSettings {
             request_timeout: Duration::from_secs(100),
             shutdown_timeout: Duration::from_secs(10),
             error_action: DEFAULT_ERROR_ACTION.into(),
+            metrics: None,
         }
     }
 }
@@ -216,6 +220,29 @@ impl Compiler<'_> {
     }
 }
 
+impl Compiler<'_> {
+    /// `[metrics]`: an IP address and port (no host name: nothing is
+    /// resolved to decide where rpol listens).
+    pub(super) fn metrics(&mut self, m: schema::MetricsSection) -> Option<SocketAddr> {
+        let schema::MetricsSection { listen } = m;
+        let listen = listen?;
+        match listen.get_ref().trim().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(
+                    listen.span(),
+                    "metrics.listen",
+                    format!(
+                        "{:?}: expected IP:PORT, such as \"127.0.0.1:9464\" or \"[::1]:9464\"",
+                        listen.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +260,49 @@ mod tests {
         );
         assert!(ListenAddr::parse("tcp:10040", base).is_err());
         assert!(ListenAddr::parse("udp:x:1", base).is_err());
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use std::path::Path;
+
+    fn load(text: &str) -> Result<Option<std::net::SocketAddr>, Vec<String>> {
+        match crate::config::load_str(Path::new("p.toml"), text) {
+            Ok(l) => Ok(l.server.metrics),
+            Err(e) => Err(e.0.iter().map(|e| e.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_and_port() {
+        assert_eq!(load(""), Ok(None));
+        assert_eq!(
+            load("[metrics]\nlisten = \"127.0.0.1:9464\"\n"),
+            Ok(Some("127.0.0.1:9464".parse().unwrap()))
+        );
+        assert_eq!(
+            load("[metrics]\nlisten = \"[::1]:9464\"\n"),
+            Ok(Some("[::1]:9464".parse().unwrap()))
+        );
+        for bad in ["localhost:9464", "127.0.0.1", ":9464", "tcp:127.0.0.1:9464"] {
+            assert_eq!(
+                load(&format!("[metrics]\nlisten = \"{bad}\"\n")),
+                Err(vec![format!(
+                    "p.toml:2:10: metrics.listen: \"{bad}\": expected IP:PORT, such as \"127.0.0.1:9464\" or \"[::1]:9464\""
+                )])
+            );
+        }
+    }
+
+    #[test]
+    fn the_no_profile_name_is_reserved() {
+        let errors = load("[profile.\"-\"]\nclient = [\"permit\"]\n").unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("p.toml:")
+                && errors[0].contains(": profile.-: the name \"-\" is reserved"),
+            "{errors:?}"
+        );
     }
 }

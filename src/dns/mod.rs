@@ -345,6 +345,13 @@ struct Inner {
     /// "not in flight" are decided atomically (no duplicate query when a
     /// query completes between the two checks). Never held across an await.
     state: Mutex<CacheState>,
+    /// Shared with the resolver a `[dns]` change replaces this one with.
+    counters: Arc<Counters>,
+}
+
+/// Relaxed counters: how lookups were answered.
+#[derive(Default)]
+struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
     coalesced: AtomicU64,
@@ -372,6 +379,16 @@ impl Resolver {
     /// options are ignored: `cfg` rules). No packet is sent until the first
     /// lookup; lookups must run inside a Tokio runtime.
     pub fn new(cfg: &DnsConfig) -> Result<Resolver, DnsError> {
+        Resolver::build(cfg, Arc::default())
+    }
+
+    /// A resolver for new settings, its cache empty, that goes on counting
+    /// in this one's counters (they outlive a reload).
+    pub fn rebuilt(&self, cfg: &DnsConfig) -> Result<Resolver, DnsError> {
+        Resolver::build(cfg, self.inner.counters.clone())
+    }
+
+    fn build(cfg: &DnsConfig, counters: Arc<Counters>) -> Result<Resolver, DnsError> {
         if cfg.attempts == 0 {
             return Err(DnsError::InvalidConfig("attempts must be at least 1"));
         }
@@ -395,9 +412,7 @@ impl Resolver {
                     negative_max: cfg.negative_max_ttl,
                 },
                 state: Mutex::new(state),
-                hits: AtomicU64::new(0),
-                misses: AtomicU64::new(0),
-                coalesced: AtomicU64::new(0),
+                counters,
             }),
         })
     }
@@ -413,19 +428,22 @@ impl Resolver {
             let mut st = self.inner.lock();
             if let Some(outcome) = st.get(&key, now) {
                 drop(st);
-                self.inner.hits.fetch_add(1, Ordering::Relaxed);
+                self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
                 return finish(key, outcome, true);
             }
             if let Some(rx) = st.inflight.get(&key) {
                 let rx = rx.clone();
                 drop(st);
-                self.inner.coalesced.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .coalesced
+                    .fetch_add(1, Ordering::Relaxed);
                 rx
             } else {
                 let (tx, rx) = watch::channel(None);
                 st.inflight.insert(key.clone(), rx.clone());
                 drop(st);
-                self.inner.misses.fetch_add(1, Ordering::Relaxed);
+                self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
                 // The query runs as its own task so that a caller dropping
                 // its future (client gone, timeout) cannot strand the
                 // callers that joined it.
@@ -452,9 +470,9 @@ impl Resolver {
     pub fn stats(&self) -> CacheStats {
         let entries = self.inner.lock().len();
         CacheStats {
-            hits: self.inner.hits.load(Ordering::Relaxed),
-            misses: self.inner.misses.load(Ordering::Relaxed),
-            coalesced: self.inner.coalesced.load(Ordering::Relaxed),
+            hits: self.inner.counters.hits.load(Ordering::Relaxed),
+            misses: self.inner.counters.misses.load(Ordering::Relaxed),
+            coalesced: self.inner.counters.coalesced.load(Ordering::Relaxed),
             entries,
         }
     }
@@ -540,6 +558,26 @@ fn normalise(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A resolver rebuilt for new `[dns]` settings (at reload) starts with
+    /// an empty cache but counts on where the old one stopped.
+    #[tokio::test]
+    async fn a_rebuilt_resolver_keeps_the_counters() {
+        let cfg = DnsConfig {
+            // Nothing listens there: each lookup is a miss and a TempFail.
+            nameservers: vec!["127.0.0.1:9".parse().unwrap()],
+            timeout: Duration::from_millis(100),
+            attempts: 1,
+            ..DnsConfig::default()
+        };
+        let old = Resolver::new(&cfg).unwrap();
+        old.lookup("a.example", RecordKind::A).await;
+        let new = old.rebuilt(&cfg).unwrap();
+        assert_eq!(new.stats().misses, 1);
+        new.lookup("b.example", RecordKind::A).await;
+        assert_eq!(old.stats().misses, 2);
+        assert_eq!(Resolver::new(&cfg).unwrap().stats().misses, 0);
+    }
 
     #[test]
     fn ptr_name_v4() {

@@ -16,6 +16,7 @@
 
 use std::fmt::Write as _;
 
+use super::tally::ActionClass;
 use super::{Policy, Profile};
 use crate::protocol::{ProtocolState, Request};
 use crate::rules::Context;
@@ -64,6 +65,7 @@ pub async fn evaluate(policy: &Policy, state: &State, req: &Request, want_trace:
                 req.server_port, req.policy_context
             ));
         }
+        policy.unmatched.count(ActionClass::Dunno);
         return Decision {
             action: "DUNNO".into(),
             profile: None,
@@ -113,6 +115,7 @@ pub async fn evaluate(policy: &Policy, state: &State, req: &Request, want_trace:
         ),
         None => run.final_action(state),
     };
+    profile.requests.count(ActionClass::of(&action));
     let mut trace = run.trace.unwrap_or_default();
     if want_trace {
         match &rule {
@@ -185,6 +188,7 @@ impl Run<'_> {
                     };
                     chain_rule.rule.evaluate(&mut ctx).await
                 };
+                policy.rule_results.count(chain_rule.rule.index(), &outcome);
                 let rule_name = || format!("{stage}: {}", chain_rule.text);
                 self.step(|| {
                     let mut line = format!("{} -> {}", rule_name(), outcome.label());

@@ -4,9 +4,11 @@
 //! learns while it runs is not here but in [`crate::state`].
 
 pub mod chain;
+pub mod tally;
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::dns::DnsConfig;
 use crate::protocol::Request;
@@ -15,6 +17,11 @@ use crate::site::Site;
 use crate::vocab::Stage;
 
 pub use chain::{Decision, evaluate};
+use tally::{ActionCounts, RuleTally};
+
+/// The profile name the decision log and the metrics give a request that
+/// matched no profile; no profile may be called so.
+pub const NO_PROFILE: &str = "-";
 
 /// Which requests a profile serves. Unset fields match anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,6 +86,10 @@ pub struct Profile {
     /// not change how it is judged.
     pub ignore_sasl: bool,
     pub stages: [Vec<ChainRule>; 4],
+    /// Requests this profile answered, by action class. Runtime counters,
+    /// not policy: the server gives a reloaded profile of the same name the
+    /// block the old one counted into.
+    pub requests: Arc<ActionCounts>,
 }
 
 impl Profile {
@@ -100,6 +111,10 @@ pub struct Policy {
     /// Every file this policy was built from (config, tables, address
     /// lists), watched for changes.
     pub files: Vec<PathBuf>,
+    /// Requests that matched no profile (see [`Profile::requests`]).
+    pub unmatched: Arc<ActionCounts>,
+    /// Every rule's results (handed on at reload like `requests`).
+    pub rule_results: Arc<RuleTally>,
 }
 
 impl Policy {

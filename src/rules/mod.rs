@@ -259,6 +259,8 @@ const ALIASES: &[(&str, &str)] = &[
 /// One compiled rule: its row, and its table when it takes one.
 pub struct Rule {
     spec: &'static RuleSpec,
+    /// Its row's position in [`RULES`]: where the chain counts its results.
+    index: usize,
     table: Option<Arc<AccessTable>>,
 }
 
@@ -289,6 +291,11 @@ impl Context<'_> {
 }
 
 impl Rule {
+    /// The row's position in [`RULES`].
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     pub async fn evaluate(&self, ctx: &mut Context<'_>) -> Outcome {
         match (self.spec.run, &self.table) {
             (Run::Now(f), _) => f(ctx),
@@ -407,7 +414,9 @@ pub fn compile(
     if let Some(why) = spec.needs.missing(site) {
         return Err(RuleError(why.into()));
     }
-    Ok(Rule { spec, table })
+    // Found by name: a `const` slice promises no one address to compare.
+    let index = RULES.iter().position(|r| r.name == spec.name).unwrap_or(0);
+    Ok(Rule { spec, index, table })
 }
 
 #[cfg(test)]

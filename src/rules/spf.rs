@@ -219,6 +219,7 @@ pub(super) async fn evaluation(
             e
         }
     };
+    cache.count_used(&e);
     ctx.note(|| {
         let mut line = format!(
             "{}: {}{}",

@@ -73,6 +73,7 @@ where
         }
     };
     tokio::pin!(evicted);
+    let _open = shared.metrics.connection();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut out: Vec<u8> = Vec::with_capacity(256);
@@ -85,6 +86,7 @@ where
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(request)) => {
+                    let decoded = std::time::Instant::now();
                     request_deadline = None;
                     out.clear();
                     if let Err(e) = request.check_kind(true) {
@@ -106,6 +108,7 @@ where
                         tracing::warn!(peer, "write failed: {e}");
                         return End::Io;
                     }
+                    shared.metrics.latency.observe(decoded.elapsed());
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -185,6 +188,7 @@ async fn refuse<S>(
 where
     S: AsyncWrite + Unpin,
 {
+    shared.metrics.malformed();
     let action = shared.settings().error_action.clone();
     tracing::warn!(
         peer,

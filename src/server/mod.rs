@@ -10,6 +10,7 @@
 
 pub mod connection;
 pub mod listener;
+pub mod metrics;
 pub mod privileges;
 pub mod slots;
 
@@ -39,6 +40,8 @@ type Current = (Arc<ServerSettings>, Arc<Policy>);
 pub struct Shared {
     current: RwLock<Current>,
     pub state: State,
+    /// Counters that outlive reloads, served on `[metrics] listen`.
+    pub metrics: metrics::Metrics,
     config_path: PathBuf,
     /// (server_port, policy_context) pairs already warned about as matching
     /// no profile; at most [`UNMATCHED_WARNINGS`].
@@ -55,9 +58,13 @@ const UNMATCHED_WARNINGS: usize = 32;
 impl Shared {
     pub fn new(loaded: Loaded, config_path: PathBuf) -> io::Result<Shared> {
         let state = runtime_state(&loaded.policy)?;
+        let metrics = metrics::Metrics::default();
+        let mut policy = loaded.policy;
+        metrics.adopt(&mut policy);
         Ok(Shared {
-            current: RwLock::new((Arc::new(loaded.server), Arc::new(loaded.policy))),
+            current: RwLock::new((Arc::new(loaded.server), Arc::new(policy))),
             state,
+            metrics,
             config_path,
             unmatched: Mutex::new(HashSet::new()),
             reloading: Mutex::new(()),
@@ -113,7 +120,7 @@ impl Shared {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let Loaded {
             server: new_server,
-            policy: new,
+            policy: mut new,
         } = config::load(&self.config_path)?;
         let (old_server, old) = self.current();
         if new.profiles.is_empty() && !old.profiles.is_empty() {
@@ -131,7 +138,7 @@ impl Shared {
             }]));
         }
         if new.dns_config != old.dns_config {
-            match Resolver::new(&new.dns_config) {
+            match self.state.resolver().rebuilt(&new.dns_config) {
                 Ok(resolver) => self.state.replace_resolver(resolver),
                 // load() built one from the same settings a moment ago.
                 Err(e) => tracing::error!(
@@ -160,6 +167,7 @@ impl Shared {
                 "spf.cache_size",
                 new.site.spf.cache_size != old.site.spf.cache_size,
             ),
+            ("metrics.listen", n.metrics != o.metrics),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
@@ -170,6 +178,7 @@ impl Shared {
                 restart_only.join(", ")
             );
         }
+        self.metrics.adopt(&mut new);
         let swapped = (Arc::new(new_server), Arc::new(new));
         match self.current.write() {
             Ok(mut c) => *c = swapped,
@@ -224,7 +233,7 @@ pub fn log_decision(req: &Request, decision: &Decision) {
         Escaped(&req.sender),
         Escaped(&req.recipient),
         Escaped(&req.helo_name),
-        decision.profile.as_deref().unwrap_or("-"),
+        decision.profile.as_deref().unwrap_or(crate::policy::NO_PROFILE),
         decision.rule.as_deref().map_or("-".to_string(), |r| format!("\"{r}\"")),
     );
 }
@@ -261,6 +270,12 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
             "nothing to listen on",
         ));
     }
+    let metrics_listener = match settings.metrics {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on metrics {addr}: {e}"))
+        })?),
+        None => None,
+    };
     // Every socket is bound: root is not needed any more.
     privileges::apply(drop_plan)?;
 
@@ -280,6 +295,10 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
             shutdown.clone(),
             tracker.clone(),
         )));
+    }
+    if let Some(l) = metrics_listener {
+        tracing::info!("serving metrics on http://{}/metrics", l.local_addr()?);
+        tokio::spawn(metrics::serve(l, shared.clone(), shutdown.clone()));
     }
     notify_systemd("READY=1");
     let watcher = tokio::spawn(watch_files(shared.clone(), stamps, shutdown.clone()));
@@ -310,6 +329,10 @@ pub async fn run_stdio(config_path: PathBuf, user: Option<String>) -> io::Result
     let signals = Signals::new()?;
     let loaded = config::load(&config_path)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    if let Some(addr) = loaded.server.metrics {
+        // A process per connection: each would bind the same port.
+        tracing::warn!("[metrics] listen = \"{addr}\" is not served with --stdio");
+    }
     privileges::apply(privileges::plan(&run_as(user, &loaded.server))?)?;
     let shared = Arc::new(Shared::new(loaded, config_path)?);
     let shutdown = CancellationToken::new();
@@ -448,7 +471,9 @@ async fn wait_for_signals(signals: Signals, shared: &Shared, shutdown: &Cancella
 /// Reloads and logs the outcome; a failed load keeps the old policy.
 fn reload(shared: &Shared, why: &str) {
     notify_systemd("RELOADING=1");
-    match shared.reload() {
+    let result = shared.reload();
+    shared.metrics.reloaded(result.is_ok());
+    match result {
         Ok(()) => tracing::info!("{why}: reloaded {}", shared.config_path.display()),
         Err(errors) => {
             for e in &errors.0 {

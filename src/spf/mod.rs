@@ -300,6 +300,30 @@ impl Evaluation {
     }
 }
 
+/// Every result's name (RFC 7208 2.6), in the order of [`result_index`].
+pub const RESULT_NAMES: [&str; 7] = [
+    "pass",
+    "fail",
+    "softfail",
+    "neutral",
+    "none",
+    "temperror",
+    "permerror",
+];
+
+/// The position of `result`'s name in [`RESULT_NAMES`].
+pub fn result_index(result: &SpfResult) -> usize {
+    match result {
+        SpfResult::Pass => 0,
+        SpfResult::Fail(_) => 1,
+        SpfResult::Softfail => 2,
+        SpfResult::Neutral => 3,
+        SpfResult::None => 4,
+        SpfResult::Temperror => 5,
+        SpfResult::Permerror => 6,
+    }
+}
+
 pub fn result_name(result: &SpfResult) -> &'static str {
     match result {
         SpfResult::Pass => "pass",

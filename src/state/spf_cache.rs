@@ -10,12 +10,13 @@
 
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::bounded::BoundedLru;
-use crate::spf::{Evaluation, Identity};
+use crate::spf::{self, Evaluation, Identity};
 
 /// Bytes of memory the SPF result cache may use, whatever `[spf]
 /// cache_size` says: an entry holds client-chosen names and a DNS-chosen
@@ -27,7 +28,15 @@ type Key = (IpAddr, Identity, String, String, Option<String>);
 
 pub struct SpfCache {
     results: Mutex<BoundedLru<Key, (Instant, Evaluation)>>,
+    /// Results the rules used, by [`IDENTITIES`] and [`spf::RESULT_NAMES`]
+    /// (cached ones included); relaxed atomics, read by the metrics.
+    used: [[AtomicU64; spf::RESULT_NAMES.len()]; IDENTITIES.len()],
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
+
+/// The identities, in the order [`SpfCache::used`] counts them.
+pub const IDENTITIES: [Identity; 2] = [Identity::MailFrom, Identity::Helo];
 
 impl std::fmt::Debug for SpfCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,7 +48,34 @@ impl SpfCache {
     pub fn new(max_entries: usize) -> SpfCache {
         SpfCache {
             results: Mutex::new(BoundedLru::new(max_entries, SPF_CACHE_BYTES)),
+            used: Default::default(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a result a rule used, whether evaluated or cached.
+    pub fn count_used(&self, e: &Evaluation) {
+        let identity = IDENTITIES.iter().position(|i| *i == e.identity);
+        if let Some(row) = identity.and_then(|i| self.used.get(i)) {
+            row[spf::result_index(&e.result)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How often rules used `result_index` for `identity`.
+    pub fn used(&self, identity: Identity, result_index: usize) -> u64 {
+        let i = IDENTITIES.iter().position(|i| *i == identity).unwrap_or(0);
+        self.used[i]
+            .get(result_index)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Lookups answered from the cache, and not.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BoundedLru<Key, (Instant, Evaluation)>> {
@@ -50,6 +86,24 @@ impl SpfCache {
     /// says whether the local part mattered; if it did, only an entry for
     /// this very local part answers.
     pub fn get(
+        &self,
+        ip: IpAddr,
+        identity: Identity,
+        parts: (&str, &str),
+        helo: &str,
+        ttl: Duration,
+    ) -> Option<Evaluation> {
+        let found = self.find(ip, identity, parts, helo, ttl);
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    fn find(
         &self,
         ip: IpAddr,
         identity: Identity,

@@ -74,7 +74,18 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn concurrent_connections_are_all_answered() {
-    let rpol = Setup::new(SUBMISSION).start();
+    concurrent_connections_answered(SUBMISSION);
+}
+
+/// Several connection threads (`[server] threads`): every connection is
+/// answered, on whichever thread took it, and a stop still waits for them.
+#[test]
+fn concurrent_connections_on_four_threads_are_all_answered() {
+    concurrent_connections_answered(&format!("[server]\nthreads = 4\n{SUBMISSION}"));
+}
+
+fn concurrent_connections_answered(config: &str) {
+    let rpol = Setup::new(config).start();
     let threads: Vec<_> = (0..16)
         .map(|t| {
             let mut conn = rpol.connect();

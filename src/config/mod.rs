@@ -334,6 +334,14 @@ mod tests {
                 "p.toml:2:20: server.shutdown_timeout: must be between 100ms and 3600s",
             ),
             (
+                "[server]\nthreads = 0\n",
+                "p.toml:2:11: server.threads: must be at least 1",
+            ),
+            (
+                "[server]\nthreads = 257\n",
+                "p.toml:2:11: server.threads: must be at most 256",
+            ),
+            (
                 "[server]\nmax_connections = 0\n",
                 "p.toml:2:19: server.max_connections: must be at least 1",
             ),

@@ -52,6 +52,7 @@ pub struct ServerSection {
     pub group: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<usize>>,
     pub max_connections_per_address: Option<Spanned<usize>>,
+    pub threads: Option<Spanned<usize>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub request_timeout: Option<Spanned<String>>,
     pub shutdown_timeout: Option<Spanned<String>>,

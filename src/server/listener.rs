@@ -32,6 +32,33 @@ pub enum Stream {
     Tcp(TcpStream),
 }
 
+/// An accepted connection between two runtimes: taken off the reactor
+/// that accepted it, to join the one of the shard that serves it.
+pub enum StdStream {
+    Unix(std::os::unix::net::UnixStream),
+    Tcp(std::net::TcpStream),
+}
+
+impl Stream {
+    /// Leaves the current runtime's reactor (the socket stays nonblocking).
+    pub fn into_std(self) -> io::Result<StdStream> {
+        Ok(match self {
+            Stream::Unix(s) => StdStream::Unix(s.into_std()?),
+            Stream::Tcp(s) => StdStream::Tcp(s.into_std()?),
+        })
+    }
+}
+
+impl StdStream {
+    /// Joins the reactor of the runtime this is called on.
+    pub fn into_tokio(self) -> io::Result<Stream> {
+        Ok(match self {
+            StdStream::Unix(s) => Stream::Unix(UnixStream::from_std(s)?),
+            StdStream::Tcp(s) => Stream::Tcp(TcpStream::from_std(s)?),
+        })
+    }
+}
+
 impl Listener {
     pub fn label(&self) -> &str {
         match self {

@@ -12,6 +12,7 @@ pub mod connection;
 pub mod listener;
 pub mod metrics;
 pub mod privileges;
+pub mod shards;
 pub mod slots;
 
 use std::collections::HashSet;
@@ -163,6 +164,7 @@ impl Shared {
                 "server.max_connections_per_address",
                 n.max_connections_per_address != o.max_connections_per_address,
             ),
+            ("server.threads", n.threads != o.threads),
             (
                 "spf.cache_size",
                 new.site.spf.cache_size != old.site.spf.cache_size,
@@ -285,15 +287,19 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
         settings.max_connections,
         settings.max_connections_per_address,
     );
+    let shards = Arc::new(shards::Shards::start(settings.threads)?);
     let mut accept_tasks = Vec::new();
     for l in listeners {
         tracing::info!("listening on {}", l.label());
         accept_tasks.push(tokio::spawn(accept_loop(
             l,
-            shared.clone(),
-            slots.clone(),
-            shutdown.clone(),
-            tracker.clone(),
+            Serving {
+                shared: shared.clone(),
+                slots: slots.clone(),
+                shards: shards.clone(),
+                shutdown: shutdown.clone(),
+                tracker: tracker.clone(),
+            },
         )));
     }
     if let Some(l) = metrics_listener {
@@ -318,6 +324,7 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
             tracker.len()
         );
     }
+    let _ = tokio::task::spawn_blocking(move || shards.stop()).await;
     log_stats(&shared);
     tracing::info!("stopped");
     Ok(())
@@ -348,13 +355,23 @@ pub async fn run_stdio(config_path: PathBuf, user: Option<String>) -> io::Result
     Ok(())
 }
 
-async fn accept_loop(
-    listener: Listener,
+/// What an accept loop hands each connection.
+struct Serving {
     shared: Arc<Shared>,
     slots: Arc<Slots>,
+    shards: Arc<shards::Shards>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-) {
+}
+
+async fn accept_loop(listener: Listener, serving: Serving) {
+    let Serving {
+        shared,
+        slots,
+        shards,
+        shutdown,
+        tracker,
+    } = serving;
     let mut refused = RateLimitedWarning::default();
     loop {
         let accepted = tokio::select! {
@@ -377,21 +394,33 @@ async fn accept_loop(
                         continue;
                     }
                 };
+                // Served on a shard: off this runtime's reactor, onto its.
+                let stream = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(peer, "cannot hand the connection over: {e}");
+                        continue;
+                    }
+                };
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
-                tracker.spawn(async move {
+                shards.spawn(tracker.track_future(async move {
                     tracing::debug!(peer, "connection opened");
                     let lease = Some(lease);
-                    let end = match stream {
-                        Stream::Unix(s) => {
+                    let end = match stream.into_tokio() {
+                        Ok(Stream::Unix(s)) => {
                             connection::serve_in_slot(s, &peer, shared, shutdown, lease).await
                         }
-                        Stream::Tcp(s) => {
+                        Ok(Stream::Tcp(s)) => {
                             connection::serve_in_slot(s, &peer, shared, shutdown, lease).await
+                        }
+                        Err(e) => {
+                            tracing::warn!(peer, "cannot take the connection over: {e}");
+                            return;
                         }
                     };
                     tracing::debug!(peer, "connection ended: {end:?}");
-                });
+                }));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.

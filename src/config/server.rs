@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::values::{millis, secs};
 use super::{Compiler, schema};
+use crate::state::store::StoreSettings;
 
 /// A listen address: `unix:PATH` or `tcp:HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +83,8 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     /// Answer to a request that cannot be decoded.
     pub error_action: String,
+    /// `[store]`, when configured.
+    pub store: Option<StoreSettings>,
 }
 
 /// Default answer to a malformed request: Postfix's later restrictions may
@@ -103,6 +106,7 @@ impl Default for ServerSettings {
             request_timeout: Duration::from_secs(100),
             shutdown_timeout: Duration::from_secs(10),
             error_action: DEFAULT_ERROR_ACTION.into(),
+            store: None,
         }
     }
 }

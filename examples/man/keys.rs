@@ -14,6 +14,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("PostfixSection", "[postfix]"),
     ("DnsSection", "[dns]"),
     ("SpfSection", "[spf]"),
+    ("StoreSection", "[store]"),
     (
         "SpfActionsSection",
         "[spf.mail_from], [spf.helo], [outbound_spf]",

@@ -24,6 +24,8 @@ pub struct ConfigFile {
     /// Actions per SPF result of check_outbound_spf.
     #[serde(default)]
     pub outbound_spf: SpfActionsSection,
+    /// Where greylisting state lives (server settings, not policy).
+    pub store: Option<StoreSection>,
     /// Named access tables: `name = "[type:]path"`.
     #[serde(default)]
     pub tables: BTreeMap<String, Spanned<String>>,
@@ -97,6 +99,18 @@ pub struct ForeignSenderSection {
     pub login: String,
     /// Postfix relayhost syntax: `[smtp.provider.example]:587`.
     pub relay: String,
+}
+
+/// `[store]`: the greylisting store.
+#[derive(Debug, Default, Deserialize)]
+pub struct StoreSection {
+    /// `embedded` (default) or `redis`.
+    pub backend: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub max_entries: Option<Spanned<usize>>,
 }
 
 /// `[dns]`: the one resolver.

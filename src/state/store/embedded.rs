@@ -15,11 +15,14 @@ use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefi
 
 use super::StoreError;
 use super::greylist::{self, Client, GreylistParams, Triplet, TripletKey, Verdict};
+use super::rate::{self, Check, Counted, RateKey, RateParams, Record};
 
 /// Triplet digest -> (first seen, last seen).
 const TRIPLETS: TableDefinition<[u8; 32], (u64, u64)> = TableDefinition::new("greylist_triplets");
 /// Client address -> (passes counted, last counted).
 const CLIENTS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("greylist_clients");
+/// Rate-limit key digest -> expiry (8 bytes, big-endian) + [`Record::encode`].
+const RATES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("rate_limits");
 
 pub struct Embedded {
     db: Arc<Database>,
@@ -38,6 +41,7 @@ impl Embedded {
         let tx = db.begin_write().map_err(backend)?;
         tx.open_table(TRIPLETS).map_err(backend)?;
         tx.open_table(CLIENTS).map_err(backend)?;
+        tx.open_table(RATES).map_err(backend)?;
         tx.commit().map_err(backend)?;
         Ok(Embedded {
             db: Arc::new(db),
@@ -76,7 +80,8 @@ impl Embedded {
             let tx = db.begin_read().map_err(backend)?;
             let t = tx.open_table(TRIPLETS).map_err(backend)?.len();
             let c = tx.open_table(CLIENTS).map_err(backend)?.len();
-            Ok(t.map_err(backend)? + c.map_err(backend)?)
+            let r = tx.open_table(RATES).map_err(backend)?.len();
+            Ok(t.map_err(backend)? + c.map_err(backend)? + r.map_err(backend)?)
         })
         .await
     }
@@ -159,8 +164,112 @@ fn sweep_tx(db: &Database, p: Option<GreylistParams>) -> Result<u64, StoreError>
                 !gone
             })
             .map_err(backend)?;
+        removed += sweep_rates(&tx, now)?;
     }
     tx.commit().map_err(backend)?;
+    Ok(removed)
+}
+
+impl Embedded {
+    pub async fn rate_check(
+        &self,
+        key: RateKey,
+        network: String,
+        p: RateParams,
+    ) -> Result<Check, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(backend)?;
+            let table = tx.open_table(RATES).map_err(backend)?;
+            let record = table
+                .get(key.0)
+                .map_err(backend)?
+                .and_then(|v| live_record(v.value(), p.now));
+            Ok(rate::check(record, &p, &network))
+        })
+        .await
+    }
+
+    pub async fn rate_count(
+        &self,
+        key: RateKey,
+        network: String,
+        recipients: u32,
+        tag: String,
+        p: RateParams,
+    ) -> Result<Counted, StoreError> {
+        let max = self.max_entries;
+        self.blocking(move |db| rate_count_tx(db, key, &network, recipients, &tag, &p, max))
+            .await
+    }
+}
+
+/// A stored rate record, unless it expired (the sweep has not run yet) or
+/// cannot be read (it starts over).
+fn live_record(value: &[u8], now: u64) -> Option<Record> {
+    let (expires, record) = value.split_first_chunk::<8>()?;
+    (u64::from_be_bytes(*expires) > now)
+        .then(|| Record::decode(record))
+        .flatten()
+}
+
+/// One write transaction: read the record, count, write it back with its
+/// expiry (when its newest count leaves the window).
+fn rate_count_tx(
+    db: &Database,
+    key: RateKey,
+    network: &str,
+    recipients: u32,
+    tag: &str,
+    p: &RateParams,
+    max_entries: u64,
+) -> Result<Counted, StoreError> {
+    let mut tx = db.begin_write().map_err(backend)?;
+    tx.set_durability(Durability::Eventual);
+    let counted = {
+        let mut rates = tx.open_table(RATES).map_err(backend)?;
+        let stored = rates
+            .get(key.0)
+            .map_err(backend)?
+            .map(|v| v.value().to_vec());
+        let old = stored.as_deref().and_then(|v| live_record(v, p.now));
+        let (counted, write) = rate::count(old, p, network, recipients, tag);
+        if let Some(record) = write {
+            if stored.is_none() {
+                let held = tx
+                    .open_table(TRIPLETS)
+                    .map_err(backend)?
+                    .len()
+                    .map_err(backend)?
+                    + tx.open_table(CLIENTS)
+                        .map_err(backend)?
+                        .len()
+                        .map_err(backend)?
+                    + rates.len().map_err(backend)?;
+                if held >= max_entries {
+                    return Err(StoreError::Full(max_entries));
+                }
+            }
+            let mut value = (p.now + p.window).to_be_bytes().to_vec();
+            value.extend_from_slice(&record.encode());
+            rates.insert(key.0, value.as_slice()).map_err(backend)?;
+        }
+        counted
+    };
+    tx.commit().map_err(backend)?;
+    Ok(counted)
+}
+
+/// Drops rate records whose window is over.
+fn sweep_rates(tx: &redb::WriteTransaction, now: u64) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    let mut rates = tx.open_table(RATES).map_err(backend)?;
+    rates
+        .retain(|_, v| {
+            let gone = live_record(v, now).is_none();
+            removed += u64::from(gone);
+            !gone
+        })
+        .map_err(backend)?;
     Ok(removed)
 }
 

@@ -11,6 +11,7 @@
 
 pub mod embedded;
 pub mod greylist;
+pub mod rate;
 pub mod redis;
 
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use greylist::{GreylistParams, TripletKey, Verdict};
+use rate::{RateKey, RateParams};
 
 /// Default `[store] path`: the Debian package's StateDirectory.
 pub const DEFAULT_PATH: &str = "/var/lib/rpol/rpol.redb";
@@ -190,6 +192,45 @@ impl Store {
         self.guarded("greylist", call).await
     }
 
+    /// Reads a rate-limit record: would one more message from `network`
+    /// fit? Changes nothing.
+    pub async fn rate_check(
+        &self,
+        key: RateKey,
+        network: &str,
+        params: RateParams,
+    ) -> Result<rate::Check, StoreError> {
+        let call = async {
+            match &self.inner {
+                Inner::Embedded(e) => e.rate_check(key, network.to_string(), params).await,
+                Inner::Redis(r) => r.rate_check(key, network, params).await,
+            }
+        };
+        self.guarded("rate limit check", call).await
+    }
+
+    /// Counts one accepted message in a rate-limit record, once per
+    /// instance tag, in one atomic step.
+    pub async fn rate_count(
+        &self,
+        key: RateKey,
+        network: &str,
+        recipients: u32,
+        tag: &str,
+        params: RateParams,
+    ) -> Result<rate::Counted, StoreError> {
+        let call = async {
+            match &self.inner {
+                Inner::Embedded(e) => {
+                    e.rate_count(key, network.into(), recipients, tag.into(), params)
+                        .await
+                }
+                Inner::Redis(r) => r.rate_count(key, network, recipients, tag, params).await,
+            }
+        };
+        self.guarded("rate limit count", call).await
+    }
+
     /// Removes expired records (the embedded store; Redis keys expire by
     /// themselves). Returns how many went.
     pub async fn sweep(&self, greylist: Option<GreylistParams>) -> Result<u64, StoreError> {
@@ -325,6 +366,62 @@ pub(crate) mod tests {
         assert_eq!(got, want);
     }
 
+    /// The same rate-limit sequence gives the same answers on every backend.
+    async fn rate_sequence(store: &Store) {
+        use rate::Exceeded;
+        let t0 = unix_now();
+        let p = |at: u64| RateParams {
+            now: t0 + at,
+            window: 3600,
+            messages: 3,
+            recipients: 4,
+            distinct_clients: 2,
+        };
+        let key = RateKey::new("per_login", "sasl_username", "alice");
+        let other = RateKey::new("per_login", "sasl_username", "bob");
+        let mut got = Vec::new();
+        let check = async |k, net: &str, at| {
+            let c = store.rate_check(k, net, p(at)).await.expect("check");
+            (c.exceeded, c.usage.messages, c.usage.recipients)
+        };
+        got.push(check(key, "203.0.113.0/24", 0).await);
+        let c = store
+            .rate_count(key, "203.0.113.0/24", 2, "aa", p(1))
+            .await
+            .unwrap();
+        assert!(!c.repeated);
+        let c = store
+            .rate_count(key, "203.0.113.0/24", 2, "aa", p(2))
+            .await
+            .unwrap();
+        assert!(c.repeated, "the same instance counts once");
+        store
+            .rate_count(key, "198.51.100.0/24", 1, "bb", p(3))
+            .await
+            .unwrap();
+        got.push(check(key, "2001:db8::/64", 4).await);
+        got.push(check(key, "198.51.100.0/24", 4).await);
+        store
+            .rate_count(key, "198.51.100.0/24", 1, "", p(5))
+            .await
+            .unwrap();
+        got.push(check(key, "198.51.100.0/24", 6).await);
+        got.push(check(other, "198.51.100.0/24", 6).await);
+        // Everything has left the window an hour later.
+        got.push(check(key, "2001:db8::/64", 3606).await);
+        let want = [
+            (None, 0, 0),
+            (Some(Exceeded::DistinctClients), 2, 3),
+            (None, 2, 3),
+            (Some(Exceeded::Messages), 3, 4),
+            (None, 0, 0),
+            (None, 0, 0),
+        ];
+        assert_eq!(got, want);
+        let c = store.rate_check(key, "x", p(7)).await.unwrap();
+        assert_eq!(c.usage.networks, ["203.0.113.0/24", "198.51.100.0/24"]);
+    }
+
     #[tokio::test]
     async fn embedded_backend() {
         let dir = tempfile::tempdir().unwrap();
@@ -334,7 +431,9 @@ pub(crate) mod tests {
             },
             ..StoreSettings::default()
         };
-        sequence(&Store::open(&settings).unwrap()).await;
+        let store = Store::open(&settings).unwrap();
+        sequence(&store).await;
+        rate_sequence(&store).await;
     }
 
     #[tokio::test]
@@ -350,6 +449,17 @@ pub(crate) mod tests {
             ..StoreSettings::default()
         };
         let store = Store::open(&settings).unwrap();
+        sequence(&store).await;
+        rate_sequence(&store).await;
+        let _ = ::redis::cmd("FLUSHDB")
+            .query_async::<()>(
+                &mut ::redis::Client::open(server.url.as_str())
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap(),
+            )
+            .await;
         sequence(&store).await;
         // Every key expires by itself; an unpassed triplet within the retry window.
         let client = ::redis::Client::open(server.url.as_str()).unwrap();

@@ -14,6 +14,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::StoreError;
 use super::greylist::{AWL_INCREMENT_EVERY, GreylistParams, TripletKey, Verdict};
+use super::rate::{self, RateKey, RateParams};
 
 /// greylist::decide in Lua. KEYS: triplet, client. ARGV: now, delay,
 /// retry_window, max_age, auto_whitelist_clients, awl increment period.
@@ -133,5 +134,160 @@ impl RedisStore {
                 "redis: greylist script answered {other}"
             ))),
         }
+    }
+}
+
+/// rate::check and rate::count share this: the record (JSON, by Redis's
+/// cjson) as of now. KEYS[1]: the record. ARGV: now, slice length, window,
+/// messages, recipients, distinct_clients (0: no limit), network.
+const RATE_PRELUDE: &str = r#"
+local now, len, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local maxm, maxr, maxd = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local net = ARGV[7]
+local rec
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local ok, v = pcall(cjson.decode, raw)
+  if ok and type(v) == 'table' and type(v.m) == 'table' and type(v.r) == 'table' then rec = v end
+end
+if not rec then rec = {s = 0, m = {}, r = {}, n = {}, i = {}} end
+rec.n = rec.n or {}
+rec.i = rec.i or {}
+for k = 1, 12 do rec.m[k] = tonumber(rec.m[k]) or 0; rec.r[k] = tonumber(rec.r[k]) or 0 end
+local cur = math.floor(now / len)
+rec.s = tonumber(rec.s) or 0
+if cur > rec.s then
+  if cur - rec.s >= 12 then
+    for k = 1, 12 do rec.m[k] = 0; rec.r[k] = 0 end
+  else
+    for s = rec.s + 1, cur do rec.m[s % 12 + 1] = 0; rec.r[s % 12 + 1] = 0 end
+  end
+  rec.s = cur
+end
+local kept = {}
+for _, e in ipairs(rec.n) do
+  if now - tonumber(e[2]) < window then kept[#kept + 1] = e end
+end
+rec.n = kept
+local function usage()
+  local m, r, nets = 0, 0, {}
+  for k = 1, 12 do m = m + rec.m[k]; r = r + rec.r[k] end
+  for _, e in ipairs(rec.n) do nets[#nets + 1] = e[1] end
+  return m, r, table.concat(nets, ' ')
+end
+"#;
+
+/// rate::check. Returns {exceeded code, messages, recipients, networks}.
+const RATE_CHECK_LUA: &str = r#"
+local m, r, nets = usage()
+local known = false
+for _, e in ipairs(rec.n) do if e[1] == net then known = true end end
+local code = 0
+if maxm > 0 and m >= maxm then code = 1
+elseif maxr > 0 and r >= maxr then code = 2
+elseif maxd > 0 and not known and #rec.n >= maxd then code = 3 end
+return {code, m, r, nets}
+"#;
+
+/// rate::count. ARGV also: recipients, instance tag, networks kept,
+/// instances kept. Returns {1 counted / 0 repeated, messages, recipients,
+/// networks}; the record expires when its newest count leaves the window.
+const RATE_COUNT_LUA: &str = r#"
+local rcpts, tag, netmax, instmax = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
+if tag ~= '' then
+  for _, t in ipairs(rec.i) do
+    if t == tag then
+      local m, r, nets = usage()
+      return {0, m, r, nets}
+    end
+  end
+end
+local k = cur % 12 + 1
+rec.m[k] = rec.m[k] + 1
+rec.r[k] = rec.r[k] + rcpts
+local at = nil
+for j, e in ipairs(rec.n) do if e[1] == net then at = j end end
+if at then table.remove(rec.n, at)
+elseif #rec.n >= netmax then table.remove(rec.n, 1) end
+rec.n[#rec.n + 1] = {net, now}
+if tag ~= '' then
+  if #rec.i >= instmax then table.remove(rec.i, 1) end
+  rec.i[#rec.i + 1] = tag
+end
+redis.call('SET', KEYS[1], cjson.encode(rec), 'EX', window)
+local m, r, nets = usage()
+return {1, m, r, nets}
+"#;
+
+static RATE_CHECK: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(&format!("{RATE_PRELUDE}{RATE_CHECK_LUA}")));
+static RATE_COUNT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(&format!("{RATE_PRELUDE}{RATE_COUNT_LUA}")));
+
+fn rate_usage(m: u64, r: u64, nets: &str) -> rate::Usage {
+    rate::Usage {
+        messages: m,
+        recipients: r,
+        networks: nets.split_whitespace().map(String::from).collect(),
+    }
+}
+
+impl RedisStore {
+    fn rate_invocation(
+        &self,
+        script: &'static redis::Script,
+        key: RateKey,
+        network: &str,
+        p: &RateParams,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut inv = script.key(format!("{}rate:{}", self.prefix, key.hex()));
+        inv.arg(p.now)
+            .arg(p.slice_len())
+            .arg(p.window)
+            .arg(p.messages)
+            .arg(p.recipients)
+            .arg(p.distinct_clients)
+            .arg(network);
+        inv
+    }
+
+    pub async fn rate_check(
+        &self,
+        key: RateKey,
+        network: &str,
+        p: RateParams,
+    ) -> Result<rate::Check, StoreError> {
+        let mut con = self.manager.clone();
+        let (code, m, r, nets): (u64, u64, u64, String) = self
+            .rate_invocation(&RATE_CHECK, key, network, &p)
+            .invoke_async(&mut con)
+            .await
+            .map_err(backend)?;
+        Ok(rate::Check {
+            usage: rate_usage(m, r, &nets),
+            exceeded: rate::Exceeded::from_code(code),
+        })
+    }
+
+    pub async fn rate_count(
+        &self,
+        key: RateKey,
+        network: &str,
+        recipients: u32,
+        tag: &str,
+        p: RateParams,
+    ) -> Result<rate::Counted, StoreError> {
+        let mut con = self.manager.clone();
+        let mut inv = self.rate_invocation(&RATE_COUNT, key, network, &p);
+        inv.arg(recipients)
+            .arg(tag)
+            .arg(p.networks_kept())
+            .arg(rate::INSTANCES_KEPT);
+        let (counted, m, r, nets): (u64, u64, u64, String) =
+            inv.invoke_async(&mut con).await.map_err(backend)?;
+        Ok(rate::Counted {
+            usage: rate_usage(m, r, &nets),
+            repeated: counted == 0,
+        })
     }
 }

@@ -13,6 +13,7 @@ mod dns;
 mod errors;
 mod postfix;
 mod profiles;
+mod ratelimit;
 mod schema;
 mod server;
 mod site;
@@ -130,6 +131,7 @@ impl Compiler<'_> {
             tables,
             profile,
             metrics,
+            rate_limit,
         } = file;
         let mut server = self.server(server);
         server.metrics = self.metrics(metrics);
@@ -141,6 +143,8 @@ impl Compiler<'_> {
         site.outbound_spf = self.outbound_spf(outbound_spf);
         let dns_config = self.dns(dns);
         let mut resolver = self.tables(tables, site.codes.access);
+        resolver.rate_limits = self.rate_limits(rate_limit);
+        resolver.has_store = server.store.is_some();
         let mut profiles = Vec::new();
         for (name, section) in profile {
             let span = section.span();
@@ -268,6 +272,10 @@ mod tests {
             (
                 "[metrics]\nlisten = \"127.0.0.1:9464\"\nbogus = 1\n",
                 &["p.toml:3:1: metrics.bogus: unknown key"],
+            ),
+            (
+                "[[rate_limit]]\nname = \"a\"\nkey = \"sender\"\nmessages = 1\nwindow = \"1h\"\nbogus = 1\n",
+                &["p.toml:6:1: rate_limit.0.bogus: unknown key"],
             ),
         ];
         for (text, want) in cases {

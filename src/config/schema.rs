@@ -34,6 +34,25 @@ pub struct ConfigFile {
     /// `[metrics]`: the Prometheus endpoint; absent, none is served.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// `[[rate_limit]]`: budgets that check_rate_limit NAME applies.
+    #[serde(default)]
+    pub rate_limit: Vec<Spanned<RateLimitSection>>,
+}
+
+/// One `[[rate_limit]]`.
+#[derive(Debug, Deserialize)]
+pub struct RateLimitSection {
+    pub name: Option<Spanned<String>>,
+    /// `sasl_username`, `client_address` or `sender`.
+    pub key: Option<Spanned<String>>,
+    pub messages: Option<Spanned<usize>>,
+    pub recipients: Option<Spanned<usize>>,
+    pub distinct_clients: Option<Spanned<usize>>,
+    pub window: Option<Spanned<String>>,
+    /// `defer` (default) or `reject`.
+    pub action: Option<Spanned<String>>,
+    /// `dunno` (default) or `defer`.
+    pub on_store_error: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

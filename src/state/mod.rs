@@ -5,6 +5,7 @@
 //! memory, and the greylisting store. Every part is bounded in bytes (the
 //! store on disk by max_entries and expiry).
 
+pub mod rate_events;
 pub mod spf_cache;
 pub mod store;
 pub mod transactions;
@@ -22,6 +23,8 @@ pub struct State {
     resolver: RwLock<Resolver>,
     pub spf_results: SpfCache,
     pub transactions: Transactions,
+    /// Rate limits: warned keys and crossings counted.
+    pub rate_events: rate_events::RateEvents,
     /// Set once at start when `[store]` is configured, after dropping
     /// root (the file belongs to the account rpol runs as).
     store: OnceLock<Arc<Store>>,
@@ -33,6 +36,7 @@ impl State {
             resolver: RwLock::new(resolver),
             spf_results: SpfCache::new(spf_cache_entries),
             transactions: Transactions::default(),
+            rate_events: Default::default(),
             store: OnceLock::new(),
         }
     }

@@ -427,3 +427,51 @@ fn postfix_config_calls_rpol_at_end_of_data_for_profiles_that_count() {
     // Port 25 (main.cf) does not count here: no main.cf line.
     assert!(!text.contains("\nsmtpd_end_of_data_restrictions"), "{text}");
 }
+
+/// The commented default in the shipped policy.toml works once uncommented
+/// (with a [store]).
+#[test]
+fn the_shipped_commented_default_compiles() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let keys = [
+        "[[rate_limit]]",
+        "name =",
+        "key =",
+        "messages =",
+        "recipients =",
+        "distinct_clients =",
+        "window =",
+        "action =",
+        "on_store_error =",
+    ];
+    let mut uncommented = 0;
+    let mut out = String::new();
+    for line in text.lines() {
+        let line = match line.strip_prefix("# ") {
+            Some(rest) if keys.iter().any(|k| rest.starts_with(k)) => {
+                uncommented += 1;
+                rest.to_string()
+            }
+            _ if line.trim()
+                == "# \"check_rate_limit per_login\",           # see [[rate_limit]] above" =>
+            {
+                uncommented += 1;
+                "  \"check_rate_limit per_login\",".to_string()
+            }
+            _ => line.to_string(),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    assert_eq!(uncommented, 10, "{out}");
+    out.push_str("[store]\npath = \"/nonexistent/rpol.redb\"\n");
+    let loaded = ::rpol::config::load_str(&path, &out).unwrap_or_else(|e| panic!("{e}"));
+    let submission = loaded
+        .policy
+        .profiles
+        .iter()
+        .find(|p| p.name == "submission")
+        .unwrap();
+    assert_eq!(submission.stages[2][0].text, "check_rate_limit per_login");
+}

@@ -22,6 +22,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("ProfileSection", "[profile.NAME]"),
     ("MatchSection", "[profile.NAME.match]"),
     ("MetricsSection", "[metrics]"),
+    ("RateLimitSection", "[[rate_limit]]"),
 ];
 
 /// Every `pub struct` of schema.rs with its keys (serde renames applied).

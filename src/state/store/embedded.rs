@@ -249,7 +249,7 @@ fn rate_count_tx(
                     return Err(StoreError::Full(max_entries));
                 }
             }
-            let mut value = (p.now + p.window).to_be_bytes().to_vec();
+            let mut value = (p.now + p.span()).to_be_bytes().to_vec();
             value.extend_from_slice(&record.encode());
             rates.insert(key.0, value.as_slice()).map_err(backend)?;
         }
@@ -311,6 +311,35 @@ mod tests {
             "{v:?}"
         );
         assert_eq!(s.entries().await, Ok(2));
+    }
+
+    #[tokio::test]
+    async fn rate_records_expire_with_their_window_and_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Embedded::open(&dir.path().join("s.redb"), 100).unwrap();
+        let now = super::super::unix_now();
+        let p = |now| RateParams {
+            now,
+            window: 3600,
+            messages: 1,
+            recipients: 0,
+            distinct_clients: 0,
+        };
+        let key = RateKey::new("l", "sender", "a@x.example");
+        let net = || "203.0.113.0/24".to_string();
+        s.rate_count(key, net(), 1, String::new(), p(now - 3601))
+            .await
+            .unwrap();
+        // Expired: read as empty before the sweep, gone after it.
+        let c = s.rate_check(key, net(), p(now)).await.unwrap();
+        assert_eq!((c.exceeded, c.usage.messages), (None, 0));
+        assert_eq!(s.sweep(None).await, Ok(1));
+        s.rate_count(key, net(), 1, String::new(), p(now))
+            .await
+            .unwrap();
+        assert_eq!(s.sweep(None).await, Ok(0));
+        let c = s.rate_check(key, net(), p(now)).await.unwrap();
+        assert_eq!(c.exceeded, Some(rate::Exceeded::Messages));
     }
 
     #[tokio::test]

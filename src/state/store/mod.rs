@@ -451,6 +451,24 @@ pub(crate) mod tests {
         let store = Store::open(&settings).unwrap();
         sequence(&store).await;
         rate_sequence(&store).await;
+        // A check writes nothing; a count's record expires with its window.
+        let mut con = ::redis::Client::open(server.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg("t1:rate:*")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let ttl: i64 = ::redis::cmd("TTL")
+            .arg(&keys[0])
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(ttl > 3500 && ttl <= 3600, "{ttl}");
         let _ = ::redis::cmd("FLUSHDB")
             .query_async::<()>(
                 &mut ::redis::Client::open(server.url.as_str())

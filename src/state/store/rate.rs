@@ -94,6 +94,12 @@ impl RateParams {
         self.window.div_ceil(SLICES).max(1)
     }
 
+    /// How long a count stays in the window at most: 12 whole slices
+    /// (the window, or a few seconds more when it is not a multiple of 12 s).
+    pub fn span(&self) -> u64 {
+        self.slice_len() * SLICES
+    }
+
     fn slice(&self) -> u64 {
         self.now / self.slice_len()
     }

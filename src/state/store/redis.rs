@@ -214,7 +214,7 @@ if tag ~= '' then
   if #rec.i >= instmax then table.remove(rec.i, 1) end
   rec.i[#rec.i + 1] = tag
 end
-redis.call('SET', KEYS[1], cjson.encode(rec), 'EX', window)
+redis.call('SET', KEYS[1], cjson.encode(rec), 'EX', len * 12)
 local m, r, nets = usage()
 return {1, m, r, nets}
 "#;

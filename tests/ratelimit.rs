@@ -260,6 +260,7 @@ fn recipients_count_per_message() {
         ..ALICE.with("r.3")
     };
     bob.send(&rpol);
+    assert_eq!(bob.with("r.6").rcpt(&rpol), refused("5 recipients"));
     assert_eq!(ALICE.with("r.4").rcpt(&rpol), refused("5 recipients"));
     let carol = Msg {
         login: "carol@example.com",

@@ -149,6 +149,18 @@ pub struct Count {
     tag: String,
 }
 
+/// Recipients a message adds: `recipient_count`, at most
+/// [`MAX_RECIPIENTS_PER_MESSAGE`] (a number too long for u64 too); 1 when
+/// it is not a number (the message had a recipient).
+fn recipients(count: &str) -> u32 {
+    let count = count.trim();
+    if count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) {
+        return 1;
+    }
+    let n = count.parse::<u64>().unwrap_or(u64::MAX);
+    n.min(u64::from(MAX_RECIPIENTS_PER_MESSAGE)) as u32
+}
+
 /// The client's network, `unknown` when `client_address` holds no address.
 fn network(req: &Request) -> String {
     req.client_ip().map_or_else(|| "unknown".into(), network_of)
@@ -171,11 +183,7 @@ pub async fn check_rate_limit(ctx: &mut Context<'_>, limit: &Arc<RateLimit>) -> 
     let key = RateKey::new(&limit.name, limit.key.name(), &value);
     let net = network(req);
     if req.state() == ProtocolState::EndOfMessage {
-        let recipients = req
-            .recipient_count
-            .trim()
-            .parse::<u64>()
-            .map_or(1, |n| n.min(u64::from(MAX_RECIPIENTS_PER_MESSAGE)) as u32);
+        let recipients = recipients(&req.recipient_count);
         ctx.note(|| {
             format!("counts 1 message, {recipients} recipient(s) from {net} once accepted")
         });
@@ -278,5 +286,79 @@ pub async fn commit(state: &State, counts: Vec<Count>, trace: Option<&mut Vec<St
     }
     if let Some(trace) = trace {
         trace.extend(lines);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipient_counts() {
+        assert_eq!(recipients("3"), 3);
+        assert_eq!(recipients(" 7 "), 7);
+        assert_eq!(
+            recipients("99999999999999999999999"),
+            MAX_RECIPIENTS_PER_MESSAGE
+        );
+        assert_eq!(recipients(""), 1);
+        assert_eq!(recipients("-5"), 1);
+        assert_eq!(recipients("0"), 0);
+    }
+
+    #[test]
+    fn key_values() {
+        let req = |pairs: &[(&str, &str)]| Request::from_pairs(pairs.iter().copied());
+        let r = req(&[
+            ("sasl_username", "Alice@Example.COM"),
+            ("sender", ""),
+            ("client_address", "2001:db8:1:2:3::9"),
+        ]);
+        assert_eq!(
+            KeyKind::SaslUsername.value(&r).as_deref(),
+            Some("alice@example.com")
+        );
+        assert_eq!(KeyKind::Sender.value(&r).as_deref(), Some("<>"));
+        assert_eq!(
+            KeyKind::ClientAddress.value(&r).as_deref(),
+            Some("2001:db8:1:2::/64")
+        );
+        let r = req(&[("client_address", "::ffff:203.0.113.9")]);
+        assert_eq!(KeyKind::SaslUsername.value(&r), None);
+        assert_eq!(
+            KeyKind::ClientAddress.value(&r).as_deref(),
+            Some("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn replies_name_the_limit() {
+        let mut limit = RateLimit {
+            name: "per_login".into(),
+            key: KeyKind::SaslUsername,
+            messages: 200,
+            recipients: 1000,
+            distinct_clients: 5,
+            window: Duration::from_secs(3600),
+            window_text: "1h".into(),
+            action: LimitAction::Defer,
+            on_store_error: OnStoreError::Dunno,
+        };
+        assert_eq!(
+            limit.reply(Exceeded::Messages).to_string(),
+            Reply::new(
+                450,
+                "4.7.1",
+                "Rate limit \"per_login\" reached: 200 messages per 1h; try again later"
+            )
+            .to_string()
+        );
+        limit.action = LimitAction::Reject;
+        let r = limit.reply(Exceeded::DistinctClients);
+        assert_eq!((r.code, r.dsn.as_str()), (550, "5.7.1"));
+        assert_eq!(
+            r.text,
+            "Rate limit \"per_login\" reached: 5 distinct client networks per 1h"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::config::{ListenAddr, ServerSettings};
-use crate::policy::Policy;
+use crate::policy::{Policy, Profile};
 
 /// Postfix's queue directory, which `unix:private/NAME` is relative to.
 const QUEUE_DIRECTORY: &str = "/var/spool/postfix";
@@ -26,6 +26,18 @@ pub fn endpoint(server: &ServerSettings) -> String {
         None => "inet:127.0.0.1:10040".into(),
     }
 }
+
+/// Whether a profile counts messages with check_rate_limit: Postfix must
+/// then also call rpol at END-OF-MESSAGE.
+fn counts_messages(p: &Profile) -> bool {
+    p.stages
+        .iter()
+        .flatten()
+        .any(|r| r.rule.name() == "check_rate_limit")
+}
+
+/// The comment above the end-of-data line.
+const END_OF_DATA: &str = "# check_rate_limit counts each accepted message at END-OF-MESSAGE.";
 
 pub fn render(server: &ServerSettings, policy: &Policy, source: &Path) -> String {
     let ep = endpoint(server);
@@ -57,14 +69,21 @@ pub fn render(server: &ServerSettings, policy: &Policy, source: &Path) -> String
              smtp_tls_security_level = may"
         );
     }
-    let services: Vec<_> = policy
+    let is_service = |p: &&Profile| {
+        p.matcher.server_port.is_some_and(|port| port != 25) || p.matcher.policy_context.is_some()
+    };
+    if policy
         .profiles
         .iter()
-        .filter(|p| {
-            p.matcher.server_port.is_some_and(|port| port != 25)
-                || p.matcher.policy_context.is_some()
-        })
-        .collect();
+        .filter(|p| !is_service(p))
+        .any(counts_messages)
+    {
+        let _ = writeln!(
+            out,
+            "{END_OF_DATA}\nsmtpd_end_of_data_restrictions = check_policy_service {ep}"
+        );
+    }
+    let services: Vec<_> = policy.profiles.iter().filter(is_service).collect();
     if !services.is_empty() {
         let _ = writeln!(out, "\n# ---- master.cf ----");
     }
@@ -106,6 +125,12 @@ pub fn render(server: &ServerSettings, policy: &Policy, source: &Path) -> String
             out,
             "  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject"
         );
+        if counts_messages(p) {
+            let _ = writeln!(
+                out,
+                "  -o {{ smtpd_end_of_data_restrictions = check_policy_service {ep} }}"
+            );
+        }
     }
     if !policy.site.foreign_senders.is_empty() {
         let _ = writeln!(out, "\n# ---- {RELAY_MAP} (then: postmap {RELAY_MAP}) ----");

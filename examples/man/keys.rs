@@ -14,6 +14,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("PostfixSection", "[postfix]"),
     ("DnsSection", "[dns]"),
     ("SpfSection", "[spf]"),
+    ("StoreSection", "[store]"),
     (
         "SpfActionsSection",
         "[spf.mail_from], [spf.helo], [outbound_spf]",
@@ -21,6 +22,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("ProfileSection", "[profile.NAME]"),
     ("MatchSection", "[profile.NAME.match]"),
     ("MetricsSection", "[metrics]"),
+    ("RateLimitSection", "[[rate_limit]]"),
 ];
 
 /// Every `pub struct` of schema.rs with its keys (serde renames applied).

@@ -13,10 +13,12 @@ mod dns;
 mod errors;
 mod postfix;
 mod profiles;
+mod ratelimit;
 mod schema;
 mod server;
 mod site;
 mod spf;
+mod store;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -125,12 +127,15 @@ impl Compiler<'_> {
             dns,
             spf,
             outbound_spf,
+            store,
             tables,
             profile,
             metrics,
+            rate_limit,
         } = file;
         let mut server = self.server(server);
         server.metrics = self.metrics(metrics);
+        server.store = self.store(store);
         let postfix = self.postfix(postfix);
         let mut files = vec![self.path.clone()];
         let mut site = self.site(site, postfix, &mut files);
@@ -138,6 +143,8 @@ impl Compiler<'_> {
         site.outbound_spf = self.outbound_spf(outbound_spf);
         let dns_config = self.dns(dns);
         let mut resolver = self.tables(tables, site.codes.access);
+        resolver.rate_limits = self.rate_limits(rate_limit);
+        resolver.has_store = server.store.is_some();
         let mut profiles = Vec::new();
         for (name, section) in profile {
             let span = section.span();
@@ -238,6 +245,10 @@ mod tests {
                 "[outbound_spf]\nfail = \"reject\"\nbogus = 1\n",
                 &["p.toml:3:1: outbound_spf.bogus: unknown key"],
             ),
+            (
+                "[store]\nbackend = \"embedded\"\nbogus = 1\n",
+                &["p.toml:3:1: store.bogus: unknown key"],
+            ),
             // [tables] has no fixed keys: each key names a table, so a new
             // name is accepted (an unused table is never opened) ...
             ("[tables]\nbogus = \"hash:/nonexistent\"\n", &[]),
@@ -261,6 +272,10 @@ mod tests {
             (
                 "[metrics]\nlisten = \"127.0.0.1:9464\"\nbogus = 1\n",
                 &["p.toml:3:1: metrics.bogus: unknown key"],
+            ),
+            (
+                "[[rate_limit]]\nname = \"a\"\nkey = \"sender\"\nmessages = 1\nwindow = \"1h\"\nbogus = 1\n",
+                &["p.toml:6:1: rate_limit.0.bogus: unknown key"],
             ),
         ];
         for (text, want) in cases {
@@ -380,6 +395,30 @@ mod tests {
             (
                 "[spf]\ncache_size = 20000000\n",
                 "p.toml:2:14: spf.cache_size: must be at most 10000000",
+            ),
+            (
+                "[store]\ntimeout = \"2m\"\n",
+                "p.toml:2:11: store.timeout: must be between 10ms and 60s",
+            ),
+            (
+                "[store]\nmax_entries = 0\n",
+                "p.toml:2:15: store.max_entries: must be at least 1",
+            ),
+            (
+                "[store]\nbackend = \"redis\"\n",
+                "p.toml:2:11: store.url: backend = \"redis\" needs a url",
+            ),
+            (
+                "[store]\nbackend = \"redis\"\nurl = \"http://x\"\n",
+                "p.toml:3:7: store.url: expected redis://HOST[:PORT][/DB] or redis+unix:///PATH",
+            ),
+            (
+                "[store]\nurl = \"redis://x\"\n",
+                "p.toml:2:7: store.url: only with backend = \"redis\"",
+            ),
+            (
+                "[store]\nbackend = \"sqlite\"\n",
+                "p.toml:2:11: store.backend: expected \"embedded\" or \"redis\"",
             ),
         ];
         for (text, want) in cases {

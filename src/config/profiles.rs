@@ -12,6 +12,7 @@ use toml::Spanned;
 use super::Compiler;
 use super::schema::{MatchSection, ProfileSection};
 use crate::policy::{ChainRule, Match, Profile};
+use crate::rules::ratelimit::RateLimit;
 use crate::rules::{self, TableResolver};
 use crate::site::Site;
 use crate::tables::{self, AccessTable, TableSpec};
@@ -31,6 +32,8 @@ impl Compiler<'_> {
             loaded: HashMap::new(),
             base: self.base.clone(),
             codes,
+            rate_limits: HashMap::new(),
+            has_store: false,
         };
         for (name, spec) in &named {
             match tables::parse_spec(spec.get_ref(), &self.base) {
@@ -151,6 +154,9 @@ pub(super) struct Tables {
     loaded: HashMap<TableSpec, Arc<AccessTable>>,
     base: PathBuf,
     codes: AccessCodes,
+    /// `[[rate_limit]]` by name, and whether `[store]` is there to count in.
+    pub(super) rate_limits: HashMap<String, Arc<RateLimit>>,
+    pub(super) has_store: bool,
 }
 
 impl TableResolver for Tables {
@@ -172,6 +178,19 @@ impl TableResolver for Tables {
         let table = Arc::new(table);
         self.loaded.insert(spec, table.clone());
         Ok(table)
+    }
+
+    fn rate_limit(&mut self, name: &str) -> Result<Arc<RateLimit>, String> {
+        let limit = self
+            .rate_limits
+            .get(name)
+            .ok_or_else(|| format!("no [[rate_limit]] named {name:?}"))?;
+        if !self.has_store {
+            return Err(format!(
+                "check_rate_limit {name}: needs [store], where the counts are kept"
+            ));
+        }
+        Ok(limit.clone())
     }
 }
 

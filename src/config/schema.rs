@@ -24,6 +24,8 @@ pub struct ConfigFile {
     /// Actions per SPF result of check_outbound_spf.
     #[serde(default)]
     pub outbound_spf: SpfActionsSection,
+    /// Where greylisting state lives (server settings, not policy).
+    pub store: Option<StoreSection>,
     /// Named access tables: `name = "[type:]path"`.
     #[serde(default)]
     pub tables: BTreeMap<String, Spanned<String>>,
@@ -32,6 +34,25 @@ pub struct ConfigFile {
     /// `[metrics]`: the Prometheus endpoint; absent, none is served.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// `[[rate_limit]]`: budgets that check_rate_limit NAME applies.
+    #[serde(default)]
+    pub rate_limit: Vec<Spanned<RateLimitSection>>,
+}
+
+/// One `[[rate_limit]]`.
+#[derive(Debug, Deserialize)]
+pub struct RateLimitSection {
+    pub name: Option<Spanned<String>>,
+    /// `sasl_username`, `client_address` or `sender`.
+    pub key: Option<Spanned<String>>,
+    pub messages: Option<Spanned<usize>>,
+    pub recipients: Option<Spanned<usize>>,
+    pub distinct_clients: Option<Spanned<usize>>,
+    pub window: Option<Spanned<String>>,
+    /// `defer` (default) or `reject`.
+    pub action: Option<Spanned<String>>,
+    /// `dunno` (default) or `defer`.
+    pub on_store_error: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +119,18 @@ pub struct ForeignSenderSection {
     pub login: String,
     /// Postfix relayhost syntax: `[smtp.provider.example]:587`.
     pub relay: String,
+}
+
+/// `[store]`: the greylisting store.
+#[derive(Debug, Default, Deserialize)]
+pub struct StoreSection {
+    /// `embedded` (default) or `redis`.
+    pub backend: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub max_entries: Option<Spanned<usize>>,
 }
 
 /// `[dns]`: the one resolver.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::values::{millis, secs};
 use super::{Compiler, schema};
+use crate::state::store::StoreSettings;
 
 /// A listen address: `unix:PATH` or `tcp:HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +90,8 @@ pub struct ServerSettings {
     pub error_action: String,
     /// `[metrics] listen`: where GET /metrics is served, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// `[store]`, when configured.
+    pub store: Option<StoreSettings>,
 }
 
 /// Most `[server] threads`: beyond the cores of any mail host.
@@ -115,6 +118,7 @@ impl Default for ServerSettings {
             shutdown_timeout: Duration::from_secs(10),
             error_action: DEFAULT_ERROR_ACTION.into(),
             metrics: None,
+            store: None,
         }
     }
 }

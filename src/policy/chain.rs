@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use super::tally::ActionClass;
 use super::{Policy, Profile};
 use crate::protocol::{ProtocolState, Request};
-use crate::rules::Context;
+use crate::rules::{Context, ratelimit};
 use crate::state::State;
 use crate::vocab::Stage;
 use crate::vocab::outcome::Outcome;
@@ -106,6 +106,7 @@ pub async fn evaluate(policy: &Policy, state: &State, req: &Request, want_trace:
         trace: want_trace.then_some(trace),
         defer_if_permit: None,
         passed: Vec::new(),
+        counts: Vec::new(),
     };
     let verdict = run.stages(policy, state).await;
     let (action, rule) = match verdict {
@@ -115,6 +116,18 @@ pub async fn evaluate(policy: &Policy, state: &State, req: &Request, want_trace:
         ),
         None => run.final_action(state),
     };
+    // Rate limits count a message only when this answer lets it through.
+    let counts = std::mem::take(&mut run.counts);
+    if !counts.is_empty() {
+        if matches!(
+            ActionClass::of(&action),
+            ActionClass::Reject | ActionClass::Defer | ActionClass::DeferIfPermit
+        ) {
+            run.step(|| "refused: the rate limits count nothing".into());
+        } else {
+            ratelimit::commit(state, counts, run.trace.as_mut()).await;
+        }
+    }
     profile.requests.count(ActionClass::of(&action));
     let mut trace = run.trace.unwrap_or_default();
     if want_trace {
@@ -140,6 +153,8 @@ struct Run<'a> {
     defer_if_permit: Option<(Reply, Stage, String)>,
     /// Actions passed through to Postfix (PREPEND, WARN, ...), with the rule.
     passed: Vec<(String, String)>,
+    /// Messages the rate limits count if the answer lets them through.
+    counts: Vec<ratelimit::Count>,
 }
 
 impl Run<'_> {
@@ -185,6 +200,7 @@ impl Run<'_> {
                         dns: &dns,
                         state,
                         notes: self.trace.is_some().then_some(&mut notes),
+                        counts: &mut self.counts,
                     };
                     chain_rule.rule.evaluate(&mut ctx).await
                 };

@@ -13,6 +13,7 @@ pub mod client;
 pub mod dnscheck;
 pub mod generic;
 pub mod helo;
+pub mod ratelimit;
 pub mod sasl;
 pub mod spf;
 pub mod submission;
@@ -30,6 +31,7 @@ use crate::tables::AccessTable;
 use crate::vocab::Stage;
 use crate::vocab::outcome::Outcome;
 use crate::vocab::reply::Reply;
+use ratelimit::RateLimit;
 
 /// A rule that waits for something (DNS): its future, boxed so that every
 /// rule fits one table.
@@ -44,6 +46,8 @@ pub enum Run {
     Later(for<'c, 'a> fn(&'c mut Context<'a>) -> Pending<'c>),
     /// Consults the access table named by its one argument.
     Table(fn(&mut Context<'_>, &AccessTable) -> Outcome),
+    /// Applies the `[[rate_limit]]` named by its one argument.
+    Limit(for<'c, 'a> fn(&'c mut Context<'a>, &'c Arc<RateLimit>) -> Pending<'c>),
 }
 
 /// Site facts a rule cannot work without.
@@ -245,6 +249,7 @@ pub const RULES: &[RuleSpec] = &[
         Needs::Logins,
         Now(submission::reject_known_sender_login_mismatch),
     ),
+    row("check_rate_limit", Client, Run::Limit(ratelimit::run)),
 ];
 
 /// Postfix's older names for the same restrictions.
@@ -262,6 +267,7 @@ pub struct Rule {
     /// Its row's position in [`RULES`]: where the chain counts its results.
     index: usize,
     table: Option<Arc<AccessTable>>,
+    limit: Option<Arc<RateLimit>>,
 }
 
 impl fmt::Debug for Rule {
@@ -279,6 +285,9 @@ pub struct Context<'a> {
     pub state: &'a State,
     /// When set, rules explain what they looked at (for traces).
     pub notes: Option<&'a mut Vec<String>>,
+    /// Messages to count once the chain has not refused them (rate limits
+    /// at END-OF-MESSAGE).
+    pub counts: &'a mut Vec<ratelimit::Count>,
 }
 
 impl Context<'_> {
@@ -296,12 +305,21 @@ impl Rule {
         self.index
     }
 
+    /// Postfix's name of the rule (`check_rate_limit`, ...).
+    pub fn name(&self) -> &'static str {
+        self.spec.name
+    }
+
     pub async fn evaluate(&self, ctx: &mut Context<'_>) -> Outcome {
         match (self.spec.run, &self.table) {
             (Run::Now(f), _) => f(ctx),
             (Run::Later(f), _) => f(ctx).await,
             (Run::Table(f), Some(table)) => f(ctx, table),
             // compile() never builds it; refuse rather than let mail through.
+            (Run::Limit(f), _) => match &self.limit {
+                Some(limit) => f(ctx, limit).await,
+                None => Outcome::Reject(Reply::new(451, "4.3.5", "Server configuration error")),
+            },
             (Run::Table(_), None) => {
                 Outcome::Reject(Reply::new(451, "4.3.5", "Server configuration error"))
             }
@@ -356,9 +374,14 @@ const NOT_YET: &[&str] = &[
     "reject_multi_recipient_bounce",
 ];
 
-/// Resolves a table argument to a loaded table.
+/// Resolves a table argument to a loaded table, and a rate-limit argument
+/// to its `[[rate_limit]]`.
 pub trait TableResolver {
     fn table(&mut self, arg: &str) -> Result<Arc<AccessTable>, String>;
+
+    fn rate_limit(&mut self, name: &str) -> Result<Arc<RateLimit>, String> {
+        Err(format!("no [[rate_limit]] named {name:?}"))
+    }
 }
 
 /// The row of a rule name (any case, older Postfix names included).
@@ -401,14 +424,24 @@ pub fn compile(
             "{name} cannot work in the {stage} stage: it needs the {earliest} data, which the {stage} stage runs without (use it in the {earliest} stage or later)"
         )));
     }
-    let table = match (spec.run, args.as_slice()) {
-        (Run::Table(_), [table]) => Some(tables.table(table).map_err(RuleError)?),
+    let (table, limit) = match (spec.run, args.as_slice()) {
+        (Run::Table(_), [table]) => (Some(tables.table(table).map_err(RuleError)?), None),
         (Run::Table(_), _) => {
             return Err(RuleError(format!(
                 "{name} takes exactly one table argument"
             )));
         }
-        (_, []) => None,
+        (Run::Limit(_), [limit]) => {
+            let limit = tables.rate_limit(limit).map_err(RuleError)?;
+            rate_limit_stage(&limit, stage)?;
+            (None, Some(limit))
+        }
+        (Run::Limit(_), _) => {
+            return Err(RuleError(format!(
+                "{name} takes exactly one argument: the name of a [[rate_limit]]"
+            )));
+        }
+        (_, []) => (None, None),
         (_, _) => return Err(RuleError(format!("{name} takes no argument"))),
     };
     if let Some(why) = spec.needs.missing(site) {
@@ -416,7 +449,30 @@ pub fn compile(
     }
     // Found by name: a `const` slice promises no one address to compare.
     let index = RULES.iter().position(|r| r.name == spec.name).unwrap_or(0);
-    Ok(Rule { spec, index, table })
+    Ok(Rule {
+        spec,
+        index,
+        table,
+        limit,
+    })
+}
+
+/// Where check_rate_limit may sit: where its key exists, and not in the
+/// recipient stage, which does not run at END-OF-MESSAGE (where it counts)
+/// for a message with several recipients.
+fn rate_limit_stage(limit: &RateLimit, stage: Stage) -> Result<(), RuleError> {
+    if stage == Stage::Recipient {
+        return Err(RuleError(
+            "check_rate_limit cannot sit in the recipient stage: it counts at END-OF-MESSAGE, where that stage runs only for a message with one recipient (use the client, helo or sender stage)".into(),
+        ));
+    }
+    if limit.key == ratelimit::KeyKind::Sender && stage < Stage::Sender {
+        return Err(RuleError(format!(
+            "check_rate_limit {}: key = \"sender\" needs the sender stage, which the {stage} stage runs without",
+            limit.name
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

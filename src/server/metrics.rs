@@ -330,7 +330,26 @@ impl Collector for Exposition {
             "rpol_malformed_requests",
             "Requests that could not be decoded, answered with error_action.",
             metrics.malformed.load(Ordering::Relaxed),
-        )
+        )?;
+
+        let mut family = encoder.encode_descriptor(
+            "rpol_rate_limit_exceeded",
+            "Keys that crossed a rate limit, once per key and window, by limit name.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (limit, n) in shared.state.rate_events.exceeded() {
+            ConstCounter::new(n).encode(family.encode_family(&[("limit", limit.as_str())])?)?;
+        }
+        if let Some(store) = shared.state.store() {
+            counter(
+                &mut encoder,
+                "rpol_store_errors",
+                "Store calls that failed (timeouts, errors, full).",
+                store.errors.load(Ordering::Relaxed),
+            )?;
+        }
+        Ok(())
     }
 }
 

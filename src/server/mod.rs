@@ -29,6 +29,7 @@ use crate::log::Escaped;
 use crate::policy::{Decision, Policy};
 use crate::protocol::Request;
 use crate::state::State;
+use crate::state::store::Store;
 pub use listener::SystemdFds;
 use listener::{Listener, Stream};
 use slots::Slots;
@@ -170,6 +171,7 @@ impl Shared {
                 new.site.spf.cache_size != old.site.spf.cache_size,
             ),
             ("metrics.listen", n.metrics != o.metrics),
+            ("store", n.store != o.store),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
@@ -196,6 +198,39 @@ pub fn runtime_state(policy: &Policy) -> io::Result<State> {
     let resolver = Resolver::new(&policy.dns_config)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     Ok(State::new(resolver, policy.site.spf.cache_size))
+}
+
+/// Opens `[store]`, if configured, into the runtime state. A file that
+/// cannot be opened stops the start; Redis is connected on first use.
+fn open_store(shared: &Shared, settings: &ServerSettings) -> io::Result<()> {
+    let Some(store) = &settings.store else {
+        return Ok(());
+    };
+    let opened = Store::open(store).map_err(|e| io::Error::other(format!("[store]: {e}")))?;
+    tracing::info!("store: {:?}", store.backend);
+    shared.state.set_store(Arc::new(opened));
+    Ok(())
+}
+
+/// How often the embedded store drops expired records (Redis expires
+/// keys itself). Expired records never count in the meantime.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Sweeps the store every [`SWEEP_EVERY`] (records older than the
+/// default max_age).
+async fn sweep_store(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(store) = shared.state.store() else {
+            return;
+        };
+        let params = None;
+        if let Ok(n) = store.sweep(params).await
+            && n > 0
+        {
+            tracing::info!("store: swept {n} expired record(s)");
+        }
+    }
 }
 
 /// Whom to run as: `--user` over `[server] user`.
@@ -280,6 +315,8 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
     };
     // Every socket is bound: root is not needed any more.
     privileges::apply(drop_plan)?;
+    // Opened as the run-as account, which must own the file.
+    open_store(&shared, &settings)?;
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -308,9 +345,11 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
     }
     notify_systemd("READY=1");
     let watcher = tokio::spawn(watch_files(shared.clone(), stamps, shutdown.clone()));
+    let sweeper = tokio::spawn(sweep_store(shared.clone()));
 
     wait_for_signals(signals, &shared, &shutdown).await;
     watcher.abort();
+    sweeper.abort();
     tracing::info!("stopping: no new connections; waiting for requests in flight");
     notify_systemd("STOPPING=1");
     for task in accept_tasks {
@@ -341,7 +380,9 @@ pub async fn run_stdio(config_path: PathBuf, user: Option<String>) -> io::Result
         tracing::warn!("[metrics] listen = \"{addr}\" is not served with --stdio");
     }
     privileges::apply(privileges::plan(&run_as(user, &loaded.server))?)?;
+    let settings = loaded.server.clone();
     let shared = Arc::new(Shared::new(loaded, config_path)?);
+    open_store(&shared, &settings)?;
     let shutdown = CancellationToken::new();
     let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
     let signal_task = {

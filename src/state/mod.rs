@@ -2,15 +2,19 @@
 //! [`crate::policy::Policy`] the admin wrote. One `State` is owned by the
 //! server beside the swappable policy and outlives every reload: the
 //! resolver and its cache, the SPF result cache, and the per-transaction
-//! memory. Every part is bounded in bytes.
+//! memory, and the greylisting store. Every part is bounded in bytes (the
+//! store on disk by max_entries and expiry).
 
+pub mod rate_events;
 pub mod spf_cache;
+pub mod store;
 pub mod transactions;
 
-use std::sync::RwLock;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::dns::Resolver;
 use spf_cache::SpfCache;
+use store::Store;
 use transactions::Transactions;
 
 #[derive(Debug)]
@@ -19,6 +23,11 @@ pub struct State {
     resolver: RwLock<Resolver>,
     pub spf_results: SpfCache,
     pub transactions: Transactions,
+    /// Rate limits: warned keys and crossings counted.
+    pub rate_events: rate_events::RateEvents,
+    /// Set once at start when `[store]` is configured, after dropping
+    /// root (the file belongs to the account rpol runs as).
+    store: OnceLock<Arc<Store>>,
 }
 
 impl State {
@@ -27,7 +36,19 @@ impl State {
             resolver: RwLock::new(resolver),
             spf_results: SpfCache::new(spf_cache_entries),
             transactions: Transactions::default(),
+            rate_events: Default::default(),
+            store: OnceLock::new(),
         }
+    }
+
+    /// The store, when one is open.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.get()
+    }
+
+    /// Installs the store; only the first call counts.
+    pub fn set_store(&self, store: Arc<Store>) {
+        let _ = self.store.set(store);
     }
 
     /// The resolver every rule uses (a cheap handle on the shared cache).

@@ -106,7 +106,7 @@ log() { echo "e2e: $*"; }
 start_rpol() {
     rm -f "$SOCKET"
     NO_COLOR=1 RUST_LOG=info,rpol::server=debug \
-        "$RPOL" --config "$HERE/policy.toml" --listen "unix:$SOCKET" --user nobody >>"$RPOL_LOG" 2>&1 &
+        "$RPOL" --config "$T/conf/policy.toml" --listen "unix:$SOCKET" --user nobody >>"$RPOL_LOG" 2>&1 &
     local pid=$! i
     echo $pid >"$T/rpol.pid"
     for ((i = 0; i < 100; i++)); do
@@ -312,6 +312,12 @@ cat >"$ETC/master.cf" <<'EOF'
   -o syslog_name=postfix/submission
   -o smtpd_policy_service_policy_context=submission
   -o smtpd_sasl_auth_enable=yes
+# Rate limits: rpol counts each accepted message at END-OF-MESSAGE.
+127.0.0.1:2588 inet n   -       n       -       -       smtpd
+  -o syslog_name=postfix/ratelimit
+  -o smtpd_policy_service_policy_context=ratelimit
+  -o smtpd_sasl_auth_enable=yes
+  -o { smtpd_end_of_data_restrictions = check_policy_service unix:private/rpol, check_client_access static:HOLD }
 # The reference: Postfix's own restrictions, the seed's port-25 chain as
 # main.cf would write it (without the whitelist tables), no rpol.
 127.0.0.1:2526 inet n   -       n       -       -       smtpd
@@ -348,9 +354,13 @@ EOF
 # postfix prints its errors only to a tty (or syslog): give it one.
 out=$(script -qec "postfix -c '$ETC' check" /dev/null 2>&1) || die "postfix check: $out"
 out=$(script -qec "postfix -c '$ETC' start" /dev/null 2>&1) || die "postfix start: $out"
-wait_for 'port_open 2525 && port_open 2526 && port_open 2587' 100 \
-    || die "Postfix does not listen on 2525/2526/2587"
+wait_for 'port_open 2525 && port_open 2526 && port_open 2587 && port_open 2588' 100 \
+    || die "Postfix does not listen on 2525/2526/2587/2588"
 
+# rpol's config and tables, copied so that its store (state/) lives here.
+mkdir -p "$T/conf/state"
+cp -r "$HERE/policy.toml" "$HERE/tables" "$T/conf/"
+chown nobody "$T/conf/state"
 start_rpol
 
 # ---- checks
@@ -822,6 +832,29 @@ expect "no HELO/EHLO: smtpd_helo_required: Postfix itself" \
     "$(reply_to "MAIL FROM:<$FROM>") | $(reply_to "RCPT TO:<$RCPT>")" \
     "503 5.5.1 Error: send HELO/EHLO first | 503 5.5.1 Error: need MAIL command"
 
+# 33b. Rate limit (port 2588, profile ratelimit: 2 messages an hour per
+#      login, counted at END-OF-MESSAGE): bob's first two messages are
+#      queued, the third is deferred at RCPT; another login goes on.
+rate_login() { echo "ADDR=198.51.100.7 $NOBODY LOGIN=$1"; }
+for n in 1 2; do
+    QUIT_AFTER= smtp 2588 "$(rate_login bob@example.com)" client.e2e.example bob@example.com "$RCPT" \
+        --header "Subject: rate $n" --body "e2e rate-limit body"
+    expect "port 2588: bob's message $n of 2 an hour is queued" \
+        "$(reply_to "." | sed 's/queued as .*/queued/')" "250 2.0.0 Ok: queued"
+done
+RATE_REFUSED="450 4.7.1 <$RCPT>: Recipient address rejected: <bob@example.com>: Sender address rejected: Rate limit \"e2e_login\" reached: 2 messages per 1h; try again later"
+smtp 2588 "$(rate_login bob@example.com)" client.e2e.example bob@example.com "$RCPT"
+expect "port 2588: bob's third message gets 450 4.7.1 at RCPT" \
+    "$(reply_to "RCPT TO:<$RCPT>")" "$RATE_REFUSED"
+smtp 2588 "$(rate_login alice@example.com)" client.e2e.example alice@example.com "$RCPT"
+expect "port 2588: alice's budget is her own" "$(reply_to "RCPT TO:<$RCPT>")" "250 2.1.5 Ok"
+sleep 0.2
+if grep -q 'WARN .*rate limit "e2e_login": sasl_username=bob@example.com reached its budget' "$RPOL_LOG"; then
+    pass "rpol warned about bob's login crossing its limit"
+else
+    fail "rpol warned about bob's login crossing its limit" "$(tail -n 5 "$RPOL_LOG")"
+fi
+
 # 34. rpol stopped: Postfix retries, then applies its default_action.
 stop_rpol
 [ ! -e "$SOCKET" ] || log "note: rpol left its socket behind after SIGTERM"
@@ -838,9 +871,12 @@ smtp 2525 "ADDR=203.0.113.9 $NOBODY" client.e2e.example sender@partner.example "
 expect "rpol restarted: Postfix reconnects and rpol rejects again" \
     "$(reply_to "RCPT TO:<$RCPT>")" \
     "554 5.7.1 <$RCPT>: Recipient address rejected: <unknown[203.0.113.9]>: Client host rejected: Access denied"
+smtp 2588 "$(rate_login bob@example.com)" client.e2e.example bob@example.com "$RCPT"
+expect "rpol restarted: bob's count survived (embedded store)" \
+    "$(reply_to "RCPT TO:<$RCPT>")" "$RATE_REFUSED"
 
-# 36. Nothing went wrong on either side.
-errors=$(grep -E ' (ERROR|WARN) ' "$RPOL_LOG")
+# 36. Nothing went wrong on either side (but the expected rate-limit warning).
+errors=$(grep -E ' (ERROR|WARN) ' "$RPOL_LOG" | grep -v 'rate limit "e2e_login": sasl_username=bob@example.com')
 if [ -z "$errors" ]; then
     pass "rpol logged no warnings or errors"
 else

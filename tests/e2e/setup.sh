@@ -2,7 +2,7 @@
 # Installs what tests/e2e/run.sh needs (perl, for smtp-raw.pl and the
 # silent DNS responder, comes with swaks): Postfix 3.7 (never started as a
 # system service: apt-get does not start services here), swaks, knot, and
-# the small tools run.sh uses. Idempotent: does nothing when all is there.
+# the small tools run.sh uses, and redis-server for the store tests. Idempotent: does nothing when all is there.
 # Needs root (CI runs as root).
 set -eu
 
@@ -16,6 +16,8 @@ command -v kdig     >/dev/null 2>&1 || need="$need knot-dnsutils"
 { command -v ip && command -v ss; } >/dev/null 2>&1 || need="$need iproute2"
 command -v script   >/dev/null 2>&1 || need="$need bsdutils"
 command -v unshare  >/dev/null 2>&1 || need="$need util-linux"
+# The greylisting store's Redis backend: tests start throw-away instances.
+command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
 # Cyrus SASL mechanisms, so that smtpd can enable SASL on the submission port.
 ls /usr/lib/*/sasl2/libplain.so >/dev/null 2>&1 || need="$need libsasl2-modules"
 

@@ -1,0 +1,364 @@
+//! `check_rate_limit NAME`: a `[[rate_limit]]` budget per login, client or
+//! sender. At MAIL and RCPT it only reads the key's record and refuses once
+//! a budget is spent, or when the request would be the key's next distinct
+//! client network beyond `distinct_clients`. At END-OF-MESSAGE it asks the
+//! chain to count the message (one message, `recipient_count` recipients,
+//! the client's network) once the chain has not refused it: only accepted
+//! mail counts, and a transaction that never reaches END-OF-MESSAGE counts
+//! nothing. The store counts an instance once.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Context, Pending};
+use crate::log::Escaped;
+use crate::protocol::{ProtocolState, Request};
+use crate::state::State;
+use crate::state::store::rate::{
+    self, Exceeded, RateKey, RateParams, Usage, instance_tag, network_of,
+};
+use crate::state::store::unix_now;
+use crate::vocab::outcome::Outcome;
+use crate::vocab::reply::Reply;
+
+/// Recipients one message may add: Postfix's smtpd_recipient_limit is
+/// 1000 by default; a larger `recipient_count` is cut to this.
+pub const MAX_RECIPIENTS_PER_MESSAGE: u32 = 100_000;
+
+/// What a limit counts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    SaslUsername,
+    ClientAddress,
+    Sender,
+}
+
+impl KeyKind {
+    pub const NAMES: [&str; 3] = ["sasl_username", "client_address", "sender"];
+
+    pub fn parse(s: &str) -> Option<KeyKind> {
+        match s {
+            "sasl_username" => Some(KeyKind::SaslUsername),
+            "client_address" => Some(KeyKind::ClientAddress),
+            "sender" => Some(KeyKind::Sender),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    /// The key's value in `req`, as counted, or `None` when the request
+    /// has none (no login: a login limit does not apply). Logins and
+    /// senders are lowercased (case does not make another account); an
+    /// IPv6 client counts by its /64 (it can pick any address in it); the
+    /// null sender counts as `<>`.
+    pub fn value(self, req: &Request) -> Option<String> {
+        match self {
+            KeyKind::SaslUsername if req.sasl_username.is_empty() => None,
+            KeyKind::SaslUsername => Some(req.sasl_username.to_lowercase()),
+            KeyKind::Sender if req.sender.is_empty() => Some("<>".into()),
+            KeyKind::Sender => Some(req.sender.to_lowercase()),
+            KeyKind::ClientAddress => match req.client_ip() {
+                Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+                    Some(network_of(IpAddr::V6(v6)))
+                }
+                Some(ip) => Some(ip.to_canonical().to_string()),
+                None if req.client_address.is_empty() => None,
+                None => Some(req.client_address.to_lowercase()),
+            },
+        }
+    }
+}
+
+/// What a refusal answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitAction {
+    /// `450 4.7.1`: the client tries again later.
+    Defer,
+    /// `550 5.7.1`.
+    Reject,
+}
+
+/// What a failed store call means for a MAIL or RCPT request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// The request goes on unchecked: mail never stops for the store.
+    Dunno,
+    /// `451 4.3.0 Temporary lookup failure`, as Postfix for a table.
+    Defer,
+}
+
+/// One `[[rate_limit]]`, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub name: String,
+    pub key: KeyKind,
+    /// 0: no such budget.
+    pub messages: u64,
+    pub recipients: u64,
+    pub distinct_clients: u64,
+    pub window: Duration,
+    /// The window as the admin wrote it, for replies and logs ("1h").
+    pub window_text: String,
+    pub action: LimitAction,
+    pub on_store_error: OnStoreError,
+}
+
+impl RateLimit {
+    fn params(&self, now: u64) -> RateParams {
+        RateParams {
+            now,
+            window: self.window.as_secs(),
+            messages: self.messages,
+            recipients: self.recipients,
+            distinct_clients: self.distinct_clients,
+        }
+    }
+
+    /// The reply naming the budget that is spent.
+    pub fn reply(&self, exceeded: Exceeded) -> Reply {
+        let budget = match exceeded {
+            Exceeded::Messages => format!("{} messages", self.messages),
+            Exceeded::Recipients => format!("{} recipients", self.recipients),
+            Exceeded::DistinctClients => {
+                format!("{} distinct client networks", self.distinct_clients)
+            }
+        };
+        let text = format!(
+            "Rate limit \"{}\" reached: {budget} per {}",
+            self.name, self.window_text
+        );
+        match self.action {
+            LimitAction::Defer => Reply::new(450, "4.7.1", format!("{text}; try again later")),
+            LimitAction::Reject => Reply::new(550, "5.7.1", text),
+        }
+    }
+}
+
+/// A message to count once the chain has not refused it.
+#[derive(Debug)]
+pub struct Count {
+    limit: Arc<RateLimit>,
+    key: RateKey,
+    value: String,
+    network: String,
+    recipients: u32,
+    tag: String,
+}
+
+/// Recipients a message adds: `recipient_count`, at most
+/// [`MAX_RECIPIENTS_PER_MESSAGE`] (a number too long for u64 too); 1 when
+/// it is not a number (the message had a recipient).
+fn recipients(count: &str) -> u32 {
+    let count = count.trim();
+    if count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) {
+        return 1;
+    }
+    let n = count.parse::<u64>().unwrap_or(u64::MAX);
+    n.min(u64::from(MAX_RECIPIENTS_PER_MESSAGE)) as u32
+}
+
+/// The client's network, `unknown` when `client_address` holds no address.
+fn network(req: &Request) -> String {
+    req.client_ip().map_or_else(|| "unknown".into(), network_of)
+}
+
+/// The rule, for `Run::Limit`.
+pub fn run<'c, 'a>(ctx: &'c mut Context<'a>, limit: &'c Arc<RateLimit>) -> Pending<'c> {
+    Box::pin(check_rate_limit(ctx, limit))
+}
+
+/// `check_rate_limit NAME`: refuses with the limit's reply once the key's
+/// budget is spent (`450 4.7.1 Rate limit "NAME" reached: 200 messages per
+/// 1h; try again later`, or `550 5.7.1` with `action = "reject"`).
+pub async fn check_rate_limit(ctx: &mut Context<'_>, limit: &Arc<RateLimit>) -> Outcome {
+    let req = ctx.request;
+    let Some(value) = limit.key.value(req) else {
+        ctx.note(|| format!("no {}: the limit does not apply", limit.key.name()));
+        return Outcome::Dunno;
+    };
+    let key = RateKey::new(&limit.name, limit.key.name(), &value);
+    let net = network(req);
+    if req.state() == ProtocolState::EndOfMessage {
+        let recipients = recipients(&req.recipient_count);
+        ctx.note(|| {
+            format!("counts 1 message, {recipients} recipient(s) from {net} once accepted")
+        });
+        ctx.counts.push(Count {
+            limit: limit.clone(),
+            key,
+            value,
+            network: net,
+            recipients,
+            tag: instance_tag(&req.instance),
+        });
+        return Outcome::Dunno;
+    }
+    let Some(store) = ctx.state.store() else {
+        ctx.note(|| "no store open (--test-request): not checked".into());
+        return Outcome::Dunno;
+    };
+    let now = unix_now();
+    match store.rate_check(key, &net, limit.params(now)).await {
+        Ok(rate::Check {
+            exceeded: None,
+            usage,
+        }) => {
+            ctx.note(|| describe(limit, &usage));
+            Outcome::Dunno
+        }
+        Ok(rate::Check {
+            exceeded: Some(exceeded),
+            usage,
+        }) => {
+            ctx.note(|| describe(limit, &usage));
+            let slot = now / limit.window.as_secs().max(1);
+            if ctx.state.rate_events.crossed(&limit.name, key, slot) {
+                tracing::warn!(
+                    "rate limit {:?}: {}={} reached its budget ({}), {}; client {}",
+                    limit.name,
+                    limit.key.name(),
+                    Escaped(&value),
+                    limit.reply(exceeded).text,
+                    describe(limit, &usage),
+                    Escaped(&req.client_address),
+                );
+            }
+            Outcome::Reject(limit.reply(exceeded))
+        }
+        Err(e) => {
+            ctx.note(|| format!("store failed: {e}"));
+            match limit.on_store_error {
+                OnStoreError::Dunno => Outcome::Dunno,
+                OnStoreError::Defer => {
+                    Outcome::Reject(Reply::new(451, "4.3.0", "Temporary lookup failure"))
+                }
+            }
+        }
+    }
+}
+
+fn describe(limit: &RateLimit, usage: &Usage) -> String {
+    format!(
+        "{} message(s), {} recipient(s) in the last {} from {} network(s): {}",
+        usage.messages,
+        usage.recipients,
+        limit.window_text,
+        usage.networks.len(),
+        if usage.networks.is_empty() {
+            "none".into()
+        } else {
+            usage.networks.join(" ")
+        }
+    )
+}
+
+/// Counts the messages the chain accepted. A failed count is logged and
+/// counted by the store and changes nothing: the message is already
+/// accepted.
+pub async fn commit(state: &State, counts: Vec<Count>, trace: Option<&mut Vec<String>>) {
+    let Some(store) = state.store() else {
+        return;
+    };
+    let mut lines = Vec::new();
+    for c in counts {
+        let p = c.limit.params(unix_now());
+        let r = store
+            .rate_count(c.key, &c.network, c.recipients, &c.tag, p)
+            .await;
+        let who = format!("{}={}", c.limit.key.name(), Escaped(&c.value));
+        lines.push(match r {
+            Ok(counted) if counted.repeated => format!(
+                "rate limit {:?}: {who}: instance counted before; {}",
+                c.limit.name,
+                describe(&c.limit, &counted.usage)
+            ),
+            Ok(counted) => format!(
+                "rate limit {:?}: {who} counted; {}",
+                c.limit.name,
+                describe(&c.limit, &counted.usage)
+            ),
+            Err(e) => format!("rate limit {:?}: {who} not counted: {e}", c.limit.name),
+        });
+    }
+    if let Some(trace) = trace {
+        trace.extend(lines);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipient_counts() {
+        assert_eq!(recipients("3"), 3);
+        assert_eq!(recipients(" 7 "), 7);
+        assert_eq!(
+            recipients("99999999999999999999999"),
+            MAX_RECIPIENTS_PER_MESSAGE
+        );
+        assert_eq!(recipients(""), 1);
+        assert_eq!(recipients("-5"), 1);
+        assert_eq!(recipients("0"), 0);
+    }
+
+    #[test]
+    fn key_values() {
+        let req = |pairs: &[(&str, &str)]| Request::from_pairs(pairs.iter().copied());
+        let r = req(&[
+            ("sasl_username", "Alice@Example.COM"),
+            ("sender", ""),
+            ("client_address", "2001:db8:1:2:3::9"),
+        ]);
+        assert_eq!(
+            KeyKind::SaslUsername.value(&r).as_deref(),
+            Some("alice@example.com")
+        );
+        assert_eq!(KeyKind::Sender.value(&r).as_deref(), Some("<>"));
+        assert_eq!(
+            KeyKind::ClientAddress.value(&r).as_deref(),
+            Some("2001:db8:1:2::/64")
+        );
+        let r = req(&[("client_address", "::ffff:203.0.113.9")]);
+        assert_eq!(KeyKind::SaslUsername.value(&r), None);
+        assert_eq!(
+            KeyKind::ClientAddress.value(&r).as_deref(),
+            Some("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn replies_name_the_limit() {
+        let mut limit = RateLimit {
+            name: "per_login".into(),
+            key: KeyKind::SaslUsername,
+            messages: 200,
+            recipients: 1000,
+            distinct_clients: 5,
+            window: Duration::from_secs(3600),
+            window_text: "1h".into(),
+            action: LimitAction::Defer,
+            on_store_error: OnStoreError::Dunno,
+        };
+        assert_eq!(
+            limit.reply(Exceeded::Messages).to_string(),
+            Reply::new(
+                450,
+                "4.7.1",
+                "Rate limit \"per_login\" reached: 200 messages per 1h; try again later"
+            )
+            .to_string()
+        );
+        limit.action = LimitAction::Reject;
+        let r = limit.reply(Exceeded::DistinctClients);
+        assert_eq!((r.code, r.dsn.as_str()), (550, "5.7.1"));
+        assert_eq!(
+            r.text,
+            "Rate limit \"per_login\" reached: 5 distinct client networks per 1h"
+        );
+    }
+}

@@ -1,0 +1,522 @@
+//! The store: greylisting (and later rate-limit) records that outlive
+//! reloads and restarts, and that several MX hosts may share. Two
+//! backends: an embedded redb file ([`embedded`]) and Redis ([`redis`]).
+//!
+//! This file is the plumbing every operation shares: opening, the timeout
+//! on each call, the error count and the rate-limited warning. The
+//! operations themselves (`greylist`, ...) are one method each here, one
+//! redb transaction function in embedded.rs and one Lua script in
+//! redis.rs. What a failed call means for the request (`on_store_error`)
+//! is the rule's decision, not the store's.
+
+pub mod embedded;
+pub mod greylist;
+pub mod rate;
+pub mod redis;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use greylist::{GreylistParams, TripletKey, Verdict};
+use rate::{RateKey, RateParams};
+
+/// Default `[store] path`: the Debian package's StateDirectory.
+pub const DEFAULT_PATH: &str = "/var/lib/rpol/rpol.redb";
+/// Default `[store] max_entries`: at ~100 bytes a record on disk, about
+/// 100 MB for the embedded file.
+pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+/// Default `[store] timeout`: long enough for an fsync on a busy disk or a
+/// Redis round trip across a LAN, short against Postfix's 100 s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default `[store] prefix` of every Redis key.
+pub const DEFAULT_PREFIX: &str = "rpol:";
+
+/// Where records live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// A redb file on local disk.
+    Embedded { path: PathBuf },
+    /// A Redis server (`redis://host:port/db`, `redis+unix:///path`).
+    Redis { url: String },
+}
+
+/// `[store]`, compiled. Server settings: a change takes a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    pub backend: Backend,
+    /// Each store call gives up after this long.
+    pub timeout: Duration,
+    /// Records the embedded store keeps at most (Redis: its maxmemory).
+    pub max_entries: u64,
+    /// Prefix of Redis keys, so deployments can share one server.
+    pub prefix: String,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            backend: Backend::Embedded {
+                path: PathBuf::from(DEFAULT_PATH),
+            },
+            timeout: DEFAULT_TIMEOUT,
+            max_entries: DEFAULT_MAX_ENTRIES,
+            prefix: DEFAULT_PREFIX.into(),
+        }
+    }
+}
+
+/// Why a store call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("full: {0} records (max_entries) and none expired")]
+    Full(u64),
+    #[error("{0}")]
+    Backend(String),
+}
+
+enum Inner {
+    Embedded(embedded::Embedded),
+    Redis(redis::RedisStore),
+}
+
+pub struct Store {
+    inner: Inner,
+    timeout: Duration,
+    /// Failed calls (timeouts, errors, full) since start.
+    pub errors: AtomicU64,
+    warned: Mutex<Warned>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.inner {
+            Inner::Embedded(_) => "Store(embedded)",
+            Inner::Redis(_) => "Store(redis)",
+        })
+    }
+}
+
+/// Store failures are logged at most once per [`WARN_EVERY`], with how
+/// many happened since: a dead Redis must not flood the log.
+#[derive(Default)]
+struct Warned {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Seconds since the epoch, now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Store {
+    /// Opens the embedded file (an error here stops the start: the path or
+    /// its permissions are wrong) or sets up the Redis client (which
+    /// connects on first use, so rpol starts while Redis is down).
+    pub fn open(settings: &StoreSettings) -> Result<Store, StoreError> {
+        let inner = match &settings.backend {
+            Backend::Embedded { path } => {
+                Inner::Embedded(embedded::Embedded::open(path, settings.max_entries)?)
+            }
+            Backend::Redis { url } => Inner::Redis(redis::RedisStore::new(
+                url,
+                &settings.prefix,
+                settings.timeout,
+            )?),
+        };
+        Ok(Store {
+            inner,
+            timeout: settings.timeout,
+            errors: AtomicU64::new(0),
+            warned: Mutex::new(Warned::default()),
+        })
+    }
+
+    /// Runs `call` under the timeout; a failure is counted and logged.
+    async fn guarded<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        };
+        if let Err(e) = &result {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            self.warn(what, e);
+        }
+        result
+    }
+
+    fn warn(&self, what: &str, e: &StoreError) {
+        let mut w = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        w.since += 1;
+        let now = std::time::Instant::now();
+        if w.last.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
+            let backend = match self.inner {
+                Inner::Embedded(_) => "embedded",
+                Inner::Redis(_) => "redis",
+            };
+            tracing::warn!(
+                "store ({backend}): {what} failed: {e} ({} failure(s) since the last warning)",
+                w.since
+            );
+            w.last = Some(now);
+            w.since = 0;
+        }
+    }
+
+    /// Checks and updates a triplet and its client's auto-whitelist record
+    /// in one atomic step.
+    pub async fn greylist(
+        &self,
+        triplet: TripletKey,
+        client: &str,
+        params: GreylistParams,
+    ) -> Result<Verdict, StoreError> {
+        let call = async {
+            match &self.inner {
+                Inner::Embedded(e) => e.greylist(triplet, client, params).await,
+                Inner::Redis(r) => r.greylist(triplet, client, params).await,
+            }
+        };
+        self.guarded("greylist", call).await
+    }
+
+    /// Reads a rate-limit record: would one more message from `network`
+    /// fit? Changes nothing.
+    pub async fn rate_check(
+        &self,
+        key: RateKey,
+        network: &str,
+        params: RateParams,
+    ) -> Result<rate::Check, StoreError> {
+        let call = async {
+            match &self.inner {
+                Inner::Embedded(e) => e.rate_check(key, network.to_string(), params).await,
+                Inner::Redis(r) => r.rate_check(key, network, params).await,
+            }
+        };
+        self.guarded("rate limit check", call).await
+    }
+
+    /// Counts one accepted message in a rate-limit record, once per
+    /// instance tag, in one atomic step.
+    pub async fn rate_count(
+        &self,
+        key: RateKey,
+        network: &str,
+        recipients: u32,
+        tag: &str,
+        params: RateParams,
+    ) -> Result<rate::Counted, StoreError> {
+        let call = async {
+            match &self.inner {
+                Inner::Embedded(e) => {
+                    e.rate_count(key, network.into(), recipients, tag.into(), params)
+                        .await
+                }
+                Inner::Redis(r) => r.rate_count(key, network, recipients, tag, params).await,
+            }
+        };
+        self.guarded("rate limit count", call).await
+    }
+
+    /// Removes expired records (the embedded store; Redis keys expire by
+    /// themselves). Returns how many went.
+    pub async fn sweep(&self, greylist: Option<GreylistParams>) -> Result<u64, StoreError> {
+        match &self.inner {
+            Inner::Embedded(e) => self.guarded_sweep(e, greylist).await,
+            Inner::Redis(_) => Ok(0),
+        }
+    }
+
+    async fn guarded_sweep(
+        &self,
+        e: &embedded::Embedded,
+        greylist: Option<GreylistParams>,
+    ) -> Result<u64, StoreError> {
+        // No timeout: a sweep holds the writer for as long as it needs,
+        // and requests waiting for it time out on their own.
+        let r = e.sweep(greylist).await;
+        if let Err(err) = &r {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            self.warn("sweep", err);
+        }
+        r
+    }
+
+    /// Records held now (embedded), for the log and tests.
+    pub async fn entries(&self) -> Option<u64> {
+        match &self.inner {
+            Inner::Embedded(e) => e.entries().await.ok(),
+            Inner::Redis(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+
+    /// A throw-away redis-server on a free loopback port, stopped on drop.
+    pub(crate) struct RedisServer {
+        child: Child,
+        pub url: String,
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Starts one, or `None` (with a note) when redis-server is not
+    /// installed and this is not CI (`RPOL_E2E` unset); under CI its
+    /// absence fails.
+    pub(crate) fn redis_server() -> Option<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let spawned = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(c) => c,
+            Err(e) if std::env::var_os("RPOL_E2E").is_none() => {
+                eprintln!("SKIPPED: redis-server not runnable ({e}); install redis-server");
+                return None;
+            }
+            Err(e) => panic!("redis-server is needed under RPOL_E2E: {e}"),
+        };
+        let server = RedisServer {
+            child,
+            url: format!("redis://127.0.0.1:{port}/"),
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    fn params(now: u64) -> GreylistParams {
+        GreylistParams {
+            now,
+            delay: 300,
+            retry_window: 86_400,
+            max_age: 10 * 86_400,
+            auto_whitelist_clients: 2,
+        }
+    }
+
+    /// The same sequence gives the same verdicts on every backend.
+    async fn sequence(store: &Store) {
+        let t0 = unix_now();
+        let key = |s: &str| TripletKey::new("203.0.113.0", s, "rcpt@y.example");
+        let ip = "203.0.113.9";
+        let mut got = Vec::new();
+        for (sender, at) in [("a", 0), ("a", 100), ("a", 300), ("a", 400), ("b", 4000)] {
+            got.push(store.greylist(key(sender), ip, params(t0 + at)).await);
+        }
+        got.push(store.greylist(key("b"), ip, params(t0 + 4300)).await);
+        got.push(store.greylist(key("c"), ip, params(t0 + 4400)).await);
+        let want = [
+            Verdict::Greylisted {
+                missing: 300,
+                first_seen: true,
+            },
+            Verdict::Greylisted {
+                missing: 200,
+                first_seen: false,
+            },
+            Verdict::Passed {
+                delayed: 300,
+                whitelisted_now: false,
+            },
+            Verdict::Known,
+            Verdict::Greylisted {
+                missing: 300,
+                first_seen: true,
+            },
+            Verdict::Passed {
+                delayed: 300,
+                whitelisted_now: true,
+            },
+            Verdict::AutoWhitelisted { count: 2 },
+        ];
+        let got: Vec<_> = got.into_iter().map(|v| v.expect("store call")).collect();
+        assert_eq!(got, want);
+    }
+
+    /// The same rate-limit sequence gives the same answers on every backend.
+    async fn rate_sequence(store: &Store) {
+        use rate::Exceeded;
+        let t0 = unix_now();
+        let p = |at: u64| RateParams {
+            now: t0 + at,
+            window: 3600,
+            messages: 3,
+            recipients: 4,
+            distinct_clients: 2,
+        };
+        let key = RateKey::new("per_login", "sasl_username", "alice");
+        let other = RateKey::new("per_login", "sasl_username", "bob");
+        let mut got = Vec::new();
+        let check = async |k, net: &str, at| {
+            let c = store.rate_check(k, net, p(at)).await.expect("check");
+            (c.exceeded, c.usage.messages, c.usage.recipients)
+        };
+        got.push(check(key, "203.0.113.0/24", 0).await);
+        let c = store
+            .rate_count(key, "203.0.113.0/24", 2, "aa", p(1))
+            .await
+            .unwrap();
+        assert!(!c.repeated);
+        let c = store
+            .rate_count(key, "203.0.113.0/24", 2, "aa", p(2))
+            .await
+            .unwrap();
+        assert!(c.repeated, "the same instance counts once");
+        store
+            .rate_count(key, "198.51.100.0/24", 1, "bb", p(3))
+            .await
+            .unwrap();
+        got.push(check(key, "2001:db8::/64", 4).await);
+        got.push(check(key, "198.51.100.0/24", 4).await);
+        store
+            .rate_count(key, "198.51.100.0/24", 1, "", p(5))
+            .await
+            .unwrap();
+        got.push(check(key, "198.51.100.0/24", 6).await);
+        got.push(check(other, "198.51.100.0/24", 6).await);
+        // Everything has left the window an hour later.
+        got.push(check(key, "2001:db8::/64", 3606).await);
+        let want = [
+            (None, 0, 0),
+            (Some(Exceeded::DistinctClients), 2, 3),
+            (None, 2, 3),
+            (Some(Exceeded::Messages), 3, 4),
+            (None, 0, 0),
+            (None, 0, 0),
+        ];
+        assert_eq!(got, want);
+        let c = store.rate_check(key, "x", p(7)).await.unwrap();
+        assert_eq!(c.usage.networks, ["203.0.113.0/24", "198.51.100.0/24"]);
+    }
+
+    #[tokio::test]
+    async fn embedded_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StoreSettings {
+            backend: Backend::Embedded {
+                path: dir.path().join("s.redb"),
+            },
+            ..StoreSettings::default()
+        };
+        let store = Store::open(&settings).unwrap();
+        sequence(&store).await;
+        rate_sequence(&store).await;
+    }
+
+    #[tokio::test]
+    async fn redis_backend_and_its_expiry() {
+        let Some(server) = redis_server() else {
+            return;
+        };
+        let settings = StoreSettings {
+            backend: Backend::Redis {
+                url: server.url.clone(),
+            },
+            prefix: "t1:".into(),
+            ..StoreSettings::default()
+        };
+        let store = Store::open(&settings).unwrap();
+        sequence(&store).await;
+        rate_sequence(&store).await;
+        // A check writes nothing; a count's record expires with its window.
+        let mut con = ::redis::Client::open(server.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg("t1:rate:*")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let ttl: i64 = ::redis::cmd("TTL")
+            .arg(&keys[0])
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(ttl > 3500 && ttl <= 3600, "{ttl}");
+        let _ = ::redis::cmd("FLUSHDB")
+            .query_async::<()>(
+                &mut ::redis::Client::open(server.url.as_str())
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+        sequence(&store).await;
+        // Every key expires by itself; an unpassed triplet within the retry window.
+        let client = ::redis::Client::open(server.url.as_str()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg("t1:*")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        for k in keys {
+            let ttl: i64 = ::redis::cmd("TTL")
+                .arg(&k)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert!(ttl > 0 && ttl <= 10 * 86_400, "{k}: {ttl}");
+        }
+    }
+
+    #[tokio::test]
+    async fn redis_down_is_an_error_within_the_timeout_and_counted() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let settings = StoreSettings {
+            backend: Backend::Redis {
+                url: format!("redis://127.0.0.1:{port}/"),
+            },
+            timeout: Duration::from_millis(300),
+            ..StoreSettings::default()
+        };
+        let store = Store::open(&settings).expect("starts while Redis is down");
+        let start = std::time::Instant::now();
+        let key = TripletKey::new("203.0.113.0", "a@x.example", "b@y.example");
+        let r = store.greylist(key, "203.0.113.9", params(unix_now())).await;
+        assert!(r.is_err(), "{r:?}");
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert_eq!(store.errors.load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,478 @@
+//! Rate limits (issue 14) through real sockets: the rpol binary, its
+//! embedded store in a temporary directory or a real redis-server, raw
+//! policy requests as Postfix's submission service sends them (RCPT, then
+//! END-OF-MESSAGE for an accepted message).
+//!
+//! Budgets: 2 messages, 5 recipients, 2 distinct client networks an hour
+//! per login.
+
+#[path = "support/redis.rs"]
+mod redis;
+#[path = "support/rpol.rs"]
+mod rpol;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use rpol::{Rpol, Setup, ask_action};
+
+const LIMIT: &str = r#"[[rate_limit]]
+name = "per_login"
+key = "sasl_username"
+messages = 2
+recipients = 5
+distinct_clients = 2
+window = "1h"
+"#;
+
+/// A config with `store` (a `[store]` body), `limits` and the submission
+/// profile; `senders` is a table that rejects spam@example.com.
+fn config(store: &str, limits: &str) -> String {
+    format!(
+        r#"[dns]
+nameservers = ["127.0.0.1:9"]
+
+[store]
+{store}
+
+{limits}
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[tables]
+senders = "senders"
+
+[profile.submission]
+match = {{ server_port = 587 }}
+client = ["permit_sasl_authenticated", "reject"]
+sender = ["check_rate_limit per_login", "check_sender_access senders"]
+
+[profile.default]
+client = ["dunno"]
+"#
+    )
+}
+
+fn embedded(path: &Path) -> String {
+    format!("path = {:?}", path.display().to_string())
+}
+
+fn start(config: &str) -> Rpol {
+    Setup::new(config)
+        .file("senders", "spam@example.com REJECT\n")
+        .start()
+}
+
+/// One request of a submission transaction.
+#[derive(Clone, Copy)]
+struct Msg<'a> {
+    login: &'a str,
+    client: &'a str,
+    instance: &'a str,
+    sender: &'a str,
+    recipients: &'a str,
+}
+
+const ALICE: Msg = Msg {
+    login: "alice@example.com",
+    client: "203.0.113.5",
+    instance: "1.1",
+    sender: "alice@example.com",
+    recipients: "1",
+};
+
+impl Msg<'_> {
+    fn attrs(&self, state: &str) -> Vec<(&str, String)> {
+        let mut a = vec![
+            ("protocol_state", state.to_string()),
+            ("protocol_name", "ESMTP".into()),
+            ("client_address", self.client.into()),
+            ("client_name", "unknown".into()),
+            ("server_port", "587".into()),
+            ("helo_name", "laptop".into()),
+            ("sender", self.sender.into()),
+            ("instance", self.instance.into()),
+            (
+                "sasl_method",
+                if self.login.is_empty() { "" } else { "PLAIN" }.into(),
+            ),
+            ("sasl_username", self.login.into()),
+        ];
+        if state == "END-OF-MESSAGE" {
+            a.push(("recipient", String::new()));
+            a.push(("recipient_count", self.recipients.into()));
+        } else {
+            a.push(("recipient", "someone@example.org".into()));
+            a.push(("recipient_count", "0".into()));
+        }
+        a
+    }
+
+    fn ask(&self, rpol: &Rpol, state: &str) -> String {
+        let attrs = self.attrs(state);
+        let pairs: Vec<(&str, &str)> = attrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ask_action(&mut rpol.connect(), &pairs)
+    }
+
+    fn rcpt(&self, rpol: &Rpol) -> String {
+        self.ask(rpol, "RCPT")
+    }
+
+    /// RCPT (which must pass), then END-OF-MESSAGE.
+    fn send(&self, rpol: &Rpol) {
+        assert_eq!(
+            self.rcpt(rpol),
+            "DUNNO",
+            "RCPT of instance {}",
+            self.instance
+        );
+        assert_eq!(self.ask(rpol, "END-OF-MESSAGE"), "DUNNO");
+    }
+
+    fn with(&self, instance: &'static str) -> Msg<'_> {
+        Msg { instance, ..*self }
+    }
+}
+
+/// The reply Postfix shows for a limit in the sender stage (rpol adds the
+/// stage's wording; Postfix prefixes its own for the recipient list).
+fn refused(budget: &str) -> String {
+    format!(
+        "450 4.7.1 <alice@example.com>: Sender address rejected: Rate limit \"per_login\" reached: {budget} per 1h; try again later"
+    )
+}
+
+/// The address the daemon serves metrics on.
+fn metrics(rpol: &Rpol) -> String {
+    let line = rpol.wait_for_log("serving metrics on http://", 0);
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("/metrics");
+    let mut s = TcpStream::connect(addr).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn a_spent_budget_refuses_at_mail_and_rcpt_and_other_logins_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let rpol = start(&config(&embedded(&dir.path().join("s.redb")), LIMIT));
+    ALICE.with("1.1").send(&rpol);
+    ALICE.with("1.2").send(&rpol);
+    assert_eq!(ALICE.with("1.3").rcpt(&rpol), refused("2 messages"));
+    assert_eq!(ALICE.with("1.3").ask(&rpol, "MAIL"), refused("2 messages"));
+    // Case does not make another login.
+    let shouting = Msg {
+        login: "ALICE@example.com",
+        ..ALICE.with("1.4")
+    };
+    assert_eq!(shouting.rcpt(&rpol), refused("2 messages"));
+    let bob = Msg {
+        login: "bob@example.com",
+        sender: "alice@example.com",
+        ..ALICE.with("2.1")
+    };
+    bob.send(&rpol);
+    // No login: the login limit does not apply (the client stage rejects).
+    let anonymous = Msg {
+        login: "",
+        ..ALICE.with("3.1")
+    };
+    assert_eq!(
+        anonymous.rcpt(&rpol),
+        "554 5.7.1 <unknown[203.0.113.5]>: Client host rejected: Access denied"
+    );
+    // One warning for the key and window, naming login, count and networks.
+    let line = rpol.wait_for_log("rate limit \"per_login\"", 0);
+    assert!(
+        line.contains("WARN")
+            && line.contains("sasl_username=alice@example.com reached its budget")
+            && line.contains(
+                "2 message(s), 2 recipient(s) in the last 1h from 1 network(s): 203.0.113.0/24"
+            )
+            && line.contains("client 203.0.113.5"),
+        "{line}"
+    );
+    assert_eq!(rpol.stderr().matches("reached its budget").count(), 1);
+    let body = metrics(&rpol);
+    assert!(
+        body.contains("rpol_rate_limit_exceeded_total{limit=\"per_login\"} 1\n"),
+        "{body}"
+    );
+    assert!(body.contains("rpol_store_errors_total 0\n"), "{body}");
+}
+
+#[test]
+fn transactions_that_end_before_or_at_a_refusal_count_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rpol = start(&config(&embedded(&dir.path().join("s.redb")), LIMIT));
+    // RCPTs of transactions that were aborted (RSET, QUIT, refused later).
+    for i in 0..10 {
+        let instance = format!("a.{i}");
+        assert_eq!(
+            Msg {
+                instance: &instance,
+                ..ALICE
+            }
+            .rcpt(&rpol),
+            "DUNNO"
+        );
+    }
+    // A message the chain refuses at END-OF-MESSAGE is not counted either.
+    let spam = Msg {
+        sender: "spam@example.com",
+        ..ALICE.with("b.1")
+    };
+    assert_eq!(
+        spam.ask(&rpol, "END-OF-MESSAGE"),
+        "554 5.7.1 <spam@example.com>: Sender address rejected: Access denied"
+    );
+    ALICE.with("c.1").send(&rpol);
+    // The same instance again (Postfix retrying the request) counts once.
+    assert_eq!(ALICE.with("c.1").ask(&rpol, "END-OF-MESSAGE"), "DUNNO");
+    ALICE.with("c.2").send(&rpol);
+    assert_eq!(ALICE.with("c.3").rcpt(&rpol), refused("2 messages"));
+}
+
+#[test]
+fn recipients_count_per_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let rpol = start(&config(&embedded(&dir.path().join("s.redb")), LIMIT));
+    let big = Msg {
+        recipients: "5",
+        ..ALICE.with("r.1")
+    };
+    big.send(&rpol);
+    assert_eq!(ALICE.with("r.2").rcpt(&rpol), refused("5 recipients"));
+    // A hostile recipient_count spends only its own key's budget.
+    let bob = Msg {
+        login: "bob@example.com",
+        recipients: "99999999999999999999",
+        ..ALICE.with("r.3")
+    };
+    bob.send(&rpol);
+    assert_eq!(bob.with("r.6").rcpt(&rpol), refused("5 recipients"));
+    assert_eq!(ALICE.with("r.4").rcpt(&rpol), refused("5 recipients"));
+    let carol = Msg {
+        login: "carol@example.com",
+        ..ALICE.with("r.5")
+    };
+    assert_eq!(carol.rcpt(&rpol), "DUNNO");
+}
+
+#[test]
+fn a_third_client_network_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = LIMIT.replace("messages = 2", "messages = 100");
+    let rpol = start(&config(&embedded(&dir.path().join("s.redb")), &limit));
+    Msg {
+        client: "203.0.113.5",
+        ..ALICE.with("n.1")
+    }
+    .send(&rpol);
+    Msg {
+        client: "2001:db8:1:2::7",
+        ..ALICE.with("n.2")
+    }
+    .send(&rpol);
+    // The same /24 and the same /64 are the same networks.
+    for client in ["203.0.113.200", "2001:db8:1:2:ffff::1"] {
+        Msg {
+            client,
+            ..ALICE.with("n.3")
+        }
+        .send(&rpol);
+    }
+    let third = Msg {
+        client: "198.51.100.9",
+        ..ALICE.with("n.4")
+    };
+    assert_eq!(third.rcpt(&rpol), refused("2 distinct client networks"));
+    let line = rpol.wait_for_log("reached its budget", 0);
+    assert!(
+        line.contains("3 message(s), 3 recipient(s) in the last 1h from 2 network(s): 2001:db8:1:2::/64 203.0.113.0/24; client 198.51.100.9"),
+        "{line}"
+    );
+}
+
+#[test]
+fn counts_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(&embedded(&dir.path().join("s.redb")), LIMIT);
+    let mut first = start(&text);
+    ALICE.with("s.1").send(&first);
+    ALICE.with("s.2").send(&first);
+    first.signal(libc::SIGTERM);
+    assert!(first.wait_exit().success());
+    let second = start(&text);
+    assert_eq!(ALICE.with("s.3").rcpt(&second), refused("2 messages"));
+}
+
+/// Senders as keys are the client's choice: the store keeps at most
+/// max_entries records, and a full store is logged, counted and (the
+/// default on_store_error) does not stop mail.
+#[test]
+fn many_senders_as_keys_do_not_grow_the_store_beyond_max_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let limit = LIMIT.replace("sasl_username", "sender");
+    let store = format!("{}\nmax_entries = 5", embedded(&path));
+    let mut rpol = start(&config(&store, &limit));
+    let senders: Vec<String> = (0..12).map(|n| format!("s{n}@example.org")).collect();
+    for (n, sender) in senders.iter().enumerate() {
+        let instance = format!("m.{n}");
+        Msg {
+            sender,
+            instance: &instance,
+            ..ALICE
+        }
+        .send(&rpol);
+    }
+    rpol.wait_for_log("rate limit count failed: full: 5 records (max_entries)", 0);
+    let body = metrics(&rpol);
+    assert!(body.contains("rpol_store_errors_total 7\n"), "{body}");
+    rpol.signal(libc::SIGTERM);
+    rpol.wait_exit();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let entries = rt.block_on(async {
+        use ::rpol::state::store::{Backend, Store, StoreSettings};
+        let settings = StoreSettings {
+            backend: Backend::Embedded { path: path.clone() },
+            ..StoreSettings::default()
+        };
+        let store = Store::open(&settings).unwrap();
+        store.entries().await
+    });
+    assert_eq!(entries, Some(5));
+}
+
+#[test]
+fn two_instances_on_one_redis_count_together() {
+    let Some(server) = redis::redis_server() else {
+        return;
+    };
+    let store = format!(
+        "backend = \"redis\"\nurl = {:?}\nprefix = \"t2:\"",
+        server.url
+    );
+    let text = config(&store, LIMIT);
+    let a = start(&text);
+    let b = start(&text);
+    ALICE.with("x.1").send(&a);
+    ALICE.with("x.2").send(&b);
+    assert_eq!(ALICE.with("x.3").rcpt(&a), refused("2 messages"));
+    assert_eq!(ALICE.with("x.3").rcpt(&b), refused("2 messages"));
+    // The instance counted on one host is known to the other.
+    let bob = Msg {
+        login: "bob@example.com",
+        ..ALICE.with("y.1")
+    };
+    bob.send(&a);
+    assert_eq!(bob.ask(&b, "END-OF-MESSAGE"), "DUNNO");
+    assert_eq!(bob.with("y.2").rcpt(&b), "DUNNO");
+}
+
+#[test]
+fn a_store_that_is_down_follows_on_store_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let store =
+        format!("backend = \"redis\"\nurl = \"redis://127.0.0.1:{port}/\"\ntimeout = \"300ms\"");
+    let rpol = start(&config(&store, LIMIT));
+    assert_eq!(ALICE.rcpt(&rpol), "DUNNO");
+    assert_eq!(ALICE.ask(&rpol, "END-OF-MESSAGE"), "DUNNO");
+    rpol.wait_for_log("store (redis): rate limit check failed", 0);
+    let deferring = LIMIT.to_string() + "on_store_error = \"defer\"\n";
+    let rpol = start(&config(&store, &deferring));
+    assert_eq!(
+        ALICE.rcpt(&rpol),
+        "451 4.3.0 <alice@example.com>: Sender address rejected: Temporary lookup failure"
+    );
+    // After the data the message is accepted anyway: it is only not counted.
+    assert_eq!(ALICE.ask(&rpol, "END-OF-MESSAGE"), "DUNNO");
+}
+
+#[test]
+fn postfix_config_calls_rpol_at_end_of_data_for_profiles_that_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup =
+        Setup::new(&config(&embedded(&dir.path().join("s.redb")), LIMIT)).file("senders", "");
+    let out = std::process::Command::new(rpol::RPOL)
+        .arg("--config")
+        .arg(&setup.config)
+        .arg("--postfix-config")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines().any(|l| l
+            == "  -o { smtpd_end_of_data_restrictions = check_policy_service inet:127.0.0.1:10040 }"),
+        "{text}"
+    );
+    // Port 25 (main.cf) does not count here: no main.cf line.
+    assert!(!text.contains("\nsmtpd_end_of_data_restrictions"), "{text}");
+}
+
+/// The commented default in the shipped policy.toml works once uncommented
+/// (with a [store]).
+#[test]
+fn the_shipped_commented_default_compiles() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let keys = [
+        "[[rate_limit]]",
+        "name =",
+        "key =",
+        "messages =",
+        "recipients =",
+        "distinct_clients =",
+        "window =",
+        "action =",
+        "on_store_error =",
+    ];
+    let mut uncommented = 0;
+    let mut out = String::new();
+    for line in text.lines() {
+        let line = match line.strip_prefix("# ") {
+            Some(rest) if keys.iter().any(|k| rest.starts_with(k)) => {
+                uncommented += 1;
+                rest.to_string()
+            }
+            _ if line.trim()
+                == "# \"check_rate_limit per_login\",           # see [[rate_limit]] above" =>
+            {
+                uncommented += 1;
+                "  \"check_rate_limit per_login\",".to_string()
+            }
+            _ => line.to_string(),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    assert_eq!(uncommented, 10, "{out}");
+    out.push_str("[store]\npath = \"/nonexistent/rpol.redb\"\n");
+    let loaded = ::rpol::config::load_str(&path, &out).unwrap_or_else(|e| panic!("{e}"));
+    let submission = loaded
+        .policy
+        .profiles
+        .iter()
+        .find(|p| p.name == "submission")
+        .unwrap();
+    assert_eq!(submission.stages[2][0].text, "check_rate_limit per_login");
+}

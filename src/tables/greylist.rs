@@ -200,3 +200,27 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+
+    /// The files the package installs parse, postgrey's Perl regexes
+    /// included, and mean what they say.
+    #[test]
+    fn shipped_whitelists_parse() {
+        let mut c = ClientWhitelist::default();
+        c.parse(include_str!("../../tables/greylist_clients"))
+            .unwrap_or_else(|(line, e)| panic!("greylist_clients:{line}: {e}"));
+        assert!(c.names.len() > 100, "{}", c.names.len());
+        assert!(c.name_entry("mail-ed1-f41.google.com").is_some());
+        assert!(c.name_entry("smtp12.telekom.de").is_none());
+        assert!(c.name_entry("mail12.telekom.de").is_some());
+        assert!(c.network_of("209.85.128.1".parse().unwrap()).is_some());
+        let mut r = RecipientWhitelist::default();
+        r.parse(include_str!("../../tables/greylist_recipients"))
+            .unwrap();
+        assert!(r.entry("postmaster@example.org").is_some());
+        assert!(r.entry("alice@example.org").is_none());
+    }
+}

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use ipnet::IpNet;
 
+use crate::greylist::GreylistSettings;
 use crate::spf::{ResultActions, SpfAction, SpfSettings};
 use crate::tables::addresses::Addresses;
 use crate::tables::logins::LoginMap;
@@ -45,6 +46,8 @@ pub struct Site {
     pub egress: Vec<std::net::IpAddr>,
     /// What check_outbound_spf does per SPF result.
     pub outbound_spf: ResultActions,
+    /// `[greylist]`: how check_greylist judges; `None` without the table.
+    pub greylist: Option<GreylistSettings>,
 }
 
 /// A foreign address a login may send as, relayed through its own
@@ -140,6 +143,7 @@ impl Default for Site {
             foreign_senders: Vec::new(),
             egress: Vec::new(),
             outbound_spf: default_outbound_actions(),
+            greylist: None,
         }
     }
 }

@@ -15,6 +15,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("DnsSection", "[dns]"),
     ("SpfSection", "[spf]"),
     ("StoreSection", "[store]"),
+    ("GreylistSection", "[greylist]"),
     (
         "SpfActionsSection",
         "[spf.mail_from], [spf.helo], [outbound_spf]",

@@ -11,6 +11,7 @@
 
 mod dns;
 mod errors;
+mod greylist;
 mod postfix;
 mod profiles;
 mod ratelimit;
@@ -128,6 +129,7 @@ impl Compiler<'_> {
             spf,
             outbound_spf,
             store,
+            greylist,
             tables,
             profile,
             metrics,
@@ -141,6 +143,12 @@ impl Compiler<'_> {
         let mut site = self.site(site, postfix, &mut files);
         site.spf = self.spf(spf, &mut files);
         site.outbound_spf = self.outbound_spf(outbound_spf);
+        site.greylist = self.greylist(
+            greylist,
+            server.store.is_some(),
+            site.codes.access,
+            &mut files,
+        );
         let dns_config = self.dns(dns);
         let mut resolver = self.tables(tables, site.codes.access);
         resolver.rate_limits = self.rate_limits(rate_limit);
@@ -248,6 +256,10 @@ mod tests {
             (
                 "[store]\nbackend = \"embedded\"\nbogus = 1\n",
                 &["p.toml:3:1: store.bogus: unknown key"],
+            ),
+            (
+                "[store]\n[greylist]\ndelay = \"1s\"\nbogus = 1\n",
+                &["p.toml:4:1: greylist.bogus: unknown key"],
             ),
             // [tables] has no fixed keys: each key names a table, so a new
             // name is accepted (an unused table is never opened) ...
@@ -415,6 +427,34 @@ mod tests {
             (
                 "[store]\nurl = \"redis://x\"\n",
                 "p.toml:2:7: store.url: only with backend = \"redis\"",
+            ),
+            (
+                "[store]\n[greylist]\ndelay = \"0s\"\n",
+                "p.toml:3:9: greylist.delay: must be between 1s and 86400s",
+            ),
+            (
+                "[store]\n[greylist]\nipv4_prefix = 33\n",
+                "p.toml:3:15: greylist.ipv4_prefix: must be at most 32",
+            ),
+            (
+                "[store]\n[greylist]\naction = \"REJECT no\"\n",
+                "p.toml:3:10: greylist.action: must be DEFER_IF_PERMIT, DEFER or a 4xx reply, with optional text",
+            ),
+            (
+                "[store]\n[greylist]\non_store_error = \"permit\"\n",
+                "p.toml:3:18: greylist.on_store_error: expected \"dunno\" or \"defer\"",
+            ),
+            (
+                "[greylist]\n",
+                "p.toml:1:1: greylist: needs a [store] for its records (backend = \"embedded\" or \"redis\")",
+            ),
+            (
+                "[profile.a]\nrecipient = [\"check_greylist\"]\n",
+                "p.toml:2:14: profile.a.recipient: needs a [greylist] table (and a [store] for its records)",
+            ),
+            (
+                "[store]\n[greylist]\n[profile.a]\nsender = [\"check_greylist\"]\n",
+                "p.toml:4:11: profile.a.sender: check_greylist cannot work in the sender stage: it needs the recipient data, which the sender stage runs without (use it in the recipient stage or later)",
             ),
             (
                 "[store]\nbackend = \"sqlite\"\n",

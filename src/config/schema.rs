@@ -26,6 +26,8 @@ pub struct ConfigFile {
     pub outbound_spf: SpfActionsSection,
     /// Where greylisting state lives (server settings, not policy).
     pub store: Option<StoreSection>,
+    /// check_greylist's settings.
+    pub greylist: Option<Spanned<GreylistSection>>,
     /// Named access tables: `name = "[type:]path"`.
     #[serde(default)]
     pub tables: BTreeMap<String, Spanned<String>>,
@@ -131,6 +133,24 @@ pub struct StoreSection {
     pub prefix: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
     pub max_entries: Option<Spanned<usize>>,
+}
+
+/// `[greylist]`: check_greylist, with postgrey's option names.
+#[derive(Debug, Default, Deserialize)]
+pub struct GreylistSection {
+    pub delay: Option<Spanned<String>>,
+    pub max_age: Option<Spanned<String>>,
+    pub retry_window: Option<Spanned<String>>,
+    pub ipv4_prefix: Option<Spanned<u8>>,
+    pub ipv6_prefix: Option<Spanned<u8>>,
+    pub auto_whitelist_clients: Option<Spanned<u64>>,
+    pub whitelist_clients: Option<Vec<Spanned<String>>>,
+    pub whitelist_recipients: Option<Vec<Spanned<String>>>,
+    pub action: Option<Spanned<String>>,
+    pub header: Option<Spanned<String>>,
+    pub skip_spf_pass: Option<bool>,
+    pub skip_fcrdns_match: Option<bool>,
+    pub on_store_error: Option<Spanned<String>>,
 }
 
 /// `[dns]`: the one resolver.

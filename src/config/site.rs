@@ -92,6 +92,7 @@ impl Compiler<'_> {
             foreign_senders,
             egress,
             outbound_spf: crate::site::default_outbound_actions(),
+            greylist: None,
         }
     }
 

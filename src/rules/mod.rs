@@ -12,6 +12,7 @@ pub mod address;
 pub mod client;
 pub mod dnscheck;
 pub mod generic;
+pub mod greylist;
 pub mod helo;
 pub mod ratelimit;
 pub mod sasl;
@@ -58,6 +59,8 @@ pub enum Needs {
     Logins,
     /// `[site] egress`.
     Egress,
+    /// `[greylist]` (which itself needs a `[store]`).
+    Greylist,
 }
 
 impl Needs {
@@ -69,6 +72,9 @@ impl Needs {
             }
             Needs::Egress if site.egress.is_empty() => {
                 Some("needs [site] egress: the addresses our mail leaves from")
+            }
+            Needs::Greylist if site.greylist.is_none() => {
+                Some("needs a [greylist] table (and a [store] for its records)")
             }
             _ => None,
         }
@@ -219,6 +225,13 @@ pub const RULES: &[RuleSpec] = &[
     ),
     // Needs HELO and MAIL FROM: the sender stage or later.
     row("check_spf", Sender, later!(spf::check_spf)),
+    // The triplet needs the recipient.
+    row_needing(
+        "check_greylist",
+        Recipient,
+        Needs::Greylist,
+        later!(greylist::check_greylist),
+    ),
     row_needing(
         "check_outbound_spf",
         Sender,

@@ -216,15 +216,20 @@ fn open_store(shared: &Shared, settings: &ServerSettings) -> io::Result<()> {
 /// keys itself). Expired records never count in the meantime.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Sweeps the store every [`SWEEP_EVERY`] (records older than the
-/// default max_age).
+/// Sweeps the store every [`SWEEP_EVERY`], with the current policy's
+/// greylisting times.
 async fn sweep_store(shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
         let Some(store) = shared.state.store() else {
             return;
         };
-        let params = None;
+        let params = shared
+            .policy()
+            .site
+            .greylist
+            .as_ref()
+            .map(|g| crate::rules::greylist::params(g, crate::state::store::unix_now()));
         if let Ok(n) = store.sweep(params).await
             && n > 0
         {

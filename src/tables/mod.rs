@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod addresses;
+pub mod greylist;
 pub mod logins;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,210 @@
+//! `check_greylist`: greylisting (RFC 6647) with postgrey 1.37's
+//! semantics. A triplet (client network, normalised sender, recipient)
+//! seen for the first time is deferred; a retry after `delay` passes and
+//! gets the X-Greylist header once. The records live in the store
+//! (state::store), shared by every MX host when it is Redis.
+//!
+//! Never greylisted: mynetworks, SASL-authenticated clients, the
+//! whitelists, auto-whitelisted clients, and when switched on, a sender
+//! whose SPF passes for the client or whose domain holds the client's
+//! verified host name. Host names are those rpol verified itself (PTR,
+//! then forward-confirmed through its resolver): Postfix's client_name is
+//! verified too, but a request may come from anything that can reach the
+//! socket, and a claimed name or HELO must never buy a pass.
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::Context;
+use super::dnscheck::{HostStatus, Ptr, forward_confirms, lookup_ptr};
+use crate::greylist::{GreylistSettings, OnStoreError, normalise_sender};
+use crate::protocol::ProtocolState;
+use crate::spf::{self, Identity};
+use crate::state::store::greylist::{GreylistParams, TripletKey, Verdict};
+use crate::syntax::valid_hostname;
+use crate::vocab::outcome::Outcome;
+use crate::vocab::reply::Reply;
+use viaspf::SpfResult;
+
+/// PTR names of one client that are forward-confirmed at most: each costs
+/// a lookup, and a client's reverse zone chooses how many it has.
+const MAX_PTR_NAMES: usize = 5;
+
+/// The store's view of the settings at `now`.
+pub fn params(s: &GreylistSettings, now: u64) -> GreylistParams {
+    GreylistParams {
+        now,
+        delay: s.delay.as_secs(),
+        retry_window: s.retry_window.as_secs(),
+        max_age: s.max_age.as_secs(),
+        auto_whitelist_clients: s.auto_whitelist_clients,
+    }
+}
+
+/// Greylists the triplet unless something says it need not be.
+pub async fn check_greylist(ctx: &mut Context<'_>) -> Outcome {
+    let Some(settings) = ctx.site.greylist.as_ref() else {
+        // compile() refuses the rule without [greylist].
+        return Outcome::Dunno;
+    };
+    let req = ctx.request;
+    let Some(ip) = req.client_ip().map(|ip| ip.to_canonical()) else {
+        let addr = req.client_address.clone();
+        ctx.note(|| format!("client address {addr:?} is not an IP address: not greylisted"));
+        return Outcome::Dunno;
+    };
+    if let Some(why) = skip(ctx, settings, ip).await {
+        ctx.note(|| format!("not greylisted: {why}"));
+        return Outcome::Dunno;
+    }
+    let Some(store) = ctx.state.store().cloned() else {
+        ctx.note(|| "no store open (--test-request does not touch greylisting records)".into());
+        return on_store_error(ctx, settings);
+    };
+    let net = settings.client_net(ip).addr().to_string();
+    let sender = normalise_sender(&req.sender);
+    let key = TripletKey::new(&net, &sender, &req.recipient);
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let verdict = store
+        .greylist(key, &ip.to_string(), params(settings, secs))
+        .await;
+    let triplet = || format!("triplet {net}/{sender}/{}", req.recipient.to_lowercase());
+    match verdict {
+        Err(e) => {
+            ctx.note(|| format!("store failed: {e}"));
+            on_store_error(ctx, settings)
+        }
+        Ok(Verdict::AutoWhitelisted { count }) => {
+            ctx.note(|| format!("not greylisted: client {ip} auto-whitelisted ({count} passes)"));
+            Outcome::Dunno
+        }
+        Ok(Verdict::Known) => {
+            ctx.note(|| format!("{}: passed before", triplet()));
+            Outcome::Dunno
+        }
+        Ok(Verdict::Greylisted {
+            missing,
+            first_seen,
+        }) => {
+            let what = if first_seen {
+                "new".to_string()
+            } else {
+                format!("early retry, {missing}s missing")
+            };
+            ctx.note(|| format!("{}: greylisted ({what})", triplet()));
+            let reply = settings.reply(missing, &req.recipient);
+            if settings.action.defer_if_permit {
+                Outcome::DeferIfPermit(reply)
+            } else {
+                Outcome::Reject(reply)
+            }
+        }
+        Ok(Verdict::Passed {
+            delayed,
+            whitelisted_now,
+        }) => {
+            if whitelisted_now {
+                tracing::info!(
+                    "greylist: client {ip} auto-whitelisted after {} passes",
+                    settings.auto_whitelist_clients
+                );
+            }
+            ctx.note(|| format!("{}: passed after {delayed}s", triplet()));
+            match settings.header_line(delayed, now) {
+                // Postfix ignores PREPEND at END-OF-MESSAGE.
+                Some(_) if req.state() == ProtocolState::EndOfMessage => Outcome::Dunno,
+                Some(line) => Outcome::Pass(format!("PREPEND {line}")),
+                None => Outcome::Dunno,
+            }
+        }
+    }
+}
+
+fn on_store_error(ctx: &mut Context<'_>, settings: &GreylistSettings) -> Outcome {
+    match settings.on_store_error {
+        OnStoreError::Dunno => {
+            ctx.note(|| "on_store_error = dunno: not greylisted".into());
+            Outcome::Dunno
+        }
+        OnStoreError::Defer => {
+            ctx.note(|| "on_store_error = defer".into());
+            Outcome::DeferIfPermit(Reply::new(
+                451,
+                "4.3.0",
+                "Greylisting temporarily unavailable, try again later",
+            ))
+        }
+    }
+}
+
+/// Why this request is not greylisted, if it is not.
+async fn skip(ctx: &mut Context<'_>, s: &GreylistSettings, ip: IpAddr) -> Option<String> {
+    let req = ctx.request;
+    if let Some(net) = ctx.site.mynetworks.iter().find(|n| n.contains(&ip)) {
+        return Some(format!("{ip} is in mynetworks ({net})"));
+    }
+    if !req.sasl_method.is_empty() && !req.sasl_method.eq_ignore_ascii_case("anonymous") {
+        return Some(format!("authenticated as {:?}", req.sasl_username));
+    }
+    if let Some(net) = s.whitelist_clients.network_of(ip) {
+        return Some(format!("client {ip} in whitelist_clients ({net})"));
+    }
+    if let Some(r) = s.whitelist_recipients.entry(&req.recipient) {
+        return Some(format!(
+            "recipient in whitelist_recipients ({})",
+            r.as_str()
+        ));
+    }
+    let sender_domain = req
+        .sender
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .filter(|d| !d.is_empty());
+    let want_names =
+        !s.whitelist_clients.names.is_empty() || (s.skip_fcrdns_match && sender_domain.is_some());
+    if want_names {
+        for name in verified_names(ctx, ip).await {
+            if let Some(r) = s.whitelist_clients.name_entry(&name) {
+                return Some(format!(
+                    "client name {name} (forward-confirmed) in whitelist_clients ({})",
+                    r.as_str()
+                ));
+            }
+            if s.skip_fcrdns_match
+                && let Some(d) = &sender_domain
+                && spf::is_under(&name, d)
+            {
+                return Some(format!(
+                    "client name {name} (forward-confirmed) is under the sender domain {d}"
+                ));
+            }
+        }
+    }
+    if s.skip_spf_pass && sender_domain.is_some() {
+        let helo = req.helo_name.trim_end_matches('.');
+        let sender = req.sender.as_str();
+        let what = || format!("SPF mailfrom {sender}");
+        let e = super::spf::evaluation(ctx, ip, Identity::MailFrom, sender, helo, what).await;
+        if e.result == SpfResult::Pass {
+            return Some(format!("SPF pass for {sender} from {ip}"));
+        }
+    }
+    None
+}
+
+/// The client's PTR names that resolve back to it, lowercase, without
+/// the trailing dot. A DNS failure verifies nothing.
+async fn verified_names(ctx: &mut Context<'_>, ip: IpAddr) -> Vec<String> {
+    let Ptr::Names(names) = lookup_ptr(ctx, ip).await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for name in names.into_iter().take(MAX_PTR_NAMES) {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if valid_hostname(&name) && forward_confirms(ctx, &name, ip).await == HostStatus::Found {
+            out.push(name);
+        }
+    }
+    out
+}

@@ -1,0 +1,402 @@
+//! check_greylist over the daemon's socket, with the loopback DNS server
+//! (tests/zones) and real stores: a redb file, and a throw-away
+//! redis-server shared by two rpol processes. The store keeps wall-clock
+//! seconds, so the tests wait for a `delay` of 1-2 s.
+
+#[path = "support/fixture.rs"]
+mod fixture;
+#[path = "support/redis.rs"]
+mod redis_server;
+
+use std::time::Duration;
+
+use fixture::dns_server::DEFAULT_ZONES;
+use fixture::{DNS_ADDR, Fixture, Spec, daemon};
+
+/// A RCPT request from 198.51.100.9 (no PTR in the test zones).
+const RCPT: &[(&str, &str)] = &[
+    ("protocol_state", "RCPT"),
+    ("client_address", "198.51.100.9"),
+    ("client_name", "unknown"),
+    ("helo_name", "mail.sender.example"),
+    ("sender", "someone@sender.example"),
+    ("recipient", "alice@example.com"),
+    ("instance", ""),
+];
+
+const DEFER_2: &str = "DEFER_IF_PERMIT 4.7.1 Greylisted, see RFC 6647: try again in 2 seconds";
+
+/// The daemon serving check_greylist with `greylist` appended to
+/// `[greylist]` and `store` as `[store]` (default: a redb file beside the
+/// config).
+async fn setup(greylist: &str, store: &str, files: &[(&str, &str)]) -> Fixture {
+    let store = if store.is_empty() {
+        "path = \"greylist.redb\"\n"
+    } else {
+        store
+    };
+    let config = format!(
+        "[dns]\nnameservers = [\"{DNS_ADDR}\"]\ntimeout = \"1s\"\nattempts = 1\n\
+         [site]\nmynetworks = [\"127.0.0.0/8\"]\ndomains = [\"example.com\"]\n\
+         [store]\n{store}\n\
+         [greylist]\ndelay = \"2s\"\n{greylist}\n\
+         [profile.mx]\nrecipient = [\"check_greylist\"]\n"
+    );
+    Fixture::start(Spec {
+        zones: DEFAULT_ZONES,
+        config: &config,
+        files,
+        base: RCPT,
+    })
+    .await
+}
+
+/// What a row shows, the attributes that differ, the action.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+
+fn wait_delay() {
+    std::thread::sleep(Duration::from_millis(2_100));
+}
+
+/// Asserts the PREPEND of a first pass after the 2 s delay (a busy
+/// machine may take a few seconds more), with its date in HTTP form.
+fn assert_passed(action: &str, what: &str) {
+    let tail = format!(
+        " seconds by rpol-{} at {}; ",
+        env!("CARGO_PKG_VERSION"),
+        rpol::spf::hostname()
+    );
+    let delayed = action
+        .strip_prefix("PREPEND X-Greylist: delayed ")
+        .and_then(|rest| rest.split_once(&tail))
+        .and_then(|(n, date)| Some((n.parse::<u64>().ok()?, date)));
+    match delayed {
+        Some((n, date)) if (2..=6).contains(&n) && date.ends_with(" GMT") => {}
+        _ => panic!("{what}: {action}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_seen_early_retry_and_the_retry_after_the_delay() {
+    let f = setup("", "", &[]).await;
+    assert_eq!(f.ask(&[]), DEFER_2, "first seen");
+    let early = f.ask(&[]);
+    assert!(
+        early == DEFER_2 || early == DEFER_2.replace("2 seconds", "1 seconds"),
+        "early retry: {early}"
+    );
+    wait_delay();
+    assert_passed(&f.ask(&[]), "retry after the delay");
+    // Passed before: nothing more, no second header.
+    assert_eq!(f.ask(&[]), "DUNNO");
+    // Another recipient is another triplet.
+    assert_eq!(f.ask(&[("recipient", "bob@example.com")]), DEFER_2);
+    // The reply's %r and DSN as written.
+    let g = setup(
+        "action = \"DEFER_IF_PERMIT 4.2.0 Greylisted for %r, %s s\"\nheader = \"\"\n",
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        g.ask(&[]),
+        "DEFER_IF_PERMIT 4.2.0 Greylisted for example.com, 2 s"
+    );
+    wait_delay();
+    assert_eq!(g.ask(&[]), "DUNNO", "header = \"\": no header");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_are_looked_up_by_subnet() {
+    let f = setup("ipv6_prefix = 64\n", "", &[]).await;
+    for client in ["198.51.100.9", "2001:db8:0:1::5"] {
+        assert_eq!(f.ask(&[("client_address", client)]), DEFER_2, "{client}");
+    }
+    wait_delay();
+    // Same /24, same /64: the same triplet.
+    assert_passed(&f.ask(&[("client_address", "198.51.100.200")]), "same /24");
+    assert_passed(
+        &f.ask(&[("client_address", "2001:db8:0:1::ffff")]),
+        "same /64",
+    );
+    // Another /24, another /64: new triplets.
+    assert_eq!(f.ask(&[("client_address", "198.51.101.9")]), DEFER_2);
+    assert_eq!(f.ask(&[("client_address", "2001:db8:0:2::5")]), DEFER_2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn senders_are_normalised_as_postgrey_does() {
+    let f = setup("", "", &[]).await;
+    let firsts = [
+        "bounce-1234-77@lists.sender.example",
+        "user+one@sender.example",
+        "prvs=0123456789=user2@sender.example",
+        "SRS0=HhHh=T1=origin.example=user@fwd.example",
+    ];
+    let retries = [
+        "bounce-5678-78@lists.sender.example",
+        "user+two@sender.example",
+        "prvs=9876543210=user2@sender.example",
+        "SRS0=XxXx=T9=origin.example=user@fwd.example",
+    ];
+    for s in firsts {
+        assert_eq!(f.ask(&[("sender", s)]), DEFER_2, "{s}");
+    }
+    wait_delay();
+    for s in retries {
+        assert_passed(&f.ask(&[("sender", s)]), s);
+    }
+    // Text moved between the parts of a triplet is another triplet.
+    assert_eq!(
+        f.ask(&[
+            ("sender", "user"),
+            ("recipient", "one@sender.example/alice@example.com")
+        ]),
+        DEFER_2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_that_passed_often_enough_are_auto_whitelisted() {
+    let f = setup("auto_whitelist_clients = 1\n", "", &[]).await;
+    let g = setup("auto_whitelist_clients = 2\n", "", &[]).await;
+    for fx in [&f, &g] {
+        for s in ["a@sender.example", "b@sender.example"] {
+            assert_eq!(fx.ask(&[("sender", s)]), DEFER_2);
+        }
+    }
+    wait_delay();
+    for fx in [&f, &g] {
+        assert_passed(&fx.ask(&[("sender", "a@sender.example")]), "a");
+    }
+    // One pass is enough for f: its next new triplet skips greylisting.
+    assert_eq!(f.ask(&[("sender", "c@sender.example")]), "DUNNO");
+    // g counts a client's passes once an hour: b's pass does not count.
+    assert_passed(&g.ask(&[("sender", "b@sender.example")]), "b");
+    assert_eq!(g.ask(&[("sender", "c@sender.example")]), DEFER_2);
+    // 0 turns it off.
+    let h = setup("auto_whitelist_clients = 0\n", "", &[]).await;
+    assert_eq!(h.ask(&[]), DEFER_2);
+    wait_delay();
+    assert_passed(&h.ask(&[]), "h");
+    assert_eq!(h.ask(&[("sender", "c@sender.example")]), DEFER_2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn whitelists_and_what_a_client_cannot_claim() {
+    let f = setup(
+        "whitelist_clients = [\"clients\"]\nwhitelist_recipients = [\"recipients\"]\n",
+        "",
+        &[
+            (
+                "clients",
+                "# postgrey's format\ngood.example\nmismatch.example\n/^evil/\n198.51.100.64/26\n2001:db8:5::/48\n",
+            ),
+            ("recipients", "postmaster@\nabuse@example.com\n"),
+        ],
+    )
+    .await;
+    let cases: &[Case] = &[
+        (
+            "PTR mail.good.example, forward-confirmed, under good.example",
+            vec![("client_address", "203.0.113.10")],
+            "DUNNO",
+        ),
+        (
+            "a whitelisted network",
+            vec![("client_address", "198.51.100.70")],
+            "DUNNO",
+        ),
+        (
+            "a whitelisted IPv6 network",
+            vec![("client_address", "2001:db8:5::1")],
+            "DUNNO",
+        ),
+        (
+            "PTR mismatch.example does not resolve back",
+            vec![("client_address", "203.0.113.11")],
+            DEFER_2,
+        ),
+        (
+            "a claimed client_name and HELO buy nothing",
+            vec![
+                ("client_name", "mail.good.example"),
+                ("helo_name", "mail.good.example"),
+            ],
+            DEFER_2,
+        ),
+        (
+            "a claimed reverse name buys nothing",
+            vec![("reverse_client_name", "evil.example")],
+            DEFER_2,
+        ),
+        (
+            "postmaster@ in any domain",
+            vec![("recipient", "postmaster+x@example.com")],
+            "DUNNO",
+        ),
+        (
+            "abuse@example.com",
+            vec![("recipient", "abuse@example.com")],
+            "DUNNO",
+        ),
+        (
+            "abuse@ elsewhere",
+            vec![("recipient", "abuse@example.net")],
+            DEFER_2,
+        ),
+    ];
+    for (what, attrs, want) in cases {
+        assert_eq!(f.ask(attrs), *want, "{what}");
+    }
+    let trace = f.trace(&[("client_address", "203.0.113.10")]).await;
+    assert!(
+        trace.contains(
+            "not greylisted: client name mail.good.example (forward-confirmed) in whitelist_clients"
+        ),
+        "{trace}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mynetworks_authenticated_spf_pass_and_fcrdns_match_skip() {
+    let plain = setup("", "", &[]).await;
+    assert_eq!(plain.ask(&[("client_address", "127.0.0.1")]), "DUNNO");
+    assert_eq!(
+        plain.ask(&[("sasl_method", "plain"), ("sasl_username", "u")]),
+        "DUNNO"
+    );
+    let trace = plain
+        .trace(&[("sasl_method", "plain"), ("sasl_username", "u")])
+        .await;
+    assert!(
+        trace.contains("not greylisted: authenticated as \"u\""),
+        "{trace}"
+    );
+    // good.example's SPF lists 203.0.113.0/24; .50 has no PTR.
+    let spf = [
+        ("client_address", "203.0.113.50"),
+        ("sender", "x@good.example"),
+    ];
+    assert_eq!(plain.ask(&spf), DEFER_2, "switches are off by default");
+    let s = setup("skip_spf_pass = true\n", "", &[]).await;
+    assert_eq!(s.ask(&spf), "DUNNO");
+    let trace = s.trace(&spf).await;
+    assert!(
+        trace.contains("not greylisted: SPF pass for x@good.example from 203.0.113.50"),
+        "{trace}"
+    );
+    assert_eq!(s.ask(&[("sender", "x@good.example")]), DEFER_2, "SPF fail");
+    // 203.0.113.10 is mail.good.example, forward-confirmed.
+    let fcrdns = [
+        ("client_address", "203.0.113.10"),
+        ("sender", "x@good.example"),
+    ];
+    let n = setup("skip_fcrdns_match = true\n", "", &[]).await;
+    assert_eq!(n.ask(&fcrdns), "DUNNO");
+    let trace = n.trace(&fcrdns).await;
+    assert!(
+        trace.contains("is under the sender domain good.example"),
+        "{trace}"
+    );
+    assert_eq!(
+        n.ask(&[
+            ("client_address", "203.0.113.10"),
+            ("sender", "x@other.example")
+        ]),
+        DEFER_2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_keeps_the_state() {
+    let mut f = setup("", "", &[]).await;
+    assert_eq!(f.ask(&[]), DEFER_2);
+    f.daemon.signal(libc::SIGTERM);
+    assert!(f.daemon.wait_exit().success());
+    wait_delay();
+    // A new process on the same file (the first one's directory stays).
+    let file = f.daemon.setup.path("greylist.redb");
+    let text = std::fs::read_to_string(&f.daemon.setup.config)
+        .unwrap()
+        .replace(
+            "\"greylist.redb\"",
+            &format!("{:?}", file.display().to_string()),
+        );
+    let again = daemon::Setup::new(&text).start();
+    assert_passed(
+        &daemon::ask_action(&mut again.connect(), &f.pairs(&[])),
+        "after the restart",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_rpol_processes_share_one_redis() {
+    let Some(redis) = redis_server::start() else {
+        return;
+    };
+    let store = format!(
+        "backend = \"redis\"\nurl = \"{}\"\nprefix = \"mx:\"\n",
+        redis.url
+    );
+    let mx1 = setup("", &store, &[]).await;
+    let mx2 = setup("", &store, &[]).await;
+    assert_eq!(mx1.ask(&[]), DEFER_2, "mx1 sees it first");
+    let early = mx2.ask(&[]);
+    assert!(early.starts_with("DEFER_IF_PERMIT"), "mx2, early: {early}");
+    wait_delay();
+    assert_passed(&mx2.ask(&[]), "mx2 after the delay");
+    assert_eq!(mx1.ask(&[]), "DUNNO", "mx1 knows it passed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_down_follows_on_store_error() {
+    let port = redis_server::free_port();
+    let store =
+        format!("backend = \"redis\"\nurl = \"redis://127.0.0.1:{port}/\"\ntimeout = \"500ms\"\n");
+    let dunno = setup("", &store, &[]).await;
+    assert_eq!(dunno.ask(&[]), "DUNNO");
+    dunno
+        .daemon
+        .wait_for_log("store (redis): greylist failed", 0);
+    let defer = setup("on_store_error = \"defer\"\n", &store, &[]).await;
+    assert_eq!(
+        defer.ask(&[]),
+        "DEFER_IF_PERMIT 4.3.0 Greylisting temporarily unavailable, try again later"
+    );
+    // Redis comes up: greylisting works without a restart.
+    // Stopped when dropped (a bare Child would outlive the test).
+    let Some(_redis) = redis_server::start_on(port) else {
+        return;
+    };
+    let mut got = String::new();
+    for _ in 0..40 {
+        got = defer.ask(&[("sender", "new@sender.example")]);
+        if got == DEFER_2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(got, DEFER_2, "after Redis came up");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_triplets_cost_what_small_ones_cost() {
+    let huge = setup("", "", &[]).await;
+    let small = setup("", "", &[]).await;
+    let big = "x".repeat(3_000);
+    let mut sizes = Vec::new();
+    for (f, part) in [(&huge, big.as_str()), (&small, "x")] {
+        let mut conn = f.daemon.connect();
+        for n in 0..300 {
+            let sender = format!("{part}{n}@sender.example");
+            let rcpt = format!("{part}{n}@example.com");
+            let pairs = f.pairs(&[("sender", &sender), ("recipient", &rcpt)]);
+            assert_eq!(daemon::ask_action(&mut conn, &pairs), DEFER_2);
+        }
+        let file = f.daemon.setup.path("greylist.redb");
+        sizes.push(std::fs::metadata(file).unwrap().len());
+    }
+    // Raw, the huge triplets alone would take 1.8 MB more.
+    assert!(sizes[0] <= sizes[1] + 256 * 1024, "{sizes:?}");
+}

@@ -18,7 +18,9 @@ pub fn received_spf(
     receiver: &str,
 ) -> String {
     // Built in one buffer: this runs for every accepted transaction.
-    let comment = comment(e, ip, receiver);
+    // Formatted once: an IPv6 address costs more than the rest.
+    let ip_text = ip_text(ip);
+    let comment = comment(e, &ip_text, receiver);
     let mut out = String::with_capacity(
         64 + comment.len() + envelope_from.len() + helo.len() + receiver.len(),
     );
@@ -27,12 +29,8 @@ pub fn received_spf(
         "Received-SPF: {} ({comment}) client-ip=",
         e.result_name()
     );
-    match ip {
-        // A dot-atom as it is.
-        IpAddr::V4(_) => push_ip(&mut out, ip),
-        // Has colons: quoted.
-        IpAddr::V6(_) => push_value(&mut out, &ip.to_string()),
-    }
+    // An IPv4 address is a dot-atom; an IPv6 one, with colons, is quoted.
+    push_value(&mut out, &ip_text);
     for (key, text) in [
         ("envelope-from", envelope_from),
         ("helo", helo),
@@ -63,13 +61,13 @@ pub fn authentication_results(e: &Evaluation, ip: IpAddr, authserv_id: &str) -> 
         "Authentication-Results: {}; spf={} ({}) {}",
         ar_value(authserv_id),
         e.result_name(),
-        comment(e, ip, authserv_id),
+        comment(e, &ip_text(ip), authserv_id),
         property
     )
 }
 
 /// The conventional comment wording per result (open-spf.org).
-fn comment(e: &Evaluation, ip: IpAddr, receiver: &str) -> String {
+fn comment(e: &Evaluation, ip: &str, receiver: &str) -> String {
     let who = match e.identity {
         Identity::MailFrom => &e.sender,
         Identity::Helo => &e.domain,
@@ -92,7 +90,7 @@ fn comment(e: &Evaluation, ip: IpAddr, receiver: &str) -> String {
     let with_ip = |out: &mut String, text: &str| match text.split_once("IP") {
         Some((a, b)) => {
             out.push_str(a);
-            push_ip(out, ip);
+            out.push_str(ip);
             out.push_str(b);
         }
         None => out.push_str(text),
@@ -177,6 +175,13 @@ fn ar_value(text: &str) -> String {
 fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     push_quoted(&mut out, text);
+    out
+}
+
+/// An address as text (as `Display` writes it).
+fn ip_text(ip: IpAddr) -> String {
+    let mut out = String::with_capacity(39);
+    push_ip(&mut out, ip);
     out
 }
 

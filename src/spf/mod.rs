@@ -344,6 +344,8 @@ fn parse_identity(identity: Identity, sender: &str) -> Result<Sender, viaspf::Pa
     match identity {
         Identity::MailFrom => match sender.rsplit_once('@') {
             Some(("", domain)) => Sender::from_domain(domain.trim_end_matches('.')),
+            // Rebuilt only to drop a trailing dot.
+            Some(_) if !sender.ends_with('.') => Sender::from_address(sender),
             Some((local, domain)) => {
                 Sender::from_address(&format!("{local}@{}", domain.trim_end_matches('.')))
             }

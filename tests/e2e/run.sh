@@ -14,7 +14,8 @@
 #
 # Services: 127.0.0.1:2525 (an MX: rpol's profile mx, the shipped port-25
 # chain), 127.0.0.1:2526 (the reference: the same chain as Postfix's own
-# restrictions, no rpol), 127.0.0.1:2587 (submission). knotd serves
+# restrictions, no rpol), 127.0.0.1:2527 (an MX that greylists),
+# 127.0.0.1:2587 (submission), 127.0.0.1:2588 (rate limits). knotd serves
 # tests/zones/ plus tests/e2e/zones/, with a SERVFAIL zone and a zone whose
 # queries are never answered. tests/e2e/README.md explains where the replies
 # through rpol differ from Postfix's own, and why.
@@ -312,6 +313,10 @@ cat >"$ETC/master.cf" <<'EOF'
   -o syslog_name=postfix/submission
   -o smtpd_policy_service_policy_context=submission
   -o smtpd_sasl_auth_enable=yes
+# Greylisting: rpol's profile greylist ends in check_greylist.
+127.0.0.1:2527 inet n   -       n       -       -       smtpd
+  -o syslog_name=postfix/greylist
+  -o smtpd_policy_service_policy_context=greylist
 # Rate limits: rpol counts each accepted message at END-OF-MESSAGE.
 127.0.0.1:2588 inet n   -       n       -       -       smtpd
   -o syslog_name=postfix/ratelimit
@@ -354,8 +359,8 @@ EOF
 # postfix prints its errors only to a tty (or syslog): give it one.
 out=$(script -qec "postfix -c '$ETC' check" /dev/null 2>&1) || die "postfix check: $out"
 out=$(script -qec "postfix -c '$ETC' start" /dev/null 2>&1) || die "postfix start: $out"
-wait_for 'port_open 2525 && port_open 2526 && port_open 2587 && port_open 2588' 100 \
-    || die "Postfix does not listen on 2525/2526/2587/2588"
+wait_for 'port_open 2525 && port_open 2526 && port_open 2527 && port_open 2587 && port_open 2588' 100 \
+    || die "Postfix does not listen on 2525/2526/2527/2587/2588"
 
 # rpol's config and tables, copied so that its store (state/) lives here.
 mkdir -p "$T/conf/state"
@@ -853,6 +858,42 @@ if grep -q 'WARN .*rate limit "e2e_login": sasl_username=bob@example.com reached
     pass "rpol warned about bob's login crossing its limit"
 else
     fail "rpol warned about bob's login crossing its limit" "$(tail -n 5 "$RPOL_LOG")"
+fi
+
+# 33c. Greylisting (port 2527, profile greylist, [greylist] delay = "2s"):
+#      the first attempt of a triplet gets 450 4.7.1 at RCPT, an immediate
+#      retry too (the store counts whole seconds: 2 or 1 left), and a retry
+#      after the delay is queued with the X-Greylist header.
+GREY_FROM=grey@partner.example
+GREY_CLIENT="ADDR=198.51.100.7 $NOBODY"
+grey_reply() { echo "450 4.7.1 <$RCPT>: Recipient address rejected: Greylisted, see RFC 6647: try again in $1 seconds"; }
+smtp 2527 "$GREY_CLIENT" client.e2e.example "$GREY_FROM" "$RCPT"
+expect "port 2527: a new triplet is greylisted at RCPT" \
+    "$(reply_to "RCPT TO:<$RCPT>")" "$(grey_reply 2)"
+smtp 2527 "$GREY_CLIENT" client.e2e.example "$GREY_FROM" "$RCPT"
+got=$(reply_to "RCPT TO:<$RCPT>")
+want=$(grey_reply 2)
+[ "$got" = "$(grey_reply 1)" ] && want=$got
+expect "port 2527: an immediate retry is greylisted still" "$got" "$want"
+sleep 2
+QUIT_AFTER= smtp 2527 "$GREY_CLIENT" client.e2e.example "$GREY_FROM" "$RCPT" \
+    --header "Subject: rpol e2e greylist" --body "e2e greylist body"
+expect "port 2527: the retry after the delay is accepted and queued" \
+    "$(reply_to "RCPT TO:<$RCPT>") | $(reply_to "." | sed 's/queued as .*/queued/')" \
+    "250 2.1.5 Ok | 250 2.0.0 Ok: queued"
+queued=$(reply_to "." | sed -n 's/^250 2\.0\.0 Ok: queued as \([0-9A-Za-z]*\)$/\1/p')
+grey_headers=""
+[ -n "$queued" ] && grey_headers=$(postcat -c "$ETC" -hq "$queued" 2>/dev/null | grep '^X-Greylist:')
+: >"$T/swaks.out"
+# delayed 2 s, or 3 when the second turned over during the session; the
+# host name is this machine's (gethostname), the date an HTTP date.
+grey_re="^X-Greylist: delayed [23] seconds by rpol-$("$RPOL" --version | awk '{print $NF}') at $(uname -n); [A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT$"
+if [ "$(grep -c . <<<"$grey_headers")" = 1 ] && grep -Eq "$grey_re" <<<"$grey_headers"; then
+    pass "port 2527: the held message ($queued) has one X-Greylist header"
+    echo "       $grey_headers"
+else
+    fail "port 2527: the held message has one X-Greylist header" \
+        "want: $grey_re" "got:  ${grey_headers:-(nothing; queued as ${queued:-nothing})}"
 fi
 
 # 34. rpol stopped: Postfix retries, then applies its default_action.

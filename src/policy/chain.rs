@@ -125,7 +125,9 @@ pub async fn evaluate(policy: &Policy, state: &State, req: &Request, want_trace:
         ) {
             run.step(|| "refused: the rate limits count nothing".into());
         } else {
-            ratelimit::commit(state, counts, run.trace.as_mut()).await;
+            // Boxed: the store call's future is large, and unboxed it would
+            // make every connection's task that much larger for its whole life.
+            Box::pin(ratelimit::commit(state, counts, run.trace.as_mut())).await;
         }
     }
     profile.requests.count(ActionClass::of(&action));

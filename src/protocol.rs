@@ -227,6 +227,58 @@ impl Request {
             .get_or_init(|| self.client_address.parse().ok())
     }
 
+    /// Heap memory the attribute strings hold.
+    fn heap_bytes(&self) -> usize {
+        let Request {
+            request,
+            protocol_state,
+            client_address,
+            client_name,
+            reverse_client_name,
+            client_port,
+            server_address,
+            server_port,
+            helo_name,
+            sender,
+            recipient,
+            recipient_count,
+            queue_id,
+            instance,
+            sasl_method,
+            sasl_username,
+            sasl_sender,
+            encryption_protocol,
+            policy_context,
+            other,
+            client_ip: _,
+        } = self;
+        [
+            protocol_state,
+            client_address,
+            client_name,
+            reverse_client_name,
+            client_port,
+            server_address,
+            server_port,
+            helo_name,
+            sender,
+            recipient,
+            recipient_count,
+            queue_id,
+            instance,
+            sasl_method,
+            sasl_username,
+            sasl_sender,
+            encryption_protocol,
+            policy_context,
+            other,
+        ]
+        .iter()
+        .map(|s| s.capacity())
+        .sum::<usize>()
+            + request.as_ref().map_or(0, String::capacity)
+    }
+
     /// Empties every attribute, keeping the strings' memory for the next
     /// request of the connection.
     fn clear(&mut self) {
@@ -305,6 +357,9 @@ impl Request {
     }
 }
 
+/// Attribute memory a recycled request may keep (see [`Decoder::recycle`]).
+const KEEP_BYTES: usize = 4 * 1024;
+
 /// Incremental request decoder over a caller-owned buffer.
 ///
 /// `scanned` remembers how far complete lines were already checked so a
@@ -373,8 +428,12 @@ impl Decoder {
     }
 
     /// Takes back an answered request, to decode the next into its memory.
+    /// A request that held large values is dropped instead: a connection
+    /// keeps a few KiB between requests, not the largest it ever sent.
     pub fn recycle(&mut self, request: Request) {
-        self.spare = Some(request);
+        if request.heap_bytes() <= KEEP_BYTES {
+            self.spare = Some(request);
+        }
     }
 
     /// The request of the lines checked so far (`bytes` holds them all).
@@ -550,6 +609,20 @@ mod tests {
         assert_eq!(b.get("size"), "");
         assert_eq!(b.get("ccert_subject"), "c");
         assert_eq!(b.client_ip(), Some("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_request_with_large_values_is_not_kept() {
+        let mut decoder = Decoder::new();
+        let big = format!("sender={}@example.com\n\n", "x".repeat(6000));
+        let mut buf = big.into_bytes();
+        let req = decoder.decode(&mut buf).unwrap().unwrap();
+        decoder.recycle(req);
+        assert!(decoder.spare.is_none());
+        let mut small = b"sender=a@example.com\n\n".to_vec();
+        let req = decoder.decode(&mut small).unwrap().unwrap();
+        decoder.recycle(req);
+        assert!(decoder.spare.is_some());
     }
 
     #[test]

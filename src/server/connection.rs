@@ -23,6 +23,9 @@ use crate::protocol::{Decoder, ProtocolError, Request, encode_response};
 /// of rpol's memory. Postfix's requests are under 1 KiB.
 const READ_RESERVE: usize = 2 * 1024;
 
+/// Buffer capacity an idle connection keeps at most.
+const KEEP_CAPACITY: usize = 8 * 1024;
+
 /// Why a connection ended, for the log and for tests.
 #[derive(Debug, PartialEq, Eq)]
 pub enum End {
@@ -112,7 +115,14 @@ where
                     }
                     shared.metrics.latency.observe(decoded.elapsed());
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    // A large request (up to 64 KiB) leaves a large buffer:
+                    // an idle connection gives it back.
+                    if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
+                        buf.shrink_to(READ_RESERVE);
+                    }
+                    break;
+                }
                 Err(e) => {
                     out.clear();
                     return refuse(&mut stream, peer, &e, &shared, &mut out).await;

@@ -227,8 +227,9 @@ impl Request {
             .get_or_init(|| self.client_address.parse().ok())
     }
 
-    /// Heap memory the attribute strings hold.
-    fn heap_bytes(&self) -> usize {
+    /// Every attribute string but `request`, each once (the destructuring
+    /// names every field, so a new one cannot be forgotten here).
+    fn texts(&mut self) -> ([&mut String; 19], &mut Option<String>) {
         let Request {
             request,
             protocol_state,
@@ -252,86 +253,50 @@ impl Request {
             other,
             client_ip: _,
         } = self;
-        [
-            protocol_state,
-            client_address,
-            client_name,
-            reverse_client_name,
-            client_port,
-            server_address,
-            server_port,
-            helo_name,
-            sender,
-            recipient,
-            recipient_count,
-            queue_id,
-            instance,
-            sasl_method,
-            sasl_username,
-            sasl_sender,
-            encryption_protocol,
-            policy_context,
-            other,
-        ]
-        .iter()
-        .map(|s| s.capacity())
-        .sum::<usize>()
-            + request.as_ref().map_or(0, String::capacity)
+        (
+            [
+                protocol_state,
+                client_address,
+                client_name,
+                reverse_client_name,
+                client_port,
+                server_address,
+                server_port,
+                helo_name,
+                sender,
+                recipient,
+                recipient_count,
+                queue_id,
+                instance,
+                sasl_method,
+                sasl_username,
+                sasl_sender,
+                encryption_protocol,
+                policy_context,
+                other,
+            ],
+            request,
+        )
+    }
+
+    /// Heap memory the attribute strings hold.
+    fn heap_bytes(&mut self) -> usize {
+        let (texts, request) = self.texts();
+        let kind = request.as_ref().map_or(0, String::capacity);
+        texts.iter().map(|s| s.capacity()).sum::<usize>() + kind
     }
 
     /// Empties every attribute, keeping the strings' memory for the next
     /// request of the connection.
     fn clear(&mut self) {
-        let Request {
-            request,
-            protocol_state,
-            client_address,
-            client_name,
-            reverse_client_name,
-            client_port,
-            server_address,
-            server_port,
-            helo_name,
-            sender,
-            recipient,
-            recipient_count,
-            queue_id,
-            instance,
-            sasl_method,
-            sasl_username,
-            sasl_sender,
-            encryption_protocol,
-            policy_context,
-            other,
-            client_ip,
-        } = self;
+        self.client_ip.take();
+        let (texts, request) = self.texts();
+        for text in texts {
+            text.clear();
+        }
         if let Some(kind) = request {
             kind.clear();
         }
-        for text in [
-            protocol_state,
-            client_address,
-            client_name,
-            reverse_client_name,
-            client_port,
-            server_address,
-            server_port,
-            helo_name,
-            sender,
-            recipient,
-            recipient_count,
-            queue_id,
-            instance,
-            sasl_method,
-            sasl_username,
-            sasl_sender,
-            encryption_protocol,
-            policy_context,
-            other,
-        ] {
-            text.clear();
-        }
-        client_ip.take();
     }
 
     /// Checks the `request` attribute. The server requires it; the
@@ -430,7 +395,7 @@ impl Decoder {
     /// Takes back an answered request, to decode the next into its memory.
     /// A request that held large values is dropped instead: a connection
     /// keeps a few KiB between requests, not the largest it ever sent.
-    pub fn recycle(&mut self, request: Request) {
+    pub fn recycle(&mut self, mut request: Request) {
         if request.heap_bytes() <= KEEP_BYTES {
             self.spare = Some(request);
         }

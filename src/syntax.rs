@@ -59,6 +59,19 @@ pub fn lowercase(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Appends `byte` in decimal: IPv4 text by hand, as `Display`'s padding
+/// machinery costs more than the rest of a header or PTR name.
+pub fn push_decimal(out: &mut String, byte: u8) {
+    let (h, t, o) = (byte / 100, byte / 10 % 10, byte % 10);
+    if h > 0 {
+        out.push(char::from(b'0' + h));
+    }
+    if h > 0 || t > 0 {
+        out.push(char::from(b'0' + t));
+    }
+    out.push(char::from(b'0' + o));
+}
+
 /// Postfix's valid_hostaddr: an IPv4 dotted quad or an IPv6 address.
 pub fn valid_hostaddr(text: &str) -> bool {
     text.parse::<Ipv4Addr>().is_ok() || (text.contains(':') && text.parse::<Ipv6Addr>().is_ok())

@@ -289,15 +289,8 @@ pub fn ptr_name(ip: IpAddr) -> String {
             // Digits by hand: `format!` costs ten times as much, on every
             // request that checks the client's name.
             let mut s = String::with_capacity(29);
-            for byte in v4.octets().iter().rev() {
-                let (h, t, o) = (byte / 100, byte / 10 % 10, byte % 10);
-                if h > 0 {
-                    s.push(char::from(b'0' + h));
-                }
-                if h > 0 || t > 0 {
-                    s.push(char::from(b'0' + t));
-                }
-                s.push(char::from(b'0' + o));
+            for byte in v4.octets().into_iter().rev() {
+                crate::syntax::push_decimal(&mut s, byte);
                 s.push('.');
             }
             s.push_str("in-addr.arpa");

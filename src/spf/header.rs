@@ -194,14 +194,7 @@ fn push_ip(out: &mut String, ip: IpAddr) {
                 if i > 0 {
                     out.push('.');
                 }
-                let (h, t, o) = (byte / 100, byte / 10 % 10, byte % 10);
-                if h > 0 {
-                    out.push(char::from(b'0' + h));
-                }
-                if h > 0 || t > 0 {
-                    out.push(char::from(b'0' + t));
-                }
-                out.push(char::from(b'0' + o));
+                crate::syntax::push_decimal(out, byte);
             }
         }
         IpAddr::V6(v6) => {

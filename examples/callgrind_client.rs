@@ -12,6 +12,13 @@
 
 #[path = "../tests/support/dns.rs"]
 mod dns_server;
+// The load bench's request mix (`Mix::request`); the rest of the load
+// client is not used here.
+#[allow(dead_code)]
+#[path = "../benches/load/client.rs"]
+mod load_client;
+
+use load_client::Mix;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -73,7 +80,7 @@ fn report(what: &str, socket: &Path) {
     // Warm-up: every IPv4 client and sender domain once (the IPv6 clients
     // are new on every request, as in benches/load).
     for i in 0..2000u64 {
-        mix(&mut req, 0, 99, i);
+        Mix::request(&mut req, 0, 99, i);
         ask(&mut warm, &req);
     }
     let start = Instant::now();
@@ -86,7 +93,7 @@ fn report(what: &str, socket: &Path) {
                 let mut req = Vec::new();
                 for i in 0..requests() {
                     let t = Instant::now();
-                    mix(&mut req, 1, c as u32, i as u64);
+                    Mix::request(&mut req, 1, c as u32, i as u64);
                     ask(&mut conn, &req);
                     latencies.push(t.elapsed());
                 }
@@ -183,78 +190,4 @@ fn start_rpol(dir: &Path, dns: std::net::SocketAddr, socket: &Path) -> Child {
         .stdout(Stdio::null())
         .spawn()
         .expect("start rpol")
-}
-
-/// Our recipients: mailboxes and aliases of tables/vmail_*.
-const RECIPIENTS: &[&str] = &[
-    "alice@example.com",
-    "bob@example.com",
-    "postmaster@example.com",
-    "abuse@example.com",
-    "family@example.com",
-    "news@example.net",
-];
-
-/// Sender domains of tests/zones/: SPF pass for 203.0.113.0/24 and
-/// 2001:db8::/32 (good.example), no SPF record (mx-only, multi-mx), and
-/// include + mx + a + ip4 (chain.spftest: pass for our IPv4 clients
-/// through the include, fail for the IPv6 ones after all its lookups).
-const SENDER_DOMAINS: &[&str] = &[
-    "good.example",
-    "mx-only.example",
-    "multi-mx.example",
-    "chain.spftest",
-];
-
-fn mix(out: &mut Vec<u8>, run: u32, conn: u32, i: u64) {
-    let j = i / 2;
-    let c = u64::from(conn);
-    let v6 = (i + c) % 2 == 1;
-    let domain = SENDER_DOMAINS[((j + c) % SENDER_DOMAINS.len() as u64) as usize];
-    let local = (j * 31 + c * 7) % 10_000;
-    let rcpt = RECIPIENTS[((i / 3 + c) % RECIPIENTS.len() as u64) as usize];
-    out.clear();
-    out.extend_from_slice(
-        b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n",
-    );
-    if v6 {
-        let _ = write!(
-            out,
-            "client_address=2001:db8:{:x}:{:x}:{:x}:{:x}::1\nclient_name=unknown\n\
-             client_port={}\nreverse_client_name=mx-{:x}-{:x}.v6.example\n",
-            run & 0xffff,
-            conn & 0xffff,
-            (i >> 16) & 0xffff,
-            i & 0xffff,
-            1024 + i % 60_000,
-            conn,
-            i,
-        );
-    } else {
-        let host = 1 + (j * 7 + c * 13) % 254;
-        let _ = write!(
-            out,
-            "client_address=203.0.113.{host}\nclient_name=mx{host}.relay.example\n\
-             client_port={}\nreverse_client_name=mx{host}.relay.example\n",
-            1024 + i % 60_000,
-        );
-    }
-    let tls = (i / 4).is_multiple_of(2);
-    let _ = write!(
-        out,
-        "server_address=198.51.100.1\nserver_port=25\nhelo_name=mail.good.example\n\
-         sender=u{local}@{domain}\nrecipient={rcpt}\nrecipient_count=0\nqueue_id=\n\
-         instance={:x}.{:x}.{:x}.{:x}\nsize={}\netrn_domain=\nstress=\nsasl_method=\n\
-         sasl_username=\nsasl_sender=\nccert_subject=\nccert_issuer=\nccert_fingerprint=\n\
-         ccert_pubkey_fingerprint=\nencryption_protocol={}\nencryption_cipher={}\n\
-         encryption_keysize={}\npolicy_context=\n\n",
-        10_000 + conn,
-        run,
-        i,
-        i % 7,
-        1000 + (i * 37) % 100_000,
-        if tls { "TLSv1.3" } else { "" },
-        if tls { "TLS_AES_256_GCM_SHA384" } else { "" },
-        if tls { 256 } else { 0 },
-    );
 }

@@ -5,8 +5,7 @@
 //! `EXP_REQUESTS` requests on each of `EXP_CONN` connections (default 4),
 //! lock-step, with the load bench's request mix (benches/load/client.rs:
 //! 29 attributes, half the clients new IPv6 addresses), and stops rpol
-//! with SIGTERM so that callgrind writes its counts. With `EXP_FLOOR` set
-//! it first drives a trivial thread-per-connection floor. Prints
+//! with SIGTERM so that callgrind writes its counts. Prints
 //! throughput and latency, which under valgrind mean nothing: the
 //! instruction counts are the point.
 
@@ -53,13 +52,6 @@ fn main() {
     zones.push(("spftest.", include_str!("../tests/zones/spftest.zone")));
     let dns = rt.block_on(dns_server::TestDns::start(&zones));
     let dir = tempfile::tempdir().unwrap();
-
-    if std::env::var("EXP_FLOOR").is_ok() {
-        let floor_socket = dir.path().join("floor.sock");
-        let floor = start_floor(&floor_socket);
-        report("protocol floor (answers DUNNO, no policy)", &floor_socket);
-        drop(floor);
-    }
 
     let socket = dir.path().join("rpol.sock");
     let mut rpol = start_rpol(dir.path(), dns.addr, &socket);
@@ -148,26 +140,6 @@ fn ask(conn: &mut BufReader<UnixStream>, request: &[u8]) {
 
 /// The floor: read lines until the empty one, answer DUNNO; one thread per
 /// connection.
-fn start_floor(socket: &Path) -> thread::JoinHandle<()> {
-    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
-    thread::spawn(move || {
-        for stream in listener.incoming().take(connections() + 1) {
-            let stream = stream.unwrap();
-            thread::spawn(move || {
-                let mut out = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                let mut line = String::new();
-                while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
-                    if line == "\n" && out.write_all(b"action=DUNNO\n\n").is_err() {
-                        return;
-                    }
-                    line.clear();
-                }
-            });
-        }
-    })
-}
-
 fn start_rpol(dir: &Path, dns: std::net::SocketAddr, socket: &Path) -> Child {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let shipped = std::fs::read_to_string(

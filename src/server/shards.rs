@@ -61,14 +61,6 @@ impl Shards {
         Ok(Shards { shards })
     }
 
-    pub fn len(&self) -> usize {
-        self.shards.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.shards.is_empty()
-    }
-
     /// Runs `task` on the shard with the fewest connections. It is polled
     /// only there, so the I/O objects it creates (a stream taken over with
     /// `from_std`) belong to that shard's reactor.

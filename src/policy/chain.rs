@@ -116,11 +116,12 @@ pub async fn evaluate(policy: &Policy, state: &State, req: &Request, want_trace:
         ),
         None => run.final_action(state),
     };
+    let class = ActionClass::of(&action);
     // Rate limits count a message only when this answer lets it through.
     let counts = std::mem::take(&mut run.counts);
     if !counts.is_empty() {
         if matches!(
-            ActionClass::of(&action),
+            class,
             ActionClass::Reject | ActionClass::Defer | ActionClass::DeferIfPermit
         ) {
             run.step(|| "refused: the rate limits count nothing".into());
@@ -130,7 +131,7 @@ pub async fn evaluate(policy: &Policy, state: &State, req: &Request, want_trace:
             Box::pin(ratelimit::commit(state, counts, run.trace.as_mut())).await;
         }
     }
-    profile.requests.count(ActionClass::of(&action));
+    profile.requests.count(class);
     let mut trace = run.trace.unwrap_or_default();
     if want_trace {
         match &rule {

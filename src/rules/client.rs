@@ -47,7 +47,8 @@ enum Unknown {
 /// say whether the failure was temporary, so rpol looks again rather than
 /// turn a temporary failure into a permanent reject.
 pub async fn reject_unknown_client_hostname(ctx: &mut Context<'_>) -> Outcome {
-    let name = ctx.request.client_name.clone();
+    let request = ctx.request;
+    let name = request.client_name.as_str();
     if !name.is_empty() && !name.eq_ignore_ascii_case("unknown") {
         ctx.note(|| format!("client_name {name:?} was verified by Postfix"));
         return Outcome::Dunno;
@@ -89,7 +90,8 @@ pub async fn reject_unknown_client_hostname(ctx: &mut Context<'_>) -> Outcome {
 /// your reverse hostname, [ip]`; temporary failure: `450`, immediate.
 /// A `reverse_client_name` other than `unknown` from Postfix is trusted.
 pub async fn reject_unknown_reverse_client_hostname(ctx: &mut Context<'_>) -> Outcome {
-    let name = ctx.request.reverse_client_name.clone();
+    let request = ctx.request;
+    let name = request.reverse_client_name.as_str();
     if !name.is_empty() && !name.eq_ignore_ascii_case("unknown") {
         ctx.note(|| format!("reverse_client_name {name:?} was found by Postfix"));
         return Outcome::Dunno;

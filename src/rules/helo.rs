@@ -31,11 +31,12 @@ fn check_literal(ctx: &mut Context<'_>, name: &str) -> Outcome {
 /// (accepted by Postfix "for compatibility"), or a valid address literal.
 /// Reply `$invalid_hostname_reject_code 5.5.2 Invalid name`.
 pub fn reject_invalid_helo_hostname(ctx: &mut Context<'_>) -> Outcome {
-    let helo = ctx.request.helo_name.clone();
+    let request = ctx.request;
+    let helo = request.helo_name.as_str();
     if helo.starts_with('[') {
-        return check_literal(ctx, &helo);
+        return check_literal(ctx, helo);
     }
-    let name = strip_one_dot(&helo);
+    let name = strip_one_dot(helo);
     if valid_hostname(name) || valid_hostaddr(name) {
         Outcome::Dunno
     } else {
@@ -51,11 +52,12 @@ pub fn reject_invalid_helo_hostname(ctx: &mut Context<'_>) -> Outcome {
 /// IP address fails), or a valid address literal. Reply
 /// `$non_fqdn_reject_code 5.5.2 need fully-qualified hostname`.
 pub fn reject_non_fqdn_helo_hostname(ctx: &mut Context<'_>) -> Outcome {
-    let helo = ctx.request.helo_name.clone();
+    let request = ctx.request;
+    let helo = request.helo_name.as_str();
     if helo.starts_with('[') {
-        return check_literal(ctx, &helo);
+        return check_literal(ctx, helo);
     }
-    let name = strip_one_dot(&helo);
+    let name = strip_one_dot(helo);
     if valid_hostname(name) && name.contains('.') {
         Outcome::Dunno
     } else {
@@ -73,12 +75,13 @@ pub fn reject_non_fqdn_helo_hostname(ctx: &mut Context<'_>) -> Outcome {
 /// temporary failure: `$unknown_helo_hostname_tempfail_action` with
 /// `450 4.7.1 Host not found`.
 pub async fn reject_unknown_helo_hostname(ctx: &mut Context<'_>) -> Outcome {
-    let helo = ctx.request.helo_name.clone();
+    let request = ctx.request;
+    let helo = request.helo_name.as_str();
     if helo.starts_with('[') {
-        return check_literal(ctx, &helo);
+        return check_literal(ctx, helo);
     }
     let kinds = [RecordKind::A, RecordKind::Aaaa, RecordKind::Mx];
-    match dnscheck::lookup_host(ctx, strip_one_dot(&helo), &kinds, false).await {
+    match dnscheck::lookup_host(ctx, strip_one_dot(helo), &kinds, false).await {
         HostStatus::Found | HostStatus::NullMx => Outcome::Dunno,
         HostStatus::NotFound => Outcome::Reject(Reply::new(
             ctx.site.codes.unknown_hostname_reject_code,

@@ -24,11 +24,15 @@ pub fn received_spf(
     let mut out = String::with_capacity(
         64 + comment.len() + envelope_from.len() + helo.len() + receiver.len(),
     );
-    let _ = write!(
-        out,
-        "Received-SPF: {} ({comment}) client-ip=",
-        e.result_name()
-    );
+    for part in [
+        "Received-SPF: ",
+        e.result_name(),
+        " (",
+        &comment,
+        ") client-ip=",
+    ] {
+        out.push_str(part);
+    }
     // An IPv4 address is a dot-atom; an IPv6 one, with colons, is quoted.
     push_value(&mut out, &ip_text);
     for (key, text) in [
@@ -36,18 +40,26 @@ pub fn received_spf(
         ("helo", helo),
         ("receiver", receiver),
     ] {
-        let _ = write!(out, "; {key}=");
+        push_key(&mut out, key);
         push_value(&mut out, text);
     }
-    let _ = write!(out, "; identity={}", e.identity.name());
+    push_key(&mut out, "identity");
+    out.push_str(e.identity.name());
     for (key, text) in [("mechanism", &e.mechanism), ("problem", &e.problem)] {
         if let Some(text) = text {
-            let _ = write!(out, "; {key}=");
+            push_key(&mut out, key);
             push_value(&mut out, text);
         }
     }
     out.push(';');
     out
+}
+
+/// `; key=`
+fn push_key(out: &mut String, key: &str) {
+    out.push_str("; ");
+    out.push_str(key);
+    out.push('=');
 }
 
 /// `Authentication-Results: <authserv-id>; spf=<result> (<comment>)

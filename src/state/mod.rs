@@ -5,6 +5,7 @@
 //! memory, and the greylisting store. Every part is bounded in bytes (the
 //! store on disk by max_entries and expiry).
 
+pub mod digest;
 pub mod rate_events;
 pub mod spf_cache;
 pub mod store;

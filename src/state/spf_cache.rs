@@ -6,8 +6,11 @@
 //! `%{h}` macro), and the local part too when a record or explanation used
 //! the `%{l}`/`%{s}` macros. Results that come from a failure (temporary
 //! errors, an identity that could not be evaluated, an internal error) are
-//! never kept: see [`Evaluation::cacheable`].
+//! never kept: see [`Evaluation::cacheable`]. The key is kept as a keyed
+//! digest of those parts ([`super::digest`]): fixed in size, and no
+//! client can make its entry answer for another's.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +18,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::digest::{Digest, Digester};
 use crate::bounded::BoundedLru;
 use crate::spf::{self, Evaluation, Identity};
 
@@ -23,11 +27,13 @@ use crate::spf::{self, Evaluation, Identity};
 /// explanation (each bounded by the request and DNS limits).
 pub const SPF_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
-/// client, identity, domain, HELO, and the local part when it mattered.
-type Key = (IpAddr, Identity, String, String, Option<String>);
+/// The digest of: client, identity, domain, HELO (both lowercase, without
+/// a trailing dot), and the local part when it mattered.
+type Key = Digest;
 
 pub struct SpfCache {
     results: Mutex<BoundedLru<Key, (Instant, Evaluation)>>,
+    digester: Digester,
     /// Results the rules used, by [`IDENTITIES`] and [`spf::RESULT_NAMES`]
     /// (cached ones included); relaxed atomics, read by the metrics.
     used: [[AtomicU64; spf::RESULT_NAMES.len()]; IDENTITIES.len()],
@@ -48,6 +54,7 @@ impl SpfCache {
     pub fn new(max_entries: usize) -> SpfCache {
         SpfCache {
             results: Mutex::new(BoundedLru::new(max_entries, SPF_CACHE_BYTES)),
+            digester: Digester::default(),
             used: Default::default(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -112,8 +119,8 @@ impl SpfCache {
         ttl: Duration,
     ) -> Option<Evaluation> {
         let now = Instant::now();
+        let domain_key = self.key(ip, identity, domain, helo, None);
         let mut cache = self.lock();
-        let domain_key: Key = (ip, identity, normal(domain), normal(helo), None);
         match cache.get(&domain_key) {
             Some((at, e)) if now.duration_since(*at) < ttl => {
                 if !e.uses_local_part {
@@ -126,12 +133,23 @@ impl SpfCache {
             }
             None => return None,
         }
-        let mut full_key = domain_key;
-        full_key.4 = Some(local.to_string());
+        let full_key = self.key(ip, identity, domain, helo, Some(local));
         match cache.get(&full_key) {
             Some((at, e)) if now.duration_since(*at) < ttl => Some(e.clone()),
             _ => None,
         }
+    }
+
+    fn key(
+        &self,
+        ip: IpAddr,
+        identity: Identity,
+        domain: &str,
+        helo: &str,
+        local: Option<&str>,
+    ) -> Key {
+        self.digester
+            .digest(&(ip, identity, normal(domain), normal(helo), local))
     }
 
     /// Keeps `e` if it may be reused (see [`Evaluation::cacheable`]).
@@ -141,16 +159,17 @@ impl SpfCache {
         }
         let mut stored = e.clone();
         stored.lookups.clear();
-        let weight = stored.heap_bytes() + helo.len();
+        let weight = stored.heap_bytes();
         let (local, domain) = e.parts();
-        let key: Key = (ip, e.identity, normal(domain), normal(helo), None);
+        let key = self.key(ip, e.identity, domain, helo, None);
+        let full_key = e
+            .uses_local_part
+            .then(|| self.key(ip, e.identity, domain, helo, Some(local)));
         let now = Instant::now();
         let mut cache = self.lock();
-        if e.uses_local_part {
+        if let Some(full_key) = full_key {
             // The domain entry only tells that the local part matters.
-            let mut full_key = key.clone();
-            full_key.4 = Some(local.to_string());
-            cache.put(full_key, (now, stored.clone()), weight + local.len());
+            cache.put(full_key, (now, stored.clone()), weight);
         }
         cache.put(key, (now, stored), weight);
     }
@@ -166,6 +185,13 @@ impl SpfCache {
     }
 }
 
-fn normal(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
+/// Lowercase (ASCII only, as viaspf compares names), without the trailing
+/// dot; borrowed when it already is.
+fn normal(name: &str) -> Cow<'_, str> {
+    let name = name.trim_end_matches('.');
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
 }

@@ -6,13 +6,13 @@
 //! A transaction is `instance` *and* client address *and* sender: Postfix
 //! keeps one instance until the MAIL stage, and a local client may send any
 //! instance, so the instance alone would let one transaction see another's
-//! memory. Keys and actions are kept as keyed 128-bit hashes (SipHash with
-//! per-process random keys), so an entry has a fixed size whatever the
-//! client sends, and a client cannot forge a collision it cannot compute.
+//! memory. Keys and actions are kept as keyed 128-bit digests
+//! ([`super::digest`]), so an entry has a fixed size whatever the client
+//! sends, and a client cannot forge a collision it cannot compute.
 
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
+use super::digest::{Digest, Digester};
 use crate::bounded::BoundedLru;
 use crate::protocol::Request;
 
@@ -23,8 +23,6 @@ pub const TRANSACTION_MEMORY_BYTES: usize = 4 * 1024 * 1024;
 /// Distinct PREPEND actions remembered per transaction; one response
 /// carries one action, so a transaction rarely has more than two.
 pub const PREPENDS_PER_TRANSACTION: usize = 8;
-
-type Digest = u128;
 
 /// What one transaction has been sent.
 #[derive(Default)]
@@ -40,7 +38,7 @@ pub struct Ticket {
 
 pub struct Transactions {
     seen: Mutex<BoundedLru<Digest, Memory>>,
-    keys: (RandomState, RandomState),
+    digester: Digester,
 }
 
 impl std::fmt::Debug for Transactions {
@@ -53,7 +51,7 @@ impl Default for Transactions {
     fn default() -> Self {
         Transactions {
             seen: Mutex::new(BoundedLru::new(usize::MAX, TRANSACTION_MEMORY_BYTES)),
-            keys: (RandomState::new(), RandomState::new()),
+            digester: Digester::default(),
         }
     }
 }
@@ -64,9 +62,7 @@ const MEMORY_WEIGHT: usize = std::mem::size_of::<Digest>() * (PREPENDS_PER_TRANS
 
 impl Transactions {
     fn digest(&self, parts: &[&str]) -> Digest {
-        let high = self.keys.0.hash_one(parts) as u128;
-        let low = self.keys.1.hash_one(parts) as u128;
-        (high << 64) | low
+        self.digester.digest(&parts)
     }
 
     /// The transaction a request belongs to, or `None` when it names no

@@ -4,6 +4,8 @@
 
 use std::collections::HashSet;
 
+use foldhash::fast::RandomState as FastHash;
+
 use ipnet::IpNet;
 
 use crate::greylist::GreylistSettings;
@@ -11,6 +13,11 @@ use crate::spf::{ResultActions, SpfAction, SpfSettings};
 use crate::tables::addresses::Addresses;
 use crate::tables::logins::LoginMap;
 use crate::vocab::Codes;
+
+/// Names the admin wrote, looked up with names clients send. foldhash
+/// rather than SipHash: only the admin's names are ever inserted, so no
+/// client can crowd a bucket, and a lookup runs several times per request.
+pub type NameSet = HashSet<String, FastHash>;
 
 /// Facts about the site that rules read.
 #[derive(Debug, Clone)]
@@ -27,7 +34,7 @@ pub struct Site {
     pub null_access_key: String,
     pub codes: Codes,
     /// Our final destinations (Postfix virtual_mailbox_domains), lowercase.
-    pub domains: HashSet<String>,
+    pub domains: NameSet,
     /// Postfix `$myorigin`: the domain an unqualified sender is taken to
     /// be in (default: the first of `domains`).
     pub myorigin: String,
@@ -69,7 +76,7 @@ impl Site {
         if sender.is_empty() {
             return Cow::Borrowed(sender);
         }
-        match sender.rsplit_once('@') {
+        match crate::syntax::split_address(sender) {
             None if self.myorigin.is_empty() => Cow::Borrowed(sender),
             None => Cow::Owned(format!("{sender}@{}", self.myorigin)),
             Some((local, domain)) if domain.ends_with('.') => {
@@ -134,7 +141,7 @@ impl Default for Site {
             access_subdomains: true,
             null_access_key: "<>".into(),
             codes: Codes::default(),
-            domains: HashSet::new(),
+            domains: NameSet::default(),
             myorigin: String::new(),
             relay_domains: Vec::new(),
             addresses: Addresses::default(),

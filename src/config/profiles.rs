@@ -107,14 +107,18 @@ impl Compiler<'_> {
             for rule in list {
                 let key = format!("profile.{name}.{stage}");
                 match rules::compile(rule.get_ref(), stage, tables, site) {
-                    Ok(compiled) => stages[stage as usize].push(ChainRule {
-                        text: rule
+                    Ok(compiled) => {
+                        let text = rule
                             .get_ref()
                             .split_whitespace()
                             .collect::<Vec<_>>()
-                            .join(" "),
-                        rule: compiled,
-                    }),
+                            .join(" ");
+                        stages[stage as usize].push(ChainRule {
+                            label: format!("{stage}: {text}"),
+                            text,
+                            rule: compiled,
+                        })
+                    }
                     Err(e) => self.error(rule.span(), &key, e.to_string()),
                 }
             }

@@ -208,7 +208,7 @@ impl Run<'_> {
                     chain_rule.rule.evaluate(&mut ctx).await
                 };
                 policy.rule_results.count(chain_rule.rule.index(), &outcome);
-                let rule_name = || format!("{stage}: {}", chain_rule.text);
+                let rule_name = || chain_rule.label.clone();
                 self.step(|| {
                     let mut line = format!("{} -> {}", rule_name(), outcome.label());
                     for note in &notes {

@@ -67,6 +67,9 @@ impl fmt::Display for Match {
 #[derive(Debug)]
 pub struct ChainRule {
     pub text: String,
+    /// `stage: text`, as decisions and traces name the rule (made once
+    /// here: a decision names its rule on every request).
+    pub label: String,
     pub rule: Rule,
 }
 

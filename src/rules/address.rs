@@ -24,7 +24,7 @@ fn address<'a>(ctx: &Context<'a>, subject: Stage) -> &'a str {
 
 /// The domain part, if the address has an `@`.
 fn domain_of(address: &str) -> Option<&str> {
-    address.rsplit_once('@').map(|(_, d)| d)
+    crate::syntax::split_address(address).map(|(_, d)| d)
 }
 
 /// `reject_non_fqdn_sender` / `reject_non_fqdn_recipient`: the domain part
@@ -166,7 +166,7 @@ fn reject_unlisted_address(ctx: &mut Context<'_>, subject: Stage) -> Outcome {
 /// allow_untrusted_routing = no).
 fn authorized_destination(ctx: &mut Context<'_>) -> bool {
     let rcpt = ctx.request.recipient.as_str();
-    let Some((local, domain)) = rcpt.rsplit_once('@') else {
+    let Some((local, domain)) = crate::syntax::split_address(rcpt) else {
         // Postfix appends its own domain to a bare local part.
         return true;
     };

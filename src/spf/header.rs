@@ -134,41 +134,60 @@ fn push_comment(out: &mut String, text: &str) {
     }
 }
 
-/// RFC 5322 atext.
-fn is_atext(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'/'
-                | b'='
-                | b'?'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'{'
-                | b'|'
-                | b'}'
-                | b'~'
-        )
+/// RFC 5322 atext, by byte.
+const ATEXT: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'/'
+                    | b'='
+                    | b'?'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'{'
+                    | b'|'
+                    | b'}'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
+
+/// A dot-atom (RFC 5322): atext runs separated by single dots.
+fn is_dot_atom(bytes: &[u8]) -> bool {
+    let mut after_dot = true;
+    for &b in bytes {
+        if b == b'.' {
+            if after_dot {
+                return false;
+            }
+            after_dot = true;
+        } else if ATEXT[b as usize] {
+            after_dot = false;
+        } else {
+            return false;
+        }
+    }
+    !after_dot
 }
 
 /// A key-value value: a dot-atom as is, anything else quoted.
 fn push_value(out: &mut String, text: &str) {
-    let bytes = text.as_bytes();
-    let dot_atom = !bytes.is_empty()
-        && bytes[0] != b'.'
-        && bytes[bytes.len() - 1] != b'.'
-        && !bytes.windows(2).any(|w| w == b"..")
-        && bytes.iter().all(|&b| is_atext(b) || b == b'.');
-    if dot_atom {
+    if is_dot_atom(text.as_bytes()) {
         out.push_str(text);
     } else {
         push_quoted(out, text);
@@ -241,6 +260,47 @@ fn push_quoted(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_atoms_as_rfc_5322_defines_them() {
+        // The definition, spelled out: non-empty, no dot at either end,
+        // no two dots together, every other byte atext.
+        let atext = "!#$%&'*+-/=?^_`{|}~";
+        let reference = |t: &str| {
+            !t.is_empty()
+                && !t.starts_with('.')
+                && !t.ends_with('.')
+                && !t.contains("..")
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || atext.contains(c))
+        };
+        for t in [
+            "",
+            ".",
+            "a",
+            "a.b",
+            ".a",
+            "a.",
+            "a..b",
+            "mail.example.com",
+            "user+tag",
+            "x y",
+            "a@b",
+            "2001:db8::1",
+            "\"q\"",
+            "é",
+            "a.b.c.d",
+            "{|}~",
+            "a\u{0}b",
+        ] {
+            assert_eq!(is_dot_atom(t.as_bytes()), reference(t), "{t:?}");
+        }
+        for b in 0..=255u8 {
+            let t = [b'a', b, b'z'];
+            let expect = b == b'.' || (b.is_ascii() && reference(&char::from(b).to_string()));
+            assert_eq!(is_dot_atom(&t), expect, "byte {b}");
+        }
+    }
 
     #[test]
     fn ip_text_as_display() {

@@ -267,7 +267,7 @@ impl Evaluation {
 
     /// The identity's local part and domain.
     pub fn parts(&self) -> (&str, &str) {
-        self.sender.rsplit_once('@').unwrap_or(("", &self.sender))
+        crate::syntax::split_address(&self.sender).unwrap_or(("", &self.sender))
     }
 
     /// Heap bytes held (for the cache's byte bound).
@@ -342,7 +342,7 @@ pub fn result_name(result: &SpfResult) -> &'static str {
 /// same domain; viaspf takes names without it). HELO: `postmaster@helo`.
 fn parse_identity(identity: Identity, sender: &str) -> Result<Sender, viaspf::ParseParamError> {
     match identity {
-        Identity::MailFrom => match sender.rsplit_once('@') {
+        Identity::MailFrom => match crate::syntax::split_address(sender) {
             Some(("", domain)) => Sender::from_domain(domain.trim_end_matches('.')),
             // Rebuilt only to drop a trailing dot.
             Some(_) if !sender.ends_with('.') => Sender::from_address(sender),
@@ -359,7 +359,7 @@ fn parse_identity(identity: Identity, sender: &str) -> Result<Sender, viaspf::Pa
 /// asking viaspf: the key a cached result is looked up under.
 pub fn identity_parts(identity: Identity, sender: &str) -> (&str, &str) {
     let (local, domain) = match identity {
-        Identity::MailFrom => sender.rsplit_once('@').unwrap_or(("", sender)),
+        Identity::MailFrom => crate::syntax::split_address(sender).unwrap_or(("", sender)),
         Identity::Helo => ("", sender),
     };
     let local = if local.is_empty() {
@@ -403,7 +403,11 @@ pub async fn evaluate(
             "not a valid domain (RFC 7208 4.3)",
         );
     };
-    let helo_domain = viaspf::DomainName::new(helo.trim_end_matches('.')).ok();
+    // For the HELO identity the name was just parsed as the sender's domain.
+    let helo_domain = match identity {
+        Identity::Helo => Some(parsed.domain().clone()),
+        Identity::MailFrom => viaspf::DomainName::new(helo.trim_end_matches('.')).ok(),
+    };
     let config = ViaspfConfig::builder()
         .timeout(settings.timeout)
         .hostname(settings.receiver.clone())
@@ -436,10 +440,11 @@ pub async fn evaluate(
         None => (None, None),
     };
     let cacheable = result.spf_result != SpfResult::Temperror;
+    let (sender, domain) = identity_text(&parsed);
     Evaluation {
         identity,
-        sender: parsed.to_string(),
-        domain: parsed.domain().to_string(),
+        sender,
+        domain,
         result: result.spf_result,
         mechanism,
         problem,
@@ -447,6 +452,19 @@ pub async fn evaluate(
         cacheable,
         lookups,
     }
+}
+
+/// `local@domain` and `domain` of a parsed identity, as its `Display`
+/// writes them, without the formatting machinery (every evaluation).
+fn identity_text(parsed: &Sender) -> (String, String) {
+    let name = parsed.domain().as_ref().as_str();
+    let domain = name.strip_suffix('.').unwrap_or(name);
+    let local = parsed.local_part();
+    let mut sender = String::with_capacity(local.len() + 1 + domain.len());
+    sender.push_str(local);
+    sender.push('@');
+    sender.push_str(domain);
+    (sender, domain.to_owned())
 }
 
 /// A future that turns a panic while it is polled into `Err(message)`.
@@ -521,6 +539,20 @@ mod tests {
         assert_eq!(p("ceo@victim.example.").unwrap(), "ceo@victim.example");
         assert_eq!(p("@victim.example").unwrap(), "postmaster@victim.example");
         assert!(p("ceo@nodot").is_err());
+        for s in [
+            "ceo@Victim.Example.",
+            "a b@x.example",
+            "@x.example",
+            "x.example",
+        ] {
+            let parsed = parse_identity(Identity::MailFrom, s).unwrap();
+            let text = identity_text(&parsed);
+            assert_eq!(
+                text,
+                (parsed.to_string(), parsed.domain().to_string()),
+                "{s:?}"
+            );
+        }
         let parts = |i, s| identity_parts(i, s);
         assert_eq!(
             parts(Identity::MailFrom, "a b@x.example."),

@@ -8,6 +8,9 @@
 //! `451 4.3.5` at run time as in Postfix.
 
 use std::collections::HashMap;
+
+// Only the admin's keys are inserted (see crate::site::NameSet).
+use foldhash::fast::RandomState as FastHash;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -30,7 +33,7 @@ pub enum TableType {
 pub struct AccessTable {
     pub path: PathBuf,
     pub kind: TableType,
-    exact: HashMap<String, Entry>,
+    exact: HashMap<String, Entry, FastHash>,
     networks: Vec<(IpNet, Entry)>,
 }
 
@@ -80,7 +83,7 @@ impl AccessTable {
         let mut table = AccessTable {
             path: path.to_path_buf(),
             kind,
-            exact: HashMap::new(),
+            exact: HashMap::default(),
             networks: Vec::new(),
         };
         let err = |line: usize, message: String| TableError {
@@ -218,7 +221,7 @@ impl AccessTable {
             return self.get(null_key, false);
         }
         let address = lowercase(address);
-        let (local, domain) = match address.rsplit_once('@') {
+        let (local, domain) = match crate::syntax::split_address(&address) {
             Some((l, d)) => (l, Some(d)),
             None => (&*address, None),
         };

@@ -9,6 +9,9 @@
 //! work out which login owns which address.
 
 use std::collections::{HashMap, HashSet};
+
+// Only the admin's addresses are inserted (see crate::site::NameSet).
+use foldhash::fast::RandomState as FastHash;
 use std::path::Path;
 
 use super::access::{TableError, source_lines};
@@ -16,8 +19,8 @@ use super::access::{TableError, source_lines};
 /// Mailboxes and aliases, keys casefolded.
 #[derive(Debug, Default, Clone)]
 pub struct Addresses {
-    mailboxes: HashSet<String>,
-    aliases: HashMap<String, Vec<String>>,
+    mailboxes: HashSet<String, FastHash>,
+    aliases: HashMap<String, Vec<String>, FastHash>,
 }
 
 /// Where an address was found.
@@ -85,7 +88,7 @@ impl Addresses {
     /// then `@domain` for aliases).
     pub fn find(&self, address: &str, delimiter: &str) -> Option<Listed> {
         let address = crate::syntax::lowercase(address);
-        let (local, domain) = address.rsplit_once('@')?;
+        let (local, domain) = crate::syntax::split_address(&address)?;
         let base = extension_base(local, delimiter).map(|b| format!("{b}@{domain}"));
         for key in std::iter::once(&*address).chain(base.as_deref()) {
             if self.mailboxes.contains(key) {

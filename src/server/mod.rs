@@ -280,6 +280,18 @@ pub fn log_decision(req: &Request, decision: &Decision) {
     );
 }
 
+/// Hands the memory this thread freed back to the system now. mimalloc
+/// (the binary's allocator) returns freed pages lazily, on the thread's
+/// later allocations; after a config load, whose big tables leave as much
+/// garbage as they keep, the loading thread goes quiet and would hold it
+/// (a 1,000,000-entry table: 497 MB resident rather than 231).
+/// Harmless under another allocator (tests): mimalloc's own heap is empty.
+fn return_freed_memory() {
+    // SAFETY: mi_collect takes no pointers and may be called at any time
+    // from any thread.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(options: ServeOptions) -> io::Result<()> {
     let signals = Signals::new()?;
@@ -291,6 +303,7 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
     let settings = loaded.server.clone();
     let drop_plan = privileges::plan(&run_as(options.user.clone(), &settings))?;
     let shared = Arc::new(Shared::new(loaded, options.config_path.clone())?);
+    return_freed_memory();
 
     let listeners = if !options.systemd.is_empty() {
         options.systemd.listeners()?
@@ -547,6 +560,7 @@ async fn wait_for_signals(signals: Signals, shared: &Shared, shutdown: &Cancella
 fn reload(shared: &Shared, why: &str) {
     notify_systemd("RELOADING=1");
     let result = shared.reload();
+    return_freed_memory();
     shared.metrics.reloaded(result.is_ok());
     match result {
         Ok(()) => tracing::info!("{why}: reloaded {}", shared.config_path.display()),

@@ -199,7 +199,8 @@ pub(super) async fn evaluation(
     let settings = &ctx.site.spf;
     let cache = &ctx.state.spf_results;
     let parts = spf::identity_parts(identity, sender);
-    let cached = cache.get(ip, identity, parts, helo, settings.cache_ttl);
+    let slot = cache.slot(ip, identity, parts, helo);
+    let cached = cache.get(&slot, settings.cache_ttl);
     let from_cache = cached.is_some();
     let e = match cached {
         // A cached result speaks of the identity it was evaluated for;
@@ -215,7 +216,7 @@ pub(super) async fn evaluation(
         None => {
             let want = ctx.notes.is_some();
             let e = spf::evaluate(ctx.dns, settings, ip, identity, sender, helo, want).await;
-            cache.put(ip, helo, &e);
+            cache.put(&slot, &e);
             e
         }
     };

@@ -228,9 +228,66 @@ fn push_ip(out: &mut String, ip: IpAddr) {
                 crate::syntax::push_decimal(out, byte);
             }
         }
-        IpAddr::V6(v6) => {
+        // Display's own form for the IPv4-mapped ones (never a client's:
+        // check_spf has made those IPv4).
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
             let _ = write!(out, "{v6}");
         }
+        IpAddr::V6(v6) => push_ipv6(out, &v6.segments()),
+    }
+}
+
+/// RFC 5952 text, as `Display` writes it: lowercase hex without leading
+/// zeros, the longest run of two or more zero groups (the first of equal
+/// runs) as `::`.
+fn push_ipv6(out: &mut String, groups: &[u16; 8]) {
+    let (mut best, mut run) = ((0, 0), (0, 0));
+    for (i, &g) in groups.iter().enumerate() {
+        if g == 0 {
+            if run.1 == 0 {
+                run.0 = i;
+            }
+            run.1 += 1;
+            if run.1 > best.1 {
+                best = run;
+            }
+        } else {
+            run.1 = 0;
+        }
+    }
+    let hex = |out: &mut String, g: u16| {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut started = false;
+        for shift in [12, 8, 4, 0] {
+            let d = (g >> shift) & 0xf;
+            if d != 0 || started || shift == 0 {
+                out.push(char::from(DIGITS[usize::from(d)]));
+                started = true;
+            }
+        }
+    };
+    if best.1 < 2 {
+        for (i, &g) in groups.iter().enumerate() {
+            if i > 0 {
+                out.push(':');
+            }
+            hex(out, g);
+        }
+        return;
+    }
+    let (start, end) = (best.0, best.0 + best.1);
+    for (i, &g) in groups[..start].iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        hex(out, g);
+    }
+    out.push_str("::");
+    for (i, &g) in groups[end..].iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        hex(out, g);
     }
 }
 
@@ -302,8 +359,39 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Groups drawn mostly from 0 and 1, so that runs of zeros of
+        /// every length and place come up.
+        #[test]
+        fn ipv6_text_as_display(groups in proptest::array::uniform8(
+            proptest::prop_oneof![3 => proptest::strategy::Just(0u16), 1 => 0u16..=0xffff, 1 => proptest::strategy::Just(1u16)]
+        )) {
+            let ip = IpAddr::from(std::net::Ipv6Addr::from(groups));
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            proptest::prop_assert_eq!(out, ip.to_string());
+        }
+    }
+
     #[test]
     fn ip_text_as_display() {
+        for text in [
+            "::",
+            "::1",
+            "1::",
+            "1:0:0:1:0:0:0:1",
+            "1:0:0:0:1:0:0:1",
+            "0:1:0:1:0:1:0:1",
+            "2001:db8:0:0:1:0:0:1",
+            "::ffff:192.0.2.1",
+            "fe80::1:2",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string(), "{text}");
+        }
         for n in [0u8, 7, 10, 99, 100, 255] {
             let ip = IpAddr::from([n, 0, 10, 255 - n]);
             let mut out = String::new();

@@ -44,6 +44,16 @@ pub struct SpfCache {
 /// The identities, in the order [`SpfCache::used`] counts them.
 pub const IDENTITIES: [Identity; 2] = [Identity::MailFrom, Identity::Helo];
 
+/// A result's place in the cache: see [`SpfCache::slot`].
+pub struct Slot<'a> {
+    ip: IpAddr,
+    identity: Identity,
+    /// The local part and the domain.
+    parts: (&'a str, &'a str),
+    helo: &'a str,
+    domain_key: Key,
+}
+
 impl std::fmt::Debug for SpfCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SpfCache")
@@ -89,18 +99,31 @@ impl SpfCache {
         self.results.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A result for `local@domain` younger than `ttl`. The domain's entry
-    /// says whether the local part mattered; if it did, only an entry for
-    /// this very local part answers.
-    pub fn get(
+    /// Where results for `local@domain` (`parts`) evaluated for `ip` with
+    /// `helo` are kept: computed once for [`SpfCache::get`] and then
+    /// [`SpfCache::put`].
+    pub fn slot<'a>(
         &self,
         ip: IpAddr,
         identity: Identity,
-        parts: (&str, &str),
-        helo: &str,
-        ttl: Duration,
-    ) -> Option<Evaluation> {
-        let found = self.find(ip, identity, parts, helo, ttl);
+        parts: (&'a str, &'a str),
+        helo: &'a str,
+    ) -> Slot<'a> {
+        let (_, domain) = parts;
+        Slot {
+            ip,
+            identity,
+            parts,
+            helo,
+            domain_key: self.key(ip, identity, domain, helo, None),
+        }
+    }
+
+    /// The slot's result, if younger than `ttl`. The domain's entry says
+    /// whether the local part mattered; if it did, only an entry for this
+    /// very local part answers.
+    pub fn get(&self, slot: &Slot<'_>, ttl: Duration) -> Option<Evaluation> {
+        let found = self.find(slot, ttl);
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -110,31 +133,24 @@ impl SpfCache {
         found
     }
 
-    fn find(
-        &self,
-        ip: IpAddr,
-        identity: Identity,
-        (local, domain): (&str, &str),
-        helo: &str,
-        ttl: Duration,
-    ) -> Option<Evaluation> {
+    fn find(&self, slot: &Slot<'_>, ttl: Duration) -> Option<Evaluation> {
         let now = Instant::now();
-        let domain_key = self.key(ip, identity, domain, helo, None);
         let mut cache = self.lock();
-        match cache.get(&domain_key) {
+        match cache.get(&slot.domain_key) {
             Some((at, e)) if now.duration_since(*at) < ttl => {
                 if !e.uses_local_part {
                     return Some(e.clone());
                 }
             }
             Some(_) => {
-                cache.pop(&domain_key);
+                cache.pop(&slot.domain_key);
                 return None;
             }
             None => return None,
         }
-        let full_key = self.key(ip, identity, domain, helo, Some(local));
-        match cache.get(&full_key) {
+        drop(cache);
+        let full_key = self.local_key(slot);
+        match self.lock().get(&full_key) {
             Some((at, e)) if now.duration_since(*at) < ttl => Some(e.clone()),
             _ => None,
         }
@@ -152,26 +168,28 @@ impl SpfCache {
             .digest(&(ip, identity, normal(domain), normal(helo), local))
     }
 
-    /// Keeps `e` if it may be reused (see [`Evaluation::cacheable`]).
-    pub fn put(&self, ip: IpAddr, helo: &str, e: &Evaluation) {
+    fn local_key(&self, slot: &Slot<'_>) -> Key {
+        let (local, domain) = slot.parts;
+        self.key(slot.ip, slot.identity, domain, slot.helo, Some(local))
+    }
+
+    /// Keeps `e`, evaluated for the slot, if it may be reused (see
+    /// [`Evaluation::cacheable`]).
+    pub fn put(&self, slot: &Slot<'_>, e: &Evaluation) {
         if !e.cacheable {
             return;
         }
         let mut stored = e.clone();
         stored.lookups.clear();
         let weight = stored.heap_bytes();
-        let (local, domain) = e.parts();
-        let key = self.key(ip, e.identity, domain, helo, None);
-        let full_key = e
-            .uses_local_part
-            .then(|| self.key(ip, e.identity, domain, helo, Some(local)));
+        let full_key = e.uses_local_part.then(|| self.local_key(slot));
         let now = Instant::now();
         let mut cache = self.lock();
         if let Some(full_key) = full_key {
             // The domain entry only tells that the local part matters.
             cache.put(full_key, (now, stored.clone()), weight);
         }
-        cache.put(key, (now, stored), weight);
+        cache.put(slot.domain_key, (now, stored), weight);
     }
 
     pub fn clear(&self) {

@@ -24,10 +24,12 @@ use crate::{
     trace::{Trace, Tracepoint},
 };
 use std::{
+    collections::HashMap,
     error::Error,
     fmt::{self, Display, Formatter},
     mem,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::{Arc, Mutex},
 };
 
 pub struct Resolver<'l> {
@@ -198,11 +200,40 @@ impl From<LookupError> for SpfRecordLookupError {
     }
 }
 
+// rpol: parsed records are kept, keyed by their exact text, so a record
+// read again (the next client of the same domain, an include shared by
+// many) is not parsed again: parsing is a pure function of the text, so
+// the cached value is the one parsing would give. Bounded: records longer
+// than `PARSED_MAX_TEXT` bytes are not kept, and a full map is emptied
+// (the next lookups parse again), so at most about 2 MiB of text.
+const PARSED_MAX_ENTRIES: usize = 1024;
+const PARSED_MAX_TEXT: usize = 2048;
+
+static PARSED: Mutex<Option<HashMap<String, Arc<SpfRecord>>>> = Mutex::new(None);
+
+fn parse_record(text: String) -> Result<Arc<SpfRecord>, String> {
+    let mut parsed = PARSED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(record) = parsed.as_ref().and_then(|m| m.get(&text)) {
+        return Ok(record.clone());
+    }
+    drop(parsed);
+    let record = Arc::new(text.parse::<SpfRecord>().map_err(|_| text.clone())?);
+    if text.len() <= PARSED_MAX_TEXT {
+        parsed = PARSED.lock().unwrap_or_else(|e| e.into_inner());
+        let map = parsed.get_or_insert_with(HashMap::new);
+        if map.len() >= PARSED_MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(text, record.clone());
+    }
+    Ok(record)
+}
+
 async fn lookup_spf_record(
     resolver: &Resolver<'_>,
     query: &mut Query<'_>,
     name: &Name,
-) -> Result<SpfRecord, SpfRecordLookupError> {
+) -> Result<Arc<SpfRecord>, SpfRecordLookupError> {
     let mut records = resolver
         .lookup_txt(query, name)
         .await?
@@ -215,7 +246,7 @@ async fn lookup_spf_record(
         Some(record) => {
             let mut rest = records.collect::<Vec<_>>();
             match *rest {
-                [] => record.parse().map_err(|_| Syntax(record)),
+                [] => parse_record(record).map_err(Syntax),
                 [..] => {
                     rest.insert(0, record);
                     Err(MultipleRecords(rest))
@@ -325,5 +356,41 @@ impl QueryState {
         self.lookup_count = Default::default();
         self.void_lookup_count = Default::default();
         self.eval_explain_string = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // rpol: one test, as the map is shared by the whole process.
+    #[test]
+    fn parsed_records_are_kept_by_text_and_bounded() {
+        let text = "v=spf1 ip4:192.0.2.0/24 include:_spf.parsed.example -all";
+        let a = parse_record(text.into()).unwrap();
+        let b = parse_record(text.into()).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "the second read is the first parse");
+        assert_eq!(*a, text.parse::<SpfRecord>().unwrap());
+        let other = parse_record("v=spf1 ip4:192.0.2.0/25 -all".into()).unwrap();
+        assert_ne!(*a, *other);
+
+        // A syntax error is an error each time, with the text.
+        let bad = "v=spf1 ip4:300.0.0.1 -all";
+        assert_eq!(parse_record(bad.into()).unwrap_err(), bad);
+        assert_eq!(parse_record(bad.into()).unwrap_err(), bad);
+
+        // Too long to keep: parsed each time.
+        let long = format!("v=spf1{} -all", " a:x.example".repeat(200));
+        assert!(long.len() > PARSED_MAX_TEXT);
+        let l1 = parse_record(long.clone()).unwrap();
+        let l2 = parse_record(long).unwrap();
+        assert!(!Arc::ptr_eq(&l1, &l2));
+
+        // Never more than the bound.
+        for i in 0..PARSED_MAX_ENTRIES + 10 {
+            parse_record(format!("v=spf1 a:h{i}.example -all")).unwrap();
+            let len = PARSED.lock().unwrap().as_ref().map_or(0, HashMap::len);
+            assert!(len <= PARSED_MAX_ENTRIES);
+        }
     }
 }

@@ -82,10 +82,12 @@ fn to_result(outcome: Outcome) -> LookupResult<std::sync::Arc<Answer>> {
     }
 }
 
-/// `%{l` or `%{s` (RFC 7208 7.1: macro letters in either case).
+/// `%{l` or `%{s` (RFC 7208 7.1: macro letters in either case). Every
+/// record of every evaluation is scanned, so by `%` with memchr.
 fn mentions_local_part(text: &[u8]) -> bool {
-    text.windows(3)
-        .any(|w| w[0] == b'%' && w[1] == b'{' && matches!(w[2], b'l' | b'L' | b's' | b'S'))
+    memchr::memchr_iter(b'%', text).any(|i| {
+        text.get(i + 1) == Some(&b'{') && matches!(text.get(i + 2), Some(b'l' | b'L' | b's' | b'S'))
+    })
 }
 
 fn wrong_type() -> LookupError {
@@ -171,6 +173,8 @@ mod tests {
             "exists:%{S}._s.%{d}",
             "%{L1r}",
             "%{s}",
+            "%%{l}",
+            "x%{%{S}",
         ] {
             assert!(mentions_local_part(text.as_bytes()), "{text}");
         }
@@ -180,6 +184,9 @@ mod tests {
             "%{h} %{o}",
             "%{",
             "%l",
+            "%",
+            "%{ l}",
+            "%%{d}",
         ] {
             assert!(!mentions_local_part(text.as_bytes()), "{text}");
         }

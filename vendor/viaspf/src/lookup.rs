@@ -217,11 +217,10 @@ impl Name {
         // label is what UTS #46 maps to its lowercase form (and the checks
         // below refuse it the same way), so it skips the IDNA machinery,
         // which costs more than the rest of an evaluation's name handling.
-        let s = if is_plain_ldh(s) {
-            s.to_ascii_lowercase()
-        } else {
-            idna::domain_to_ascii(s).map_err(|_| ParseNameError)?
-        };
+        if let Some(plain) = plain_domain(s) {
+            return plain.map(Self::root);
+        }
+        let s = idna::domain_to_ascii(s).map_err(|_| ParseNameError)?;
         if is_valid_dns_name(&s, true) {
             Ok(Self::root(s))
         } else {
@@ -291,17 +290,41 @@ impl FromStr for Name {
     }
 }
 
-// rpol: `is_plain_ldh`, and the checks below over bytes rather than `char`
+// rpol: `plain_domain`, and the checks below over bytes rather than `char`
 // searches (the same rules; they run for every name of every evaluation).
 
-/// ASCII letters, digits, hyphens and dots only, and no label that starts
-/// with the ACE prefix `xn--` (in any case).
-fn is_plain_ldh(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        && !s
-            .as_bytes()
-            .split(|&b| b == b'.')
-            .any(|l| l.len() >= 4 && l[..4].eq_ignore_ascii_case(b"xn--"))
+/// For a name of ASCII letters, digits, hyphens and dots only, with no
+/// label that starts with the ACE prefix `xn--` (in any case): the name in
+/// lowercase if it passes the domain checks of [`is_valid_dns_name`], else
+/// an error; in one pass. `None` for any other name (the IDNA path).
+fn plain_domain(s: &str) -> Option<Result<String, ParseNameError>> {
+    let bytes = s.as_bytes();
+    // One trailing dot is allowed, as in `is_valid_dns_name`; a second
+    // makes an empty last label.
+    let body = bytes.strip_suffix(b".").unwrap_or(bytes);
+    let mut valid = has_valid_domain_len(body.len());
+    let (mut labels, mut start, mut last): (usize, usize, &[u8]) = (0, 0, &[]);
+    for i in 0..=body.len() {
+        match body.get(i) {
+            Some(b) if b.is_ascii_alphanumeric() || *b == b'-' => continue,
+            Some(b'.') | None => {}
+            Some(_) => return None,
+        }
+        let label = &body[start..i];
+        if label.len() >= 4 && label[..4].eq_ignore_ascii_case(b"xn--") {
+            return None;
+        }
+        valid &= is_label(label);
+        labels += 1;
+        last = label;
+        start = i + 1;
+    }
+    valid &= labels >= 2 && !last.iter().all(u8::is_ascii_digit);
+    Some(if valid {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(ParseNameError)
+    })
 }
 
 fn is_valid_dns_name(mut s: &str, domain: bool) -> bool {
@@ -309,7 +332,7 @@ fn is_valid_dns_name(mut s: &str, domain: bool) -> bool {
         s = sx;
     }
 
-    if !has_valid_domain_len(s) {
+    if !has_valid_domain_len(s.len()) {
         return false;
     }
 
@@ -355,8 +378,8 @@ fn is_label(s: &[u8]) -> bool {
 // to find the definitive statement, so going with the more conservative 253 …
 pub(crate) const MAX_DOMAIN_LENGTH: usize = 253;
 
-fn has_valid_domain_len(s: &str) -> bool {
-    matches!(s.len(), 1..=MAX_DOMAIN_LENGTH)
+fn has_valid_domain_len(len: usize) -> bool {
+    matches!(len, 1..=MAX_DOMAIN_LENGTH)
 }
 
 fn has_valid_label_len(s: &[u8]) -> bool {
@@ -390,10 +413,29 @@ mod tests {
             // Compared as text: `Name`'s own equality ignores case.
             assert_eq!(Name::domain(s).ok().map(|n| n.0), via_idna(s), "{s:?}");
         }
-        assert!(is_plain_ldh("Mail.Example.ORG"));
-        assert!(!is_plain_ldh("xn--bcher-kva.de"));
-        assert!(!is_plain_ldh("a.Xn--b.de"));
-        assert!(!is_plain_ldh("bücher.de"));
+        assert!(plain_domain("Mail.Example.ORG").is_some());
+        assert!(plain_domain("a..example").is_some());
+        assert!(plain_domain("xn--bcher-kva.de").is_none());
+        assert!(plain_domain("a.Xn--b.de").is_none());
+        assert!(plain_domain("bücher.de").is_none());
+        assert!(plain_domain("a_b.example").is_none());
+
+        // Random names over an alphabet that makes every case likely:
+        // both paths must agree on each.
+        let alphabet: &[&str] = &["a", "Z", "0", "9", "-", ".", "xn--", "XN--", "_", "ü", "b1"];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..50_000 {
+            let mut name = String::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 12) as usize;
+            for k in 0..len {
+                let pick = (seed >> (5 * k % 60)) as usize % alphabet.len();
+                name.push_str(alphabet[pick]);
+            }
+            assert_eq!(Name::domain(&name).ok().map(|n| n.0), via_idna(&name), "{name:?}");
+        }
     }
 
     #[test]

@@ -28,6 +28,12 @@
 //! tests/zones/) are this binary started again with `--role`, each in its
 //! own process so that its CPU time is its own.
 
+// The floor runs on rpol's allocator, so that the ratios measure the
+// policy, not the allocator (the client, in this binary too, gets it
+// as well).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "../tests/support/dns.rs"]
 mod dns_server;
 

@@ -13,10 +13,11 @@ use super::dns_server;
 const READ_CHUNK: usize = 8 * 1024;
 
 /// `--role floor --listen unix:PATH|tcp:ADDR`: the protocol floor. A tokio
-/// server with rpol's runtime (multi-threaded, one worker per core) and
-/// rpol's own decoder and encoder, answering every request `DUNNO`: what
-/// rpol would cost if its policy took no time. It has no timeouts, no
-/// connection limit and no logging.
+/// server (multi-threaded, one worker per core) with rpol's own decoder
+/// (decoding into the previous request's strings, as rpol does), encoder
+/// and allocator (this binary's, mimalloc, as rpol's), answering every
+/// request `DUNNO`: what rpol would cost if its policy took no time. It
+/// has no timeouts, no connection limit and no logging.
 pub fn floor(listen: &str) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -52,7 +53,8 @@ async fn floor_connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     loop {
         loop {
             match decoder.decode(&mut buf) {
-                Ok(Some(_request)) => {
+                Ok(Some(request)) => {
+                    decoder.recycle(request);
                     out.clear();
                     encode_response("DUNNO", &mut out);
                     if stream.write_all(&out).await.is_err() {

@@ -404,9 +404,10 @@ pub async fn evaluate(
         );
     };
     // For the HELO identity the name was just parsed as the sender's domain.
-    let helo_domain = match identity {
-        Identity::Helo => Some(parsed.domain().clone()),
-        Identity::MailFrom => viaspf::DomainName::new(helo.trim_end_matches('.')).ok(),
+    let helo_domain = if identity == Identity::Helo && sender == helo {
+        Some(parsed.domain().clone())
+    } else {
+        viaspf::DomainName::new(helo.trim_end_matches('.')).ok()
     };
     let config = ViaspfConfig::builder()
         .timeout(settings.timeout)

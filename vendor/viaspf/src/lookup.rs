@@ -214,9 +214,10 @@ impl Name {
     pub(crate) fn domain(s: &str) -> Result<Self, ParseNameError> {
         // §4.3: ‘Internationalized domain names MUST be encoded as A-labels’
         // rpol: a name of letters, digits, hyphens and dots with no `xn--`
-        // label is what UTS #46 maps to its lowercase form (and the checks
-        // below refuse it the same way), so it skips the IDNA machinery,
-        // which costs more than the rest of an evaluation's name handling.
+        // label is what UTS #46 maps to its lowercase form, so it skips the
+        // IDNA machinery (which costs more than the rest of an evaluation's
+        // name handling) and `plain_domain` applies the checks below to it
+        // in one pass.
         if let Some(plain) = plain_domain(s) {
             return plain.map(Self::root);
         }

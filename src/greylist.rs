@@ -104,7 +104,7 @@ impl GreylistSettings {
 
     /// The reply text for `missing` seconds and `recipient`.
     pub fn reply(&self, missing: u64, recipient: &str) -> Reply {
-        let domain = recipient.rsplit_once('@').map_or(recipient, |(_, d)| d);
+        let domain = crate::syntax::split_address(recipient).map_or(recipient, |(_, d)| d);
         let domain: String = domain
             .chars()
             .map(|c| if c.is_ascii_graphic() { c } else { '?' })

@@ -156,9 +156,7 @@ async fn skip(ctx: &mut Context<'_>, s: &GreylistSettings, ip: IpAddr) -> Option
             r.as_str()
         ));
     }
-    let sender_domain = req
-        .sender
-        .rsplit_once('@')
+    let sender_domain = crate::syntax::split_address(&req.sender)
         .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
         .filter(|d| !d.is_empty());
     let want_names =

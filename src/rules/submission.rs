@@ -20,9 +20,8 @@ fn login<'a>(ctx: &Context<'a>) -> Option<&'a str> {
 /// Whether `login` owns `sender`; `None` when nobody does (unlisted).
 fn owned_by(ctx: &Context<'_>, sender: &str, login: &str) -> Option<bool> {
     let logins = ctx.site.logins.as_ref()?;
-    let local = sender
-        .rsplit_once('@')
-        .is_some_and(|(_, d)| ctx.site.is_local_domain(d));
+    let local =
+        crate::syntax::split_address(sender).is_some_and(|(_, d)| ctx.site.is_local_domain(d));
     let owners = logins.owners(sender, &ctx.site.recipient_delimiter, local)?;
     Some(owners.iter().any(|o| o.eq_ignore_ascii_case(login)))
 }
@@ -133,7 +132,7 @@ fn listed(owned: Option<bool>) -> &'static str {
 /// reject `550 5.7.23`/`5.7.24`, defer `451 4.7.24`, or accept.
 pub async fn check_outbound_spf(ctx: &mut Context<'_>) -> Outcome {
     let sender = ctx.site.qualified_sender(&ctx.request.sender).into_owned();
-    let Some((_, domain)) = sender.rsplit_once('@') else {
+    let Some((_, domain)) = crate::syntax::split_address(&sender) else {
         ctx.note(|| "null sender: not checked".into());
         return Outcome::Dunno;
     };

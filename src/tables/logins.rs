@@ -96,7 +96,7 @@ impl LoginMap {
     /// `@domain`. `None`: nobody owns it (not listed).
     pub fn owners(&self, sender: &str, delimiter: &str, local: bool) -> Option<&[String]> {
         let sender = sender.to_lowercase();
-        let (user, domain) = sender.rsplit_once('@').unwrap_or((sender.as_str(), ""));
+        let (user, domain) = crate::syntax::split_address(&sender).unwrap_or((sender.as_str(), ""));
         let base = (!delimiter.is_empty())
             .then(|| user.find(|c| delimiter.contains(c)))
             .flatten()

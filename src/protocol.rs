@@ -470,7 +470,7 @@ fn truncate(text: &str, max: usize) -> String {
 pub fn encode_response(action: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b"action=");
     // Almost every action is printable ASCII: copied as it is.
-    if action.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+    if printable_ascii(action.as_bytes()) {
         out.extend_from_slice(action.as_bytes());
     } else {
         for ch in action.chars() {
@@ -480,6 +480,29 @@ pub fn encode_response(action: &str, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(b"\n\n");
+}
+
+/// Whether every byte is printable ASCII (0x20..=0x7e), eight at a time: a
+/// Received-SPF header is some 250 bytes, and a byte loop was a tenth of
+/// the cost of answering.
+fn printable_ascii(bytes: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_ne_bytes(word);
+        // With every high bit clear, no byte carries into the next: adding
+        // 0x60 sets a byte's high bit iff it is >= 0x20, adding 0x01 iff it
+        // is 0x7f.
+        let ascii = x & HIGH == 0;
+        let not_control = x.wrapping_add(0x6060_6060_6060_6060) & HIGH == HIGH;
+        let not_del = x.wrapping_add(0x0101_0101_0101_0101) & HIGH == 0;
+        if !(ascii && not_control && not_del) {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|b| (0x20..0x7f).contains(b))
 }
 
 /// The bytes of one response, for callers that want a fresh buffer.
@@ -664,6 +687,21 @@ mod tests {
         assert_eq!(decode_all(b"=x\n\n"), Err(ProtocolError::EmptyName(1)));
     }
 
+    /// Every byte value at every place of a word and of the tail.
+    #[test]
+    fn printable_ascii_finds_any_one_byte() {
+        for at in 0..19 {
+            for b in 0..=255u8 {
+                let mut bytes = *b"abcdefgh ~ABCDEFG!";
+                if at < bytes.len() {
+                    bytes[at] = b;
+                }
+                let plain = bytes.iter().all(|b| (0x20..0x7f).contains(b));
+                assert_eq!(printable_ascii(&bytes), plain, "byte {b:#x} at {at}");
+            }
+        }
+    }
+
     #[test]
     fn request_kind_is_checked() {
         let req = Request::from_pairs([("request", "junk")]);
@@ -694,6 +732,13 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn printable_ascii_eight_at_a_time(bytes in proptest::collection::vec(
+            proptest::prop_oneof![4 => 0x20u8..0x7f, 1 => proptest::num::u8::ANY], 0..40)) {
+            let plain = bytes.iter().all(|b| (0x20..0x7f).contains(b));
+            proptest::prop_assert_eq!(printable_ascii(&bytes), plain);
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(chunks in proptest::collection::vec(
             proptest::collection::vec(proptest::num::u8::ANY, 0..300), 0..20)) {

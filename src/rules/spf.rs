@@ -153,36 +153,38 @@ async fn judge(
 
 /// The accepted evaluation's header, as a PREPEND.
 fn accept(ctx: &mut Context<'_>, ip: IpAddr, e: &Evaluation) -> Outcome {
+    const PREPEND: &str = "PREPEND ";
     let sender = ctx.request.sender.as_str();
     let settings = &ctx.site.spf;
-    let line = match settings.header {
-        HeaderKind::ReceivedSpf => Some(header::received_spf(
+    // Built after the action word, in the action's own string.
+    let mut action = String::with_capacity(320);
+    action.push_str(PREPEND);
+    match settings.header {
+        HeaderKind::ReceivedSpf => header::push_received_spf(
+            &mut action,
             e,
             ip,
             sender,
             &ctx.request.helo_name,
             &settings.receiver,
-        )),
+        ),
         HeaderKind::AuthenticationResults => {
-            Some(header::authentication_results(e, ip, &settings.authserv_id))
+            action.push_str(&header::authentication_results(
+                e,
+                ip,
+                &settings.authserv_id,
+            ));
         }
-        HeaderKind::None => None,
-    };
-    match line {
-        // Postfix ignores PREPEND at END-OF-MESSAGE (with a warning).
-        Some(line) if ctx.request.state() == ProtocolState::EndOfMessage => {
-            ctx.note(|| format!("no header at END-OF-MESSAGE (Postfix would ignore it): {line}"));
-            Outcome::Dunno
-        }
-        Some(line) => {
-            ctx.note(|| format!("header: {line}"));
-            let mut action = String::with_capacity("PREPEND ".len() + line.len());
-            action.push_str("PREPEND ");
-            action.push_str(&line);
-            Outcome::Pass(action)
-        }
-        None => Outcome::Dunno,
+        HeaderKind::None => return Outcome::Dunno,
     }
+    let line = &action[PREPEND.len()..];
+    // Postfix ignores PREPEND at END-OF-MESSAGE (with a warning).
+    if ctx.request.state() == ProtocolState::EndOfMessage {
+        ctx.note(|| format!("no header at END-OF-MESSAGE (Postfix would ignore it): {line}"));
+        return Outcome::Dunno;
+    }
+    ctx.note(|| format!("header: {line}"));
+    Outcome::Pass(action)
 }
 
 /// One identity, from the cache or evaluated now; traced either way, as

@@ -17,42 +17,70 @@ pub fn received_spf(
     helo: &str,
     receiver: &str,
 ) -> String {
-    // Built in one buffer: this runs for every accepted transaction.
-    // Formatted once: an IPv6 address costs more than the rest.
-    let ip_text = ip_text(ip);
-    let comment = comment(e, &ip_text, receiver);
-    let mut out = String::with_capacity(
-        64 + comment.len() + envelope_from.len() + helo.len() + receiver.len(),
-    );
-    for part in [
-        "Received-SPF: ",
-        e.result_name(),
-        " (",
-        &comment,
-        ") client-ip=",
-    ] {
-        out.push_str(part);
-    }
+    let mut out = String::new();
+    push_received_spf(&mut out, e, ip, envelope_from, helo, receiver);
+    out
+}
+
+/// [`received_spf`], appended to `out` (after the action's `PREPEND `):
+/// this runs for every accepted transaction, so it is built in place.
+pub fn push_received_spf(
+    out: &mut String,
+    e: &Evaluation,
+    ip: IpAddr,
+    envelope_from: &str,
+    helo: &str,
+    receiver: &str,
+) {
+    out.reserve(200 + e.sender.len() + envelope_from.len() + helo.len() + 2 * receiver.len());
+    out.push_str("Received-SPF: ");
+    out.push_str(e.result_name());
+    out.push_str(" (");
+    let in_comment = push_comment_text(out, e, ip, receiver);
+    out.push_str(") client-ip=");
     // An IPv4 address is a dot-atom; an IPv6 one, with colons, is quoted.
-    push_value(&mut out, &ip_text);
+    if ip.is_ipv6() {
+        out.push('"');
+    }
+    // Written once already when the comment names it: copied from there.
+    let mut copy = [0u8; 64];
+    let text = in_comment.as_str(out).as_bytes();
+    match copy.get_mut(..text.len()) {
+        Some(copy) if !text.is_empty() => {
+            copy.copy_from_slice(text);
+            out.push_str(std::str::from_utf8(copy).unwrap_or_default());
+        }
+        _ => push_ip(out, ip),
+    }
+    if ip.is_ipv6() {
+        out.push('"');
+    }
     for (key, text) in [
         ("envelope-from", envelope_from),
         ("helo", helo),
         ("receiver", receiver),
     ] {
-        push_key(&mut out, key);
-        push_value(&mut out, text);
+        push_key(out, key);
+        push_value(out, text);
     }
-    push_key(&mut out, "identity");
+    push_key(out, "identity");
     out.push_str(e.identity.name());
     for (key, text) in [("mechanism", &e.mechanism), ("problem", &e.problem)] {
         if let Some(text) = text {
-            push_key(&mut out, key);
-            push_value(&mut out, text);
+            push_key(out, key);
+            push_value(out, text);
         }
     }
     out.push(';');
-    out
+}
+
+/// Where a piece of text sits in a string being built.
+struct Span(std::ops::Range<usize>);
+
+impl Span {
+    fn as_str<'s>(&self, out: &'s str) -> &'s str {
+        out.get(self.0.clone()).unwrap_or("")
+    }
 }
 
 /// `; key=`
@@ -73,19 +101,26 @@ pub fn authentication_results(e: &Evaluation, ip: IpAddr, authserv_id: &str) -> 
         "Authentication-Results: {}; spf={} ({}) {}",
         ar_value(authserv_id),
         e.result_name(),
-        comment(e, &ip_text(ip), authserv_id),
+        comment(e, ip, authserv_id),
         property
     )
 }
 
 /// The conventional comment wording per result (open-spf.org).
-fn comment(e: &Evaluation, ip: &str, receiver: &str) -> String {
+fn comment(e: &Evaluation, ip: IpAddr, receiver: &str) -> String {
+    let mut out = String::new();
+    push_comment_text(&mut out, e, ip, receiver);
+    out
+}
+
+/// [`comment`], appended to `out`; returns where the client address was
+/// written in it.
+fn push_comment_text(out: &mut String, e: &Evaluation, ip: IpAddr, receiver: &str) -> Span {
     let who = match e.identity {
         Identity::MailFrom => &e.sender,
         Identity::Helo => &e.domain,
     };
-    let mut out = String::with_capacity(80 + receiver.len() + who.len());
-    push_comment(&mut out, receiver);
+    push_comment(out, receiver);
     out.push_str(": ");
     let (before, after) = match &e.result {
         SpfResult::Pass => ("domain of ", " designates IP as permitted sender"),
@@ -99,29 +134,32 @@ fn comment(e: &Evaluation, ip: &str, receiver: &str) -> String {
         SpfResult::Temperror => ("error in processing during lookup of domain of ", ""),
         SpfResult::Permerror => ("permanent error in processing domain of ", ": "),
     };
-    let with_ip = |out: &mut String, text: &str| match text.split_once("IP") {
+    // Every wording names the address once, in `before` or in `after`.
+    let mut span = Span(0..0);
+    let mut with_ip = |out: &mut String, text: &str| match text.split_once("IP") {
         Some((a, b)) => {
             out.push_str(a);
-            out.push_str(ip);
+            let start = out.len();
+            push_ip(out, ip);
+            span = Span(start..out.len());
             out.push_str(b);
         }
         None => out.push_str(text),
     };
-    with_ip(&mut out, before);
-    push_comment(&mut out, who);
-    with_ip(&mut out, after);
+    with_ip(out, before);
+    push_comment(out, who);
+    with_ip(out, after);
     if let SpfResult::Permerror = e.result {
-        push_comment(&mut out, e.problem.as_deref().unwrap_or("invalid record"));
+        push_comment(out, e.problem.as_deref().unwrap_or("invalid record"));
     }
-    out
+    span
 }
 
 /// Appends `text` to a comment: comments may not hold unbalanced
 /// parentheses or backslashes; control and non-ASCII characters are
 /// replaced too (a header line is ASCII).
 fn push_comment(out: &mut String, text: &str) {
-    let safe = |b: u8| (b.is_ascii_graphic() || b == b' ') && !matches!(b, b'(' | b')' | b'\\');
-    if text.bytes().all(safe) {
+    if text.bytes().all(|b| AS_IS_IN_COMMENT[usize::from(b)]) {
         out.push_str(text);
         return;
     }
@@ -133,6 +171,29 @@ fn push_comment(out: &mut String, text: &str) {
         });
     }
 }
+
+/// Printable ASCII and space, but for `except`, by byte: a table lookup
+/// per byte (these checks run over every header).
+const fn printable_except(except: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        table[b] = true;
+        b += 1;
+    }
+    let mut i = 0;
+    while i < except.len() {
+        table[except[i] as usize] = false;
+        i += 1;
+    }
+    table
+}
+
+/// What a comment takes as it is: no parentheses, no backslash.
+const AS_IS_IN_COMMENT: [bool; 256] = printable_except(b"()\\");
+
+/// What a quoted string takes as it is: no quote, no backslash.
+const AS_IS_IN_QUOTES: [bool; 256] = printable_except(b"\"\\");
 
 /// RFC 5322 atext, by byte.
 const ATEXT: [bool; 256] = {
@@ -206,13 +267,6 @@ fn ar_value(text: &str) -> String {
 fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     push_quoted(&mut out, text);
-    out
-}
-
-/// An address as text (as `Display` writes it).
-fn ip_text(ip: IpAddr) -> String {
-    let mut out = String::with_capacity(39);
-    push_ip(&mut out, ip);
     out
 }
 
@@ -293,10 +347,7 @@ fn push_ipv6(out: &mut String, groups: &[u16; 8]) {
 
 fn push_quoted(out: &mut String, text: &str) {
     out.push('"');
-    if text
-        .bytes()
-        .all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'"' && b != b'\\')
-    {
+    if text.bytes().all(|b| AS_IS_IN_QUOTES[usize::from(b)]) {
         out.push_str(text);
         out.push('"');
         return;
@@ -439,6 +490,53 @@ mod tests {
             received_spf(&e, v6, "", "[2001:db8::1]", "r")
                 .contains("client-ip=\"2001:db8::1\"; envelope-from=\"\"; helo=\"[2001:db8::1]\"")
         );
+    }
+
+    #[test]
+    fn as_is_tables_as_the_checks_they_replace() {
+        for b in 0..=255u8 {
+            let printable = b.is_ascii_graphic() || b == b' ';
+            let comment = printable && !matches!(b, b'(' | b')' | b'\\');
+            let quoted = printable && b != b'"' && b != b'\\';
+            assert_eq!(AS_IS_IN_COMMENT[usize::from(b)], comment, "{b:#x}");
+            assert_eq!(AS_IS_IN_QUOTES[usize::from(b)], quoted, "{b:#x}");
+        }
+    }
+
+    /// The address is written once in the comment and copied to
+    /// client-ip; the wordings that do not name it still get it there.
+    #[test]
+    fn client_ip_for_every_result() {
+        let results = [
+            SpfResult::Pass,
+            SpfResult::Fail(viaspf::ExplanationString::Default),
+            SpfResult::Softfail,
+            SpfResult::Neutral,
+            SpfResult::None,
+            SpfResult::Temperror,
+            SpfResult::Permerror,
+        ];
+        for result in results {
+            let names_ip = !matches!(
+                result,
+                SpfResult::None | SpfResult::Temperror | SpfResult::Permerror
+            );
+            for (ip, field) in [
+                ("203.0.113.1", "client-ip=203.0.113.1;"),
+                ("2001:db8::1", "client-ip=\"2001:db8::1\";"),
+                ("::", "client-ip=\"::\";"),
+                (
+                    "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                    "client-ip=\"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff\";",
+                ),
+            ] {
+                let e = eval(result.clone(), Identity::MailFrom);
+                let header = received_spf(&e, ip.parse().unwrap(), "a@b.example", "h", "r");
+                assert!(header.contains(field), "{header}");
+                let comment = &header[..header.find(") client-ip=").unwrap()];
+                assert_eq!(comment.contains(ip), names_ip, "{header}");
+            }
+        }
     }
 
     #[test]

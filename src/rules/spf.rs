@@ -205,16 +205,8 @@ pub(super) async fn evaluation(
     let cached = cache.get(&slot, settings.cache_ttl);
     let from_cache = cached.is_some();
     let e = match cached {
-        // A cached result speaks of the identity it was evaluated for;
-        // replies and headers name this request's own.
-        Some(mut e) => {
-            e.sender.clear();
-            for part in [parts.0, "@", parts.1] {
-                e.sender.push_str(part);
-            }
-            parts.1.clone_into(&mut e.domain);
-            e
-        }
+        // Speaking of this request's identity already.
+        Some(e) => e,
         None => {
             let want = ctx.notes.is_some();
             let e = spf::evaluate(ctx.dns, settings, ip, identity, sender, helo, want).await;

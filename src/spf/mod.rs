@@ -261,6 +261,28 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
+    /// This result, speaking of `local@domain` (`parts`): a cached result
+    /// serves other spellings of the identity it was evaluated for, and
+    /// replies and headers name the request's own.
+    pub fn for_identity(&self, parts: (&str, &str)) -> Evaluation {
+        let (local, domain) = parts;
+        let mut sender = String::with_capacity(local.len() + 1 + domain.len());
+        for part in [local, "@", domain] {
+            sender.push_str(part);
+        }
+        Evaluation {
+            identity: self.identity,
+            sender,
+            domain: domain.to_owned(),
+            result: self.result.clone(),
+            mechanism: self.mechanism.clone(),
+            problem: self.problem.clone(),
+            uses_local_part: self.uses_local_part,
+            cacheable: self.cacheable,
+            lookups: Vec::new(),
+        }
+    }
+
     pub fn result_name(&self) -> &'static str {
         result_name(&self.result)
     }

@@ -10,7 +10,7 @@
 //! digest of those parts ([`super::digest`]): fixed in size, and no
 //! client can make its entry answer for another's.
 
-use std::borrow::Cow;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -119,7 +119,8 @@ impl SpfCache {
         }
     }
 
-    /// The slot's result, if younger than `ttl`. The domain's entry says
+    /// The slot's result, if younger than `ttl`, speaking of the slot's
+    /// identity ([`Evaluation::for_identity`]). The domain's entry says
     /// whether the local part mattered; if it did, only an entry for this
     /// very local part answers.
     pub fn get(&self, slot: &Slot<'_>, ttl: Duration) -> Option<Evaluation> {
@@ -139,7 +140,7 @@ impl SpfCache {
         match cache.get(&slot.domain_key) {
             Some((at, e)) if now.duration_since(*at) < ttl => {
                 if !e.uses_local_part {
-                    return Some(e.clone());
+                    return Some(e.for_identity(slot.parts));
                 }
             }
             Some(_) => {
@@ -151,7 +152,7 @@ impl SpfCache {
         drop(cache);
         let full_key = self.local_key(slot);
         match self.lock().get(&full_key) {
-            Some((at, e)) if now.duration_since(*at) < ttl => Some(e.clone()),
+            Some((at, e)) if now.duration_since(*at) < ttl => Some(e.for_identity(slot.parts)),
             _ => None,
         }
     }
@@ -165,7 +166,7 @@ impl SpfCache {
         local: Option<&str>,
     ) -> Key {
         self.digester
-            .digest(&(ip, identity, normal(domain), normal(helo), local))
+            .digest(&(ip, identity, Normal(domain), Normal(helo), local))
     }
 
     fn local_key(&self, slot: &Slot<'_>) -> Key {
@@ -203,13 +204,50 @@ impl SpfCache {
     }
 }
 
-/// Lowercase (ASCII only, as viaspf compares names), without the trailing
-/// dot; borrowed when it already is.
-fn normal(name: &str) -> Cow<'_, str> {
-    let name = name.trim_end_matches('.');
-    if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(name.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(name)
+/// A name as the key holds it: lowercase (ASCII only, as viaspf compares
+/// names), without the trailing dot. It hashes as that string would
+/// (`str`'s bytes, then 0xff), lowercased on the way into the hasher
+/// rather than copied first.
+struct Normal<'a>(&'a str);
+
+impl Hash for Normal<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let name = self.0.trim_end_matches('.').as_bytes();
+        let mut chunk = [0u8; 64];
+        for piece in name.chunks(chunk.len()) {
+            let lower = &mut chunk[..piece.len()];
+            lower.copy_from_slice(piece);
+            lower.make_ascii_lowercase();
+            state.write(lower);
+        }
+        state.write_u8(0xff);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name hashes as its lowercase form without trailing dots would,
+    /// as a `str`, whatever its length (the chunks are 64 bytes).
+    #[test]
+    fn normal_hashes_as_the_lowercase_string() {
+        let digester = Digester::default();
+        let long = "Ab".repeat(100);
+        for name in [
+            "",
+            ".",
+            "Mail.Example.COM.",
+            "mail.example.com",
+            &long,
+            "x\u{e9}Y..",
+        ] {
+            let plain = name.trim_end_matches('.').to_ascii_lowercase();
+            assert_eq!(
+                digester.digest(&(1u8, Normal(name), 2u8)),
+                digester.digest(&(1u8, plain.as_str(), 2u8)),
+                "{name:?}"
+            );
+        }
     }
 }

@@ -122,29 +122,39 @@ fn push_comment_text(out: &mut String, e: &Evaluation, ip: IpAddr, receiver: &st
     };
     push_comment(out, receiver);
     out.push_str(": ");
-    let (before, after) = match &e.result {
-        SpfResult::Pass => ("domain of ", " designates IP as permitted sender"),
-        SpfResult::Fail(_) => ("domain of ", " does not designate IP as permitted sender"),
-        SpfResult::Softfail => (
-            "domain of transitioning ",
-            " does not designate IP as permitted sender",
+    // The wording before and after the name, each cut where the address
+    // goes ("IP" in the conventional texts).
+    let (before, after): (&[&str], &[&str]) = match &e.result {
+        SpfResult::Pass => (&["domain of "], &[" designates ", " as permitted sender"]),
+        SpfResult::Fail(_) => (
+            &["domain of "],
+            &[" does not designate ", " as permitted sender"],
         ),
-        SpfResult::Neutral => ("IP is neither permitted nor denied by domain of ", ""),
-        SpfResult::None => ("domain of ", " does not designate permitted sender hosts"),
-        SpfResult::Temperror => ("error in processing during lookup of domain of ", ""),
-        SpfResult::Permerror => ("permanent error in processing domain of ", ": "),
+        SpfResult::Softfail => (
+            &["domain of transitioning "],
+            &[" does not designate ", " as permitted sender"],
+        ),
+        SpfResult::Neutral => (
+            &["", " is neither permitted nor denied by domain of "],
+            &[""],
+        ),
+        SpfResult::None => (
+            &["domain of "],
+            &[" does not designate permitted sender hosts"],
+        ),
+        SpfResult::Temperror => (&["error in processing during lookup of domain of "], &[""]),
+        SpfResult::Permerror => (&["permanent error in processing domain of "], &[": "]),
     };
-    // Every wording names the address once, in `before` or in `after`.
     let mut span = Span(0..0);
-    let mut with_ip = |out: &mut String, text: &str| match text.split_once("IP") {
-        Some((a, b)) => {
-            out.push_str(a);
-            let start = out.len();
-            push_ip(out, ip);
-            span = Span(start..out.len());
-            out.push_str(b);
+    let mut with_ip = |out: &mut String, pieces: &[&str]| {
+        for (i, piece) in pieces.iter().enumerate() {
+            if i > 0 {
+                let start = out.len();
+                push_ip(out, ip);
+                span = Span(start..out.len());
+            }
+            out.push_str(piece);
         }
-        None => out.push_str(text),
     };
     with_ip(out, before);
     push_comment(out, who);
@@ -536,6 +546,45 @@ mod tests {
                 let comment = &header[..header.find(") client-ip=").unwrap()];
                 assert_eq!(comment.contains(ip), names_ip, "{header}");
             }
+        }
+    }
+
+    /// The open-spf.org wordings, whole.
+    #[test]
+    fn comment_wordings() {
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let cases = [
+            (
+                SpfResult::Pass,
+                "r: domain of myname@example.com designates 192.0.2.1 as permitted sender",
+            ),
+            (
+                SpfResult::Fail(viaspf::ExplanationString::Default),
+                "r: domain of myname@example.com does not designate 192.0.2.1 as permitted sender",
+            ),
+            (
+                SpfResult::Softfail,
+                "r: domain of transitioning myname@example.com does not designate 192.0.2.1 as permitted sender",
+            ),
+            (
+                SpfResult::Neutral,
+                "r: 192.0.2.1 is neither permitted nor denied by domain of myname@example.com",
+            ),
+            (
+                SpfResult::None,
+                "r: domain of myname@example.com does not designate permitted sender hosts",
+            ),
+            (
+                SpfResult::Temperror,
+                "r: error in processing during lookup of domain of myname@example.com",
+            ),
+            (
+                SpfResult::Permerror,
+                "r: permanent error in processing domain of myname@example.com: invalid record",
+            ),
+        ];
+        for (result, text) in cases {
+            assert_eq!(comment(&eval(result, Identity::MailFrom), ip, "r"), text);
         }
     }
 

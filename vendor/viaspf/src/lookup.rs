@@ -322,7 +322,11 @@ fn plain_domain(s: &str) -> Option<Result<String, ParseNameError>> {
     }
     valid &= labels >= 2 && !last.iter().all(u8::is_ascii_digit);
     Some(if valid {
-        Ok(s.to_ascii_lowercase())
+        // Room for the dot `Name::root` adds, so that it does not move it.
+        let mut name = String::with_capacity(s.len() + 1);
+        name.push_str(s);
+        name.make_ascii_lowercase();
+        Ok(name)
     } else {
         Err(ParseNameError)
     })

@@ -156,6 +156,9 @@ fn accept(ctx: &mut Context<'_>, ip: IpAddr, e: &Evaluation) -> Outcome {
     const PREPEND: &str = "PREPEND ";
     let sender = ctx.request.sender.as_str();
     let settings = &ctx.site.spf;
+    if matches!(settings.header, HeaderKind::None) {
+        return Outcome::Dunno;
+    }
     // Built after the action word, in the action's own string.
     let mut action = String::with_capacity(320);
     action.push_str(PREPEND);
@@ -175,7 +178,7 @@ fn accept(ctx: &mut Context<'_>, ip: IpAddr, e: &Evaluation) -> Outcome {
                 &settings.authserv_id,
             ));
         }
-        HeaderKind::None => return Outcome::Dunno,
+        HeaderKind::None => {}
     }
     let line = &action[PREPEND.len()..];
     // Postfix ignores PREPEND at END-OF-MESSAGE (with a warning).

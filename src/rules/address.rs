@@ -87,16 +87,15 @@ async fn reject_unknown_domain(ctx: &mut Context<'_>, subject: Stage) -> Outcome
     let kinds = [RecordKind::Mx, RecordKind::A, RecordKind::Aaaa];
     let status = dnscheck::lookup_host(ctx, domain, &kinds, true).await;
     let codes = &ctx.site.codes;
-    let not_found_dsn = match subject {
-        Stage::Sender => "4.1.8",
-        _ => "4.1.2",
+    let (not_found_dsn, null_mx_code, null_mx_dsn) = match subject {
+        Stage::Sender => ("4.1.8", 550, "5.7.27"),
+        _ => ("4.1.2", 556, "5.1.10"),
     };
     match status {
         HostStatus::Found => Outcome::Dunno,
-        HostStatus::NullMx => Outcome::Reject(match subject {
-            Stage::Sender => Reply::new(550, "5.7.27", null_mx_text(domain)),
-            _ => Reply::new(556, "5.1.10", null_mx_text(domain)),
-        }),
+        HostStatus::NullMx => {
+            Outcome::Reject(Reply::new(null_mx_code, null_mx_dsn, null_mx_text(domain)))
+        }
         HostStatus::NotFound => Outcome::Reject(Reply::new(
             codes.unknown_address_reject_code,
             not_found_dsn,

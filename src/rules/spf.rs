@@ -156,30 +156,36 @@ fn accept(ctx: &mut Context<'_>, ip: IpAddr, e: &Evaluation) -> Outcome {
     const PREPEND: &str = "PREPEND ";
     let sender = ctx.request.sender.as_str();
     let settings = &ctx.site.spf;
-    if matches!(settings.header, HeaderKind::None) {
-        return Outcome::Dunno;
-    }
     // Built after the action word, in the action's own string.
-    let mut action = String::with_capacity(320);
-    action.push_str(PREPEND);
-    match settings.header {
-        HeaderKind::ReceivedSpf => header::push_received_spf(
-            &mut action,
-            e,
-            ip,
-            sender,
-            &ctx.request.helo_name,
-            &settings.receiver,
-        ),
+    let prepend = || {
+        let mut action = String::with_capacity(320);
+        action.push_str(PREPEND);
+        action
+    };
+    let action = match settings.header {
+        HeaderKind::None => return Outcome::Dunno,
+        HeaderKind::ReceivedSpf => {
+            let mut action = prepend();
+            header::push_received_spf(
+                &mut action,
+                e,
+                ip,
+                sender,
+                &ctx.request.helo_name,
+                &settings.receiver,
+            );
+            action
+        }
         HeaderKind::AuthenticationResults => {
+            let mut action = prepend();
             action.push_str(&header::authentication_results(
                 e,
                 ip,
                 &settings.authserv_id,
             ));
+            action
         }
-        HeaderKind::None => {}
-    }
+    };
     let line = &action[PREPEND.len()..];
     // Postfix ignores PREPEND at END-OF-MESSAGE (with a warning).
     if ctx.request.state() == ProtocolState::EndOfMessage {

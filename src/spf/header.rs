@@ -36,24 +36,15 @@ pub fn push_received_spf(
     out.push_str("Received-SPF: ");
     out.push_str(e.result_name());
     out.push_str(" (");
-    let in_comment = push_comment_text(out, e, ip, receiver);
+    push_comment_text(out, e, ip, receiver);
     out.push_str(") client-ip=");
     // An IPv4 address is a dot-atom; an IPv6 one, with colons, is quoted.
     if ip.is_ipv6() {
         out.push('"');
-    }
-    // Written once already when the comment names it: copied from there.
-    let mut copy = [0u8; 64];
-    let text = in_comment.as_str(out).as_bytes();
-    match copy.get_mut(..text.len()) {
-        Some(copy) if !text.is_empty() => {
-            copy.copy_from_slice(text);
-            out.push_str(std::str::from_utf8(copy).unwrap_or_default());
-        }
-        _ => push_ip(out, ip),
-    }
-    if ip.is_ipv6() {
+        push_ip(out, ip);
         out.push('"');
+    } else {
+        push_ip(out, ip);
     }
     for (key, text) in [
         ("envelope-from", envelope_from),
@@ -72,15 +63,6 @@ pub fn push_received_spf(
         }
     }
     out.push(';');
-}
-
-/// Where a piece of text sits in a string being built.
-struct Span(std::ops::Range<usize>);
-
-impl Span {
-    fn as_str<'s>(&self, out: &'s str) -> &'s str {
-        out.get(self.0.clone()).unwrap_or("")
-    }
 }
 
 /// `; key=`
@@ -113,9 +95,8 @@ fn comment(e: &Evaluation, ip: IpAddr, receiver: &str) -> String {
     out
 }
 
-/// [`comment`], appended to `out`; returns where the client address was
-/// written in it.
-fn push_comment_text(out: &mut String, e: &Evaluation, ip: IpAddr, receiver: &str) -> Span {
+/// [`comment`], appended to `out`.
+fn push_comment_text(out: &mut String, e: &Evaluation, ip: IpAddr, receiver: &str) {
     let who = match e.identity {
         Identity::MailFrom => &e.sender,
         Identity::Helo => &e.domain,
@@ -145,13 +126,10 @@ fn push_comment_text(out: &mut String, e: &Evaluation, ip: IpAddr, receiver: &st
         SpfResult::Temperror => (&["error in processing during lookup of domain of "], &[""]),
         SpfResult::Permerror => (&["permanent error in processing domain of "], &[": "]),
     };
-    let mut span = Span(0..0);
-    let mut with_ip = |out: &mut String, pieces: &[&str]| {
+    let with_ip = |out: &mut String, pieces: &[&str]| {
         for (i, piece) in pieces.iter().enumerate() {
             if i > 0 {
-                let start = out.len();
                 push_ip(out, ip);
-                span = Span(start..out.len());
             }
             out.push_str(piece);
         }
@@ -162,7 +140,6 @@ fn push_comment_text(out: &mut String, e: &Evaluation, ip: IpAddr, receiver: &st
     if let SpfResult::Permerror = e.result {
         push_comment(out, e.problem.as_deref().unwrap_or("invalid record"));
     }
-    span
 }
 
 /// Appends `text` to a comment: comments may not hold unbalanced
@@ -330,29 +307,21 @@ fn push_ipv6(out: &mut String, groups: &[u16; 8]) {
             }
         }
     };
-    if best.1 < 2 {
+    let hex_groups = |out: &mut String, groups: &[u16]| {
         for (i, &g) in groups.iter().enumerate() {
             if i > 0 {
                 out.push(':');
             }
             hex(out, g);
         }
+    };
+    if best.1 < 2 {
+        hex_groups(out, groups);
         return;
     }
-    let (start, end) = (best.0, best.0 + best.1);
-    for (i, &g) in groups[..start].iter().enumerate() {
-        if i > 0 {
-            out.push(':');
-        }
-        hex(out, g);
-    }
+    hex_groups(out, &groups[..best.0]);
     out.push_str("::");
-    for (i, &g) in groups[end..].iter().enumerate() {
-        if i > 0 {
-            out.push(':');
-        }
-        hex(out, g);
-    }
+    hex_groups(out, &groups[best.0 + best.1..]);
 }
 
 fn push_quoted(out: &mut String, text: &str) {
@@ -513,8 +482,8 @@ mod tests {
         }
     }
 
-    /// The address is written once in the comment and copied to
-    /// client-ip; the wordings that do not name it still get it there.
+    /// client-ip for every result, also for the wordings whose comment
+    /// does not name the address.
     #[test]
     fn client_ip_for_every_result() {
         let results = [

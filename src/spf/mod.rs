@@ -266,13 +266,9 @@ impl Evaluation {
     /// replies and headers name the request's own.
     pub fn for_identity(&self, parts: (&str, &str)) -> Evaluation {
         let (local, domain) = parts;
-        let mut sender = String::with_capacity(local.len() + 1 + domain.len());
-        for part in [local, "@", domain] {
-            sender.push_str(part);
-        }
         Evaluation {
             identity: self.identity,
-            sender,
+            sender: address_text(local, domain),
             domain: domain.to_owned(),
             result: self.result.clone(),
             mechanism: self.mechanism.clone(),
@@ -285,11 +281,6 @@ impl Evaluation {
 
     pub fn result_name(&self) -> &'static str {
         result_name(&self.result)
-    }
-
-    /// The identity's local part and domain.
-    pub fn parts(&self) -> (&str, &str) {
-        crate::syntax::split_address(&self.sender).unwrap_or(("", &self.sender))
     }
 
     /// Heap bytes held (for the cache's byte bound).
@@ -482,12 +473,16 @@ pub async fn evaluate(
 fn identity_text(parsed: &Sender) -> (String, String) {
     let name = parsed.domain().as_ref().as_str();
     let domain = name.strip_suffix('.').unwrap_or(name);
-    let local = parsed.local_part();
-    let mut sender = String::with_capacity(local.len() + 1 + domain.len());
-    sender.push_str(local);
-    sender.push('@');
-    sender.push_str(domain);
-    (sender, domain.to_owned())
+    (address_text(parsed.local_part(), domain), domain.to_owned())
+}
+
+/// `local@domain`, in a string of its exact size.
+fn address_text(local: &str, domain: &str) -> String {
+    let mut address = String::with_capacity(local.len() + 1 + domain.len());
+    for part in [local, "@", domain] {
+        address.push_str(part);
+    }
+    address
 }
 
 /// A future that turns a panic while it is polled into `Err(message)`.

@@ -8,11 +8,11 @@
 //! `451 4.3.5` at run time as in Postfix.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 // Only the admin's keys are inserted (see crate::site::NameSet).
 use foldhash::fast::RandomState as FastHash;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 

@@ -9,10 +9,10 @@
 //! work out which login owns which address.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 // Only the admin's addresses are inserted (see crate::site::NameSet).
 use foldhash::fast::RandomState as FastHash;
-use std::path::Path;
 
 use super::access::{TableError, source_lines};
 

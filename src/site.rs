@@ -6,6 +6,8 @@ use std::collections::HashSet;
 
 use foldhash::fast::RandomState as FastHash;
 
+use std::net::IpAddr;
+
 use ipnet::IpNet;
 
 use crate::greylist::GreylistSettings;
@@ -23,7 +25,7 @@ pub type NameSet = HashSet<String, FastHash>;
 #[derive(Debug, Clone)]
 pub struct Site {
     /// `mynetworks`: the only trusted client networks.
-    pub mynetworks: Vec<IpNet>,
+    pub mynetworks: Networks,
     /// `recipient_delimiter`: characters that start an address extension.
     pub recipient_delimiter: String,
     /// Whether `smtpd_access_maps` is in `parent_domain_matches_subdomains`
@@ -55,6 +57,59 @@ pub struct Site {
     pub outbound_spf: ResultActions,
     /// `[greylist]`: how check_greylist judges; `None` without the table.
     pub greylist: Option<GreylistSettings>,
+}
+
+/// Networks matched against the client address, several times per
+/// request (`permit_mynetworks` in each stage): each is kept with its
+/// address and mask as integers, so a match is a mask and a compare.
+#[derive(Debug, Clone, Default)]
+pub struct Networks {
+    nets: Vec<Net>,
+}
+
+#[derive(Debug, Clone)]
+struct Net {
+    net: IpNet,
+    v4: bool,
+    bits: u128,
+    mask: u128,
+}
+
+impl Networks {
+    pub fn new(nets: Vec<IpNet>) -> Networks {
+        let nets = nets
+            .into_iter()
+            .map(|net| Net {
+                net,
+                v4: net.addr().is_ipv4(),
+                bits: ip_bits(net.network()),
+                mask: ip_bits(net.netmask()),
+            })
+            .collect();
+        Networks { nets }
+    }
+
+    /// The first network, in the order written, that holds `ip`; an
+    /// IPv4-mapped IPv6 address is taken as its IPv4 address.
+    pub fn find(&self, ip: IpAddr) -> Option<&IpNet> {
+        let ip = ip.to_canonical();
+        let (v4, bits) = (ip.is_ipv4(), ip_bits(ip));
+        self.nets
+            .iter()
+            .find(|n| n.v4 == v4 && bits & n.mask == n.bits)
+            .map(|n| &n.net)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.find(ip).is_some()
+    }
+}
+
+fn ip_bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
 }
 
 /// A foreign address a login may send as, relayed through its own
@@ -136,7 +191,7 @@ impl Site {
 impl Default for Site {
     fn default() -> Self {
         Site {
-            mynetworks: Vec::new(),
+            mynetworks: Networks::default(),
             recipient_delimiter: String::new(),
             access_subdomains: true,
             null_access_key: "<>".into(),
@@ -152,5 +207,62 @@ impl Default for Site {
             outbound_spf: default_outbound_actions(),
             greylist: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<u32>().prop_map(|a| IpAddr::from(std::net::Ipv4Addr::from(a))),
+            any::<u128>().prop_map(|a| IpAddr::from(std::net::Ipv6Addr::from(a))),
+            // IPv4-mapped IPv6: must match as its IPv4 address.
+            any::<u32>().prop_map(|a| IpAddr::from(std::net::Ipv4Addr::from(a).to_ipv6_mapped())),
+        ]
+    }
+
+    fn net() -> impl Strategy<Value = IpNet> {
+        (ip(), 0u8..=128).prop_map(|(ip, len)| {
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            IpNet::new(ip, len.min(max)).unwrap().trunc()
+        })
+    }
+
+    proptest! {
+        /// The same first match as ipnet's `contains` on the canonical
+        /// address, which it replaces.
+        #[test]
+        fn find_agrees_with_ipnet(nets in prop::collection::vec(net(), 0..6), ip in ip()) {
+            // Near misses too: the address itself inside the first network.
+            let probes = [ip, nets.first().map_or(ip, |n| n.addr())];
+            let networks = Networks::new(nets.clone());
+            for ip in probes {
+                let canonical = ip.to_canonical();
+                let want = nets.iter().find(|n| n.contains(&canonical));
+                prop_assert_eq!(networks.find(ip), want);
+            }
+        }
+    }
+
+    #[test]
+    fn edges_of_a_network() {
+        let n = |s: &str| s.parse::<IpNet>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let nets = Networks::new(vec![n("127.0.0.0/8"), n("::1/128"), n("0.0.0.0/0")]);
+        assert_eq!(nets.find(ip("127.255.255.255")), Some(&n("127.0.0.0/8")));
+        assert_eq!(nets.find(ip("::ffff:127.0.0.1")), Some(&n("127.0.0.0/8")));
+        assert_eq!(nets.find(ip("128.0.0.0")), Some(&n("0.0.0.0/0")));
+        assert_eq!(nets.find(ip("::1")), Some(&n("::1/128")));
+        assert_eq!(nets.find(ip("::2")), None);
+        // ::/0 is not 0.0.0.0/0: an IPv6 address is never in an IPv4 network.
+        assert_eq!(nets.find(ip("::")), None);
+        let local = Networks::new(vec![n("127.0.0.0/8"), n("::1/128")]);
+        assert!(!local.contains(ip("10.0.0.1")));
+        assert!(!local.contains(ip("::ffff:10.0.0.1")));
+        assert!(local.contains(ip("::1")));
+        assert!(!Networks::default().contains(ip("127.0.0.1")));
     }
 }

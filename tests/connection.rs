@@ -232,6 +232,48 @@ async fn idle_timeout_defaults_to_300s_between_requests() {
     assert_eq!(rest, b"");
 }
 
+/// The idle timeout counts from the last answer, however long the
+/// connection has been busy: a client asking every 200 s keeps it open for
+/// 1,000 s (past the first 300 s, when the handler's one timer fires early
+/// and is moved), and it closes 300 s after the last answer, not earlier.
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_counts_from_the_last_answer_of_a_busy_connection() {
+    let (mut client, task) = spawn_serve(shared(""));
+    let request = wire(&submission("198.51.100.41", true));
+    for _ in 0..5 {
+        client.write_all(&request).await.unwrap();
+        assert_eq!(read_response(&mut client).await, DUNNO);
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        assert!(!task.is_finished(), "closed while the client was busy");
+    }
+    client.write_all(&request).await.unwrap();
+    assert_eq!(read_response(&mut client).await, DUNNO);
+    let answered = Instant::now();
+    let (end, idle) = ends_after(task, answered, DEFAULT_IDLE).await;
+    assert_eq!((end, idle), (End::Idle, DEFAULT_IDLE));
+}
+
+/// A request started late in a long idle wait still gets request_timeout
+/// (100 s) from its first byte, not the rest of the idle timeout.
+#[tokio::test(start_paused = true)]
+async fn request_timeout_counts_from_a_request_started_late_in_the_idle_wait() {
+    let (mut client, task) = spawn_serve(shared(""));
+    client
+        .write_all(&wire(&submission("198.51.100.41", true)))
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut client).await, DUNNO);
+    // 250 s into the 300 s idle wait: the request must finish by 350 s.
+    tokio::time::sleep(Duration::from_secs(250)).await;
+    let started = Instant::now();
+    client
+        .write_all(b"request=smtpd_access_policy\nclient_addr")
+        .await
+        .unwrap();
+    let (end, took) = ends_after(task, started, DEFAULT_REQUEST).await;
+    assert_eq!((end, took), (End::SlowRequest, DEFAULT_REQUEST));
+}
+
 #[tokio::test(start_paused = true)]
 async fn request_timeout_defaults_to_100s_once_a_request_starts() {
     let (mut client, task) = spawn_serve(shared(""));

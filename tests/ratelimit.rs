@@ -476,7 +476,7 @@ fn the_shipped_commented_default_compiles() {
         .policy
         .profiles
         .iter()
-        .find(|p| p.name == "submission")
+        .find(|p| &*p.name == "submission")
         .unwrap();
     assert_eq!(submission.stages[2][0].text, "check_rate_limit per_login");
 }

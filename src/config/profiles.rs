@@ -114,7 +114,7 @@ impl Compiler<'_> {
                             .collect::<Vec<_>>()
                             .join(" ");
                         stages[stage as usize].push(ChainRule {
-                            label: format!("{stage}: {text}"),
+                            label: format!("{stage}: {text}").into(),
                             text,
                             rule: compiled,
                         })
@@ -124,7 +124,7 @@ impl Compiler<'_> {
             }
         }
         (self.errors.len() == before).then(|| Profile {
-            name: name.to_string(),
+            name: name.into(),
             matcher,
             called_from,
             helo_required,

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::postfix::Postfix;
 use super::{Compiler, schema};
-use crate::site::{ForeignSender, Site};
+use crate::site::{ForeignSender, Networks, Site};
 use crate::spf::SpfSettings;
 use crate::tables::addresses::Addresses;
 use crate::tables::logins::LoginMap;
@@ -38,7 +38,7 @@ impl Compiler<'_> {
             access_subdomains,
             null_access_key,
         } = postfix;
-        let mynetworks = self.networks(mynetworks, "site.mynetworks");
+        let mynetworks = Networks::new(self.networks(mynetworks, "site.mynetworks"));
         let domains = self.domains(domains, "site.domains");
         let myorigin = match myorigin {
             Some(m) => self

@@ -15,6 +15,7 @@
 //! data it judges exists at that point of the SMTP dialogue.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use super::tally::ActionClass;
 use super::{Policy, Profile};
@@ -31,9 +32,9 @@ pub struct Decision {
     /// What goes after `action=`.
     pub action: String,
     /// The profile that served the request, if any matched.
-    pub profile: Option<String>,
+    pub profile: Option<Arc<str>>,
     /// `stage: rule text` of the rule that decided, if one did.
-    pub rule: Option<String>,
+    pub rule: Option<Arc<str>>,
     /// Readable steps, filled only when a trace was asked for.
     pub trace: Vec<String>,
 }
@@ -153,9 +154,9 @@ struct Run<'a> {
     req: &'a Request,
     trace: Option<Vec<String>>,
     /// The first deferral (reply, stage, rule), answered at the end.
-    defer_if_permit: Option<(Reply, Stage, String)>,
+    defer_if_permit: Option<(Reply, Stage, Arc<str>)>,
     /// Actions passed through to Postfix (PREPEND, WARN, ...), with the rule.
-    passed: Vec<(String, String)>,
+    passed: Vec<(String, Arc<str>)>,
     /// Messages the rate limits count if the answer lets them through.
     counts: Vec<ratelimit::Count>,
 }
@@ -168,7 +169,7 @@ impl Run<'_> {
     }
 
     /// Runs the stages; returns the reply that ended the chain, if any.
-    async fn stages(&mut self, policy: &Policy, state: &State) -> Option<(Reply, Stage, String)> {
+    async fn stages(&mut self, policy: &Policy, state: &State) -> Option<(Reply, Stage, Arc<str>)> {
         let runs = stages_for(self.req);
         let dns = state.resolver();
         for stage in Stage::ALL {
@@ -186,7 +187,7 @@ impl Run<'_> {
                 if helo_required {
                     self.step(|| "helo: no HELO/EHLO and helo_required is set".into());
                     let reply = Reply::unnamed(503, "5.5.1", "Error: send HELO/EHLO first");
-                    return Some((reply, stage, "helo: helo_required".into()));
+                    return Some((reply, stage, Arc::from("helo: helo_required")));
                 }
                 // Postfix: helo restrictions do nothing without HELO/EHLO.
                 self.step(|| "helo: skipped, the client sent no HELO/EHLO".into());
@@ -256,7 +257,7 @@ impl Run<'_> {
     /// sent in this transaction is not sent again (Postfix would add the
     /// header once per RCPT), which lets a dropped one go out with a later
     /// RCPT.
-    fn final_action(&mut self, state: &State) -> (String, Option<String>) {
+    fn final_action(&mut self, state: &State) -> (String, Option<Arc<str>>) {
         if let Some((reply, stage, rule)) = self.defer_if_permit.take() {
             let text = prefixed_text(&reply, stage, self.profile.called_from, self.req);
             let action = cut_reply(format!("DEFER_IF_PERMIT {} {text}", reply.dsn));

@@ -69,14 +69,15 @@ pub struct ChainRule {
     pub text: String,
     /// `stage: text`, as decisions and traces name the rule (made once
     /// here: a decision names its rule on every request).
-    pub label: String,
+    pub label: Arc<str>,
     pub rule: Rule,
 }
 
 /// One profile: a match and four ordered rule lists.
 #[derive(Debug)]
 pub struct Profile {
-    pub name: String,
+    /// Shared: every decision names its profile.
+    pub name: Arc<str>,
     pub matcher: Match,
     /// The Postfix restriction list that calls this profile. A reply from
     /// another stage gets that stage's `<name>: <Class> rejected: ` in its

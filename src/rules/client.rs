@@ -17,7 +17,7 @@ pub fn permit_mynetworks(ctx: &mut Context<'_>) -> Outcome {
         return Outcome::Dunno;
     };
     let ip = ip.to_canonical();
-    match ctx.site.mynetworks.iter().find(|net| net.contains(&ip)) {
+    match ctx.site.mynetworks.find(ip) {
         Some(net) => {
             let net = *net;
             ctx.note(|| format!("{ip} is in mynetworks {net}"));

@@ -141,7 +141,7 @@ fn on_store_error(ctx: &mut Context<'_>, settings: &GreylistSettings) -> Outcome
 /// Why this request is not greylisted, if it is not.
 async fn skip(ctx: &mut Context<'_>, s: &GreylistSettings, ip: IpAddr) -> Option<String> {
     let req = ctx.request;
-    if let Some(net) = ctx.site.mynetworks.iter().find(|n| n.contains(&ip)) {
+    if let Some(net) = ctx.site.mynetworks.find(ip) {
         return Some(format!("{ip} is in mynetworks ({net})"));
     }
     if !req.sasl_method.is_empty() && !req.sasl_method.eq_ignore_ascii_case("anonymous") {

@@ -25,7 +25,7 @@ pub async fn check_spf(ctx: &mut Context<'_>) -> Outcome {
         ctx.note(|| format!("client address {addr:?} is not an IP address: not checked"));
         return Outcome::Dunno;
     };
-    if settings.skip_mynetworks && ctx.site.mynetworks.iter().any(|n| n.contains(&ip)) {
+    if settings.skip_mynetworks && ctx.site.mynetworks.contains(ip) {
         ctx.note(|| format!("skipped: {ip} is in mynetworks"));
         return Outcome::Dunno;
     }

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
@@ -79,19 +80,31 @@ where
         }
     };
     tokio::pin!(evicted);
+    // Made once, not per read: each new one would join and leave the
+    // token's waiter list, under its lock, on every request.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     let _open = shared.metrics.connection();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_RESERVE);
     let mut out: Vec<u8> = Vec::with_capacity(256);
     let mut decoder = Decoder::new();
     // When the request being read must be complete: request_timeout counts
     // from its first bytes, not per read, so trickling bytes cannot hold it.
-    let mut request_deadline: Option<tokio::time::Instant> = None;
+    let mut request_deadline: Option<Instant> = None;
+    let mut last_answer = Instant::now();
+    // One timer for the connection's life. Moving it on every request
+    // would take it out of the timer wheel and put it back each time; it
+    // is moved only when a deadline comes earlier than it (a request's
+    // first bytes), or when it fires before the deadline that counts
+    // (the client kept busy), to that deadline.
+    let timer = tokio::time::sleep_until(last_answer + shared.settings().idle_timeout);
+    tokio::pin!(timer);
     loop {
         // Answer every complete request already buffered (pipelining).
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(request)) => {
-                    let decoded = std::time::Instant::now();
+                    let decoded = Instant::now();
                     request_deadline = None;
                     out.clear();
                     if let Err(e) = request.check_kind(true) {
@@ -113,7 +126,8 @@ where
                         tracing::warn!(peer, "write failed: {e}");
                         return End::Io;
                     }
-                    shared.metrics.latency.observe(decoded.elapsed());
+                    last_answer = Instant::now();
+                    shared.metrics.latency.observe(last_answer - decoded);
                 }
                 Ok(None) => {
                     // A large request (up to 64 KiB) leaves a large buffer:
@@ -134,20 +148,34 @@ where
             let settings = shared.settings();
             if mid_request {
                 let limit = settings.request_timeout;
-                let deadline =
-                    *request_deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
+                let deadline = *request_deadline.get_or_insert_with(|| Instant::now() + limit);
                 (limit, deadline)
             } else {
                 let limit = settings.idle_timeout;
-                (limit, tokio::time::Instant::now() + limit)
+                (limit, last_answer + limit)
             }
         };
+        if deadline < timer.deadline() {
+            timer.as_mut().reset(deadline);
+        }
         // Reading first: bytes already received when the server stops are
         // a request in flight, to be finished and answered, not dropped.
         let read = tokio::select! {
             biased;
-            r = tokio::time::timeout_at(deadline, read_more(&mut stream, &mut buf)) => r,
-            _ = shutdown.cancelled(), if !mid_request => return End::Shutdown,
+            r = read_more(&mut stream, &mut buf) => r,
+            () = &mut timer => {
+                if Instant::now() < deadline {
+                    timer.as_mut().reset(deadline);
+                    continue;
+                }
+                if mid_request {
+                    tracing::warn!(peer, "request not finished within {limit:?}: closing");
+                    return End::SlowRequest;
+                }
+                tracing::debug!(peer, "idle for {limit:?}: closing");
+                return End::Idle;
+            }
+            _ = &mut cancelled, if !mid_request => return End::Shutdown,
             // Also a request still trickling in: Postfix writes a request
             // at once, so one that is slow to arrive is not Postfix's.
             _ = &mut evicted => {
@@ -156,22 +184,14 @@ where
             }
         };
         match read {
-            Err(_) if mid_request => {
-                tracing::warn!(peer, "request not finished within {limit:?}: closing");
-                return End::SlowRequest;
-            }
-            Err(_) => {
-                tracing::debug!(peer, "idle for {limit:?}: closing");
-                return End::Idle;
-            }
-            Ok(Ok(0)) if mid_request => {
+            Ok(0) if mid_request => {
                 tracing::warn!(peer, "connection closed in the middle of a request");
                 return End::ClosedMidRequest;
             }
-            Ok(Ok(0)) => return End::Closed,
+            Ok(0) => return End::Closed,
             // Appended to buf already.
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
+            Ok(_) => {}
+            Err(e) => {
                 tracing::warn!(peer, "read failed: {e}");
                 return End::Io;
             }

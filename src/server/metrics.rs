@@ -105,7 +105,7 @@ impl Metrics {
     pub fn adopt(&self, policy: &mut Policy) {
         let mut profiles = self.profiles.lock().unwrap_or_else(|e| e.into_inner());
         for p in &mut policy.profiles {
-            p.requests = profiles.entry(p.name.clone()).or_default().clone();
+            p.requests = profiles.entry(p.name.to_string()).or_default().clone();
         }
         policy.unmatched = self.unmatched.clone();
         policy.rule_results = self.rules.clone();

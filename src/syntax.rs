@@ -14,36 +14,62 @@ const MAX_LABEL: usize = 63;
 /// 1..=63 characters that neither start nor end with a hyphen; at most 255
 /// characters; not entirely numeric.
 pub fn valid_hostname(name: &str) -> bool {
-    if name.is_empty() || name.len() > MAX_HOSTNAME {
-        return false;
+    hostname_dots(name).is_some()
+}
+
+/// A [`valid_hostname`] with at least one dot: what Postfix's
+/// `reject_non_fqdn_*` restrictions accept, and the HELO names SPF checks.
+pub fn valid_fqdn(name: &str) -> bool {
+    hostname_dots(name) == Some(true)
+}
+
+/// Byte classes for [`hostname_dots`]: anything else is not allowed.
+const BAD: u8 = 0;
+const DOT: u8 = 1;
+const DIGIT: u8 = 2;
+/// Letters, `-` and `_` (where a hyphen may stand is checked per label).
+const OTHER: u8 = 3;
+
+static CLASS: [u8; 256] = {
+    let mut t = [BAD; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = match c {
+            b'.' => DOT,
+            b'0'..=b'9' => DIGIT,
+            b'a'..=b'z' | b'A'..=b'Z' | b'-' | b'_' => OTHER,
+            _ => BAD,
+        };
+        b += 1;
     }
-    // One pass over the bytes (rules ask several times per request).
+    t
+};
+
+/// `Some(has a dot)` when `name` is a valid host name, else `None`. One
+/// pass over the bytes, each classified by a table (rules ask several
+/// times per request); a label's length and hyphens are checked at its end.
+fn hostname_dots(name: &str) -> Option<bool> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_HOSTNAME {
+        return None;
+    }
+    let label_ok = |label: &[u8]| matches!(label, [first, .., last] | [first @ last] if *first != b'-' && *last != b'-' && label.len() <= MAX_LABEL);
     let mut non_numeric = false;
-    let mut label_len = 0;
-    let mut last = b'.';
-    for &b in name.as_bytes() {
-        match b {
-            b'.' => {
-                if label_len == 0 || last == b'-' {
-                    return false;
+    let mut label_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        match CLASS[usize::from(b)] {
+            DOT => {
+                if !label_ok(&bytes[label_start..i]) {
+                    return None;
                 }
-                label_len = 0;
+                label_start = i + 1;
             }
-            b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'-' | b'_' => {
-                if b == b'-' && label_len == 0 {
-                    return false;
-                }
-                label_len += 1;
-                if label_len > MAX_LABEL {
-                    return false;
-                }
-                non_numeric |= !b.is_ascii_digit();
-            }
-            _ => return false,
+            BAD => return None,
+            class => non_numeric |= class != DIGIT,
         }
-        last = b;
     }
-    label_len > 0 && last != b'-' && non_numeric
+    (label_ok(&bytes[label_start..]) && non_numeric).then_some(label_start > 0)
 }
 
 /// `address` split at its last `@` (local part, domain), as
@@ -121,6 +147,62 @@ pub fn parse_network(text: &str) -> Option<IpNet> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// valid_hostname and valid_fqdn against [`by_labels`].
+    fn agrees(name: &str) -> Result<(), TestCaseError> {
+        let want = by_labels(name);
+        prop_assert_eq!(valid_hostname(name), want, "{:?}", name);
+        prop_assert_eq!(valid_fqdn(name), want && name.contains('.'), "{:?}", name);
+        Ok(())
+    }
+
+    #[test]
+    fn valid_hostname_agrees_with_labels_at_the_limits() {
+        for len in [62, 63, 64] {
+            let label = "a".repeat(len);
+            for name in [
+                label.clone(),
+                format!("{label}.example"),
+                format!("x.{label}"),
+                format!("-{label}"),
+                format!("{label}-"),
+            ] {
+                agrees(&name).unwrap();
+            }
+        }
+        // 255 and 256 bytes in labels of 63.
+        let long = |n: usize| {
+            let mut s = String::new();
+            while s.len() < n {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                let room = (n - s.len()).min(63);
+                s.push_str(&"b".repeat(room));
+            }
+            s
+        };
+        for n in [254, 255, 256] {
+            agrees(&long(n)).unwrap();
+        }
+        for name in [
+            "",
+            ".",
+            "a.",
+            ".a",
+            "-",
+            "a",
+            "1",
+            "1.2",
+            "1.a",
+            "a-b",
+            "_",
+            "é.example",
+        ] {
+            agrees(name).unwrap();
+        }
+    }
 
     #[test]
     fn addresses_split_at_the_last_at_as_rsplit_once_does() {
@@ -181,10 +263,13 @@ mod tests {
         non_numeric
     }
 
-    proptest::proptest! {
+    proptest! {
+        /// Also names around the whole-name limit of 255.
         #[test]
-        fn one_pass_agrees_with_labels(name in "[a-c0-1._-]{0,12}|[a-z0-9.-]{60,70}|.{0,8}") {
-            proptest::prop_assert_eq!(valid_hostname(&name), by_labels(&name));
+        fn one_pass_agrees_with_labels(
+            name in "[a-c0-1._-]{0,12}|[a-z0-9.-]{60,70}|[a.]{250,260}|.{0,8}"
+        ) {
+            agrees(&name)?;
         }
     }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use super::tally::ActionClass;
 use super::{Policy, Profile};
 use crate::protocol::{ProtocolState, Request};
-use crate::rules::{Context, ratelimit};
+use crate::rules::{Context, Started, ratelimit};
 use crate::state::State;
 use crate::vocab::Stage;
 use crate::vocab::outcome::Outcome;
@@ -206,7 +206,10 @@ impl Run<'_> {
                         notes: self.trace.is_some().then_some(&mut notes),
                         counts: &mut self.counts,
                     };
-                    chain_rule.rule.evaluate(&mut ctx).await
+                    match chain_rule.rule.start(&mut ctx) {
+                        Started::Done(outcome) => outcome,
+                        Started::Waiting(pending) => pending.await,
+                    }
                 };
                 policy.rule_results.count(chain_rule.rule.index(), &outcome);
                 let rule_name = || chain_rule.label.clone();

@@ -8,7 +8,7 @@ use super::Context;
 use super::dnscheck::{self, HostStatus};
 use super::helo::tempfail;
 use crate::dns::RecordKind;
-use crate::syntax::{strip_one_dot, valid_hostname};
+use crate::syntax::{strip_one_dot, valid_fqdn};
 use crate::vocab::Stage;
 use crate::vocab::outcome::Outcome;
 use crate::vocab::reply::Reply;
@@ -46,7 +46,7 @@ fn reject_non_fqdn_address(ctx: &mut Context<'_>, subject: Stage) -> Outcome {
         return Outcome::Dunno;
     }
     let domain = strip_one_dot(domain_of(address).unwrap_or(""));
-    if domain.starts_with('[') || (valid_hostname(domain) && domain.contains('.')) {
+    if domain.starts_with('[') || valid_fqdn(domain) {
         return Outcome::Dunno;
     }
     Outcome::Reject(Reply::new(

@@ -7,7 +7,7 @@
 use super::Context;
 use super::dnscheck::{self, HostStatus};
 use crate::dns::RecordKind;
-use crate::syntax::{address_literal, strip_one_dot, valid_hostaddr, valid_hostname};
+use crate::syntax::{address_literal, strip_one_dot, valid_fqdn, valid_hostaddr, valid_hostname};
 use crate::vocab::TempfailAction;
 use crate::vocab::outcome::Outcome;
 use crate::vocab::reply::Reply;
@@ -58,7 +58,7 @@ pub fn reject_non_fqdn_helo_hostname(ctx: &mut Context<'_>) -> Outcome {
         return check_literal(ctx, helo);
     }
     let name = strip_one_dot(helo);
-    if valid_hostname(name) && name.contains('.') {
+    if valid_fqdn(name) {
         Outcome::Dunno
     } else {
         Outcome::Reject(Reply::new(

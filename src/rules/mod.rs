@@ -323,21 +323,35 @@ impl Rule {
         self.spec.name
     }
 
-    pub async fn evaluate(&self, ctx: &mut Context<'_>) -> Outcome {
-        match (self.spec.run, &self.table) {
-            (Run::Now(f), _) => f(ctx),
-            (Run::Later(f), _) => f(ctx).await,
-            (Run::Table(f), Some(table)) => f(ctx, table),
+    /// Runs the rule as far as it goes without waiting: a rule that
+    /// decides at once (most of a chain) gives its outcome, with no future
+    /// made, polled and dropped around it; one that waits gives its future.
+    pub fn start<'c>(&'c self, ctx: &'c mut Context<'_>) -> Started<'c> {
+        let misconfigured = || {
             // compile() never builds it; refuse rather than let mail through.
+            Started::Done(Outcome::Reject(Reply::new(
+                451,
+                "4.3.5",
+                "Server configuration error",
+            )))
+        };
+        match (self.spec.run, &self.table) {
+            (Run::Now(f), _) => Started::Done(f(ctx)),
+            (Run::Later(f), _) => Started::Waiting(f(ctx)),
+            (Run::Table(f), Some(table)) => Started::Done(f(ctx, table)),
             (Run::Limit(f), _) => match &self.limit {
-                Some(limit) => f(ctx, limit).await,
-                None => Outcome::Reject(Reply::new(451, "4.3.5", "Server configuration error")),
+                Some(limit) => Started::Waiting(f(ctx, limit)),
+                None => misconfigured(),
             },
-            (Run::Table(_), None) => {
-                Outcome::Reject(Reply::new(451, "4.3.5", "Server configuration error"))
-            }
+            (Run::Table(_), None) => misconfigured(),
         }
     }
+}
+
+/// A started rule: its outcome, or the future that gives it.
+pub enum Started<'c> {
+    Done(Outcome),
+    Waiting(Pending<'c>),
 }
 
 /// Why a rule text cannot be compiled (the config loader adds the position).

@@ -12,7 +12,7 @@ use super::Context;
 use super::dnscheck::{HostStatus, Ptr, forward_confirms, lookup_ptr};
 use crate::protocol::ProtocolState;
 use crate::spf::{self, Evaluation, HeaderKind, Identity, SpfAction, header};
-use crate::syntax::valid_hostname;
+use crate::syntax::{valid_fqdn, valid_hostname};
 use crate::vocab::outcome::Outcome;
 use crate::vocab::reply::Reply;
 use viaspf::SpfResult;
@@ -109,7 +109,7 @@ async fn judge_identities(
 ) -> Result<Option<Evaluation>, Outcome> {
     let check_helo = ctx.site.spf.check_helo;
     let sender = ctx.request.sender.as_str();
-    let helo_is_domain = valid_hostname(helo) && helo.contains('.');
+    let helo_is_domain = valid_fqdn(helo);
     let mut for_header = None;
     if check_helo && helo_is_domain {
         for_header = Some(judge(ctx, ip, Identity::Helo, helo, helo, Actions::Helo).await?);

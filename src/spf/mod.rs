@@ -197,7 +197,7 @@ impl Whitelist {
             }
             let domain = |name: &str| {
                 let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
-                (crate::syntax::valid_hostname(&name) && name.contains('.')).then_some(name)
+                crate::syntax::valid_fqdn(&name).then_some(name)
             };
             let bad = |what: &str| Err((i + 1, format!("{entry:?} is not {what}")));
             let lower = entry.to_ascii_lowercase();

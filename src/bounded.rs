@@ -2,6 +2,7 @@
 //! that values a client chooses (names, addresses, headers) cannot grow
 //! memory past a known figure however large each one is.
 
+use std::borrow::Borrow;
 use std::hash::Hash;
 
 use lru::LruCache;
@@ -32,7 +33,13 @@ impl<K: Hash + Eq, V> BoundedLru<K, V> {
         }
     }
 
-    pub fn get(&mut self, key: &K) -> Option<&V> {
+    /// The value for `key`, or for anything `K` borrows as (a `&str` for a
+    /// `String`-like key: a lookup need not build a `K`).
+    pub fn get<Q>(&mut self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.map.get(key).map(|(v, _)| v)
     }
 
@@ -58,7 +65,11 @@ impl<K: Hash + Eq, V> BoundedLru<K, V> {
         self.map.put(key, (value, weight));
     }
 
-    pub fn pop(&mut self, key: &K) -> Option<V> {
+    pub fn pop<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let (value, weight) = self.map.pop(key)?;
         self.bytes -= weight;
         Some(value)

@@ -48,7 +48,7 @@ fn v4(s: &str) -> Ipv4Addr {
 async fn found_a_and_aaaa() {
     let (_dns, r) = setup().await;
     let l = r.lookup("a-only.example", RecordKind::A).await;
-    assert_eq!(l.name, "a-only.example");
+    assert_eq!(&*l.name, "a-only.example");
     assert_eq!(l.kind, RecordKind::A);
     assert!(!l.from_cache);
     assert_eq!(found(&l.outcome), &Answer::A(vec![v4("203.0.113.20")]));
@@ -132,7 +132,7 @@ async fn ptr_and_forward_confirmation() {
     let (_dns, r) = setup().await;
     // 203.0.113.10: PTR and A agree.
     let l = r.lookup_ptr(IpAddr::V4(v4("203.0.113.10"))).await;
-    assert_eq!(l.name, "10.113.0.203.in-addr.arpa");
+    assert_eq!(&*l.name, "10.113.0.203.in-addr.arpa");
     assert_eq!(
         found(&l.outcome),
         &Answer::Ptr(vec!["mail.good.example".into()])
@@ -179,7 +179,7 @@ async fn nxdomain_and_nodata_are_distinct() {
 async fn cname_is_followed() {
     let (_dns, r) = setup().await;
     let l = r.lookup("alias.example", RecordKind::A).await;
-    assert_eq!(l.name, "alias.example");
+    assert_eq!(&*l.name, "alias.example");
     assert_eq!(found(&l.outcome), &Answer::A(vec![v4("203.0.113.10")]));
 }
 
@@ -245,7 +245,7 @@ async fn second_lookup_is_cached_without_a_query() {
     // Same name, other spelling: same cache entry.
     let second = r.lookup("GOOD.Example.", RecordKind::A).await;
     assert!(second.from_cache);
-    assert_eq!(second.name, "good.example");
+    assert_eq!(&*second.name, "good.example");
     assert_eq!(second.outcome, first.outcome);
     assert_eq!(dns.query_count(), count);
     assert!(second.describe().ends_with(" (cached)"));

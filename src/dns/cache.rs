@@ -8,7 +8,10 @@
 //! storm a failing name could cause is already damped by single-flight
 //! (concurrent lookups share the one query that is failing).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -22,11 +25,45 @@ use crate::bounded::BoundedLru;
 /// answer can be tens of kilobytes.
 pub const DNS_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Cache key: normalised name and record type.
-pub(crate) type Key = (String, RecordKind);
+/// Cache key: the record type's tag byte, then the normalised name, in
+/// one string, so that a lookup can probe with bytes built on the stack
+/// (see `with_probe` in the resolver): a hit allocates nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Key(Box<str>);
 
-/// One cached outcome and the instant it stops being valid.
+// Hashed and compared as its bytes, as `Borrow<[u8]>` requires.
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.as_bytes().hash(state);
+    }
+}
+
+impl Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl Key {
+    /// The key a probe stands for (a probe is a tag byte and a name, all
+    /// text: see `with_probe`).
+    pub(crate) fn from_probe(probe: &[u8]) -> Key {
+        Key(String::from_utf8_lossy(probe).into())
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.0[1..]
+    }
+
+    pub(crate) fn kind(&self) -> RecordKind {
+        RecordKind::from_tag(self.0.as_bytes()[0])
+    }
+}
+
+/// One cached outcome, the name it answers (handed to every hit without a
+/// copy) and the instant it stops being valid.
 struct Entry {
+    name: Arc<str>,
     outcome: Outcome,
     expires: Instant,
 }
@@ -51,22 +88,29 @@ impl CacheState {
         })
     }
 
-    /// The cached outcome for `key` if still valid at `now`; an expired
-    /// entry is dropped on the way.
-    pub(crate) fn get(&mut self, key: &Key, now: Instant) -> Option<Outcome> {
-        let entry = self.lru.get(key)?;
+    /// The cached name and outcome for `probe` (a [`Key`]'s text) if still
+    /// valid at `now`; an expired entry is dropped on the way.
+    pub(crate) fn get(&mut self, probe: &[u8], now: Instant) -> Option<(Arc<str>, Outcome)> {
+        let entry = self.lru.get(probe)?;
         if entry.expires > now {
-            return Some(entry.outcome.clone());
+            return Some((entry.name.clone(), entry.outcome.clone()));
         }
-        self.lru.pop(key);
+        self.lru.pop(probe);
         None
     }
 
     /// Cache `outcome` until `expires`, evicting the least recently used
     /// entry when full.
     pub(crate) fn put(&mut self, key: Key, outcome: Outcome, expires: Instant) {
-        let weight = key.0.len() + heap_bytes(&outcome);
-        self.lru.put(key, Entry { outcome, expires }, weight);
+        let name: Arc<str> = key.name().into();
+        // The key's text, and the name again with its two counts.
+        let weight = key.0.len() + 16 + name.len() + heap_bytes(&outcome);
+        let entry = Entry {
+            name,
+            outcome,
+            expires,
+        };
+        self.lru.put(key, entry, weight);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -159,14 +203,17 @@ mod tests {
     fn lru_bound_and_expiry() {
         let mut c = CacheState::new(2).unwrap();
         let now = Instant::now();
-        let k = |n: &str| (n.to_owned(), RecordKind::A);
+        let k = |n: &str| Key::from_probe(format!("0{n}").as_bytes());
+        let get =
+            |c: &mut CacheState, n: &str, at| c.get(format!("0{n}").as_bytes(), at).map(|(_, o)| o);
         c.put(k("a"), Outcome::NoData, now + s(10));
         c.put(k("b"), Outcome::NxDomain, now + s(10));
-        assert_eq!(c.get(&k("a"), now), Some(Outcome::NoData)); // a is now recent
+        assert_eq!(get(&mut c, "a", now), Some(Outcome::NoData)); // a is now recent
+        assert_eq!(c.get(b"0a", now).map(|(name, _)| name), Some("a".into()));
         c.put(k("c"), Outcome::NoData, now + s(10)); // evicts b
         assert_eq!(c.len(), 2);
-        assert_eq!(c.get(&k("b"), now), None);
-        assert_eq!(c.get(&k("a"), now + s(11)), None); // expired, dropped
+        assert_eq!(get(&mut c, "b", now), None);
+        assert_eq!(get(&mut c, "a", now + s(11)), None); // expired, dropped
         assert_eq!(c.len(), 1);
         assert!(CacheState::new(0).is_none());
     }
@@ -178,7 +225,7 @@ mod tests {
         let big = Outcome::Found(std::sync::Arc::new(Answer::Txt(vec![vec![b'x'; 60_000]])));
         for n in 0..2_000 {
             c.put(
-                (format!("name{n}.example"), RecordKind::Txt),
+                Key::from_probe(format!("3name{n}.example").as_bytes()),
                 big.clone(),
                 now + s(60),
             );

@@ -111,6 +111,23 @@ pub enum RecordKind {
 }
 
 impl RecordKind {
+    const ALL: [RecordKind; 5] = [
+        RecordKind::A,
+        RecordKind::Aaaa,
+        RecordKind::Mx,
+        RecordKind::Txt,
+        RecordKind::Ptr,
+    ];
+
+    /// The first byte of a cache key: an ASCII digit, so the key stays text.
+    fn tag(self) -> u8 {
+        b'0' + self as u8
+    }
+
+    fn from_tag(tag: u8) -> RecordKind {
+        RecordKind::ALL[usize::from(tag - b'0')]
+    }
+
     /// The conventional upper-case type mnemonic.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -193,8 +210,9 @@ pub enum Outcome {
 /// The result of [`Resolver::lookup`].
 #[derive(Clone, Debug)]
 pub struct Lookup {
-    /// The queried name, normalised: lowercase, no trailing dot.
-    pub name: String,
+    /// The queried name, normalised: lowercase, no trailing dot. Shared
+    /// with the cache entry, so a hit copies no name.
+    pub name: Arc<str>,
     /// The queried type.
     pub kind: RecordKind,
     /// What was found.
@@ -413,25 +431,23 @@ impl Resolver {
     /// Look `name` up. Never fails: failures are [`Outcome::TempFail`].
     /// The name is always taken as fully qualified (no search domains).
     pub async fn lookup(&self, name: &str, kind: RecordKind) -> Lookup {
-        let name = normalise(name);
-        let key: Key = (name, kind);
         let now = Instant::now();
-
-        let mut rx = {
+        let started = with_probe(name, kind, |probe| {
             let mut st = self.inner.lock();
-            if let Some(outcome) = st.get(&key, now) {
+            if let Some((name, outcome)) = st.get(probe, now) {
                 drop(st);
                 self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
-                return finish(key, outcome, true);
+                return Err(finish(name, kind, outcome, true));
             }
-            if let Some(rx) = st.inflight.get(&key) {
+            let key = Key::from_probe(probe);
+            if let Some(rx) = st.inflight.get(probe) {
                 let rx = rx.clone();
                 drop(st);
                 self.inner
                     .counters
                     .coalesced
                     .fetch_add(1, Ordering::Relaxed);
-                rx
+                Ok((key, rx))
             } else {
                 let (tx, rx) = watch::channel(None);
                 st.inflight.insert(key.clone(), rx.clone());
@@ -441,8 +457,13 @@ impl Resolver {
                 // its future (client gone, timeout) cannot strand the
                 // callers that joined it.
                 tokio::spawn(run_query(self.inner.clone(), key.clone(), tx));
-                rx
+                Ok((key, rx))
             }
+        });
+        // Err: answered from the cache.
+        let (key, mut rx) = match started {
+            Ok(waiting) => waiting,
+            Err(hit) => return hit,
         };
 
         let outcome = match rx.wait_for(Option::is_some).await {
@@ -451,7 +472,7 @@ impl Resolver {
             // shutdown); its guard has already removed the in-flight entry.
             Err(_) => internal_failure(),
         };
-        finish(key, outcome, false)
+        finish(key.name().into(), kind, outcome, false)
     }
 
     /// Look up the PTR records of `ip`'s reverse-mapping name.
@@ -481,8 +502,7 @@ fn internal_failure() -> Outcome {
     Outcome::TempFail("internal error".to_owned())
 }
 
-fn finish(key: Key, outcome: Outcome, from_cache: bool) -> Lookup {
-    let (name, kind) = key;
+fn finish(name: Arc<str>, kind: RecordKind, outcome: Outcome, from_cache: bool) -> Lookup {
     let lookup = Lookup {
         name,
         kind,
@@ -524,7 +544,10 @@ async fn run_query(inner: Arc<Inner>, key: Key, tx: watch::Sender<Option<Outcome
         key,
         armed: true,
     };
-    let (outcome, ttl) = inner.upstream.query(&guard.key.0, guard.key.1).await;
+    let (outcome, ttl) = inner
+        .upstream
+        .query(guard.key.name(), guard.key.kind())
+        .await;
     {
         let mut st = inner.lock();
         if let Some(ttl) = ttl.and_then(|t| inner.ttl.clamp(t)) {
@@ -537,15 +560,29 @@ async fn run_query(inner: Arc<Inner>, key: Key, tx: watch::Sender<Option<Outcome
     tx.send_replace(Some(outcome));
 }
 
-/// Lowercase, without the trailing dot: the form used as cache key and
-/// shown in [`Lookup::name`].
-fn normalise(name: &str) -> String {
+/// Longest name probed from a buffer on the stack; a longer one (a DNS
+/// name has at most 253 characters) or one not in ASCII is built on the
+/// heap.
+const PROBE_BYTES: usize = 256;
+
+/// Calls `f` with the cache key's text for `name` and `kind`: the kind's
+/// tag, then the name in lower case without its trailing dot (the form
+/// [`Lookup::name`] shows).
+fn with_probe<R>(name: &str, kind: RecordKind, f: impl FnOnce(&[u8]) -> R) -> R {
     let name = name.strip_suffix('.').unwrap_or(name);
-    if name.bytes().any(|b| b.is_ascii_uppercase()) || !name.is_ascii() {
-        name.to_lowercase()
-    } else {
-        name.to_owned()
+    if name.len() < PROBE_BYTES && name.is_ascii() {
+        let mut buf = [0u8; PROBE_BYTES];
+        let probe = &mut buf[..=name.len()];
+        probe[0] = kind.tag();
+        for (to, from) in probe[1..].iter_mut().zip(name.bytes()) {
+            *to = from.to_ascii_lowercase();
+        }
+        return f(probe);
     }
+    let mut probe = String::with_capacity(1 + name.len());
+    probe.push(char::from(kind.tag()));
+    probe.push_str(&name.to_lowercase());
+    f(probe.as_bytes())
 }
 
 #[cfg(test)]
@@ -605,10 +642,24 @@ mod tests {
     }
 
     #[test]
-    fn normalise_names() {
-        assert_eq!(normalise("Mail.Example.COM."), "mail.example.com");
-        assert_eq!(normalise("example.com"), "example.com");
-        assert_eq!(normalise("."), "");
+    fn keys_are_the_kind_and_the_normalised_name() {
+        let key = |name: &str, kind| with_probe(name, kind, Key::from_probe);
+        for kind in RecordKind::ALL {
+            let k = key("Mail.Example.COM.", kind);
+            assert_eq!((k.name(), k.kind()), ("mail.example.com", kind));
+        }
+        assert_eq!(key("example.com", RecordKind::Mx).name(), "example.com");
+        assert_eq!(key(".", RecordKind::A).name(), "");
+        assert_ne!(
+            key("x.example", RecordKind::A),
+            key("x.example", RecordKind::Aaaa)
+        );
+        // Beyond the stack buffer, and not ASCII: the same form, on the heap.
+        let long = format!("{}.Example", "A".repeat(300));
+        assert_eq!(key(&long, RecordKind::Txt).name(), long.to_lowercase());
+        assert_eq!(key("Ünï.Example.", RecordKind::A).name(), "ünï.example");
+        let edge = "a".repeat(PROBE_BYTES - 1);
+        assert_eq!(key(&edge, RecordKind::A).name(), edge);
     }
 
     #[test]

@@ -23,12 +23,11 @@ pub fn valid_fqdn(name: &str) -> bool {
     hostname_dots(name) == Some(true)
 }
 
-/// Byte classes for [`hostname_dots`]: anything else is not allowed.
-const BAD: u8 = 0;
-const DOT: u8 = 1;
-const DIGIT: u8 = 2;
-/// Letters, `-` and `_` (where a hyphen may stand is checked per label).
-const OTHER: u8 = 3;
+/// Byte classes for [`hostname_dots`], as bits: a name's bytes are OR-ed
+/// together, so the loop branches only at dots. A digit is 0.
+const NON_DIGIT: u8 = 1;
+const DOT: u8 = 2;
+const BAD: u8 = 4;
 
 static CLASS: [u8; 256] = {
     let mut t = [BAD; 256];
@@ -37,8 +36,9 @@ static CLASS: [u8; 256] = {
         let c = b as u8;
         t[b] = match c {
             b'.' => DOT,
-            b'0'..=b'9' => DIGIT,
-            b'a'..=b'z' | b'A'..=b'Z' | b'-' | b'_' => OTHER,
+            b'0'..=b'9' => 0,
+            // Where a hyphen may stand is checked per label.
+            b'a'..=b'z' | b'A'..=b'Z' | b'-' | b'_' => NON_DIGIT,
             _ => BAD,
         };
         b += 1;
@@ -55,21 +55,20 @@ fn hostname_dots(name: &str) -> Option<bool> {
         return None;
     }
     let label_ok = |label: &[u8]| matches!(label, [first, .., last] | [first @ last] if *first != b'-' && *last != b'-' && label.len() <= MAX_LABEL);
-    let mut non_numeric = false;
+    let mut seen = 0;
     let mut label_start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        match CLASS[usize::from(b)] {
-            DOT => {
-                if !label_ok(&bytes[label_start..i]) {
-                    return None;
-                }
-                label_start = i + 1;
+        let class = CLASS[usize::from(b)];
+        seen |= class;
+        if class == DOT {
+            if !label_ok(&bytes[label_start..i]) {
+                return None;
             }
-            BAD => return None,
-            class => non_numeric |= class != DIGIT,
+            label_start = i + 1;
         }
     }
-    (label_ok(&bytes[label_start..]) && non_numeric).then_some(label_start > 0)
+    let valid = seen & BAD == 0 && seen & NON_DIGIT != 0 && label_ok(&bytes[label_start..]);
+    valid.then_some(label_start > 0)
 }
 
 /// `address` split at its last `@` (local part, domain), as

@@ -75,6 +75,9 @@ struct Opts {
     quick: bool,
     tcp: bool,
     client_threads: usize,
+    /// A thread per connection (as Postfix's smtpd processes) rather than
+    /// tasks on the bench's runtime.
+    thread_client: bool,
     main: bool,
     clients: bool,
     tables: bool,
@@ -123,6 +126,11 @@ impl Opts {
             quick,
             tcp: args.iter().any(|a| a == "--tcp"),
             client_threads: num("--client-threads", 2.0) as usize,
+            thread_client: match value("--client").as_deref() {
+                Some("threads") => true,
+                None | Some("tokio") => false,
+                Some(other) => panic!("--client: {other:?} is neither threads nor tokio"),
+            },
             main: sections.contains(&"main"),
             clients: sections.contains(&"clients"),
             tables: sections.contains(&"tables"),
@@ -248,7 +256,7 @@ impl Bench {
     fn run(&mut self) {
         println!("{}", self.machine);
         println!(
-            "{} mode: {:.1} s measured per run after {:.1} s of warm-up; the policy protocol over {}; client: {} tokio worker threads; rpol RUST_LOG={}",
+            "{} mode: {:.1} s measured per run after {:.1} s of warm-up; the policy protocol over {}; client: {}; rpol RUST_LOG={}",
             if self.opts.quick { "quick" } else { "full" },
             self.opts.seconds,
             self.opts.warmup,
@@ -257,7 +265,11 @@ impl Bench {
             } else {
                 "unix sockets"
             },
-            self.opts.client_threads,
+            if self.opts.thread_client {
+                "a thread per connection".to_string()
+            } else {
+                format!("tasks on {} tokio worker threads", self.opts.client_threads)
+            },
             self.opts.rust_log,
         );
         println!("DNS: tests/support/dns.rs on {}\n", self.dns.addr);
@@ -338,17 +350,21 @@ impl Bench {
         let me = self.me;
         let dns = &mut self.dns;
         let mut edges = Vec::with_capacity(2);
-        let seen = self
-            .rt
-            .block_on(client::drive(&server.target, c, warmup, window, || {
-                edges.push((
-                    server.cpu(),
-                    procs::cpu_time(me),
-                    dns.cpu(),
-                    dns.queries(),
-                    procs::machine_time().0,
-                ))
-            }));
+        let at_edge = || {
+            edges.push((
+                server.cpu(),
+                procs::cpu_time(me),
+                dns.cpu(),
+                dns.queries(),
+                procs::machine_time().0,
+            ))
+        };
+        let seen = if self.opts.thread_client {
+            client::drive_threads(&server.target, c, warmup, window, at_edge)
+        } else {
+            self.rt
+                .block_on(client::drive(&server.target, c, warmup, window, at_edge))
+        };
         let (a, b) = (edges[0], edges[1]);
         let server_user = b.0.0.saturating_sub(a.0.0);
         let server_system = b.0.1.saturating_sub(a.0.1);

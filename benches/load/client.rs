@@ -1,7 +1,10 @@
-//! The load generator: C persistent connections on one tokio runtime, each
-//! sending Postfix 3.7's RCPT request and waiting for the whole answer
-//! before the next (lock-step, as Postfix's smtpd does), with the client
-//! address, sender, recipient and `instance` varied on every request.
+//! The load generator: C persistent connections, each sending Postfix
+//! 3.7's RCPT request and waiting for the whole answer before the next
+//! (lock-step, as Postfix's smtpd does), with the client address, sender,
+//! recipient and `instance` varied on every request. Either a thread per
+//! connection blocked in `read` for each answer, as Postfix's smtpd
+//! processes are ([`drive_threads`]), or all connections as tasks on the
+//! bench's tokio runtime ([`drive`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -107,6 +110,71 @@ impl Conn {
         }
     }
 }
+
+/// A blocking connection, for [`drive_threads`].
+enum SyncConn {
+    Unix(std::os::unix::net::UnixStream),
+    Tcp(std::net::TcpStream),
+}
+
+impl SyncConn {
+    /// Connects, retrying while the listener is not there yet or its
+    /// backlog is full, until `deadline`. Reads give up after
+    /// [`DRAIN_TIMEOUT`], so a server that stops answering cannot keep a
+    /// thread forever.
+    fn connect(target: &Target, deadline: Instant) -> Result<SyncConn, String> {
+        loop {
+            let conn = match target {
+                Target::Unix(p) => std::os::unix::net::UnixStream::connect(p).map(SyncConn::Unix),
+                Target::Tcp(a) => std::net::TcpStream::connect(a)
+                    .and_then(|s| s.set_nodelay(true).map(|()| s))
+                    .map(SyncConn::Tcp),
+            };
+            match conn {
+                Ok(c) => {
+                    let timeout = Some(DRAIN_TIMEOUT);
+                    match &c {
+                        SyncConn::Unix(s) => s.set_read_timeout(timeout),
+                        SyncConn::Tcp(s) => s.set_read_timeout(timeout),
+                    }
+                    .map_err(|e| e.to_string())?;
+                    return Ok(c);
+                }
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!("connect {target}: {e}"));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+
+    /// As [`Conn::ask`], blocking.
+    fn ask(&mut self, request: &[u8], answer: &mut Vec<u8>) -> io::Result<()> {
+        let stream: &mut dyn ReadWrite = match self {
+            SyncConn::Unix(s) => s,
+            SyncConn::Tcp(s) => s,
+        };
+        stream.write_all(request)?;
+        answer.clear();
+        let mut chunk = [0u8; ANSWER_CAPACITY];
+        loop {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "server closed the connection",
+                ));
+            }
+            answer.extend_from_slice(&chunk[..n]);
+            if answer.ends_with(b"\n\n") {
+                return Ok(());
+            }
+        }
+    }
+}
+
+trait ReadWrite: io::Read + io::Write {}
+impl<T: io::Read + io::Write> ReadWrite for T {}
 
 /// Connects, retrying while the listener is not there yet or its backlog
 /// is full, until `deadline`.
@@ -277,6 +345,136 @@ struct PerConn {
     error: Option<String>,
 }
 
+impl PerConn {
+    fn new() -> PerConn {
+        PerConn {
+            latencies: Vec::new(),
+            answers: [0; KINDS.len()],
+            samples: BTreeMap::new(),
+            error: None,
+        }
+    }
+
+    /// Counts one answer that took `dt`, if the window is open.
+    fn answered(&mut self, phase: &AtomicU8, dt: Duration, answer: &[u8]) {
+        if phase.load(Ordering::Relaxed) == MEASURE {
+            self.latencies.push(dt.as_nanos() as u64);
+            let a = action(answer);
+            let k = kind(a);
+            self.answers[k] += 1;
+            self.samples.entry(k).or_insert_with(|| a.to_string());
+        }
+    }
+}
+
+impl Seen {
+    fn add(&mut self, me: PerConn) {
+        self.latencies.extend(me.latencies);
+        for (k, n) in me.answers.iter().enumerate() {
+            self.answers[k] += n;
+        }
+        for (k, s) in me.samples {
+            self.samples.entry(k).or_insert(s);
+        }
+        if let Some(e) = me.error {
+            self.error(e);
+        }
+    }
+
+    fn error(&mut self, e: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(e);
+    }
+}
+
+/// [`drive`] with a thread per connection (stacks of 64 KiB), each blocked
+/// in `read` until its answer comes, as a Postfix smtpd process waits for
+/// the policy answer: every answer wakes a sleeping client, as in
+/// production, for the floor as for rpol.
+pub fn drive_threads(
+    target: &Target,
+    c: usize,
+    warmup: Duration,
+    measure: Duration,
+    mut at_edge: impl FnMut(),
+) -> Seen {
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let (done, results) = std::sync::mpsc::channel();
+    for conn in 0..c {
+        let target = target.clone();
+        let (phase, started, finished) = (phase.clone(), connected.clone(), done.clone());
+        let spawned = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let mut me = PerConn::new();
+                let stream = SyncConn::connect(&target, deadline);
+                started.fetch_add(1, Ordering::SeqCst);
+                match stream {
+                    Ok(mut stream) => {
+                        let mut request = Vec::with_capacity(1024);
+                        let mut answer = Vec::with_capacity(ANSWER_CAPACITY);
+                        for i in 0.. {
+                            if phase.load(Ordering::Relaxed) == STOP {
+                                break;
+                            }
+                            Mix::request(&mut request, run, conn as u32, i);
+                            let t = Instant::now();
+                            if let Err(e) = stream.ask(&request, &mut answer) {
+                                me.error = Some(e.to_string());
+                                break;
+                            }
+                            me.answered(&phase, t.elapsed(), &answer);
+                        }
+                    }
+                    Err(e) => me.error = Some(e),
+                }
+                let _ = finished.send(me);
+            });
+        if let Err(e) = spawned {
+            connected.fetch_add(1, Ordering::SeqCst);
+            let mut me = PerConn::new();
+            me.error = Some(format!("thread: {e}"));
+            let _ = done.send(me);
+        }
+    }
+    drop(done);
+    while connected.load(Ordering::SeqCst) < c {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(warmup);
+    at_edge();
+    let start = Instant::now();
+    phase.store(MEASURE, Ordering::SeqCst);
+    std::thread::sleep(measure);
+    phase.store(STOP, Ordering::SeqCst);
+    let window = start.elapsed();
+    at_edge();
+    let mut seen = Seen {
+        window,
+        ..Seen::default()
+    };
+    let drain_until = Instant::now() + DRAIN_TIMEOUT;
+    let mut reported = 0;
+    while reported < c {
+        let left = drain_until.saturating_duration_since(Instant::now());
+        match results.recv_timeout(left) {
+            Ok(me) => {
+                reported += 1;
+                seen.add(me);
+            }
+            Err(_) => break,
+        }
+    }
+    for _ in reported..c {
+        seen.error(format!("no answer {DRAIN_TIMEOUT:?} after the end"));
+    }
+    seen.latencies.sort_unstable();
+    seen
+}
+
 /// Drives `c` connections to `target`: connect all, `warmup` unmeasured,
 /// then `measure` in which answers are counted. `at_edge` is called at the
 /// start and at the end of the measured window (to read CPU times there).
@@ -297,12 +495,7 @@ pub async fn drive(
             let target = target.clone();
             let (phase, connected, gate) = (phase.clone(), connected.clone(), gate.clone());
             tokio::spawn(async move {
-                let mut me = PerConn {
-                    latencies: Vec::new(),
-                    answers: [0; KINDS.len()],
-                    samples: BTreeMap::new(),
-                    error: None,
-                };
+                let mut me = PerConn::new();
                 let permit = gate.acquire_owned().await.unwrap();
                 let stream = connect_retry(&target, deadline).await;
                 drop(permit);
@@ -326,14 +519,7 @@ pub async fn drive(
                         me.error = Some(e.to_string());
                         break;
                     }
-                    let dt = t.elapsed();
-                    if phase.load(Ordering::Relaxed) == MEASURE {
-                        me.latencies.push(dt.as_nanos() as u64);
-                        let a = action(&answer);
-                        let k = kind(a);
-                        me.answers[k] += 1;
-                        me.samples.entry(k).or_insert_with(|| a.to_string());
-                    }
+                    me.answered(&phase, t.elapsed(), &answer);
                 }
                 me
             })
@@ -358,28 +544,11 @@ pub async fn drive(
     for task in tasks {
         let abort = task.abort_handle();
         match tokio::time::timeout_at(drain_until, task).await {
-            Ok(Ok(me)) => {
-                seen.latencies.extend(me.latencies);
-                for (k, n) in me.answers.iter().enumerate() {
-                    seen.answers[k] += n;
-                }
-                for (k, s) in me.samples {
-                    seen.samples.entry(k).or_insert(s);
-                }
-                if let Some(e) = me.error {
-                    seen.errors += 1;
-                    seen.first_error.get_or_insert(e);
-                }
-            }
-            Ok(Err(e)) => {
-                seen.errors += 1;
-                seen.first_error.get_or_insert(e.to_string());
-            }
+            Ok(Ok(me)) => seen.add(me),
+            Ok(Err(e)) => seen.error(e.to_string()),
             Err(_) => {
                 abort.abort();
-                seen.errors += 1;
-                seen.first_error
-                    .get_or_insert(format!("no answer {DRAIN_TIMEOUT:?} after the end"));
+                seen.error(format!("no answer {DRAIN_TIMEOUT:?} after the end"));
             }
         }
     }

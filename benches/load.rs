@@ -477,7 +477,7 @@ impl Bench {
             let config_path = self.dir.path().join(format!("check-{n}.toml"));
             std::fs::write(&config_path, &config).unwrap();
             let t = Instant::now();
-            let status = Command::new(env!("CARGO_BIN_EXE_rpol"))
+            let status = Command::new(procs::rpol_binary())
                 .arg("--config")
                 .arg(&config_path)
                 .arg("--check-config")

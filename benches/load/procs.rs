@@ -114,7 +114,7 @@ impl Server {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
         let target = Target::new(dir, name, tcp);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rpol"));
+        let mut cmd = Command::new(rpol_binary());
         cmd.arg("--config")
             .arg(&path)
             .arg("--listen")
@@ -270,4 +270,11 @@ pub fn work_dir() -> tempfile::TempDir {
 /// The directory of the shipped policy.toml and tables/.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The rpol measured: the one cargo built with the bench, or the binary
+/// `RPOL_BENCH_BIN` names (another build, to compare two versions against
+/// the same floor on the same machine, minutes apart).
+pub fn rpol_binary() -> std::ffi::OsString {
+    std::env::var_os("RPOL_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_rpol").into())
 }

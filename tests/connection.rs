@@ -204,6 +204,16 @@ async fn read_response(client: &mut DuplexStream) -> String {
     String::from_utf8(out).expect("UTF-8")
 }
 
+/// Sends one submission request that the policy answers DUNNO, and reads
+/// the answer.
+async fn ask_dunno(client: &mut DuplexStream) {
+    client
+        .write_all(&wire(&submission("198.51.100.41", true)))
+        .await
+        .unwrap();
+    assert_eq!(read_response(client).await, DUNNO);
+}
+
 /// Waits until `task` ends; asserts it did not end before `after` had
 /// passed since `since`, and returns its end and the time since `since`.
 async fn ends_after(task: JoinHandle<End>, since: Instant, after: Duration) -> (End, Duration) {
@@ -216,11 +226,7 @@ async fn ends_after(task: JoinHandle<End>, since: Instant, after: Duration) -> (
 #[tokio::test(start_paused = true)]
 async fn idle_timeout_defaults_to_300s_between_requests() {
     let (mut client, task) = spawn_serve(shared(""));
-    client
-        .write_all(&wire(&submission("198.51.100.41", true)))
-        .await
-        .unwrap();
-    assert_eq!(read_response(&mut client).await, DUNNO);
+    ask_dunno(&mut client).await;
     let answered = Instant::now();
     // Far past request_timeout (100 s): between requests only the idle
     // timeout counts.
@@ -239,15 +245,12 @@ async fn idle_timeout_defaults_to_300s_between_requests() {
 #[tokio::test(start_paused = true)]
 async fn idle_timeout_counts_from_the_last_answer_of_a_busy_connection() {
     let (mut client, task) = spawn_serve(shared(""));
-    let request = wire(&submission("198.51.100.41", true));
     for _ in 0..5 {
-        client.write_all(&request).await.unwrap();
-        assert_eq!(read_response(&mut client).await, DUNNO);
+        ask_dunno(&mut client).await;
         tokio::time::sleep(Duration::from_secs(200)).await;
         assert!(!task.is_finished(), "closed while the client was busy");
     }
-    client.write_all(&request).await.unwrap();
-    assert_eq!(read_response(&mut client).await, DUNNO);
+    ask_dunno(&mut client).await;
     let answered = Instant::now();
     let (end, idle) = ends_after(task, answered, DEFAULT_IDLE).await;
     assert_eq!((end, idle), (End::Idle, DEFAULT_IDLE));
@@ -258,11 +261,7 @@ async fn idle_timeout_counts_from_the_last_answer_of_a_busy_connection() {
 #[tokio::test(start_paused = true)]
 async fn request_timeout_counts_from_a_request_started_late_in_the_idle_wait() {
     let (mut client, task) = spawn_serve(shared(""));
-    client
-        .write_all(&wire(&submission("198.51.100.41", true)))
-        .await
-        .unwrap();
-    assert_eq!(read_response(&mut client).await, DUNNO);
+    ask_dunno(&mut client).await;
     // 250 s into the 300 s idle wait: the request must finish by 350 s.
     tokio::time::sleep(Duration::from_secs(250)).await;
     let started = Instant::now();

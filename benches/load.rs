@@ -362,8 +362,7 @@ impl Bench {
         let seen = if self.opts.thread_client {
             client::drive_threads(&server.target, c, warmup, window, at_edge)
         } else {
-            self.rt
-                .block_on(client::drive(&server.target, c, warmup, window, at_edge))
+            client::drive(&self.rt, &server.target, c, warmup, window, at_edge)
         };
         let (a, b) = (edges[0], edges[1]);
         let server_user = b.0.0.saturating_sub(a.0.0);

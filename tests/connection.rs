@@ -214,6 +214,18 @@ async fn ask_dunno(client: &mut DuplexStream) {
     assert_eq!(read_response(client).await, DUNNO);
 }
 
+/// Starts a request and leaves it unfinished; asserts the handler closes
+/// the connection exactly request_timeout (100 s) later, as SlowRequest.
+async fn cut_after_request_timeout(client: &mut DuplexStream, task: JoinHandle<End>) {
+    let started = Instant::now();
+    client
+        .write_all(b"request=smtpd_access_policy\nclient_addr")
+        .await
+        .unwrap();
+    let (end, took) = ends_after(task, started, DEFAULT_REQUEST).await;
+    assert_eq!((end, took), (End::SlowRequest, DEFAULT_REQUEST));
+}
+
 /// Waits until `task` ends; asserts it did not end before `after` had
 /// passed since `since`, and returns its end and the time since `since`.
 async fn ends_after(task: JoinHandle<End>, since: Instant, after: Duration) -> (End, Duration) {
@@ -264,25 +276,13 @@ async fn request_timeout_counts_from_a_request_started_late_in_the_idle_wait() {
     ask_dunno(&mut client).await;
     // 250 s into the 300 s idle wait: the request must finish by 350 s.
     tokio::time::sleep(Duration::from_secs(250)).await;
-    let started = Instant::now();
-    client
-        .write_all(b"request=smtpd_access_policy\nclient_addr")
-        .await
-        .unwrap();
-    let (end, took) = ends_after(task, started, DEFAULT_REQUEST).await;
-    assert_eq!((end, took), (End::SlowRequest, DEFAULT_REQUEST));
+    cut_after_request_timeout(&mut client, task).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn request_timeout_defaults_to_100s_once_a_request_starts() {
     let (mut client, task) = spawn_serve(shared(""));
-    let started = Instant::now();
-    client
-        .write_all(b"request=smtpd_access_policy\nclient_addr")
-        .await
-        .unwrap();
-    let (end, took) = ends_after(task, started, DEFAULT_REQUEST).await;
-    assert_eq!((end, took), (End::SlowRequest, DEFAULT_REQUEST));
+    cut_after_request_timeout(&mut client, task).await;
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).await.unwrap();
     assert_eq!(rest, b"");

@@ -387,6 +387,51 @@ impl Seen {
     }
 }
 
+/// What a run's connections share: its number, its phase, how many have
+/// connected, and their connect deadline.
+struct Run {
+    id: u32,
+    phase: Arc<AtomicU8>,
+    connected: Arc<AtomicUsize>,
+    deadline: Instant,
+}
+
+impl Run {
+    fn new() -> Run {
+        Run {
+            id: RUN.fetch_add(1, Ordering::Relaxed),
+            phase: Arc::new(AtomicU8::new(WARMUP)),
+            connected: Arc::new(AtomicUsize::new(0)),
+            deadline: Instant::now() + CONNECT_TIMEOUT,
+        }
+    }
+
+    /// Waits (blocking this thread, which is no runtime worker) until all
+    /// `c` connections are up, lets `warmup` pass unmeasured, then opens
+    /// the window for `measure`, calling `at_edge` at both of its edges;
+    /// returns its length.
+    fn window(
+        &self,
+        c: usize,
+        warmup: Duration,
+        measure: Duration,
+        mut at_edge: impl FnMut(),
+    ) -> Duration {
+        while self.connected.load(Ordering::SeqCst) < c {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(warmup);
+        at_edge();
+        let start = Instant::now();
+        self.phase.store(MEASURE, Ordering::SeqCst);
+        std::thread::sleep(measure);
+        self.phase.store(STOP, Ordering::SeqCst);
+        let window = start.elapsed();
+        at_edge();
+        window
+    }
+}
+
 /// [`drive`] with a thread per connection (stacks of 64 KiB), each blocked
 /// in `read` until its answer comes, as a Postfix smtpd process waits for
 /// the policy answer: every answer wakes a sleeping client, as in
@@ -396,16 +441,14 @@ pub fn drive_threads(
     c: usize,
     warmup: Duration,
     measure: Duration,
-    mut at_edge: impl FnMut(),
+    at_edge: impl FnMut(),
 ) -> Seen {
-    let run = RUN.fetch_add(1, Ordering::Relaxed);
-    let phase = Arc::new(AtomicU8::new(WARMUP));
-    let connected = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let run = Run::new();
     let (done, results) = std::sync::mpsc::channel();
     for conn in 0..c {
         let target = target.clone();
-        let (phase, started, finished) = (phase.clone(), connected.clone(), done.clone());
+        let (id, deadline) = (run.id, run.deadline);
+        let (phase, started, finished) = (run.phase.clone(), run.connected.clone(), done.clone());
         let spawned = std::thread::Builder::new()
             .stack_size(64 * 1024)
             .spawn(move || {
@@ -420,7 +463,7 @@ pub fn drive_threads(
                             if phase.load(Ordering::Relaxed) == STOP {
                                 break;
                             }
-                            Mix::request(&mut request, run, conn as u32, i);
+                            Mix::request(&mut request, id, conn as u32, i);
                             let t = Instant::now();
                             if let Err(e) = stream.ask(&request, &mut answer) {
                                 me.error = Some(e.to_string());
@@ -434,26 +477,15 @@ pub fn drive_threads(
                 let _ = finished.send(me);
             });
         if let Err(e) = spawned {
-            connected.fetch_add(1, Ordering::SeqCst);
+            run.connected.fetch_add(1, Ordering::SeqCst);
             let mut me = PerConn::new();
             me.error = Some(format!("thread: {e}"));
             let _ = done.send(me);
         }
     }
     drop(done);
-    while connected.load(Ordering::SeqCst) < c {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(warmup);
-    at_edge();
-    let start = Instant::now();
-    phase.store(MEASURE, Ordering::SeqCst);
-    std::thread::sleep(measure);
-    phase.store(STOP, Ordering::SeqCst);
-    let window = start.elapsed();
-    at_edge();
     let mut seen = Seen {
-        window,
+        window: run.window(c, warmup, measure, at_edge),
         ..Seen::default()
     };
     let drain_until = Instant::now() + DRAIN_TIMEOUT;
@@ -475,26 +507,26 @@ pub fn drive_threads(
     seen
 }
 
-/// Drives `c` connections to `target`: connect all, `warmup` unmeasured,
-/// then `measure` in which answers are counted. `at_edge` is called at the
-/// start and at the end of the measured window (to read CPU times there).
-pub async fn drive(
+/// Drives `c` connections to `target` as tasks on `rt`: connect all,
+/// `warmup` unmeasured, then `measure` in which answers are counted.
+/// `at_edge` is called at the start and at the end of the measured window
+/// (to read CPU times there).
+pub fn drive(
+    rt: &tokio::runtime::Runtime,
     target: &Target,
     c: usize,
     warmup: Duration,
     measure: Duration,
-    mut at_edge: impl FnMut(),
+    at_edge: impl FnMut(),
 ) -> Seen {
-    let run = RUN.fetch_add(1, Ordering::Relaxed);
-    let phase = Arc::new(AtomicU8::new(WARMUP));
-    let connected = Arc::new(AtomicUsize::new(0));
+    let run = Run::new();
     let gate = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
     let tasks: Vec<_> = (0..c)
         .map(|conn| {
             let target = target.clone();
-            let (phase, connected, gate) = (phase.clone(), connected.clone(), gate.clone());
-            tokio::spawn(async move {
+            let (id, deadline) = (run.id, run.deadline);
+            let (phase, connected, gate) = (run.phase.clone(), run.connected.clone(), gate.clone());
+            rt.spawn(async move {
                 let mut me = PerConn::new();
                 let permit = gate.acquire_owned().await.unwrap();
                 let stream = connect_retry(&target, deadline).await;
@@ -513,7 +545,7 @@ pub async fn drive(
                     if phase.load(Ordering::Relaxed) == STOP {
                         break;
                     }
-                    Mix::request(&mut request, run, conn as u32, i);
+                    Mix::request(&mut request, id, conn as u32, i);
                     let t = Instant::now();
                     if let Err(e) = stream.ask(&request, &mut answer).await {
                         me.error = Some(e.to_string());
@@ -525,33 +557,24 @@ pub async fn drive(
             })
         })
         .collect();
-    while connected.load(Ordering::SeqCst) < c {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(warmup).await;
-    at_edge();
-    let start = Instant::now();
-    phase.store(MEASURE, Ordering::SeqCst);
-    tokio::time::sleep(measure).await;
-    phase.store(STOP, Ordering::SeqCst);
-    let window = start.elapsed();
-    at_edge();
     let mut seen = Seen {
-        window,
+        window: run.window(c, warmup, measure, at_edge),
         ..Seen::default()
     };
-    let drain_until = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    for task in tasks {
-        let abort = task.abort_handle();
-        match tokio::time::timeout_at(drain_until, task).await {
-            Ok(Ok(me)) => seen.add(me),
-            Ok(Err(e)) => seen.error(e.to_string()),
-            Err(_) => {
-                abort.abort();
-                seen.error(format!("no answer {DRAIN_TIMEOUT:?} after the end"));
+    rt.block_on(async {
+        let drain_until = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        for task in tasks {
+            let abort = task.abort_handle();
+            match tokio::time::timeout_at(drain_until, task).await {
+                Ok(Ok(me)) => seen.add(me),
+                Ok(Err(e)) => seen.error(e.to_string()),
+                Err(_) => {
+                    abort.abort();
+                    seen.error(format!("no answer {DRAIN_TIMEOUT:?} after the end"));
+                }
             }
         }
-    }
+    });
     seen.latencies.sort_unstable();
     seen
 }

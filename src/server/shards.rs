@@ -41,6 +41,14 @@ impl Shards {
         for i in 0..count.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                // Connections handed over by the accept loop wait in the
+                // runtime's queue for other threads. By default it is read
+                // once per 31 tasks run, so a storm of new connections
+                // (Postfix reconnecting after a restart) waited for 31
+                // answers each: about a second for the last of 1,000. At
+                // 1 a new connection is served before the ones already
+                // ready; reading an empty queue is one atomic load.
+                .global_queue_interval(1)
                 .build()?;
             let handle = runtime.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
@@ -123,6 +131,73 @@ impl Drop for Decrement {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::pin::Pin;
+    use std::sync::atomic::AtomicBool;
+    use std::task::{Context, Poll};
+
+    /// Busy local work: polls itself again at once, forever, counting
+    /// its polls; the shard's queue of ready tasks is never empty.
+    struct Spin {
+        polls: Arc<AtomicUsize>,
+        stop: Arc<AtomicBool>,
+    }
+
+    impl Future for Spin {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if self.stop.load(Ordering::Relaxed) {
+                return Poll::Ready(());
+            }
+            self.polls.fetch_add(1, Ordering::Relaxed);
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_busy_shard_starts_new_connections_before_its_busy_ones_go_on() {
+        // A storm of connections arriving while the shard answers others
+        // (Postfix reconnecting after a restart): each new one must be
+        // polled at once, not one per tokio's default 31 scheduler ticks,
+        // which at C=1,000 kept the last ones waiting about a second.
+        let shards = Shards::start(1).unwrap();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        for _ in 0..8 {
+            shards.spawn(Spin {
+                polls: polls.clone(),
+                stop: stop.clone(),
+            });
+        }
+        while polls.load(Ordering::Relaxed) < 1000 {
+            std::thread::yield_now();
+        }
+        // The shard's thread is held while the new connections are
+        // handed over, so that they all wait in its queue at once.
+        let (held, holding) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        shards.spawn(async move {
+            let _ = held.send(());
+            let _ = released.recv();
+        });
+        holding.recv().unwrap();
+        let before = polls.load(Ordering::Relaxed);
+        const NEW: usize = 200;
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..NEW {
+            let (tx, polls) = (tx.clone(), polls.clone());
+            shards.spawn(async move {
+                let _ = tx.send(polls.load(Ordering::Relaxed));
+            });
+        }
+        release.send(()).unwrap();
+        let waited = (0..NEW).map(|_| rx.recv().unwrap()).max().unwrap() - before;
+        stop.store(true, Ordering::Relaxed);
+        assert!(
+            waited <= 8,
+            "the busy tasks were polled {waited} times before the {NEW} new ones had all run"
+        );
+    }
 
     #[test]
     fn tasks_run_on_the_least_busy_shard_threads() {

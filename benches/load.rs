@@ -14,7 +14,9 @@
 //! pairs. Sections:
 //!
 //! - main: C = 4, 100, 1,000; per round a floor run, rpol with a warm DNS
-//!   cache, a floor run, rpol with a cold one (`[dns] cache_size = 1`).
+//!   cache, a floor run, rpol with a cold one (`[dns] cache_size = 1`),
+//!   then (with the default client) a floor run and rpol warm again with a
+//!   thread per connection, as Postfix's smtpd processes wait for an answer.
 //! - clients: throughput and peak RSS against C = 10, 100, 1,000, 5,000
 //!   (warm; 100 and 1,000 are main's when it ran).
 //! - tables: a `check_client_access` table (the seed's client_whitelist) of
@@ -63,6 +65,9 @@ const SCALING_CLIENTS: &[usize] = &[10, 100, 1000, 5000];
 const TABLE_SIZES: &[usize] = &[10, 1000, 100_000, 1_000_000];
 /// Client connections in the tables section.
 const TABLE_CLIENTS: usize = 100;
+/// The main section's series driven by a thread per connection (with the
+/// default client; `--client threads` drives every series so).
+const THREADS_VARIANT: &str = "warm, thread per connection";
 /// rpol's max_connections is C plus this (the start-up probe; a connection
 /// beyond the limit would close another).
 const SPARE_CONNECTIONS: usize = 8;
@@ -343,8 +348,9 @@ impl Bench {
         Server::floor(&self.rt, self.dir.path(), name, self.opts.tcp)
     }
 
-    /// One measured run of `c` connections against `server`.
-    fn measure(&mut self, server: &Server, label: &str, c: usize) -> Run {
+    /// One measured run of `c` connections against `server`, each
+    /// connection a thread of its own if `threads` (else a task).
+    fn measure(&mut self, server: &Server, label: &str, c: usize, threads: bool) -> Run {
         let warmup = Duration::from_secs_f64(self.opts.warmup);
         let window = Duration::from_secs_f64(self.opts.seconds);
         let me = self.me;
@@ -359,7 +365,7 @@ impl Bench {
                 procs::machine_time().0,
             ))
         };
-        let seen = if self.opts.thread_client {
+        let seen = if threads {
             client::drive_threads(&server.target, c, warmup, window, at_edge)
         } else {
             client::drive(&self.rt, &server.target, c, warmup, window, at_edge)
@@ -383,20 +389,22 @@ impl Bench {
         run
     }
 
-    /// `pairs` pairs (floor run, rpol run), printing the answers of rpol's
+    /// `pairs` pairs (floor run, rpol run), each connection a thread of
+    /// its own if `threads` (else a task), printing the answers of rpol's
     /// first run of this kind.
     fn pairs(
         &mut self,
-        floor: &Server,
-        rpol: &Server,
+        (floor, rpol): (&Server, &Server),
         label: &str,
         c: usize,
         pairs: usize,
+        threads: bool,
     ) -> Vec<Pair> {
         (0..pairs)
             .map(|i| {
-                let floor = self.measure(floor, "floor", c);
-                let rpol = self.measure(rpol, label, c);
+                let floor_label = if threads { "floor (threads)" } else { "floor" };
+                let floor = self.measure(floor, floor_label, c, threads);
+                let rpol = self.measure(rpol, label, c, threads);
                 if i == 0 && self.shown.insert(format!("{label} {c}")) {
                     for (k, a) in &rpol.seen.samples {
                         println!(
@@ -430,15 +438,34 @@ impl Bench {
                 variant: "cold".into(),
                 pairs: Vec::new(),
             };
+            // The same warm server and floor driven as Postfix drives a
+            // policy server: a process per SMTP session, asleep in read
+            // until its answer (here a thread per connection), so that
+            // every answer wakes its client for the floor as for rpol.
+            let postfix_like = !self.opts.thread_client;
+            let mut t = Series {
+                c,
+                variant: THREADS_VARIANT.into(),
+                pairs: Vec::new(),
+            };
             for _ in 0..self.opts.rounds {
+                let threads = self.opts.thread_client;
                 w.pairs
-                    .append(&mut self.pairs(&floor, &warm, "rpol warm", c, 1));
+                    .append(&mut self.pairs((&floor, &warm), "rpol warm", c, 1, threads));
                 k.pairs
-                    .append(&mut self.pairs(&floor, &cold, "rpol cold", c, 1));
+                    .append(&mut self.pairs((&floor, &cold), "rpol cold", c, 1, threads));
+                if postfix_like {
+                    let label = "rpol warm (threads)";
+                    t.pairs
+                        .append(&mut self.pairs((&floor, &warm), label, c, 1, true));
+                }
             }
             println!();
             self.main.push(w);
             self.main.push(k);
+            if postfix_like {
+                self.main.push(t);
+            }
         }
     }
 
@@ -453,7 +480,8 @@ impl Bench {
             }
             let floor = self.start_floor(&format!("floor-{c}"));
             let warm = self.start_rpol(&format!("warm-{c}"), &self.rpol_config(c, None, None));
-            let pairs = self.pairs(&floor, &warm, "rpol warm", c, self.opts.scale_pairs.max(1));
+            let (n, threads) = (self.opts.scale_pairs.max(1), self.opts.thread_client);
+            let pairs = self.pairs((&floor, &warm), "rpol warm", c, n, threads);
             self.clients.push(Series {
                 c,
                 variant: "warm".into(),
@@ -497,13 +525,8 @@ impl Bench {
                 dur(lookup_ns),
             );
             let label = format!("rpol table {n}");
-            let pairs = self.pairs(
-                &floor,
-                &rpol,
-                &label,
-                TABLE_CLIENTS,
-                self.opts.scale_pairs.max(1),
-            );
+            let (n, threads) = (self.opts.scale_pairs.max(1), self.opts.thread_client);
+            let pairs = self.pairs((&floor, &rpol), &label, TABLE_CLIENTS, n, threads);
             self.tables.push(TableRow {
                 entries: n,
                 file_mib,
@@ -620,6 +643,25 @@ impl Bench {
         if warm.is_empty() {
             return None;
         }
+        let threads: Vec<&Series> = self
+            .main
+            .iter()
+            .filter(|s| s.variant == THREADS_VARIANT)
+            .collect();
+        let postfix_like = if threads.is_empty() {
+            String::new()
+        } else {
+            let each = |f: &dyn Fn(&Series) -> String| {
+                threads.iter().map(|s| f(s)).collect::<Vec<_>>().join(" / ")
+            };
+            format!(
+                " With a thread per connection, as Postfix's smtpd processes wait for the \
+                 answer: throughput {}, CPU per request {}, p99 {}.",
+                each(&|s| format!("{:.2}", median(s.throughput()))),
+                each(&|s| format!("{:.1}", median(s.cpu()))),
+                each(&|s| format!("{:.1}", median(s.p99()))),
+            )
+        };
         let each = |f: &dyn Fn(&Series) -> String| {
             warm.iter().map(|s| f(s)).collect::<Vec<_>>().join(" / ")
         };
@@ -649,7 +691,7 @@ impl Bench {
         Some(format!(
             "Last recorded run ({}, {} mode; warm DNS cache, medians of the paired ratios \
              at C = {}): throughput {} of the floor's, CPU per request {} times the floor's \
-             ({} us), p99 {} times the floor's{rss}.{tables}",
+             ({} us), p99 {} times the floor's{rss}.{postfix_like}{tables}",
             self.started_utc,
             if self.opts.quick { "quick" } else { "full" },
             each(&|s| thousands(s.c as f64)),

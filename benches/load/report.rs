@@ -23,7 +23,8 @@ pub const BUSY_CORES: f64 = 1.5;
 
 /// One measured run against one server.
 pub struct Run {
-    /// "floor", "rpol warm", "rpol cold", "rpol table 1000", ...
+    /// "floor", "rpol warm", "rpol cold", "rpol table 1000", "floor (threads)",
+    /// "rpol warm (threads)" (a thread per connection), ...
     pub server: String,
     pub c: usize,
     pub seen: Seen,
@@ -127,7 +128,7 @@ impl Run {
             dur(self.client_per_request()),
             self.cores(self.client_cpu),
         );
-        if self.server != "floor" {
+        if !self.server.starts_with("floor") {
             let _ = write!(
                 s,
                 "  DNS {:.3} q/req, {:.2} cores",
@@ -172,7 +173,7 @@ impl Pair {
 /// The pairs of one C and one rpol variant.
 pub struct Series {
     pub c: usize,
-    /// "warm" or "cold", or the table size.
+    /// "warm", "cold", "warm, thread per connection", or the table size.
     pub variant: String,
     pub pairs: Vec<Pair>,
 }
@@ -238,7 +239,7 @@ impl Series {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        let warm = self.variant == "warm";
+        let warm = self.variant.starts_with("warm");
         let t = |text: String| if warm { text } else { String::new() };
         let mut s = format!(
             "C={}, rpol {} / floor, {} pairs:\n",
@@ -360,7 +361,7 @@ pub fn ratio_cell(v: &[f64]) -> String {
 /// A Markdown table of the paired ratios: one row per series.
 pub fn ratio_table(series: &[Series]) -> String {
     let mut s = String::from(
-        "| C | DNS cache | pairs | throughput rpol/floor | p99 rpol/floor | CPU/request rpol/floor \
+        "| C | DNS cache, client | pairs | throughput rpol/floor | p99 rpol/floor | CPU/request rpol/floor \
          | rpol req/s | rpol p50 / p99 / p999 | rpol CPU/req | floor req/s | floor p99 | floor CPU/req \
          | rpol peak RSS | DNS queries/req | errors |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
@@ -417,7 +418,7 @@ pub fn runs_table(runs: &[&Run]) -> String {
             r.peak_rss_mib,
             dur(r.client_per_request()),
             r.cores(r.client_cpu),
-            if r.server == "floor" {
+            if r.server.starts_with("floor") {
                 "-".to_string()
             } else {
                 format!("{:.3}", r.dns_per_request())

@@ -480,8 +480,8 @@ impl Bench {
             }
             let floor = self.start_floor(&format!("floor-{c}"));
             let warm = self.start_rpol(&format!("warm-{c}"), &self.rpol_config(c, None, None));
-            let (n, threads) = (self.opts.scale_pairs.max(1), self.opts.thread_client);
-            let pairs = self.pairs((&floor, &warm), "rpol warm", c, n, threads);
+            let (count, threads) = (self.opts.scale_pairs.max(1), self.opts.thread_client);
+            let pairs = self.pairs((&floor, &warm), "rpol warm", c, count, threads);
             self.clients.push(Series {
                 c,
                 variant: "warm".into(),
@@ -525,8 +525,8 @@ impl Bench {
                 dur(lookup_ns),
             );
             let label = format!("rpol table {n}");
-            let (n, threads) = (self.opts.scale_pairs.max(1), self.opts.thread_client);
-            let pairs = self.pairs((&floor, &rpol), &label, TABLE_CLIENTS, n, threads);
+            let (count, threads) = (self.opts.scale_pairs.max(1), self.opts.thread_client);
+            let pairs = self.pairs((&floor, &rpol), &label, TABLE_CLIENTS, count, threads);
             self.tables.push(TableRow {
                 entries: n,
                 file_mib,

@@ -180,8 +180,7 @@ impl SpfCache {
         if !e.cacheable {
             return;
         }
-        let mut stored = e.clone();
-        stored.lookups.clear();
+        let stored = e.to_cached();
         let weight = stored.heap_bytes();
         let full_key = e.uses_local_part.then(|| self.local_key(slot));
         let now = Instant::now();
@@ -227,6 +226,47 @@ impl Hash for Normal<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn evaluation(local: &str, domain: &str) -> Evaluation {
+        Evaluation {
+            identity: Identity::MailFrom,
+            sender: format!("{local}@{domain}"),
+            domain: domain.into(),
+            result: viaspf::SpfResult::Pass,
+            mechanism: Some("ip4:192.0.2.0/24".into()),
+            problem: None,
+            uses_local_part: false,
+            cacheable: true,
+            lookups: vec![format!("TXT {domain}: v=spf1 ip4:192.0.2.0/24 -all")],
+        }
+    }
+
+    /// A result is stored without the identity's texts (a hit writes its
+    /// request's own) and without the trace: a long local part costs the
+    /// cache nothing, and a hit for another spelling names that spelling.
+    #[test]
+    fn results_are_stored_without_identity_texts_and_hits_name_their_request() {
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let helo = "mail.example.com";
+        let mut bytes = Vec::new();
+        for local in ["a", &"x".repeat(200)] {
+            let cache = SpfCache::new(100);
+            let slot = cache.slot(ip, Identity::MailFrom, (local, "Example.COM"), helo);
+            cache.put(&slot, &evaluation(local, "Example.COM"));
+            bytes.push(cache.usage().1);
+            let other = cache.slot(ip, Identity::MailFrom, ("Bob", "example.com"), helo);
+            let hit = cache.get(&other, Duration::from_secs(60)).expect("a hit");
+            assert_eq!(hit.sender, "Bob@example.com");
+            assert_eq!(hit.domain, "example.com");
+            assert_eq!(hit.result, viaspf::SpfResult::Pass);
+            assert_eq!(hit.mechanism.as_deref(), Some("ip4:192.0.2.0/24"));
+            assert!(hit.lookups.is_empty());
+        }
+        assert_eq!(
+            bytes[0], bytes[1],
+            "the local part's length changed the charge"
+        );
+    }
 
     /// A name hashes as its lowercase form without trailing dots would,
     /// as a `str`, whatever its length (the chunks are 64 bytes).

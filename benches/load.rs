@@ -442,14 +442,14 @@ impl Bench {
             // policy server: a process per SMTP session, asleep in read
             // until its answer (here a thread per connection), so that
             // every answer wakes its client for the floor as for rpol.
-            let postfix_like = !self.opts.thread_client;
+            let threads = self.opts.thread_client;
+            let postfix_like = !threads;
             let mut t = Series {
                 c,
                 variant: THREADS_VARIANT.into(),
                 pairs: Vec::new(),
             };
             for _ in 0..self.opts.rounds {
-                let threads = self.opts.thread_client;
                 w.pairs
                     .append(&mut self.pairs((&floor, &warm), "rpol warm", c, 1, threads));
                 k.pairs

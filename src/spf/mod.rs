@@ -447,7 +447,7 @@ pub async fn evaluate(
             viaspf::evaluate_sender(&lookup, &config, ip, &parsed, helo_domain.as_ref()).await;
         (result, lookup.take_log(), lookup.saw_local_part_macro())
     };
-    let (result, lookups, uses_local_part) = match CatchPanic(Box::pin(evaluation)).await {
+    let (result, lookups, uses_local_part) = match CatchPanic(std::pin::pin!(evaluation)).await {
         Ok(done) => done,
         Err(why) => {
             let sender = crate::log::Escaped(sender);
@@ -498,10 +498,12 @@ fn address_text(local: &str, domain: &str) -> String {
 }
 
 /// A future that turns a panic while it is polled into `Err(message)`.
-/// The inner future is dropped unpolled after that.
-struct CatchPanic<F>(std::pin::Pin<Box<F>>);
+/// The inner future is dropped unpolled after that. It borrows the inner
+/// future pinned where it lives (in the caller's own future), so catching
+/// costs no allocation.
+struct CatchPanic<'f, F>(std::pin::Pin<&'f mut F>);
 
-impl<F: std::future::Future> std::future::Future for CatchPanic<F> {
+impl<F: std::future::Future> std::future::Future for CatchPanic<'_, F> {
     type Output = Result<F::Output, String>;
 
     fn poll(
@@ -529,13 +531,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_while_polled_is_an_error_not_an_unwind() {
-        let caught = CatchPanic(Box::pin(async {
+        let caught = CatchPanic(std::pin::pin!(async {
             tokio::task::yield_now().await;
             panic!("viaspf bug");
         }))
         .await;
         assert_eq!(caught.unwrap_err(), "viaspf bug");
-        let fine = CatchPanic(Box::pin(async { 7 })).await;
+        let fine = CatchPanic(std::pin::pin!(async { 7 })).await;
         assert_eq!(fine, Ok(7));
     }
 

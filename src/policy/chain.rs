@@ -208,7 +208,7 @@ impl Run<'_> {
                     };
                     match chain_rule.rule.start(&mut ctx) {
                         Started::Done(outcome) => outcome,
-                        Started::Waiting(pending) => pending.await,
+                        Started::Waits => chain_rule.rule.finish(&mut ctx).await,
                     }
                 };
                 policy.rule_results.count(chain_rule.rule.index(), &outcome);

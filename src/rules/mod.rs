@@ -5,7 +5,8 @@
 //! site facts and the runtime state and returns an [`Outcome`]. Rules never
 //! touch sockets.
 //!
-//! Adding a rule: one function in its family file, one row in [`RULES`].
+//! Adding a rule: one function in its family file, one row in [`RULES`]
+//! (and, for a rule that waits, one [`Waits`] variant).
 
 pub mod access;
 pub mod address;
@@ -20,8 +21,6 @@ pub mod spf;
 pub mod submission;
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::dns::Resolver;
@@ -34,21 +33,51 @@ use crate::vocab::outcome::Outcome;
 use crate::vocab::reply::Reply;
 use ratelimit::RateLimit;
 
-/// A rule that waits for something (DNS): its future, boxed so that every
-/// rule fits one table.
-pub type Pending<'c> = Pin<Box<dyn Future<Output = Outcome> + Send + 'c>>;
-
 /// How a rule runs, and what argument it takes.
 #[derive(Clone, Copy)]
 pub enum Run {
     /// Decides at once; no argument.
     Now(fn(&mut Context<'_>) -> Outcome),
-    /// Waits for lookups; no argument.
-    Later(for<'c, 'a> fn(&'c mut Context<'a>) -> Pending<'c>),
+    /// Waits for lookups or the store; no argument.
+    Later(Waits),
     /// Consults the access table named by its one argument.
     Table(fn(&mut Context<'_>, &AccessTable) -> Outcome),
-    /// Applies the `[[rate_limit]]` named by its one argument.
-    Limit(for<'c, 'a> fn(&'c mut Context<'a>, &'c Arc<RateLimit>) -> Pending<'c>),
+    /// Applies the `[[rate_limit]]` named by its one argument (waits for
+    /// the store).
+    Limit,
+}
+
+/// The rules that wait. Each runs in place, inside the chain's own future
+/// (which is as large as the largest of them, check_spf's, some 2 KB per
+/// connection): a boxed future per rule and request cost an allocation, a
+/// copy and a free each, five times per port-25 request.
+#[derive(Clone, Copy)]
+pub enum Waits {
+    UnknownClientHostname,
+    UnknownReverseClientHostname,
+    UnknownHeloHostname,
+    UnknownSenderDomain,
+    UnknownRecipientDomain,
+    Spf,
+    Greylist,
+    OutboundSpf,
+}
+
+impl Waits {
+    async fn run(self, ctx: &mut Context<'_>) -> Outcome {
+        match self {
+            Waits::UnknownClientHostname => client::reject_unknown_client_hostname(ctx).await,
+            Waits::UnknownReverseClientHostname => {
+                client::reject_unknown_reverse_client_hostname(ctx).await
+            }
+            Waits::UnknownHeloHostname => helo::reject_unknown_helo_hostname(ctx).await,
+            Waits::UnknownSenderDomain => address::reject_unknown_sender_domain(ctx).await,
+            Waits::UnknownRecipientDomain => address::reject_unknown_recipient_domain(ctx).await,
+            Waits::Spf => spf::check_spf(ctx).await,
+            Waits::Greylist => greylist::check_greylist(ctx).await,
+            Waits::OutboundSpf => submission::check_outbound_spf(ctx).await,
+        }
+    }
 }
 
 /// Site facts a rule cannot work without.
@@ -92,16 +121,6 @@ pub struct RuleSpec {
     pub run: Run,
 }
 
-/// Wraps an `async fn(&mut Context) -> Outcome` as a [`Run::Later`].
-macro_rules! later {
-    ($f:path) => {{
-        fn run<'c, 'a>(ctx: &'c mut Context<'a>) -> Pending<'c> {
-            Box::pin($f(ctx))
-        }
-        Run::Later(run)
-    }};
-}
-
 const fn row(name: &'static str, earliest: Stage, run: Run) -> RuleSpec {
     RuleSpec {
         name,
@@ -120,7 +139,7 @@ const fn row_needing(name: &'static str, earliest: Stage, needs: Needs, run: Run
     }
 }
 
-use Run::{Now, Table};
+use Run::{Later, Now, Table};
 use Stage::{Client, Helo, Recipient, Sender};
 
 /// Every rule rpol implements.
@@ -156,12 +175,12 @@ pub const RULES: &[RuleSpec] = &[
     row(
         "reject_unknown_client_hostname",
         Client,
-        later!(client::reject_unknown_client_hostname),
+        Later(Waits::UnknownClientHostname),
     ),
     row(
         "reject_unknown_reverse_client_hostname",
         Client,
-        later!(client::reject_unknown_reverse_client_hostname),
+        Later(Waits::UnknownReverseClientHostname),
     ),
     row(
         "reject_invalid_helo_hostname",
@@ -176,7 +195,7 @@ pub const RULES: &[RuleSpec] = &[
     row(
         "reject_unknown_helo_hostname",
         Helo,
-        later!(helo::reject_unknown_helo_hostname),
+        Later(Waits::UnknownHeloHostname),
     ),
     row(
         "reject_non_fqdn_sender",
@@ -186,7 +205,7 @@ pub const RULES: &[RuleSpec] = &[
     row(
         "reject_unknown_sender_domain",
         Sender,
-        later!(address::reject_unknown_sender_domain),
+        Later(Waits::UnknownSenderDomain),
     ),
     row(
         "reject_unlisted_sender",
@@ -201,7 +220,7 @@ pub const RULES: &[RuleSpec] = &[
     row(
         "reject_unknown_recipient_domain",
         Recipient,
-        later!(address::reject_unknown_recipient_domain),
+        Later(Waits::UnknownRecipientDomain),
     ),
     row(
         "reject_unlisted_recipient",
@@ -224,19 +243,19 @@ pub const RULES: &[RuleSpec] = &[
         Now(address::permit_auth_destination),
     ),
     // Needs HELO and MAIL FROM: the sender stage or later.
-    row("check_spf", Sender, later!(spf::check_spf)),
+    row("check_spf", Sender, Later(Waits::Spf)),
     // The triplet needs the recipient.
     row_needing(
         "check_greylist",
         Recipient,
         Needs::Greylist,
-        later!(greylist::check_greylist),
+        Later(Waits::Greylist),
     ),
     row_needing(
         "check_outbound_spf",
         Sender,
         Needs::Egress,
-        later!(submission::check_outbound_spf),
+        Later(Waits::OutboundSpf),
     ),
     row_needing(
         "reject_authenticated_sender_login_mismatch",
@@ -262,7 +281,7 @@ pub const RULES: &[RuleSpec] = &[
         Needs::Logins,
         Now(submission::reject_known_sender_login_mismatch),
     ),
-    row("check_rate_limit", Client, Run::Limit(ratelimit::run)),
+    row("check_rate_limit", Client, Run::Limit),
 ];
 
 /// Postfix's older names for the same restrictions.
@@ -323,35 +342,44 @@ impl Rule {
         self.spec.name
     }
 
-    /// Runs the rule as far as it goes without waiting: a rule that
-    /// decides at once (most of a chain) gives its outcome, with no future
-    /// made, polled and dropped around it; one that waits gives its future.
-    pub fn start<'c>(&'c self, ctx: &'c mut Context<'_>) -> Started<'c> {
-        let misconfigured = || {
-            // compile() never builds it; refuse rather than let mail through.
-            Started::Done(Outcome::Reject(Reply::new(
-                451,
-                "4.3.5",
-                "Server configuration error",
-            )))
-        };
+    /// Runs a rule that decides at once (most of a chain), with no future
+    /// made, polled and dropped around it; for one that waits, says so:
+    /// [`Rule::finish`] runs it.
+    pub fn start(&self, ctx: &mut Context<'_>) -> Started {
         match (self.spec.run, &self.table) {
             (Run::Now(f), _) => Started::Done(f(ctx)),
-            (Run::Later(f), _) => Started::Waiting(f(ctx)),
             (Run::Table(f), Some(table)) => Started::Done(f(ctx, table)),
-            (Run::Limit(f), _) => match &self.limit {
-                Some(limit) => Started::Waiting(f(ctx, limit)),
+            (Run::Table(_), None) => Started::Done(misconfigured()),
+            (Run::Later(_) | Run::Limit, _) => Started::Waits,
+        }
+    }
+
+    /// Runs a rule that waits, to its outcome.
+    pub async fn finish(&self, ctx: &mut Context<'_>) -> Outcome {
+        match (self.spec.run, &self.limit) {
+            (Run::Later(rule), _) => rule.run(ctx).await,
+            (Run::Limit, Some(limit)) => ratelimit::check_rate_limit(ctx, limit).await,
+            (Run::Limit, None) => misconfigured(),
+            // start() has answered these.
+            (Run::Now(f), _) => f(ctx),
+            (Run::Table(f), _) => match &self.table {
+                Some(table) => f(ctx, table),
                 None => misconfigured(),
             },
-            (Run::Table(_), None) => misconfigured(),
         }
     }
 }
 
-/// A started rule: its outcome, or the future that gives it.
-pub enum Started<'c> {
+/// The outcome of a rule that compile() never builds: refused rather than
+/// let mail through.
+fn misconfigured() -> Outcome {
+    Outcome::Reject(Reply::new(451, "4.3.5", "Server configuration error"))
+}
+
+/// A started rule: its outcome, or word that it waits.
+pub enum Started {
     Done(Outcome),
-    Waiting(Pending<'c>),
+    Waits,
 }
 
 /// Why a rule text cannot be compiled (the config loader adds the position).
@@ -458,12 +486,12 @@ pub fn compile(
                 "{name} takes exactly one table argument"
             )));
         }
-        (Run::Limit(_), [limit]) => {
+        (Run::Limit, [limit]) => {
             let limit = tables.rate_limit(limit).map_err(RuleError)?;
             rate_limit_stage(&limit, stage)?;
             (None, Some(limit))
         }
-        (Run::Limit(_), _) => {
+        (Run::Limit, _) => {
             return Err(RuleError(format!(
                 "{name} takes exactly one argument: the name of a [[rate_limit]]"
             )));

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Context, Pending};
+use super::Context;
 use crate::log::Escaped;
 use crate::protocol::{ProtocolState, Request};
 use crate::state::State;
@@ -167,10 +167,6 @@ fn network(req: &Request) -> String {
 }
 
 /// The rule, for `Run::Limit`.
-pub fn run<'c, 'a>(ctx: &'c mut Context<'a>, limit: &'c Arc<RateLimit>) -> Pending<'c> {
-    Box::pin(check_rate_limit(ctx, limit))
-}
-
 /// `check_rate_limit NAME`: refuses with the limit's reply once the key's
 /// budget is spent (`450 4.7.1 Rate limit "NAME" reached: 200 messages per
 /// 1h; try again later`, or `550 5.7.1` with `action = "reject"`).

@@ -360,11 +360,10 @@ impl Rule {
             (Run::Later(rule), _) => rule.run(ctx).await,
             (Run::Limit, Some(limit)) => ratelimit::check_rate_limit(ctx, limit).await,
             (Run::Limit, None) => misconfigured(),
-            // start() has answered these.
-            (Run::Now(f), _) => f(ctx),
-            (Run::Table(f), _) => match &self.table {
-                Some(table) => f(ctx, table),
-                None => misconfigured(),
+            // start() answers these; asked here, it answers the same.
+            (Run::Now(_) | Run::Table(_), _) => match self.start(ctx) {
+                Started::Done(outcome) => outcome,
+                Started::Waits => misconfigured(),
             },
         }
     }

@@ -14,8 +14,10 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
@@ -85,9 +87,9 @@ impl Shards {
         };
         let open = shard.open.clone();
         open.fetch_add(1, Ordering::Relaxed);
-        shard.handle.spawn(async move {
-            let _count = Decrement(open);
-            task.await;
+        shard.handle.spawn(Counted {
+            task,
+            _count: Decrement(open),
         });
     }
 
@@ -118,6 +120,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+pin_project_lite::pin_project! {
+    /// A connection's task, counted on its shard for as long as it lives.
+    /// Not an `async move` block around the task: rustc keeps a future
+    /// moved into an `async` block apart from the same future awaited,
+    /// which would double every connection's task (5 KiB each).
+    struct Counted<F> {
+        #[pin]
+        task: F,
+        _count: Decrement,
+    }
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().task.poll(cx)
+    }
+}
+
 /// Counts a connection out of its shard however its task ends (also when
 /// the runtime drops it unfinished).
 struct Decrement(Arc<AtomicUsize>);
@@ -131,9 +153,8 @@ impl Drop for Decrement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::pin::Pin;
     use std::sync::atomic::AtomicBool;
-    use std::task::{Context, Poll};
+    use std::time::{Duration, Instant};
 
     /// Busy local work: polls itself again at once, forever, counting
     /// its polls; the shard's queue of ready tasks is never empty.
@@ -200,6 +221,27 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_is_counted_until_its_task_ends_or_is_dropped() {
+        let shards = Shards::start(1).unwrap();
+        let open = || shards.shards[0].open.load(Ordering::Relaxed);
+        let (done, ends) = oneshot::channel::<()>();
+        shards.spawn(async move {
+            let _ = ends.await;
+        });
+        shards.spawn(std::future::pending::<()>());
+        assert_eq!(open(), 2);
+        done.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while open() != 1 {
+            assert!(Instant::now() < deadline, "an ended task is still counted");
+            std::thread::yield_now();
+        }
+        // Stopping drops the runtime with the unfinished task in it.
+        shards.stop();
+        assert_eq!(open(), 0, "a dropped task is still counted");
+    }
+
+    #[test]
     fn tasks_run_on_the_least_busy_shard_threads() {
         let shards = Shards::start(2).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -208,7 +250,7 @@ mod tests {
             shards.spawn(async move {
                 // A timer needs the shard's own runtime: this would panic
                 // on a thread without one.
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 let name = std::thread::current().name().map(str::to_string);
                 let _ = tx.send(name);
             });

@@ -28,6 +28,22 @@ const RCPT: &[(&str, &str)] = &[
 /// (keys, then any subtables); DNS is the default zones and spftest.zone,
 /// with SERVFAIL for servfail.spftest.
 async fn setup(spf: &str) -> Fixture {
+    let s = start(
+        "\"check_recipient_access hash:recipients\", \"check_spf\"",
+        spf,
+        &[(
+            "recipients",
+            "busy@example.com DEFER_IF_PERMIT 4.2.1 try later",
+        )],
+    )
+    .await;
+    s.dns.inject_servfail("servfail.spftest");
+    s
+}
+
+/// rpol with `recipient` as the recipient stage (TOML array items), `spf`
+/// appended to `[spf]`, and the table `files`.
+async fn start(recipient: &str, spf: &str, files: &[(&str, &str)]) -> Fixture {
     let zones = [
         DEFAULT_ZONES,
         &[("spftest.", include_str!("zones/spftest.zone"))],
@@ -37,23 +53,21 @@ async fn setup(spf: &str) -> Fixture {
         "[dns]\nnameservers = [\"{DNS_ADDR}\"]\ntimeout = \"1s\"\nattempts = 1\n\
          [site]\nmynetworks = [\"127.0.0.0/8\"]\ndomains = [\"example.com\"]\n\
          [spf]\nreceiver = \"mx.example.com\"\nwhitelist = \"spf_whitelist\"\n{spf}\n\
-         [profile.mx]\nrecipient = [\"check_recipient_access hash:recipients\", \"check_spf\"]\n"
+         [profile.mx]\nrecipient = [{recipient}]\n"
     );
-    let s = Fixture::start(Spec {
+    let lines: Vec<(&str, String)> = files
+        .iter()
+        .map(|(name, text)| (*name, format!("{text}\n")))
+        .collect();
+    let mut all = vec![("spf_whitelist", "198.51.100.77\nhelo:mx.friend.example\n")];
+    all.extend(lines.iter().map(|(n, t)| (*n, t.as_str())));
+    Fixture::start(Spec {
         zones: &zones,
         config: &config,
-        files: &[
-            ("spf_whitelist", "198.51.100.77\nhelo:mx.friend.example\n"),
-            (
-                "recipients",
-                "busy@example.com DEFER_IF_PERMIT 4.2.1 try later\n",
-            ),
-        ],
+        files: &all,
         base: RCPT,
     })
-    .await;
-    s.dns.inject_servfail("servfail.spftest");
-    s
+    .await
 }
 
 /// The client and sender of a request.
@@ -495,4 +509,56 @@ async fn results_are_cached_for_cache_ttl() {
     move_clock_to(after + TTL).await;
     let trace = s.trace(&[]).await;
     assert!(trace.contains(evaluated), "{trace}");
+}
+
+/// Issue 24 item 6: a header that comes first in the chain (Received-SPF)
+/// never displaces an admin's HOLD, DISCARD, REDIRECT, FILTER or BCC from
+/// a later rule: the enforcement action is answered, and the header, not
+/// sent, goes out with the next recipient of the transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enforcement_action_after_a_header_is_never_dropped() {
+    let enforced = [
+        ("held@example.com", "HOLD suspicious"),
+        ("dropped@example.com", "DISCARD spam trap"),
+        ("moved@example.com", "REDIRECT abuse@example.com"),
+        ("filtered@example.com", "FILTER scan:[127.0.0.1]:10025"),
+        ("copied@example.com", "BCC archive@example.com"),
+    ];
+    let table: Vec<String> = enforced
+        .iter()
+        .map(|(rcpt, action)| format!("{rcpt} {action}"))
+        .collect();
+    let s = start(
+        "\"check_spf\", \"check_recipient_access hash:recipients\", \
+         \"check_recipient_access hash:headers\"",
+        "",
+        &[
+            ("recipients", &table.join("\n")),
+            ("headers", "held@example.com PREPEND X-Later: yes"),
+        ],
+    )
+    .await;
+    let header = pass("someone@pass.spftest", "203.0.113.10", "ip4:203.0.113.0/24");
+    for (n, (rcpt, action)) in enforced.iter().enumerate() {
+        let instance = format!("e.{n}");
+        assert_eq!(
+            s.ask(&[("instance", &instance), ("recipient", rcpt)]),
+            *action,
+            "{rcpt}"
+        );
+        // The header was not sent: the next recipient carries it.
+        assert_eq!(
+            s.ask(&[("instance", &instance), ("recipient", "alice@example.com")]),
+            header,
+            "after {rcpt}"
+        );
+    }
+    let trace = s
+        .trace(&[("instance", "e.9"), ("recipient", "held@example.com")])
+        .await;
+    assert!(
+        trace.contains("\"PREPEND Received-SPF: pass")
+            && trace.contains("dropped: one response carries one action"),
+        "{trace}"
+    );
 }

@@ -254,12 +254,14 @@ impl Run<'_> {
         None
     }
 
-    /// The answer when nothing rejected: a pending deferral, else the first
-    /// passed-through action, else DUNNO. One response carries one action,
-    /// so further passed actions are dropped (and traced). A PREPEND already
-    /// sent in this transaction is not sent again (Postfix would add the
-    /// header once per RCPT), which lets a dropped one go out with a later
-    /// RCPT.
+    /// The answer when nothing rejected: a pending deferral, else the
+    /// passed-through action that matters most, else DUNNO. One response
+    /// carries one action, so the others are dropped (and traced): an
+    /// enforcement action (HOLD, DISCARD, REDIRECT, FILTER, BCC, HANGUP)
+    /// always wins over a header, whichever rule came first, and a header
+    /// over a WARN or INFO. A PREPEND already sent in this transaction is
+    /// not sent again (Postfix would add the header once per RCPT); one not
+    /// sent is not recorded, so it goes out with a later RCPT.
     fn final_action(&mut self, state: &State) -> (String, Option<Arc<str>>) {
         if let Some((reply, stage, rule)) = self.defer_if_permit.take() {
             let text = prefixed_text(&reply, stage, self.profile.called_from, self.req);
@@ -267,33 +269,72 @@ impl Run<'_> {
             return (action, Some(rule));
         }
         let passed = std::mem::take(&mut self.passed);
-        let mut chosen = None;
-        for (action, rule) in passed {
-            let is_prepend = action
-                .get(..8)
-                .is_some_and(|w| w.eq_ignore_ascii_case("PREPEND "));
-            let ticket = is_prepend
-                .then(|| state.transactions.ticket(self.req, &action))
+        // The first of the highest rank, among the headers not sent yet.
+        let mut chosen: Option<(usize, PassRank)> = None;
+        let mut tickets = Vec::with_capacity(passed.len());
+        for (i, (action, rule)) in passed.iter().enumerate() {
+            let rank = PassRank::of(action);
+            let ticket = (rank == PassRank::Header)
+                .then(|| state.transactions.ticket(self.req, action))
                 .flatten();
             if ticket
                 .as_ref()
                 .is_some_and(|t| state.transactions.was_sent(t))
             {
                 self.step(|| format!("{rule}: {action:?} already sent in this transaction"));
-            } else if chosen.is_none() {
+                tickets.push(None);
+                continue;
+            }
+            if chosen.is_none_or(|(_, best)| rank < best) {
+                chosen = Some((i, rank));
+            }
+            tickets.push(Some(ticket));
+        }
+        let chosen = chosen.map(|(i, _)| i);
+        let mut answer = None;
+        for (i, ((action, rule), ticket)) in passed.into_iter().zip(tickets).enumerate() {
+            let Some(ticket) = ticket else { continue };
+            if Some(i) == chosen {
                 if let Some(ticket) = ticket {
                     state.transactions.record(ticket);
                 }
-                chosen = Some((action, rule));
+                answer = Some((action, rule));
             } else {
                 self.step(|| {
                     format!("{rule}: {action:?} dropped: one response carries one action")
                 });
             }
         }
-        match chosen {
+        match answer {
             Some((action, rule)) => (action, Some(rule)),
             None => ("DUNNO".into(), None),
+        }
+    }
+}
+
+/// Which passed-through action an answer carries when several are due:
+/// the lowest rank, then the first in chain order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum PassRank {
+    /// Changes where or whether the message goes: never dropped for a header.
+    Enforcement,
+    /// PREPEND: may go out with a later request of the transaction.
+    Header,
+    /// WARN, INFO: a log line at Postfix.
+    Log,
+}
+
+impl PassRank {
+    fn of(action: &str) -> PassRank {
+        match ActionClass::of(action) {
+            ActionClass::Hold
+            | ActionClass::Discard
+            | ActionClass::Redirect
+            | ActionClass::Filter
+            | ActionClass::Bcc
+            | ActionClass::Hangup => PassRank::Enforcement,
+            ActionClass::Prepend => PassRank::Header,
+            _ => PassRank::Log,
         }
     }
 }

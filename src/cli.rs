@@ -26,8 +26,8 @@ pub struct Args {
           conflicts_with_all = ["check_config", "stdio"])]
     pub test_request: Option<String>,
 
-    /// Check the configuration and exit (non-zero, with FILE:LINE:COLUMN errors, if invalid)
-    #[arg(long, conflicts_with = "stdio")]
+    /// Check the configuration and exit (non-zero, with FILE:LINE:COLUMN errors, if invalid); with --stdio, for spawn(8)
+    #[arg(long)]
     pub check_config: bool,
 
     /// Print the main.cf / master.cf lines (and relay maps) that match the configuration

@@ -42,7 +42,12 @@ fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     if args.check_config {
-        return match config::load(&args.config) {
+        let serving = if args.stdio {
+            config::Serving::Spawned
+        } else {
+            config::Serving::Listener
+        };
+        return match config::load_for(&args.config, serving) {
             Ok(loaded) => {
                 for warning in loaded.policy.warnings() {
                     eprintln!("{}: warning: {warning}", args.config.display());

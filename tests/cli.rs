@@ -248,3 +248,51 @@ fn help_lists_every_option() {
         );
     }
 }
+
+/// Issue 24 item 5: under spawn(8) Postfix starts one rpol per connection,
+/// and the embedded store's file opens in one process at a time, so every
+/// other concurrent session would exit unanswered. `--check-config --stdio`
+/// and `--stdio` itself refuse it, naming the key and the fix.
+#[test]
+fn stdio_with_the_embedded_store_is_a_config_error() {
+    let config = format!("{SUBMISSION}\n[store]\npath = \"rpol.redb\"\n");
+    let setup = Setup::new(&config);
+    let file = setup.config.display().to_string();
+    let line = config.lines().position(|l| l == "[store]").unwrap() + 1;
+    let want = format!(
+        "{file}:{line}:2: store.backend: the embedded store is opened by one process at a \
+         time, and with --stdio Postfix's spawn(8) runs one rpol per connection: use \
+         backend = \"redis\", or run rpol as a listener (check_policy_service \
+         unix:private/rpol)\n"
+    );
+    let out = setup
+        .command()
+        .args(["--check-config", "--stdio"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), want);
+    // The same config is fine for a listener.
+    let out = setup.command().arg("--check-config").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // --stdio refuses to start: no answer, a failure status.
+    let out = setup
+        .command()
+        .arg("--stdio")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert!(!setup.path("rpol.redb").exists(), "the store was opened");
+    // Redis is shared by processes: fine under spawn(8).
+    let config =
+        format!("{SUBMISSION}\n[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:1/\"\n");
+    let setup = Setup::new(&config);
+    let out = setup
+        .command()
+        .args(["--check-config", "--stdio"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}

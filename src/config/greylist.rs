@@ -45,6 +45,8 @@ impl Compiler<'_> {
             skip_fcrdns_match,
             on_store_error,
         } = section.into_inner();
+        // Where a delay that leaves no room to retry is reported.
+        let delay_span = delay.as_ref().or(retry_window.as_ref()).map(|v| v.span());
         let mut out = GreylistSettings {
             hostname: crate::spf::hostname(),
             ..GreylistSettings::default()
@@ -67,6 +69,18 @@ impl Compiler<'_> {
             secs(60)..=secs(365 * 86_400),
             &mut out.retry_window,
         );
+        if out.delay >= out.retry_window {
+            // postgrey passes a retry after delay and before retry_window:
+            // no such retry exists, so every new sender is deferred for good.
+            self.error(
+                delay_span.unwrap_or(0..0),
+                "greylist.delay",
+                format!(
+                    "must be shorter than retry_window ({}s): no retry could ever pass",
+                    out.retry_window.as_secs()
+                ),
+            );
+        }
         for (value, key, range, slot) in [
             (
                 ipv4_prefix,

@@ -43,8 +43,24 @@ pub struct Loaded {
     pub policy: Policy,
 }
 
-/// Reads and compiles a config file.
+/// How the rpol that loads the config serves: the store it may open
+/// depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// One long-running process (listeners, systemd sockets).
+    Listener,
+    /// `--stdio`: Postfix's spawn(8) starts one process per connection, so
+    /// several run at once.
+    Spawned,
+}
+
+/// Reads and compiles a config file for a long-running rpol.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
+    load_for(path, Serving::Listener)
+}
+
+/// Reads and compiles a config file for the way rpol will serve it.
+pub fn load_for(path: &Path, serving: Serving) -> Result<Loaded, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         // No text to point into: the error is about the whole file (line 0).
         ConfigErrors(vec![ConfigError {
@@ -55,11 +71,15 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
             message: format!("cannot read config: {e}"),
         }])
     })?;
-    load_str(path, &text)
+    load_str_for(path, &text, serving)
 }
 
 /// Compiles config text; `path` names it in errors and anchors relative paths.
 pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
+    load_str_for(path, text, Serving::Listener)
+}
+
+fn load_str_for(path: &Path, text: &str, serving: Serving) -> Result<Loaded, ConfigErrors> {
     let mut cx = Compiler {
         path: path.to_path_buf(),
         base: path
@@ -76,10 +96,10 @@ pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
             serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))?;
         Ok((file, unknown))
     });
+    // Parsed once for the positions of keys (see errors::key_span).
+    let document = toml::de::DeTable::parse(text).ok();
     let file = match parsed {
         Ok((file, unknown)) => {
-            // Parsed once for all unknown keys (see errors::key_span).
-            let document = toml::de::DeTable::parse(text).ok();
             for path in unknown {
                 // serde_ignored names Option and Spanned wrappers too.
                 let key = path
@@ -101,6 +121,30 @@ pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
         }
     };
     let loaded = cx.compile(file);
+    if serving == Serving::Spawned
+        && let Some(Loaded { server, .. }) = &loaded
+        && let Some(store) = &server.store
+        && matches!(store.backend, crate::state::store::Backend::Embedded { .. })
+    {
+        // redb locks its file for one process: every other spawned rpol
+        // would exit unanswered (Postfix: 451), and one open session would
+        // hold off all the others.
+        let span = document.as_ref().map_or(0..0, |d| {
+            let backend = errors::key_span(d.get_ref(), "store.backend");
+            if backend.is_empty() {
+                errors::key_span(d.get_ref(), "store")
+            } else {
+                backend
+            }
+        });
+        cx.error(
+            span,
+            "store.backend",
+            "the embedded store is opened by one process at a time, and with --stdio \
+             Postfix's spawn(8) runs one rpol per connection: use backend = \"redis\", \
+             or run rpol as a listener (check_policy_service unix:private/rpol)",
+        );
+    }
     cx.errors.sort_by_key(|e| (e.line, e.column));
     match loaded {
         Some(loaded) if cx.errors.is_empty() => Ok(loaded),
@@ -431,6 +475,14 @@ mod tests {
             (
                 "[store]\n[greylist]\ndelay = \"0s\"\n",
                 "p.toml:3:9: greylist.delay: must be between 1s and 86400s",
+            ),
+            (
+                "[store]\n[greylist]\ndelay = \"2h\"\nretry_window = \"1h\"\n",
+                "p.toml:3:9: greylist.delay: must be shorter than retry_window (3600s): no retry could ever pass",
+            ),
+            (
+                "[store]\n[greylist]\nretry_window = \"60s\"\n",
+                "p.toml:3:16: greylist.delay: must be shorter than retry_window (60s): no retry could ever pass",
             ),
             (
                 "[store]\n[greylist]\nipv4_prefix = 33\n",

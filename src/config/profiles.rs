@@ -12,7 +12,7 @@ use toml::Spanned;
 use super::Compiler;
 use super::schema::{MatchSection, ProfileSection};
 use crate::policy::{ChainRule, Match, Profile};
-use crate::rules::ratelimit::RateLimit;
+use crate::rules::ratelimit::{KeyKind, RateLimit};
 use crate::rules::{self, TableResolver};
 use crate::site::Site;
 use crate::tables::{self, AccessTable, TableSpec};
@@ -104,6 +104,8 @@ impl Compiler<'_> {
             (Stage::Sender, sender),
             (Stage::Recipient, recipient),
         ] {
+            // The permit earlier in this stage that ends it, if any.
+            let mut permitted_by: Option<String> = None;
             for rule in list {
                 let key = format!("profile.{name}.{stage}");
                 match rules::compile(rule.get_ref(), stage, tables, site) {
@@ -113,6 +115,16 @@ impl Compiler<'_> {
                             .split_whitespace()
                             .collect::<Vec<_>>()
                             .join(" ");
+                        if let Some(why) =
+                            skipped_limit(&text, permitted_by.as_deref(), ignore_sasl, tables)
+                        {
+                            self.error(rule.span(), &key, why);
+                        }
+                        if permitted_by.is_none()
+                            && matches!(text.as_str(), "permit" | "permit_sasl_authenticated")
+                        {
+                            permitted_by = Some(text.clone());
+                        }
                         stages[stage as usize].push(ChainRule {
                             label: format!("{stage}: {text}").into(),
                             text,
@@ -148,6 +160,38 @@ impl Compiler<'_> {
                 );
             }
         }
+    }
+}
+
+/// Why `check_rate_limit NAME` (the rule's `text`) would never count the
+/// requests it is written for, if so: after an unconditional `permit` of
+/// its stage, after `permit_sasl_authenticated` when it counts logins, or
+/// counting logins in a profile that ignores SASL. A limit that is a no-op
+/// is a stolen password's open door, so it is an error, not a warning.
+fn skipped_limit(
+    text: &str,
+    permitted_by: Option<&str>,
+    ignore_sasl: bool,
+    tables: &Tables,
+) -> Option<String> {
+    let name = text.strip_prefix("check_rate_limit ")?;
+    let counts_logins = tables
+        .rate_limits
+        .get(name)
+        .is_some_and(|l| l.key == KeyKind::SaslUsername);
+    match permitted_by {
+        Some("permit") => Some(format!(
+            "{text}: never reached, \"permit\" before it ends the stage for every request"
+        )),
+        Some(permit) if counts_logins => Some(format!(
+            "{text}: counts logins, and {permit:?} before it ends the stage for every \
+             login: put the limit first"
+        )),
+        _ if counts_logins && ignore_sasl => Some(format!(
+            "{text}: counts logins, and this profile ignores SASL (ignore_sasl = true), \
+             so it never sees one"
+        )),
+        _ => None,
     }
 }
 

@@ -263,9 +263,30 @@ mod tests {
                 ),
                 "p.toml:9:11: profile.a.client: check_rate_limit s: key = \"sender\" needs the sender stage, which the client stage runs without",
             ),
+            // Issue 24 item 10: a limit that a permit before it skips for
+            // the very requests it is written for.
+            (
+                profile("client = [\"permit_sasl_authenticated\", \"check_rate_limit per_login\"]"),
+                "p.toml:9:40: profile.a.client: check_rate_limit per_login: counts logins, and \"permit_sasl_authenticated\" before it ends the stage for every login: put the limit first",
+            ),
+            (
+                profile("sender = [\"permit\", \"check_rate_limit per_login\"]"),
+                "p.toml:9:21: profile.a.sender: check_rate_limit per_login: never reached, \"permit\" before it ends the stage for every request",
+            ),
+            (
+                profile("ignore_sasl = true\nclient = [\"check_rate_limit per_login\"]"),
+                "p.toml:10:11: profile.a.client: check_rate_limit per_login: counts logins, and this profile ignores SASL (ignore_sasl = true), so it never sees one",
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(errors(&text), [want], "{text}");
+        }
+        // In another stage, or first in its own, the limit counts.
+        for rules in [
+            "client = [\"check_rate_limit per_login\", \"permit_sasl_authenticated\"]",
+            "client = [\"permit_sasl_authenticated\"]\nsender = [\"check_rate_limit per_login\"]",
+        ] {
+            assert_eq!(errors(&profile(rules)), Vec::<String>::new(), "{rules}");
         }
     }
 }

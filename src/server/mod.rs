@@ -391,7 +391,7 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
 /// already go to syslog: spawn connects stderr to the client socket.
 pub async fn run_stdio(config_path: PathBuf, user: Option<String>) -> io::Result<()> {
     let signals = Signals::new()?;
-    let loaded = config::load(&config_path)
+    let loaded = config::load_for(&config_path, config::Serving::Spawned)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     if let Some(addr) = loaded.server.metrics {
         // A process per connection: each would bind the same port.

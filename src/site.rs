@@ -121,6 +121,14 @@ pub struct ForeignSender {
     pub relay: String,
 }
 
+/// The domain Postfix's default mydestination always holds, which its
+/// resolver strips before it routes on (`user%domain@localhost`).
+const LOCALHOST: &str = "localhost";
+
+/// Most rewriting rounds of [`Site::resolved_address`]: each round makes
+/// the address shorter, and the cap keeps a hostile one's cost fixed.
+const MAX_RESOLVE_ROUNDS: usize = 16;
+
 impl Site {
     /// The sender as Postfix's own sender checks see it (trivial-rewrite
     /// before smtpd_sender_login_maps): an address without a domain is in
@@ -134,11 +142,52 @@ impl Site {
         match crate::syntax::split_address(sender) {
             None if self.myorigin.is_empty() => Cow::Borrowed(sender),
             None => Cow::Owned(format!("{sender}@{}", self.myorigin)),
-            Some((local, domain)) if domain.ends_with('.') => {
-                Cow::Owned(format!("{local}@{}", domain.trim_end_matches('.')))
+            // One dot, as Postfix: not dot-dot (a bogus address stays bogus).
+            Some((local, domain)) if domain.ends_with('.') && !domain.ends_with("..") => {
+                Cow::Owned(format!("{local}@{}", &domain[..domain.len() - 1]))
             }
             Some(_) => Cow::Borrowed(sender),
         }
+    }
+
+    /// `address` as Postfix's resolver (trivial-rewrite's resolve_addr)
+    /// sees it before smtpd_sender_login_maps and the unlisted checks look
+    /// it up: qualified as [`Site::qualified_sender`] does, then, until
+    /// nothing changes, a trailing dot of the domain and a trailing `@` are
+    /// stripped, and when the domain is `localhost` (in Postfix's default
+    /// mydestination) it is stripped and a further `@` or the rightmost `%`
+    /// in the local part routes on (allow_percent_hack = yes):
+    /// `bob@example.com@`, `bob%example.com@localhost` and `bob@example.com.`
+    /// are all bob@example.com. Without this, such a spelling would be
+    /// owned by nobody, though Postfix delivers and bounces as bob's.
+    pub fn resolved_address<'s>(&self, address: &'s str) -> std::borrow::Cow<'s, str> {
+        use std::borrow::Cow;
+        let mut out = self.qualified_sender(address);
+        for _ in 0..MAX_RESOLVE_ROUNDS {
+            let Some((local, domain)) = crate::syntax::split_address(&out) else {
+                break;
+            };
+            let next = if domain.is_empty() {
+                // A trailing `@`: what is before it is the address.
+                let local = local.to_string();
+                match self.qualified_sender(&local) {
+                    Cow::Borrowed(_) => local,
+                    Cow::Owned(q) => q,
+                }
+            } else if domain.ends_with('.') && !domain.ends_with("..") {
+                format!("{local}@{}", &domain[..domain.len() - 1])
+            } else if domain.eq_ignore_ascii_case(LOCALHOST) && local.contains('@') {
+                local.to_string()
+            } else if domain.eq_ignore_ascii_case(LOCALHOST)
+                && let Some(p) = local.rfind('%')
+            {
+                format!("{}@{}", &local[..p], &local[p + 1..])
+            } else {
+                break;
+            };
+            out = Cow::Owned(next);
+        }
+        out
     }
 
     /// The registered foreign sender entry for `address`, if any.
@@ -264,5 +313,36 @@ mod tests {
         assert!(!local.contains(ip("::ffff:10.0.0.1")));
         assert!(local.contains(ip("::1")));
         assert!(!Networks::default().contains(ip("127.0.0.1")));
+    }
+
+    /// Issue 24 item 11: the spellings Postfix's resolver turns into one
+    /// address are that address for the login and unlisted checks.
+    #[test]
+    fn addresses_resolve_as_postfix_resolves_them() {
+        let site = Site {
+            myorigin: "example.com".into(),
+            ..Site::default()
+        };
+        for (given, want) in [
+            ("bob@example.com", "bob@example.com"),
+            ("bob", "bob@example.com"),
+            ("bob@example.com.", "bob@example.com"),
+            ("bob@example.com@", "bob@example.com"),
+            ("bob@example.com@@", "bob@example.com"),
+            ("bob@", "bob@example.com"),
+            ("bob%example.com@localhost", "bob@example.com"),
+            ("bob%example.com@LOCALHOST.", "bob@example.com"),
+            ("bob@example.com@localhost", "bob@example.com"),
+            ("a%b%example.org@localhost", "a%b@example.org"),
+            // Routing through a domain that is not localhost stays as it is.
+            ("bob%example.com@example.org", "bob%example.com@example.org"),
+            ("bob@example.com..", "bob@example.com.."),
+            ("", ""),
+        ] {
+            assert_eq!(site.resolved_address(given), want, "{given:?}");
+        }
+        // A hostile address costs a bounded number of rounds.
+        let long = format!("x{}", "@".repeat(10_000));
+        assert!(site.resolved_address(&long).len() > 9_000);
     }
 }

@@ -400,3 +400,60 @@ async fn huge_triplets_cost_what_small_ones_cost() {
     // Raw, the huge triplets alone would take 1.8 MB more.
     assert!(sizes[0] <= sizes[1] + 256 * 1024, "{sizes:?}");
 }
+
+/// Issue 24 item 11: skip_spf_pass ignores a record that authorises
+/// everyone (+all, a /0 under ?all, a wildcard exists:) or a range wider
+/// than a /8 (IPv6: /16); a record no wider still skips.
+#[tokio::test(flavor = "multi_thread")]
+async fn skip_spf_pass_ignores_records_that_pass_everyone() {
+    const WIDE: &str = "$ORIGIN wide.test.\n$TTL 300\n\
+        @ IN SOA ns.wide.test. hostmaster.wide.test. ( 1 3600 600 86400 60 )\n\
+        @ IN NS ns.wide.test.\nns IN A 198.51.100.53\n\
+        everyone IN TXT \"v=spf1 +all\"\n\
+        zero IN TXT \"v=spf1 ip4:0.0.0.0/0 ?all\"\n\
+        half IN TXT \"v=spf1 ip4:128.0.0.0/1 -all\"\n\
+        wild IN TXT \"v=spf1 exists:%{i}.w.wide.test -all\"\n\
+        *.w IN A 127.0.0.2\n\
+        eight IN TXT \"v=spf1 ip4:203.0.0.0/8 -all\"\n\
+        six IN TXT \"v=spf1 ip6:2001:db8::/16 -all\"\n\
+        sixwide IN TXT \"v=spf1 ip6:2000::/15 -all\"\n";
+    let zones = [DEFAULT_ZONES, &[("wide.test.", WIDE)]].concat();
+    let config = format!(
+        "[dns]\nnameservers = [\"{DNS_ADDR}\"]\ntimeout = \"1s\"\nattempts = 1\n\
+         [site]\nmynetworks = [\"127.0.0.0/8\"]\ndomains = [\"example.com\"]\n\
+         [store]\npath = \"greylist.redb\"\n\
+         [greylist]\ndelay = \"2s\"\nskip_spf_pass = true\n\
+         [profile.mx]\nrecipient = [\"check_greylist\"]\n"
+    );
+    let s = Fixture::start(Spec {
+        zones: &zones,
+        config: &config,
+        files: &[],
+        base: RCPT,
+    })
+    .await;
+    for (client, sender, want) in [
+        ("203.0.113.50", "x@everyone.wide.test", DEFER_2),
+        ("203.0.113.50", "x@zero.wide.test", DEFER_2),
+        ("203.0.113.50", "x@half.wide.test", DEFER_2),
+        ("203.0.113.50", "x@wild.wide.test", DEFER_2),
+        ("203.0.113.50", "x@eight.wide.test", "DUNNO"),
+        ("2001:db8::50", "x@six.wide.test", "DUNNO"),
+        ("2001:db8::50", "x@sixwide.wide.test", DEFER_2),
+    ] {
+        let attrs = [("client_address", client), ("sender", sender)];
+        assert_eq!(s.ask(&attrs), want, "{sender} from {client}");
+    }
+    let trace = s
+        .trace(&[
+            ("client_address", "203.0.113.51"),
+            ("sender", "x@everyone.wide.test"),
+        ])
+        .await;
+    assert!(
+        trace.contains(
+            "SPF pass for x@everyone.wide.test ignored: its record also passes 202.0.113.51"
+        ),
+        "{trace}"
+    );
+}

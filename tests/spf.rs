@@ -30,6 +30,7 @@ const RCPT: &[(&str, &str)] = &[
 async fn setup(spf: &str) -> Fixture {
     let s = start(
         "\"check_recipient_access hash:recipients\", \"check_spf\"",
+        "",
         spf,
         &[(
             "recipients",
@@ -41,9 +42,9 @@ async fn setup(spf: &str) -> Fixture {
     s
 }
 
-/// rpol with `recipient` as the recipient stage (TOML array items), `spf`
-/// appended to `[spf]`, and the table `files`.
-async fn start(recipient: &str, spf: &str, files: &[(&str, &str)]) -> Fixture {
+/// rpol with `recipient` as the recipient stage (TOML array items), `site`
+/// and `spf` appended to `[site]` and `[spf]`, and the table `files`.
+async fn start(recipient: &str, site: &str, spf: &str, files: &[(&str, &str)]) -> Fixture {
     let zones = [
         DEFAULT_ZONES,
         &[("spftest.", include_str!("zones/spftest.zone"))],
@@ -51,7 +52,7 @@ async fn start(recipient: &str, spf: &str, files: &[(&str, &str)]) -> Fixture {
     .concat();
     let config = format!(
         "[dns]\nnameservers = [\"{DNS_ADDR}\"]\ntimeout = \"1s\"\nattempts = 1\n\
-         [site]\nmynetworks = [\"127.0.0.0/8\"]\ndomains = [\"example.com\"]\n\
+         [site]\nmynetworks = [\"127.0.0.0/8\"]\ndomains = [\"example.com\"]\n{site}\n\
          [spf]\nreceiver = \"mx.example.com\"\nwhitelist = \"spf_whitelist\"\n{spf}\n\
          [profile.mx]\nrecipient = [{recipient}]\n"
     );
@@ -532,6 +533,7 @@ async fn an_enforcement_action_after_a_header_is_never_dropped() {
         "\"check_spf\", \"check_recipient_access hash:recipients\", \
          \"check_recipient_access hash:headers\"",
         "",
+        "",
         &[
             ("recipients", &table.join("\n")),
             ("headers", "held@example.com PREPEND X-Later: yes"),
@@ -560,5 +562,28 @@ async fn an_enforcement_action_after_a_header_is_never_dropped() {
         trace.contains("\"PREPEND Received-SPF: pass")
             && trace.contains("dropped: one response carries one action"),
         "{trace}"
+    );
+}
+
+/// Issue 24 item 11: an unqualified MAIL FROM (`ceo`) is not a domain.
+/// Postfix delivers it as ceo@$myorigin, so that is the identity checked:
+/// here myorigin's record does not list the client, and the mail fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unqualified_sender_is_checked_in_myorigin() {
+    let s = start("\"check_spf\"", "myorigin = \"pass.spftest\"", "", &[]).await;
+    assert_eq!(
+        s.ask(&[("client_address", "198.51.100.9"), ("sender", "ceo")]),
+        fail("ceo@pass.spftest", "198.51.100.9")
+    );
+    assert_eq!(
+        s.ask(&[("sender", "ceo"), ("instance", "u.1")]),
+        received_spf(
+            "pass",
+            "domain of ceo@pass.spftest designates 203.0.113.10 as permitted sender",
+            "203.0.113.10",
+            "ceo@pass.spftest",
+            "mailfrom",
+            "mechanism=\"ip4:203.0.113.0/24\"",
+        )
     );
 }

@@ -292,3 +292,46 @@ async fn postfix_exact_alternative_rejects_unregistered_foreign_addresses() {
         ),
     ]);
 }
+
+/// Issue 24 item 11: the spellings Postfix's resolver turns into one of
+/// our addresses (a second `@`, `%` routing through localhost, a trailing
+/// dot, no domain) are that address for ownership: never a way around it,
+/// and never refused as unknown when the login owns it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_syntax_does_not_escape_ownership() {
+    let s = start(SEED_SENDER).await;
+    let mut cases: Vec<Case> = Vec::new();
+    for sender in [
+        "alice@example.com@",
+        "alice%example.com@localhost",
+        "alice@example.com@localhost",
+        "alice",
+    ] {
+        cases.push((
+            "another login's address, respelled",
+            submit("587", "bob@example.com", sender),
+            not_owned(sender, "bob@example.com"),
+        ));
+        cases.push((
+            "the login's own address, respelled",
+            submit("587", "alice@example.com", sender),
+            "DUNNO".into(),
+        ));
+    }
+    cases.push((
+        "trailing dot: the login's own address",
+        submit("587", "alice@example.com", "alice@example.com."),
+        "DUNNO".into(),
+    ));
+    cases.push((
+        "trailing dot: another login's address",
+        submit("587", "bob@example.com", "alice@example.com."),
+        not_owned("alice@example.com.", "bob@example.com"),
+    ));
+    cases.push((
+        "unqualified and unlisted",
+        submit("587", "alice@example.com", "nobody"),
+        "550 5.1.0 <nobody>: Sender address rejected: User unknown in virtual mailbox table".into(),
+    ));
+    s.check(&cases);
+}

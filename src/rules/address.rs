@@ -126,7 +126,10 @@ pub fn reject_unlisted_recipient(ctx: &mut Context<'_>) -> Outcome {
 }
 
 fn reject_unlisted_address(ctx: &mut Context<'_>, subject: Stage) -> Outcome {
-    let address = address(ctx, subject);
+    // As Postfix's resolver gives it: `bob`, `bob@example.com.` and
+    // `bob%example.com@localhost` are bob@example.com.
+    let address = ctx.site.resolved_address(address(ctx, subject));
+    let address = address.as_ref();
     let Some(domain) = domain_of(address) else {
         ctx.note(|| "null address or no domain: not checked".into());
         return Outcome::Dunno;

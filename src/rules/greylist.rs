@@ -181,14 +181,40 @@ async fn skip(ctx: &mut Context<'_>, s: &GreylistSettings, ip: IpAddr) -> Option
     }
     if s.skip_spf_pass && sender_domain.is_some() {
         let helo = req.helo_name.trim_end_matches('.');
-        let sender = req.sender.as_str();
+        let site = ctx.site;
+        let sender = site.qualified_sender(&req.sender);
+        let sender = sender.as_ref();
         let what = || format!("SPF mailfrom {sender}");
         let e = super::spf::evaluation(ctx, ip, Identity::MailFrom, sender, helo, what).await;
         if e.result == SpfResult::Pass {
+            // A record that passes everyone (+all, a /0, a wildcard exists:)
+            // or a range wider than a /8 (IPv6: a /16) would let any spammer
+            // skip greylisting: it passes for the client's neighbour across
+            // that boundary too, and is then no reason to skip.
+            let probe = across_the_wide_boundary(ip);
+            let what =
+                || format!("SPF mailfrom {sender} for {probe}, beyond the client's /8 or /16");
+            let wide =
+                super::spf::evaluation(ctx, probe, Identity::MailFrom, sender, helo, what).await;
+            if wide.result == SpfResult::Pass {
+                ctx.note(|| {
+                    format!("SPF pass for {sender} ignored: its record also passes {probe}")
+                });
+                return None;
+            }
             return Some(format!("SPF pass for {sender} from {ip}"));
         }
     }
     None
+}
+
+/// `ip` with the last bit of its /8 (IPv6: its /16) flipped: an address a
+/// record covers along with `ip` only if it covers more than that prefix.
+fn across_the_wide_boundary(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => std::net::Ipv4Addr::from(u32::from(v4) ^ (1 << 24)).into(),
+        IpAddr::V6(v6) => std::net::Ipv6Addr::from(u128::from(v6) ^ (1 << 112)).into(),
+    }
 }
 
 /// The client's PTR names that resolve back to it, lowercase, without

@@ -108,7 +108,11 @@ async fn judge_identities(
     helo: &str,
 ) -> Result<Option<Evaluation>, Outcome> {
     let check_helo = ctx.site.spf.check_helo;
-    let sender = ctx.request.sender.as_str();
+    // Postfix delivers an unqualified sender as sender@$myorigin: that
+    // domain is the one to check, not the local part read as a domain.
+    let (req, site) = (ctx.request, ctx.site);
+    let sender = site.qualified_sender(&req.sender);
+    let sender = sender.as_ref();
     let helo_is_domain = valid_fqdn(helo);
     let mut for_header = None;
     if check_helo && helo_is_domain {
@@ -154,7 +158,9 @@ async fn judge(
 /// The accepted evaluation's header, as a PREPEND.
 fn accept(ctx: &mut Context<'_>, ip: IpAddr, e: &Evaluation) -> Outcome {
     const PREPEND: &str = "PREPEND ";
-    let sender = ctx.request.sender.as_str();
+    let (req, site) = (ctx.request, ctx.site);
+    let sender = site.qualified_sender(&req.sender);
+    let sender = sender.as_ref();
     let settings = &ctx.site.spf;
     // Built after the action word, in the action's own string.
     let prepend = || {

@@ -78,9 +78,10 @@ fn sender_login_mismatch(ctx: &mut Context<'_>, check: LoginCheck) -> Outcome {
         ctx.note(|| "null sender: not checked".into());
         return Outcome::Dunno;
     }
-    // Postfix qualifies the sender before its login checks: `bob` is
-    // bob@$myorigin, and `bob@example.com.` is bob@example.com.
-    let sender = ctx.site.qualified_sender(&ctx.request.sender).into_owned();
+    // Postfix resolves the sender before its login checks: `bob` is
+    // bob@$myorigin, and `bob@example.com.`, `bob@example.com@` and
+    // `bob%example.com@localhost` are bob@example.com.
+    let sender = ctx.site.resolved_address(&ctx.request.sender).into_owned();
     let owned = owned_by(ctx, &sender, login(ctx).unwrap_or(""));
     match (login(ctx), check) {
         (Some(login), LoginCheck::Authenticated | LoginCheck::Both) => {
@@ -131,7 +132,7 @@ fn listed(owned: Option<bool>) -> &'static str {
 /// must authorize every egress address. Per result (`[outbound_spf]`):
 /// reject `550 5.7.23`/`5.7.24`, defer `451 4.7.24`, or accept.
 pub async fn check_outbound_spf(ctx: &mut Context<'_>) -> Outcome {
-    let sender = ctx.site.qualified_sender(&ctx.request.sender).into_owned();
+    let sender = ctx.site.resolved_address(&ctx.request.sender).into_owned();
     let Some((_, domain)) = crate::syntax::split_address(&sender) else {
         ctx.note(|| "null sender: not checked".into());
         return Outcome::Dunno;

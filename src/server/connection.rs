@@ -156,7 +156,15 @@ where
                         tracing::debug!(peer, "closed to make room for a new client");
                         return End::Evicted;
                     }
-                    let answered = answer_in_time(&request, peer, &shared, &mut out, socket).await;
+                    // One look at the settings per request: a read lock and
+                    // two reference counts.
+                    let (answer_limit, write_limit) = {
+                        let settings = shared.settings();
+                        (settings.answer_timeout, settings.request_timeout)
+                    };
+                    let answered =
+                        answer_in_time(&request, peer, &shared, answer_limit, &mut out, socket)
+                            .await;
                     decoder.recycle(request);
                     // Idle from here: the client may see the answer at once,
                     // and a newcomer right behind it must find us closable,
@@ -169,7 +177,7 @@ where
                         return End::Gone;
                     }
                     let gone = (evicted.as_mut(), cancelled.as_mut());
-                    if let Err(end) = deliver(&mut stream, peer, &out, &shared, gone).await {
+                    if let Err(end) = deliver(&mut stream, peer, &out, write_limit, gone).await {
                         return end;
                     }
                     last_answer = Instant::now();
@@ -262,10 +270,10 @@ async fn answer_in_time(
     request: &Request,
     peer: &str,
     shared: &Shared,
+    limit: Duration,
     out: &mut Vec<u8>,
     socket: Option<RawFd>,
 ) -> bool {
-    let limit = shared.settings().answer_timeout;
     let answered = {
         let answering = answer(request, shared, out);
         tokio::pin!(answering);
@@ -345,7 +353,7 @@ async fn deliver<S, E, C>(
     stream: &mut S,
     peer: &str,
     bytes: &[u8],
-    shared: &Shared,
+    limit: Duration,
     gone: (Pin<&mut E>, Pin<&mut C>),
 ) -> Result<(), End>
 where
@@ -354,7 +362,6 @@ where
     C: Future<Output = ()>,
 {
     let (evicted, cancelled) = gone;
-    let limit = shared.settings().request_timeout;
     tokio::select! {
         biased;
         written = tokio::time::timeout(limit, write_all(stream, bytes)) => match written {
@@ -391,13 +398,17 @@ where
     C: Future<Output = ()>,
 {
     shared.metrics.malformed();
-    let action = shared.settings().error_action.clone();
+    let settings = shared.settings();
+    let action = settings.error_action.clone();
     tracing::warn!(
         peer,
         "malformed request: {error}; answering {action:?} and closing"
     );
     encode_response(&action, out);
-    if deliver(stream, peer, out, shared, gone).await.is_ok() {
+    if deliver(stream, peer, out, settings.request_timeout, gone)
+        .await
+        .is_ok()
+    {
         let _ = stream.shutdown().await;
     }
     End::Protocol

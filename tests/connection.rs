@@ -315,3 +315,32 @@ async fn request_timeout_bounds_the_whole_request() {
     // Bytes at 0, 150, ..., 900 ms and the one at 1050 ms too late.
     assert_eq!(sent, 7);
 }
+
+/// A client that pipelines requests and never reads the answers: once the
+/// answers fill the pipe, the write waits, and the connection is closed
+/// request_timeout (100 s) after that write began, not left for ever.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_reads_is_closed_after_request_timeout() {
+    // Room for a few answers only.
+    let (mut client, server) = tokio::io::duplex(256);
+    let shared = shared("");
+    let task =
+        tokio::spawn(async move { serve(server, "test", shared, CancellationToken::new()).await });
+    let request = wire(&submission("198.51.100.41", true));
+    let writer = tokio::spawn(async move {
+        // Fails once the handler has closed its end.
+        for _ in 0..1000 {
+            if client.write_all(&request).await.is_err() {
+                break;
+            }
+        }
+        client
+    });
+    let started = Instant::now();
+    let end = tokio::time::timeout(DEFAULT_REQUEST * 2, task)
+        .await
+        .expect("still serving a client that never reads")
+        .expect("serve");
+    assert_eq!((end, started.elapsed()), (End::SlowReader, DEFAULT_REQUEST));
+    writer.await.unwrap();
+}

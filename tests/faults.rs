@@ -406,8 +406,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// its delay) and one that rejects the recipient: an answer proves the
 /// request was evaluated.
 fn client_config(nameserver: SocketAddr) -> String {
+    client_config_with(nameserver, "")
+}
+
+/// [`client_config`] with `server` as more `[server]` lines.
+fn client_config_with(nameserver: SocketAddr, server: &str) -> String {
     format!(
-        "[server]\nrequest_timeout = \"{}s\"\n\
+        "[server]\nrequest_timeout = \"{}s\"\n{server}\n\
          [dns]\nnameservers = [\"{nameserver}\"]\ntimeout = \"3s\"\nattempts = 1\n\
          [site]\ndomains = [\"example.com\"]\n\
          [profile.mx]\nsender = [\"reject_unknown_sender_domain\"]\n\
@@ -680,6 +685,234 @@ fn client_half_closing_after_a_request_still_gets_the_answer() {
         let got = read_to_close(&mut conn);
         assert_eq!(String::from_utf8_lossy(&got), want, "{what}");
     }
+    assert_no_panic(&rpol);
+}
+
+/// Writes `request` again and again on `conn` without ever reading an
+/// answer, until the server closes or `stop` is set; counts the bytes
+/// written in `written`.
+fn pipeline_without_reading(
+    mut conn: UnixStream,
+    request: Vec<u8>,
+    written: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        match conn.write(&request) {
+            Ok(n) => written.fetch_add(n, Ordering::SeqCst),
+            Err(_) => return,
+        };
+    }
+}
+
+/// Waits (bounded) until `written` stops growing: the writer is blocked,
+/// the server no longer reading it.
+fn until_blocked(written: &std::sync::atomic::AtomicUsize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = written.load(Ordering::SeqCst);
+    loop {
+        thread::sleep(Duration::from_millis(300));
+        let now = written.load(Ordering::SeqCst);
+        if now == last && now > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the writer never blocked");
+        last = now;
+    }
+}
+
+/// Clients that pipeline requests and never read the answers, filling
+/// every slot of a small `max_connections`: rpol's writes to them block.
+/// A well-behaved newcomer is still served at once, each time (a blocked
+/// write is closed to make room, as an idle connection is), and a blocked
+/// write ends at request_timeout anyway.
+#[test]
+fn clients_pipelining_without_reading_cannot_lock_others_out() {
+    const SLOTS: usize = 2;
+    let rpol = Setup::new(&client_config_with(
+        closed_port(),
+        &format!("max_connections = {SLOTS}"),
+    ))
+    .start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    let mut counters = Vec::new();
+    for _ in 0..SLOTS {
+        let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (conn, stop, count) = (rpol.connect(), stop.clone(), written.clone());
+        writers.push(thread::spawn(move || {
+            pipeline_without_reading(conn, rcpt_from(""), count, stop)
+        }));
+        counters.push(written);
+    }
+    for written in &counters {
+        until_blocked(written);
+    }
+    // Every slot is held by a client rpol is blocked writing to.
+    for n in 0..SLOTS + 1 {
+        let start = Instant::now();
+        let mut conn = rpol.connect();
+        conn.write_all(&rcpt_from("")).unwrap();
+        let got = read_response(&mut conn);
+        let took = start.elapsed();
+        assert_eq!(got, response(RELAY_DENIED), "newcomer {n}");
+        assert!(
+            took < Duration::from_millis(900),
+            "newcomer {n} took {took:?}"
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_no_panic(&rpol);
+}
+
+/// A client whose 40 PTR names have A records that are never answered:
+/// rpol checks at most 5 of them, all at once, so the answer (the check's
+/// temporary failure) comes within the PTR lookup and one more lookup,
+/// not 40 lookups one after another.
+#[test]
+fn forty_ptr_names_never_answered_cost_one_lookup_time() {
+    /// dnscheck::MAX_PTR_NAMES.
+    const CHECKED: u64 = 5;
+    fn zone(name: &str, qtype: u16) -> Records {
+        match (name, qtype) {
+            ("10.113.0.203.in-addr.arpa", TYPE_PTR) => Records::Found(
+                (0..40)
+                    .map(|i| Rdata::Ptr(format!("n{i}.s.example")))
+                    .collect(),
+            ),
+            (_, TYPE_A) if name.ends_with(".s.example") => Records::Silent,
+            _ => Records::NxDomain,
+        }
+    }
+    let dns = FaultyDns::start(Fault::None, zone);
+    let rpol = Setup::new(&dns_config(dns.addr, "")).start();
+    let lookup = DNS_TIMEOUT * DNS_ATTEMPTS + Duration::from_millis(500);
+    let (_, got, took) = ask_concurrently(&rpol, &["client_hostname"])
+        .pop()
+        .expect("one answer");
+    assert_eq!(
+        got,
+        response("450 4.7.25 Client host rejected: cannot find your hostname, [203.0.113.10]")
+    );
+    // The PTR (answered at once) and one round of address lookups; the
+    // scheduler of a busy 2-core machine gets 0.5 s more.
+    let bound = lookup + Duration::from_millis(500);
+    assert!(took <= bound, "took {took:?}, bound {bound:?}");
+    thread::sleep(lookup);
+    let queries = dns.query_count();
+    assert!(
+        queries <= 1 + CHECKED * u64::from(DNS_ATTEMPTS),
+        "{queries} queries"
+    );
+    assert_no_panic(&rpol);
+}
+
+/// Of several PTR names, the one that resolves back passes the check at
+/// once, while the others' lookups are still unanswered.
+#[test]
+fn a_ptr_name_that_confirms_does_not_wait_for_the_silent_ones() {
+    fn zone(name: &str, qtype: u16) -> Records {
+        match (name, qtype) {
+            ("10.113.0.203.in-addr.arpa", TYPE_PTR) => Records::Found(
+                (0..4)
+                    .map(|i| Rdata::Ptr(format!("n{i}.s.example")))
+                    .collect(),
+            ),
+            ("n2.s.example", TYPE_A) => {
+                Records::Found(vec![Rdata::A(Ipv4Addr::new(203, 0, 113, 10))])
+            }
+            (_, TYPE_A) if name.ends_with(".s.example") => Records::Silent,
+            _ => Records::NxDomain,
+        }
+    }
+    let dns = FaultyDns::start(Fault::None, zone);
+    let rpol = Setup::new(&dns_config(dns.addr, "")).start();
+    let (_, got, took) = ask_concurrently(&rpol, &["client_hostname"])
+        .pop()
+        .expect("one answer");
+    assert_eq!(got, response("DUNNO"));
+    // Before the silent names' first try times out.
+    assert!(took < DNS_TIMEOUT, "took {took:?}");
+    assert_no_panic(&rpol);
+}
+
+/// The chain of the slow-DNS client tests: nine lookups one after another
+/// (HELO, sender and recipient domain, three types each), each a
+/// temporary failure when the DNS is silent.
+const SLOW_CHAIN: &str = r#"
+[profile.slow_chain]
+match = { policy_context = "slow_chain" }
+helo = ["reject_unknown_helo_hostname"]
+sender = ["reject_unknown_sender_domain"]
+recipient = ["reject_unknown_recipient_domain"]
+"#;
+
+/// A client that leaves while its request waits on a silent DNS: rpol
+/// stops working on it (no more lookups), says so, and goes on serving.
+#[test]
+fn client_leaving_while_its_answer_waits_for_the_dns_stops_the_work() {
+    let dns = FaultyDns::start(Fault::Silent, good_zone);
+    let rpol = Setup::new(&dns_config(dns.addr, SLOW_CHAIN)).start();
+    let lookup = DNS_TIMEOUT * DNS_ATTEMPTS + Duration::from_millis(500);
+    let from = rpol.stderr().len();
+    let mut conn = rpol.connect();
+    conn.write_all(&dns_request("slow_chain")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dns.query_count() == 0 {
+        assert!(Instant::now() < deadline, "no query reached the DNS");
+        thread::sleep(Duration::from_millis(10));
+    }
+    drop(conn);
+    rpol.wait_for_log("client gone", from);
+    // The lookup in flight may finish its tries; nothing after it.
+    thread::sleep(lookup + Duration::from_millis(200));
+    let settled = dns.query_count();
+    thread::sleep(lookup * 2);
+    assert_eq!(
+        dns.query_count(),
+        settled,
+        "lookups went on after the client left"
+    );
+    assert_no_panic(&rpol);
+}
+
+/// A chain that would take longer than `[server] answer_timeout` (nine
+/// lookups against a silent DNS) is answered with `error_action` when
+/// the time is up: a temporary failure, never an accept.
+#[test]
+fn answer_timeout_bounds_a_request_and_answers_the_error_action() {
+    // Longer than one lookup (1.1 s), far shorter than nine.
+    const ANSWER_TIMEOUT: Duration = Duration::from_millis(1500);
+    let dns = FaultyDns::start(Fault::Silent, good_zone);
+    let config = format!(
+        "[server]\nanswer_timeout = \"{}ms\"\n{}",
+        ANSWER_TIMEOUT.as_millis(),
+        dns_config(dns.addr, SLOW_CHAIN)
+    );
+    let rpol = Setup::new(&config).start();
+    let from = rpol.stderr().len();
+    let start = Instant::now();
+    let mut conn = rpol.connect();
+    conn.write_all(&dns_request("slow_chain")).unwrap();
+    assert_eq!(read_response(&mut conn), response(ERROR_ACTION));
+    let took = start.elapsed();
+    assert!(
+        took >= ANSWER_TIMEOUT && took < ANSWER_TIMEOUT + Duration::from_millis(500),
+        "answered after {took:?}"
+    );
+    let line = rpol.wait_for_log("no answer within", from);
+    assert!(
+        line.contains(&format!(
+            "no answer within 1.5s: answering \"{ERROR_ACTION}\""
+        )),
+        "{line}"
+    );
+    // The connection goes on: a request within the time gets its answer.
+    conn.write_all(&dns_request("client_hostname")).unwrap();
+    assert!(read_response(&mut conn).starts_with("action=450 4.7.25 "));
     assert_no_panic(&rpol);
 }
 

@@ -401,6 +401,15 @@ mod tests {
                 "p.toml:2:19: server.request_timeout: must be between 100ms and 3600s",
             ),
             (
+                "[server]\nanswer_timeout = \"50ms\"\n",
+                "p.toml:2:18: server.answer_timeout: must be between 100ms and 3600s",
+            ),
+            // Postfix would have given up before such an answer came.
+            (
+                "[server]\nrequest_timeout = \"30s\"\nanswer_timeout = \"30s\"\n",
+                "p.toml:3:18: server.answer_timeout: must be shorter than request_timeout (30s, Postfix's smtpd_policy_service_timeout)",
+            ),
+            (
                 "[server]\nshutdown_timeout = \"2h\"\n",
                 "p.toml:2:20: server.shutdown_timeout: must be between 100ms and 3600s",
             ),

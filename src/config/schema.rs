@@ -78,6 +78,7 @@ pub struct ServerSection {
     pub threads: Option<Spanned<usize>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub request_timeout: Option<Spanned<String>>,
+    pub answer_timeout: Option<Spanned<String>>,
     pub shutdown_timeout: Option<Spanned<String>>,
     pub error_action: Option<Spanned<String>>,
 }

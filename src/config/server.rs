@@ -84,6 +84,9 @@ pub struct ServerSettings {
     /// Give up on a request that started but did not finish in this time
     /// (Postfix smtpd_policy_service_timeout, 100 s).
     pub request_timeout: Duration,
+    /// Longest a request's evaluation may take, from its last byte; then it
+    /// is answered `error_action` (see [`answer_timeout_default`]).
+    pub answer_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
     /// Answer to a request that cannot be decoded.
@@ -92,6 +95,17 @@ pub struct ServerSettings {
     pub metrics: Option<SocketAddr>,
     /// `[store]`, when configured.
     pub store: Option<StoreSettings>,
+}
+
+/// `answer_timeout` when not set: 3/5 of `request_timeout`, so 60 s of
+/// Postfix's 100 s smtpd_policy_service_timeout. That timeout covers
+/// Postfix's connect, write and read too, and a request queued behind
+/// others on a busy rpol: an answer after it is never read (Postfix has
+/// answered `smtpd_policy_service_default_action` by then). 60 s still
+/// holds several DNS lookups at the default `[dns]` (10.5 s each at
+/// most) and an SPF evaluation (20 s).
+pub fn answer_timeout_default(request_timeout: Duration) -> Duration {
+    request_timeout * 3 / 5
 }
 
 /// Most `[server] threads`: beyond the cores of any mail host.
@@ -115,6 +129,7 @@ impl Default for ServerSettings {
             threads: 1,
             idle_timeout: Duration::from_secs(300),
             request_timeout: Duration::from_secs(100),
+            answer_timeout: answer_timeout_default(Duration::from_secs(100)),
             shutdown_timeout: Duration::from_secs(10),
             error_action: DEFAULT_ERROR_ACTION.into(),
             metrics: None,
@@ -137,6 +152,7 @@ impl Compiler<'_> {
             threads,
             idle_timeout,
             request_timeout,
+            answer_timeout,
             shutdown_timeout,
             error_action,
         } = s;
@@ -212,6 +228,31 @@ impl Compiler<'_> {
             millis(100)..=secs(3_600),
             &mut out.request_timeout,
         );
+        out.answer_timeout = answer_timeout_default(out.request_timeout);
+        if let Some(answer) = answer_timeout {
+            let span = answer.span();
+            let mut value = Duration::ZERO;
+            self.duration(
+                Some(answer),
+                "server.answer_timeout",
+                millis(100)..=secs(3_600),
+                &mut value,
+            );
+            if value >= out.request_timeout {
+                // Postfix would have given up before the answer came.
+                self.error(
+                    span,
+                    "server.answer_timeout",
+                    format!(
+                        "must be shorter than request_timeout ({:?}, Postfix's \
+                         smtpd_policy_service_timeout)",
+                        out.request_timeout
+                    ),
+                );
+            } else if !value.is_zero() {
+                out.answer_timeout = value;
+            }
+        }
         self.duration(
             shutdown_timeout,
             "server.shutdown_timeout",
@@ -274,6 +315,24 @@ mod tests {
         );
         assert!(ListenAddr::parse("tcp:10040", base).is_err());
         assert!(ListenAddr::parse("udp:x:1", base).is_err());
+    }
+
+    #[test]
+    fn answer_timeout_defaults_to_three_fifths_of_request_timeout() {
+        let load = |text: &str| {
+            crate::config::load_str(Path::new("p.toml"), text)
+                .map(|l| l.server.answer_timeout)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(load(""), Ok(Duration::from_secs(60)));
+        assert_eq!(
+            load("[server]\nrequest_timeout = \"10s\"\n"),
+            Ok(Duration::from_secs(6))
+        );
+        assert_eq!(
+            load("[server]\nanswer_timeout = \"99s\"\n"),
+            Ok(Duration::from_secs(99))
+        );
     }
 }
 

@@ -475,6 +475,12 @@ impl Resolver {
         finish(key.name().into(), kind, outcome, false)
     }
 
+    /// The longest one lookup may take (`[dns] attempts` x `timeout`, plus
+    /// a slack): lookups made at once are all done within it.
+    pub fn lookup_bound(&self) -> Duration {
+        self.inner.upstream.deadline()
+    }
+
     /// Look up the PTR records of `ip`'s reverse-mapping name.
     pub async fn lookup_ptr(&self, ip: IpAddr) -> Lookup {
         self.lookup(&ptr_name(ip), RecordKind::Ptr).await

@@ -88,6 +88,11 @@ impl Upstream {
         })
     }
 
+    /// The longest one query takes: `attempts` x `timeout`, plus the slack.
+    pub(crate) fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// Ask for `name` (normalised, no trailing dot) of type `kind`. The TTL
     /// is `None` for outcomes that must not be cached.
     pub(crate) async fn query(&self, name: &str, kind: RecordKind) -> (Outcome, Option<Ttl>) {

@@ -61,18 +61,20 @@ pub async fn reject_unknown_client_hostname(ctx: &mut Context<'_>) -> Outcome {
         Ptr::TempFail => Some(Unknown::Temporary),
         Ptr::NotFound => Some(Unknown::Permanent),
         Ptr::Names(names) => {
-            let mut worst = Some(Unknown::Permanent);
-            for name in names.iter().filter(|n| valid_hostname(n)) {
-                match dnscheck::forward_confirms(ctx, name, ip).await {
-                    HostStatus::Found => {
-                        worst = None;
-                        break;
-                    }
-                    HostStatus::TempFail => worst = Some(Unknown::Temporary),
-                    _ => {}
-                }
+            // Postfix's cut: the first names of the answer; a name that is
+            // no host name counts as one that does not resolve.
+            let names = names
+                .into_iter()
+                .take(dnscheck::MAX_PTR_NAMES)
+                .filter(|n| valid_hostname(n))
+                .collect();
+            let checked = dnscheck::forward_confirm_names(ctx, names, ip, true).await;
+            let worst = checked.iter().map(|(_, status)| *status).max();
+            match worst {
+                Some(HostStatus::Found) => None,
+                Some(HostStatus::TempFail) => Some(Unknown::Temporary),
+                _ => Some(Unknown::Permanent),
             }
-            worst
         }
     };
     let code = ctx.site.codes.unknown_client_reject_code;

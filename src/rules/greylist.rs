@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Context;
-use super::dnscheck::{HostStatus, Ptr, forward_confirms, lookup_ptr};
+use super::dnscheck::{HostStatus, MAX_PTR_NAMES, Ptr, forward_confirm_names, lookup_ptr};
 use crate::greylist::{GreylistSettings, OnStoreError, normalise_sender};
 use crate::protocol::ProtocolState;
 use crate::spf::{self, Identity};
@@ -25,10 +25,6 @@ use crate::syntax::valid_hostname;
 use crate::vocab::outcome::Outcome;
 use crate::vocab::reply::Reply;
 use viaspf::SpfResult;
-
-/// PTR names of one client that are forward-confirmed at most: each costs
-/// a lookup, and a client's reverse zone chooses how many it has.
-const MAX_PTR_NAMES: usize = 5;
 
 /// The store's view of the settings at `now`.
 pub fn params(s: &GreylistSettings, now: u64) -> GreylistParams {
@@ -223,12 +219,15 @@ async fn verified_names(ctx: &mut Context<'_>, ip: IpAddr) -> Vec<String> {
     let Ptr::Names(names) = lookup_ptr(ctx, ip).await else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for name in names.into_iter().take(MAX_PTR_NAMES) {
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        if valid_hostname(&name) && forward_confirms(ctx, &name, ip).await == HostStatus::Found {
-            out.push(name);
-        }
-    }
-    out
+    let names = names
+        .into_iter()
+        .take(MAX_PTR_NAMES)
+        .map(|name| name.trim_end_matches('.').to_ascii_lowercase())
+        .filter(|name| valid_hostname(name))
+        .collect();
+    forward_confirm_names(ctx, names, ip, false)
+        .await
+        .into_iter()
+        .filter_map(|(name, status)| (status == HostStatus::Found).then_some(name))
+        .collect()
 }

@@ -9,7 +9,9 @@
 use std::net::IpAddr;
 
 use super::Context;
-use super::dnscheck::{HostStatus, Ptr, forward_confirms, lookup_ptr};
+use super::dnscheck::{
+    HostStatus, MAX_PTR_NAMES, Ptr, forward_confirm_names, forward_confirms, lookup_ptr,
+};
 use crate::protocol::ProtocolState;
 use crate::spf::{self, Evaluation, HeaderKind, Identity, SpfAction, header};
 use crate::syntax::{valid_fqdn, valid_hostname};
@@ -62,17 +64,22 @@ async fn whitelisted(ctx: &mut Context<'_>, ip: IpAddr, helo: &str) -> Option<St
         && let Ptr::Names(names) = lookup_ptr(ctx, ip).await
     {
         let ptr_domains = ctx.site.spf.whitelist.ptr_domains.clone();
-        for name in names {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            let Some(d) = ptr_domains.iter().find(|d| spf::is_under(&name, d)) else {
-                continue;
-            };
-            if valid_hostname(&name) && forward_confirms(ctx, &name, ip).await == HostStatus::Found
-            {
-                return Some(format!(
-                    "PTR {name} of {ip} is forward-confirmed, under {d}"
-                ));
-            }
+        let under = |name: &str| ptr_domains.iter().find(|d| spf::is_under(name, d));
+        // Only names under a listed domain cost a lookup; at most
+        // MAX_PTR_NAMES of them, all at once.
+        let names = names
+            .into_iter()
+            .map(|name| name.trim_end_matches('.').to_ascii_lowercase())
+            .filter(|name| under(name).is_some() && valid_hostname(name))
+            .take(MAX_PTR_NAMES)
+            .collect();
+        let checked = forward_confirm_names(ctx, names, ip, true).await;
+        if let Some((name, _)) = checked.iter().find(|(_, s)| *s == HostStatus::Found)
+            && let Some(d) = under(name)
+        {
+            return Some(format!(
+                "PTR {name} of {ip} is forward-confirmed, under {d}"
+            ));
         }
     }
     for d in ctx.site.spf.whitelist.spf_domains.clone() {

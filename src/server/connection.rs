@@ -3,11 +3,18 @@
 //!
 //! Timeouts follow Postfix's client side: `idle_timeout` between requests
 //! (smtpd_policy_service_max_idle), `request_timeout` once a request has
-//! started (smtpd_policy_service_timeout). A malformed request is answered
-//! with the configured error action and the connection is closed, since the
-//! decoder cannot know where the next request starts.
+//! started (smtpd_policy_service_timeout) and for the client to take its
+//! answer. The checks of one request get `answer_timeout`, then it is
+//! answered `error_action`; they are dropped as soon as the client hangs
+//! up. A malformed request is answered with the configured error action and
+//! the connection is closed, since the decoder cannot know where the next
+//! request starts.
 
+use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -27,6 +34,13 @@ const READ_RESERVE: usize = 2 * 1024;
 /// Buffer capacity an idle connection keeps at most.
 const KEEP_CAPACITY: usize = 8 * 1024;
 
+/// How often a connection whose answer waits (for the DNS, the store)
+/// looks whether its client hung up, to drop the work then: often enough
+/// that a client gone costs little, rarely enough that thousands of
+/// waiting answers cost few system calls. An answer ready sooner never
+/// looks.
+const HANGUP_CHECK: Duration = Duration::from_millis(200);
+
 /// Why a connection ended, for the log and for tests.
 #[derive(Debug, PartialEq, Eq)]
 pub enum End {
@@ -44,6 +58,11 @@ pub enum End {
     Shutdown,
     /// Closed between requests to make room for a new client.
     Evicted,
+    /// The client did not take its answer within request_timeout.
+    SlowReader,
+    /// The client hung up while its request was being answered: the work
+    /// was dropped.
+    Gone,
     /// A read or write failed.
     Io,
 }
@@ -58,17 +77,35 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    serve_in_slot(stream, peer, shared, shutdown, None).await
+    serve_on(stream, peer, shared, shutdown, None, None).await
 }
 
-/// [`serve`] for a connection holding a slot: it tells the slot when it is
-/// idle (and may be closed for a newcomer) and when it is busy.
+/// [`serve`] for a socket holding a slot: it tells the slot when it is
+/// idle (and may be closed for a newcomer) and when it is busy, and it
+/// drops a request's work when the client hangs up.
 pub async fn serve_in_slot<S>(
+    stream: S,
+    peer: &str,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    lease: Option<Lease>,
+) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin + AsRawFd,
+{
+    let socket = stream.as_raw_fd();
+    serve_on(stream, peer, shared, shutdown, lease, Some(socket)).await
+}
+
+/// `socket`: the stream's descriptor, watched for a hang-up while a
+/// request is answered (it lives as long as `stream`).
+async fn serve_on<S>(
     mut stream: S,
     peer: &str,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     lease: Option<Lease>,
+    socket: Option<RawFd>,
 ) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -108,23 +145,40 @@ where
                     request_deadline = None;
                     out.clear();
                     if let Err(e) = request.check_kind(true) {
-                        let end = refuse(&mut stream, peer, &e, &shared, &mut out).await;
-                        return end;
+                        let gone = (evicted.as_mut(), cancelled.as_mut());
+                        return refuse(&mut stream, peer, &e, &shared, &mut out, gone).await;
                     }
-                    // Not closed for a newcomer while a request is answered.
-                    if let Some(lease) = &lease {
-                        lease.busy();
+                    // Not closed for a newcomer while a request is answered;
+                    // one told to go (a pipelined request) answers no more.
+                    if let Some(lease) = &lease
+                        && !lease.busy()
+                    {
+                        tracing::debug!(peer, "closed to make room for a new client");
+                        return End::Evicted;
                     }
-                    answer(&request, &shared, &mut out).await;
+                    // One look at the settings per request: a read lock and
+                    // two reference counts.
+                    let (answer_limit, write_limit) = {
+                        let settings = shared.settings();
+                        (settings.answer_timeout, settings.request_timeout)
+                    };
+                    let answered =
+                        answer_in_time(&request, peer, &shared, answer_limit, &mut out, socket)
+                            .await;
                     decoder.recycle(request);
                     // Idle from here: the client may see the answer at once,
-                    // and a newcomer right behind it must find us closable.
+                    // and a newcomer right behind it must find us closable,
+                    // also while the write waits for a client that does not
+                    // read.
                     if let Some(lease) = &lease {
                         lease.idle();
                     }
-                    if let Err(e) = write_all(&mut stream, &out).await {
-                        tracing::warn!(peer, "write failed: {e}");
-                        return End::Io;
+                    if !answered {
+                        return End::Gone;
+                    }
+                    let gone = (evicted.as_mut(), cancelled.as_mut());
+                    if let Err(end) = deliver(&mut stream, peer, &out, write_limit, gone).await {
+                        return end;
                     }
                     last_answer = Instant::now();
                     shared.metrics.latency.observe(last_answer - decoded);
@@ -139,7 +193,8 @@ where
                 }
                 Err(e) => {
                     out.clear();
-                    return refuse(&mut stream, peer, &e, &shared, &mut out).await;
+                    let gone = (evicted.as_mut(), cancelled.as_mut());
+                    return refuse(&mut stream, peer, &e, &shared, &mut out, gone).await;
                 }
             }
         }
@@ -199,6 +254,86 @@ where
     }
 }
 
+/// How an answer came to be.
+enum Answered {
+    Ready,
+    Late,
+    Gone,
+}
+
+/// Evaluates `request` into `out` within `answer_timeout`, answering
+/// `error_action` when the time is up (the checks still waiting are
+/// dropped: their answers could only come after Postfix stopped waiting).
+/// False when the client hung up first: the work was dropped and there is
+/// nobody to answer.
+async fn answer_in_time(
+    request: &Request,
+    peer: &str,
+    shared: &Shared,
+    limit: Duration,
+    out: &mut Vec<u8>,
+    socket: Option<RawFd>,
+) -> bool {
+    let answered = {
+        let answering = answer(request, shared, out);
+        tokio::pin!(answering);
+        // Most answers are ready at the first poll: the timer and the
+        // hang-up checks are then never armed.
+        tokio::select! {
+            biased;
+            () = &mut answering => Answered::Ready,
+            () = tokio::time::sleep(limit) => Answered::Late,
+            () = hung_up(socket) => Answered::Gone,
+        }
+    };
+    match answered {
+        Answered::Ready => true,
+        Answered::Late => {
+            let action = shared.settings().error_action.clone();
+            tracing::warn!(
+                peer,
+                "no answer within {limit:?}: answering {action:?} (client={})",
+                crate::log::Escaped(&request.client_label())
+            );
+            out.clear();
+            encode_response(&action, out);
+            true
+        }
+        Answered::Gone => {
+            tracing::info!(
+                peer,
+                "client gone while its request was answered: work dropped (client={})",
+                crate::log::Escaped(&request.client_label())
+            );
+            false
+        }
+    }
+}
+
+/// Resolves when the client has hung up `socket` (never without one),
+/// looking every [`HANGUP_CHECK`]. A hang-up, not an end of input: a
+/// client that only shut down its writing side still gets its answers.
+/// Over TCP a close is seen only as an end of input, until a reset.
+async fn hung_up(socket: Option<RawFd>) {
+    let Some(fd) = socket else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(HANGUP_CHECK).await;
+        let mut poll = libc::pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, valid for the call; `fd` is the socket of the
+        // connection being served, open for as long as it is.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        if ready > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            return;
+        }
+    }
+}
+
 /// Evaluates one request, logs the decision, and encodes the response.
 async fn answer(request: &Request, shared: &Shared, out: &mut Vec<u8>) {
     let policy = shared.policy();
@@ -210,26 +345,72 @@ async fn answer(request: &Request, shared: &Shared, out: &mut Vec<u8>) {
     encode_response(&decision.action, out);
 }
 
+/// Writes `bytes` to the client within `request_timeout`: a client that
+/// does not take its answer (pipelining without reading) is not Postfix.
+/// The write gives way when the connection is told to make room or the
+/// server stops (`gone`), so a wedged client holds no slot.
+async fn deliver<S, E, C>(
+    stream: &mut S,
+    peer: &str,
+    bytes: &[u8],
+    limit: Duration,
+    gone: (Pin<&mut E>, Pin<&mut C>),
+) -> Result<(), End>
+where
+    S: AsyncWrite + Unpin,
+    E: Future<Output = ()>,
+    C: Future<Output = ()>,
+{
+    let (evicted, cancelled) = gone;
+    tokio::select! {
+        biased;
+        written = tokio::time::timeout(limit, write_all(stream, bytes)) => match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::warn!(peer, "write failed: {e}");
+                Err(End::Io)
+            }
+            Err(_) => {
+                tracing::warn!(peer, "answer not taken within {limit:?}: closing");
+                Err(End::SlowReader)
+            }
+        },
+        () = evicted => {
+            tracing::debug!(peer, "closed to make room for a new client");
+            Err(End::Evicted)
+        }
+        () = cancelled => Err(End::Shutdown),
+    }
+}
+
 /// Answers a malformed request with the error action and ends the connection.
-async fn refuse<S>(
+async fn refuse<S, E, C>(
     stream: &mut S,
     peer: &str,
     error: &ProtocolError,
     shared: &Shared,
     out: &mut Vec<u8>,
+    gone: (Pin<&mut E>, Pin<&mut C>),
 ) -> End
 where
     S: AsyncWrite + Unpin,
+    E: Future<Output = ()>,
+    C: Future<Output = ()>,
 {
     shared.metrics.malformed();
-    let action = shared.settings().error_action.clone();
+    let settings = shared.settings();
+    let action = settings.error_action.clone();
     tracing::warn!(
         peer,
         "malformed request: {error}; answering {action:?} and closing"
     );
     encode_response(&action, out);
-    let _ = write_all(stream, out).await;
-    let _ = stream.shutdown().await;
+    if deliver(stream, peer, out, settings.request_timeout, gone)
+        .await
+        .is_ok()
+    {
+        let _ = stream.shutdown().await;
+    }
     End::Protocol
 }
 

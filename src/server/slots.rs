@@ -3,8 +3,11 @@
 //! finds every slot taken, the connection that answered nothing for the
 //! longest time is closed to admit it (one waiting for its next request, or
 //! one whose request is still trickling in: Postfix writes each request at
-//! once); one being answered is never cut. Postfix reconnects by itself, so
-//! a crowd of idle or slow connections cannot lock Postfix out.
+//! once, as is one whose answer the client does not take); one being
+//! answered is never cut, and its answer has a deadline. A connection told
+//! to go starts no other answer, so it goes at its next await. Postfix
+//! reconnects by itself, so a crowd of idle, slow or wedged connections
+//! cannot lock Postfix out.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,12 +29,18 @@ const RECHECK: Duration = Duration::from_millis(10);
 /// `idle_since` of a connection whose request is being answered.
 const BUSY: u64 = 0;
 
+/// `idle_since` of a connection told to close for a newcomer. In the same
+/// atomic as [`BUSY`], so that a connection is either told to go while
+/// idle or turns busy, never both (a connection that turned busy just as
+/// it was chosen would otherwise hold a slot that counts as leaving).
+const EVICTED: u64 = u64::MAX;
+
 /// One admitted connection.
 pub struct Slot {
     address: Option<IpAddr>,
     /// Milliseconds since the registry's start at which the connection
     /// last finished an answer (or connected), plus one; [`BUSY`] while it
-    /// answers a request.
+    /// answers a request; [`EVICTED`] once told to close.
     idle_since: AtomicU64,
     evict: CancellationToken,
 }
@@ -149,17 +158,21 @@ impl Slots {
             .slots
             .values()
             .filter(|s| address.is_none() || s.address == address)
-            .filter(|s| !s.evict.is_cancelled())
-            .filter_map(|s| match s.idle_since.load(Ordering::Relaxed) {
-                BUSY => None,
+            .filter_map(|s| match s.idle_since.load(Ordering::SeqCst) {
+                BUSY | EVICTED => None,
                 since => Some((since, s)),
             })
             .min_by_key(|(since, _)| *since);
         match idlest {
-            Some((_, slot)) => {
-                slot.evict.cancel();
-                true
-            }
+            // Fails when it turned busy (or finished another answer) since
+            // the look: the next look chooses again.
+            Some((since, slot)) => slot
+                .idle_since
+                .compare_exchange(since, EVICTED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok_and(|_| {
+                    slot.evict.cancel();
+                    true
+                }),
             None => false,
         }
     }
@@ -169,7 +182,7 @@ impl Slots {
         inner
             .slots
             .values()
-            .any(|s| s.address == address && s.evict.is_cancelled())
+            .any(|s| s.address == address && s.idle_since.load(Ordering::SeqCst) == EVICTED)
     }
 
     /// Connections now.
@@ -195,12 +208,23 @@ impl Lease {
     /// within [`RECHECK`]: no lock on the request path).
     pub fn idle(&self) {
         let now = self.slots.now();
-        self.slot.idle_since.store(now, Ordering::Relaxed);
+        // Only from busy: a connection told to go stays told.
+        let _ =
+            self.slot
+                .idle_since
+                .compare_exchange(BUSY, now, Ordering::SeqCst, Ordering::SeqCst);
     }
 
-    /// A request is being answered: the connection is not closed for others.
-    pub fn busy(&self) {
-        self.slot.idle_since.store(BUSY, Ordering::Relaxed);
+    /// A request is to be answered: the connection is not closed for
+    /// others from now on. False when it was told to go already: then it
+    /// must not start the answer, but close.
+    pub fn busy(&self) -> bool {
+        self.slot
+            .idle_since
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |since| {
+                (since != EVICTED).then_some(BUSY)
+            })
+            .is_ok()
     }
 
     /// Resolves when the connection is asked to close for a newcomer.
@@ -298,5 +322,27 @@ mod tests {
         a2.busy();
         _a3.busy();
         assert_eq!(slots.admit(ip(1)).await.err(), Some(Refused::AddressBusy));
+    }
+
+    /// A connection chosen to make room while idle cannot then start an
+    /// answer (which would hold the slot, never cut, while the newcomer
+    /// waits for it); one that turned busy first is not chosen.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_told_to_go_starts_no_answer() {
+        let slots = Slots::new(1, 1);
+        let a = slots.admit(None).await.unwrap();
+        let slots2 = slots.clone();
+        let newcomer = tokio::spawn(async move { slots2.admit(None).await });
+        tokio::task::yield_now().await;
+        assert!(a.slot.evict.is_cancelled());
+        assert!(!a.busy(), "told to go, yet it turned busy");
+        // Nor does finishing an answer make it stay.
+        a.idle();
+        assert!(!a.busy());
+        drop(a);
+        let b = newcomer.await.unwrap().unwrap();
+        assert!(b.busy());
+        assert_eq!(slots.admit(None).await.err(), Some(Refused::Busy));
+        assert!(!b.slot.evict.is_cancelled());
     }
 }

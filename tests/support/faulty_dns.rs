@@ -61,6 +61,9 @@ pub enum Records {
     Found(Vec<Rdata>),
     NoData,
     NxDomain,
+    /// No answer to this question at all, whatever the fault: a name
+    /// whose servers never reply, beside names that are answered.
+    Silent,
 }
 
 /// The zone: (lowercase name without trailing dot, QTYPE) -> records.
@@ -150,7 +153,7 @@ fn serve(
         };
         let fault = *fault.lock().unwrap();
         let reply = match fault {
-            Fault::None | Fault::Slow(_) => Some(answer(&query, &query.name, zone)),
+            Fault::None | Fault::Slow(_) => answer(&query, &query.name, zone),
             Fault::ServFail => Some(query.response(2, false, &query.question, &[])),
             Fault::Truncated => Some(query.response(0, true, &query.question, &[])),
             Fault::Garbage => {
@@ -163,12 +166,11 @@ fn serve(
                 out.extend((0..n).map(|_| rng.byte()));
                 Some(out)
             }
-            Fault::WrongId => {
-                let mut out = answer(&query, &query.name, zone);
+            Fault::WrongId => answer(&query, &query.name, zone).map(|mut out| {
                 let id = query.id.wrapping_add(1).to_be_bytes();
                 out[..2].copy_from_slice(&id);
-                Some(out)
-            }
+                out
+            }),
             Fault::WrongQuestion => {
                 let forged = format!("forged.{}", query.name);
                 let mut question = encode_name(&forged);
@@ -194,12 +196,13 @@ fn serve(
     }
 }
 
-/// The correct response to `query`, from `zone`.
-fn answer(query: &Query, name: &str, zone: Zone) -> Vec<u8> {
+/// The correct response to `query`, from `zone` (none for a silent name).
+fn answer(query: &Query, name: &str, zone: Zone) -> Option<Vec<u8>> {
     match zone(name, query.qtype) {
-        Records::NxDomain => query.response(3, false, &query.question, &[]),
-        Records::NoData => query.response(0, false, &query.question, &[]),
-        Records::Found(rdata) => query.response(0, false, &query.question, &rdata),
+        Records::NxDomain => Some(query.response(3, false, &query.question, &[])),
+        Records::NoData => Some(query.response(0, false, &query.question, &[])),
+        Records::Found(rdata) => Some(query.response(0, false, &query.question, &rdata)),
+        Records::Silent => None,
     }
 }
 

@@ -2,13 +2,16 @@
 //! In `--stdio` mode stderr is the client's socket (spawn(8)), so logs must
 //! go to syslog there. Colours only when stderr is a terminal: journald
 //! would store the escape codes. [`Escaped`] makes a client's text safe to
-//! put in a log line.
+//! put in a log line, [`Redacted`] keeps a URL's login out of one, and
+//! [`Repeats`] folds a flood of identical lines into a count.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
-use std::sync::Once;
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
@@ -82,6 +85,139 @@ pub struct Escaped<'a>(pub &'a str);
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&escape(self.0))
+    }
+}
+
+/// Displays a URL without the user and password it may carry: the
+/// userinfo of `scheme://user:password@host` becomes `***`, and so do the
+/// values of the query parameters that carry them in Redis's
+/// `redis+unix:///path?user=U&pass=P`.
+pub struct Redacted<'a>(pub &'a str);
+
+/// Query parameters whose values are credentials.
+const SECRET_PARAMETERS: [&str; 4] = ["user", "pass", "username", "password"];
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&escape(&redact_url(self.0)))
+    }
+}
+
+/// See [`Redacted`]. Errs on the side of hiding: the query's secret values
+/// go first (a `pass=` value may hold an `@`), then everything before the
+/// last `@`, wherever it is (an unencoded `/` or `?` in a password moves
+/// where a URL parser would see the host, never what is hidden).
+fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let masked = match rest.split_once('?') {
+        None => rest.to_string(),
+        Some((before, query)) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _))
+                        if SECRET_PARAMETERS
+                            .iter()
+                            .any(|s| s.eq_ignore_ascii_case(name)) =>
+                    {
+                        format!("{name}=***")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{before}?{}", pairs.join("&"))
+        }
+    };
+    let hidden = match masked.rsplit_once('@') {
+        Some((_, after)) => format!("***@{after}"),
+        None => masked,
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{hidden}"),
+        None => hidden,
+    }
+}
+
+/// Which decisions get a log line: `[log] decisions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Decisions {
+    /// Every answer: which rule decided, for each request (the default:
+    /// Postfix's own log does not say why mail was let through).
+    #[default]
+    All,
+    /// Rejects, defers and hangups only, as Postfix logs its own.
+    Refusals,
+    None,
+}
+
+/// How long identical lines are counted before the count is logged.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(1);
+
+/// Distinct lines one window keeps to count their repeats: beyond it, a
+/// line is logged as it comes. Each is a bounded log line, so this bounds
+/// the memory; a flood of one line needs one.
+pub const REPEAT_LINES: usize = 64;
+
+/// Identical lines within [`REPEAT_WINDOW`] are written once; how often
+/// each came again is written when the window closes, as syslogd's "last
+/// message repeated N times" does (but for any of [`REPEAT_LINES`] lines,
+/// since connections interleave).
+#[derive(Default)]
+pub struct Repeats(Mutex<Window>);
+
+#[derive(Default)]
+struct Window {
+    started: Option<Instant>,
+    /// Each line of this window and how often it came again.
+    seen: HashMap<String, u64>,
+}
+
+impl Repeats {
+    /// Counts `line`. Returns the summaries of the window that just
+    /// closed, if one did, and whether `line` is to be written now: its
+    /// first time in this window, or the window full.
+    pub fn note(&self, line: &str, now: Instant) -> (Vec<String>, bool) {
+        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let closed = w.close_if_due(now, false);
+        if w.started.is_none() {
+            w.started = Some(now);
+        }
+        if let Some(n) = w.seen.get_mut(line) {
+            *n += 1;
+            return (closed, false);
+        }
+        if w.seen.len() < REPEAT_LINES {
+            w.seen.insert(line.to_string(), 0);
+        }
+        (closed, true)
+    }
+
+    /// The summaries of the window, if it is due (`now` past its end) or
+    /// `force`d (at shutdown).
+    pub fn flush(&self, now: Instant, force: bool) -> Vec<String> {
+        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        w.close_if_due(now, force)
+    }
+}
+
+impl Window {
+    fn close_if_due(&mut self, now: Instant, force: bool) -> Vec<String> {
+        match self.started {
+            Some(t) if force || now.duration_since(t) >= REPEAT_WINDOW => {}
+            _ => return Vec::new(),
+        }
+        self.started = None;
+        let mut out: Vec<String> = self
+            .seen
+            .drain()
+            .filter(|(_, n)| *n > 0)
+            .map(|(line, n)| format!("repeated {n} more time(s): {line}"))
+            .collect();
+        out.sort();
+        out
     }
 }
 
@@ -168,5 +304,60 @@ mod tests {
         assert_eq!(escape("\u{202e}gnp.exe"), "\\u{202e}gnp.exe");
         assert_eq!(escape("a\\rb"), "a\\\\rb");
         assert_eq!(escape("été"), "été");
+    }
+
+    #[test]
+    fn urls_lose_their_login() {
+        let r = |u: &str| Redacted(u).to_string();
+        assert_eq!(r("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(r("redis://:pw@host/"), "redis://***@host/");
+        assert_eq!(
+            r("rediss://u:p@w@[::1]:6379/2"),
+            "rediss://***@[::1]:6379/2"
+        );
+        assert_eq!(r("redis://u:p@host"), "redis://***@host");
+        assert_eq!(
+            r("redis+unix:///run/r.sock?db=1&PASS=x&user=y&z"),
+            "redis+unix:///run/r.sock?db=1&PASS=***&user=***&z"
+        );
+        assert_eq!(r("unix:///r.sock?pass=a@b/c"), "unix:///r.sock?pass=***");
+        assert_eq!(r("redis://u:pa?ss@host/"), "redis://***@host/");
+        assert_eq!(r("redis://u:pa/ss@host/"), "redis://***@host/");
+        assert_eq!(r("redis://h/\n?x=\r"), "redis://h/\\n?x=\\r");
+    }
+
+    #[test]
+    fn identical_lines_in_a_window_are_counted() {
+        let repeats = Repeats::default();
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let none = Vec::<String>::new();
+        assert_eq!(repeats.note("a", at(0)), (none.clone(), true));
+        assert_eq!(repeats.note("a", at(10)), (none.clone(), false));
+        assert_eq!(repeats.note("b", at(20)), (none.clone(), true));
+        assert_eq!(repeats.note("a", at(30)), (none.clone(), false));
+        assert_eq!(repeats.flush(at(999), false), none);
+        assert_eq!(
+            repeats.note("b", at(1_000)),
+            (vec!["repeated 2 more time(s): a".to_string()], true)
+        );
+        assert_eq!(repeats.note("b", at(1_001)), (none.clone(), false));
+        assert_eq!(
+            repeats.flush(at(1_002), true),
+            vec!["repeated 1 more time(s): b".to_string()]
+        );
+        assert_eq!(repeats.flush(at(5_000), true), none);
+    }
+
+    #[test]
+    fn a_full_window_writes_what_it_cannot_count() {
+        let repeats = Repeats::default();
+        let now = Instant::now();
+        for i in 0..REPEAT_LINES {
+            assert!(repeats.note(&i.to_string(), now).1);
+        }
+        assert!(repeats.note("new", now).1);
+        assert!(repeats.note("new", now).1);
+        assert!(!repeats.note("0", now).1);
     }
 }

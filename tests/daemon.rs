@@ -15,15 +15,14 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use port587::{DUNNO, ERROR_RESPONSE, SUBMISSION, exchanges, rejected, submission};
 use rpol::{
-    RPOL, Setup, WAIT_TIMEOUT, ask, connect, raw_request, read_response, read_to_close, request,
+    Setup, WAIT_TIMEOUT, ask, connect, raw_request, read_response, read_to_close, request,
     response, silent_for,
 };
 
@@ -528,32 +527,7 @@ fn systemd_socket_activation() {
     let activated = setup.path("activated.sock");
     let configured = setup.path("configured.sock");
     let listener = UnixListener::bind(&activated).unwrap();
-    let fd = listener.as_raw_fd();
-
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" --config "$@""#)
-        .arg(RPOL)
-        .arg(&setup.config)
-        .args(rpol::run_as_args())
-        .env("RUST_LOG", "info")
-        .env_remove("LISTEN_FDNAMES")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null());
-    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd != 3 && libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // dup2 clears FD_CLOEXEC on the copy; the original may be fd 3.
-            let flags = libc::fcntl(3, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let cmd = setup.systemd_command(&[listener.as_raw_fd()]);
     let rpol = setup.spawn(cmd);
     drop(listener);
     rpol.wait_for_log("listening on systemd:", 0);

@@ -457,6 +457,7 @@ fn allowed_labels(profiles: &[&str]) -> BTreeMap<&'static str, BTreeSet<String>>
             ]),
         ),
         ("identity", words(&["mailfrom", "helo"])),
+        ("reason", words(&["address", "user"])),
     ])
 }
 

@@ -10,7 +10,7 @@ mod rpol;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Stdio;
 
-use rpol::{Setup, ask, response};
+use rpol::{Setup, ask, is_root, response};
 
 const CONFIG: &str = r#"[dns]
 nameservers = ["127.0.0.1:9"]
@@ -18,15 +18,6 @@ nameservers = ["127.0.0.1:9"]
 [profile.default]
 recipient = ["reject"]
 "#;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("not root: privilege tests check nothing here");
-    }
-    root
-}
 
 /// uid and gid of an account, from the system's database.
 fn ids(user: &str) -> (u32, u32) {

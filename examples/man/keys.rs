@@ -23,6 +23,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("ProfileSection", "[profile.NAME]"),
     ("MatchSection", "[profile.NAME.match]"),
     ("MetricsSection", "[metrics]"),
+    ("LogSection", "[log]"),
     ("RateLimitSection", "[[rate_limit]]"),
 ];
 

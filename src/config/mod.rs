@@ -177,10 +177,12 @@ impl Compiler<'_> {
             tables,
             profile,
             metrics,
+            log,
             rate_limit,
         } = file;
         let mut server = self.server(server);
         server.metrics = self.metrics(metrics);
+        server.log_decisions = self.log(log);
         server.store = self.store(store);
         let postfix = self.postfix(postfix);
         let mut files = vec![self.path.clone()];
@@ -328,6 +330,10 @@ mod tests {
             (
                 "[metrics]\nlisten = \"127.0.0.1:9464\"\nbogus = 1\n",
                 &["p.toml:3:1: metrics.bogus: unknown key"],
+            ),
+            (
+                "[log]\ndecisions = \"all\"\nbogus = 1\n",
+                &["p.toml:3:1: log.bogus: unknown key"],
             ),
             (
                 "[[rate_limit]]\nname = \"a\"\nkey = \"sender\"\nmessages = 1\nwindow = \"1h\"\nbogus = 1\n",

@@ -36,6 +36,9 @@ pub struct ConfigFile {
     /// `[metrics]`: the Prometheus endpoint; absent, none is served.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// `[log]`: what is logged (server settings, not policy).
+    #[serde(default)]
+    pub log: LogSection,
     /// `[[rate_limit]]`: budgets that check_rate_limit NAME applies.
     #[serde(default)]
     pub rate_limit: Vec<Spanned<RateLimitSection>>,
@@ -63,6 +66,13 @@ pub struct MetricsSection {
     pub listen: Option<Spanned<String>>,
 }
 
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct LogSection {
+    /// `all`, `refusals` or `none`: which decision lines are written.
+    pub decisions: Option<Spanned<String>>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct ServerSection {
     pub listen: Option<Vec<Spanned<String>>>,
@@ -81,6 +91,10 @@ pub struct ServerSection {
     pub answer_timeout: Option<Spanned<String>>,
     pub shutdown_timeout: Option<Spanned<String>>,
     pub error_action: Option<Spanned<String>>,
+    /// TCP peers served (networks); unix-socket peers besides root, the
+    /// socket's owner and rpol's own account (account names).
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub allow_users: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

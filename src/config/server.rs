@@ -3,12 +3,15 @@
 //! them beside it, and a reload names the ones only a restart can apply.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use super::values::{millis, secs};
 use super::{Compiler, schema};
+use crate::log::Decisions;
 use crate::state::store::StoreSettings;
 
 /// A listen address: `unix:PATH` or `tcp:HOST:PORT`.
@@ -95,6 +98,22 @@ pub struct ServerSettings {
     pub metrics: Option<SocketAddr>,
     /// `[store]`, when configured.
     pub store: Option<StoreSettings>,
+    /// TCP peers served: anyone else who can reach the port is closed at
+    /// once (a forged request can lock a login out or pass a triplet).
+    pub allow: Vec<IpNet>,
+    /// uids served on a unix socket besides root, the socket file's owner
+    /// and rpol's own (`allow_users`, resolved when loaded).
+    pub allow_uids: Vec<u32>,
+    /// `[log] decisions`.
+    pub log_decisions: Decisions,
+}
+
+/// Default `[server] allow`: the machine itself, where Postfix runs.
+pub fn default_allow() -> Vec<IpNet> {
+    vec![
+        IpNet::new(IpAddr::from([127, 0, 0, 0]), 8).unwrap_or_default(),
+        IpNet::from(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+    ]
 }
 
 /// `answer_timeout` when not set: 3/5 of `request_timeout`, so 60 s of
@@ -134,6 +153,9 @@ impl Default for ServerSettings {
             error_action: DEFAULT_ERROR_ACTION.into(),
             metrics: None,
             store: None,
+            allow: default_allow(),
+            allow_uids: Vec::new(),
+            log_decisions: Decisions::default(),
         }
     }
 }
@@ -155,6 +177,8 @@ impl Compiler<'_> {
             answer_timeout,
             shutdown_timeout,
             error_action,
+            allow,
+            allow_users,
         } = s;
         let mut out = ServerSettings::default();
         if let Some(listen) = listen {
@@ -271,7 +295,64 @@ impl Compiler<'_> {
                 out.error_action = a.to_string();
             }
         }
+        if let Some(allow) = allow {
+            let span = allow.span();
+            let list = allow.into_inner();
+            if list.is_empty() {
+                // A TCP listener no one may use: a mistake, not a setting.
+                self.error(
+                    span,
+                    "server.allow",
+                    "must name at least one network (to serve no TCP client, listen on none)",
+                );
+            }
+            out.allow = self.networks(list, "server.allow");
+        }
+        for user in allow_users.unwrap_or_default() {
+            match uid_of(user.get_ref()) {
+                Some(uid) => out.allow_uids.push(uid),
+                None => self.error(
+                    user.span(),
+                    "server.allow_users",
+                    format!("no user {:?}", user.get_ref()),
+                ),
+            }
+        }
         out
+    }
+
+    /// `[log]`.
+    pub(super) fn log(&mut self, l: schema::LogSection) -> Decisions {
+        let schema::LogSection { decisions } = l;
+        let Some(d) = decisions else {
+            return Decisions::default();
+        };
+        match d.get_ref().as_str() {
+            "all" => Decisions::All,
+            "refusals" => Decisions::Refusals,
+            "none" => Decisions::None,
+            _ => {
+                self.error(
+                    d.span(),
+                    "log.decisions",
+                    "expected \"all\", \"refusals\" or \"none\"",
+                );
+                Decisions::default()
+            }
+        }
+    }
+}
+
+/// The uid of an account name, or a number taken as a uid (an account
+/// only a container's processes have).
+fn uid_of(user: &str) -> Option<u32> {
+    let user = user.trim();
+    if !user.is_empty() && user.bytes().all(|b| b.is_ascii_digit()) {
+        return user.parse().ok();
+    }
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) => Some(u.uid.as_raw()),
+        _ => None,
     }
 }
 
@@ -333,6 +414,70 @@ mod tests {
             load("[server]\nanswer_timeout = \"99s\"\n"),
             Ok(Duration::from_secs(99))
         );
+    }
+}
+
+#[cfg(test)]
+mod access_tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn load(text: &str) -> Result<ServerSettings, Vec<String>> {
+        match crate::config::load_str(Path::new("p.toml"), text) {
+            Ok(l) => Ok(l.server),
+            Err(e) => Err(e.0.iter().map(|e| e.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn allow_is_loopback_unless_set() {
+        let nets = |s: &ServerSettings| s.allow.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(nets(&load("").unwrap()), ["127.0.0.0/8", "::1/128"]);
+        assert_eq!(
+            nets(&load("[server]\nallow = [\"10.1.0.0/16\", \"2001:db8::7\"]\n").unwrap()),
+            ["10.1.0.0/16", "2001:db8::7/128"]
+        );
+        assert_eq!(
+            load("[server]\nallow = [\"10.1.0.1/16\", \"any\"]\n").unwrap_err(),
+            [
+                "p.toml:2:10: server.allow: bad CIDR \"10.1.0.1/16\" (expected address/prefix with no host bits set, or an address)",
+                "p.toml:2:25: server.allow: bad CIDR \"any\" (expected address/prefix with no host bits set, or an address)",
+            ]
+        );
+        assert_eq!(
+            load("[server]\nallow = []\n").unwrap_err(),
+            [
+                "p.toml:2:9: server.allow: must name at least one network (to serve no TCP client, listen on none)"
+            ]
+        );
+    }
+
+    #[test]
+    fn allow_users_are_accounts_or_uids() {
+        assert_eq!(
+            load("[server]\nallow_users = [\"root\", \"4242\"]\n")
+                .unwrap()
+                .allow_uids,
+            [0, 4242]
+        );
+        assert_eq!(
+            load("[server]\nallow_users = [\"\"]\n").unwrap_err(),
+            ["p.toml:2:16: server.allow_users: no user \"\""]
+        );
+    }
+
+    #[test]
+    fn log_decisions() {
+        assert_eq!(load("").unwrap().log_decisions, Decisions::All);
+        for (word, want) in [
+            ("all", Decisions::All),
+            ("refusals", Decisions::Refusals),
+            ("none", Decisions::None),
+        ] {
+            let text = format!("[log]\ndecisions = \"{word}\"\n");
+            assert_eq!(load(&text).unwrap().log_decisions, want);
+        }
     }
 }
 

@@ -341,7 +341,7 @@ async fn answer(request: &Request, shared: &Shared, out: &mut Vec<u8>) {
     if decision.profile.is_none() {
         shared.warn_unmatched(request, &policy);
     }
-    super::log_decision(request, &decision);
+    shared.log_decision(request, &decision);
     encode_response(&decision.action, out);
 }
 

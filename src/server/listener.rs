@@ -1,6 +1,11 @@
 //! Listening sockets: unix (path, mode, owner, group; a stale socket file is
-//! replaced), TCP, and sockets handed over by systemd (LISTEN_FDS).
+//! replaced), TCP, and sockets handed over by systemd (LISTEN_FDS); and who
+//! may use them ([`Listener::admits`]): a TCP peer in `[server] allow`, a
+//! unix-socket peer (SO_PEERCRED) that is root, the socket file's owner,
+//! rpol's own account or in `[server] allow_users`. A request forged by
+//! anyone else could lock a login out or pass a triplet.
 
+use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -19,6 +24,9 @@ pub enum Listener {
         /// Removed at shutdown when rpol created it (not for systemd sockets).
         path: Option<PathBuf>,
         label: String,
+        /// The uid owning the socket file (none for an abstract socket):
+        /// the account the admin gave the socket to, e.g. postfix.
+        owner: Option<u32>,
     },
     Tcp {
         listener: TcpListener,
@@ -84,6 +92,43 @@ impl Listener {
         }
     }
 
+    /// Whether the peer of `stream` may use this listener: `address` (a
+    /// TCP peer's) in `allow`, or a unix peer's uid root, the socket's
+    /// owner, rpol's own or one of `allow_uids`. A peer whose credentials
+    /// cannot be read is refused.
+    pub fn admits(
+        &self,
+        stream: &Stream,
+        address: Option<IpAddr>,
+        settings: &ServerSettings,
+    ) -> Result<(), Refused> {
+        match (self, stream) {
+            (Listener::Unix { owner, .. }, Stream::Unix(s)) => {
+                let cred = s
+                    .peer_cred()
+                    .map_err(|e| Refused::NoCredentials(e.kind()))?;
+                let uid = cred.uid();
+                if uid == 0
+                    || Some(uid) == *owner
+                    || uid == nix::unistd::geteuid().as_raw()
+                    || settings.allow_uids.contains(&uid)
+                {
+                    Ok(())
+                } else {
+                    Err(Refused::User {
+                        uid,
+                        pid: cred.pid(),
+                    })
+                }
+            }
+            (_, _) => match address {
+                Some(ip) if settings.allow.iter().any(|n| n.contains(&ip)) => Ok(()),
+                Some(ip) => Err(Refused::Address(ip)),
+                None => Err(Refused::NoCredentials(io::ErrorKind::NotFound)),
+            },
+        }
+    }
+
     /// Removes a unix socket file rpol created.
     pub fn cleanup(&self) {
         if let Listener::Unix {
@@ -93,6 +138,51 @@ impl Listener {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Why a peer was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// A TCP peer outside `[server] allow`.
+    Address(IpAddr),
+    /// A unix-socket peer of another account.
+    User { uid: u32, pid: Option<i32> },
+    /// The kernel did not say who the peer is.
+    NoCredentials(io::ErrorKind),
+}
+
+impl Refused {
+    /// The `reason` label of the refusal counter.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refused::Address(_) => "address",
+            Refused::User { .. } | Refused::NoCredentials(_) => "user",
+        }
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::Address(ip) => write!(f, "{ip} is not in [server] allow"),
+            Refused::User { uid, pid } => {
+                write!(f, "uid {uid}")?;
+                if let Some(pid) = pid {
+                    write!(f, " (pid {pid})")?;
+                }
+                f.write_str(
+                    " is not root, the socket's owner, rpol's own or in [server] allow_users",
+                )
+            }
+            Refused::NoCredentials(kind) => write!(f, "the peer's credentials: {kind}"),
+        }
+    }
+}
+
+/// The uid owning the socket file `path`, when it has one.
+fn owner_of(path: Option<&Path>) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path?).ok().map(|m| m.uid())
 }
 
 /// Binds one configured address.
@@ -142,6 +232,7 @@ fn bind_unix(path: &Path, settings: &ServerSettings) -> io::Result<Listener> {
         listener,
         path: Some(path.to_path_buf()),
         label: format!("unix:{}", path.display()),
+        owner: owner_of(Some(path)),
     })
 }
 
@@ -341,10 +432,13 @@ fn adopt_fd(fd: RawFd, name: &str) -> io::Result<Listener> {
             // SAFETY: systemd passed this fd to us to own; nothing else uses it.
             let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
             std_listener.set_nonblocking(true)?;
+            // The file systemd made (SocketUser=): its owner is the client.
+            let owner = owner_of(std_listener.local_addr()?.as_pathname());
             Ok(Listener::Unix {
                 listener: UnixListener::from_std(std_listener)?,
                 path: None,
                 label: format!("systemd:{name}"),
+                owner,
             })
         }
         libc::AF_INET | libc::AF_INET6 => {

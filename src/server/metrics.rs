@@ -96,6 +96,10 @@ pub struct Metrics {
     reloads_done: AtomicU64,
     reloads_failed: AtomicU64,
     malformed: AtomicU64,
+    /// Connections closed unanswered: TCP peers outside `[server] allow`,
+    /// unix-socket peers of another account.
+    refused_address: AtomicU64,
+    refused_user: AtomicU64,
 }
 
 impl Metrics {
@@ -128,6 +132,16 @@ impl Metrics {
 
     pub fn malformed(&self) {
         self.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection refused for `reason` (`address` or `user`).
+    pub fn refused(&self, reason: &str) {
+        let counter = if reason == "address" {
+            &self.refused_address
+        } else {
+            &self.refused_user
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -331,6 +345,19 @@ impl Collector for Exposition {
             "Requests that could not be decoded, answered with error_action.",
             metrics.malformed.load(Ordering::Relaxed),
         )?;
+        let mut family = encoder.encode_descriptor(
+            "rpol_connections_refused",
+            "Connections closed unanswered, by reason: a TCP peer outside [server] allow (address), a unix-socket peer of another account (user).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in [
+            ("address", &metrics.refused_address),
+            ("user", &metrics.refused_user),
+        ] {
+            ConstCounter::new(n.load(Ordering::Relaxed))
+                .encode(family.encode_family(&[("reason", reason)])?)?;
+        }
 
         let mut family = encoder.encode_descriptor(
             "rpol_rate_limit_exceeded",

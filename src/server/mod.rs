@@ -25,11 +25,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{self, ListenAddr, Loaded, ServerSettings};
 use crate::dns::Resolver;
-use crate::log::Escaped;
+use crate::log::{Decisions, Escaped, Redacted, Repeats};
+use crate::policy::tally::ActionClass;
 use crate::policy::{Decision, Policy};
 use crate::protocol::Request;
 use crate::state::State;
-use crate::state::store::Store;
+use crate::state::store::{Backend, Store};
 pub use listener::SystemdFds;
 use listener::{Listener, Stream};
 use slots::Slots;
@@ -51,6 +52,8 @@ pub struct Shared {
     /// Held through a reload: two at once (SIGHUP and the file watcher)
     /// could swap in the one that read the older files last.
     reloading: Mutex<()>,
+    /// Decision lines of the current window, to fold identical ones.
+    decision_lines: Repeats,
 }
 
 /// Distinct unmatched (port, policy_context) pairs warned about; a client
@@ -70,6 +73,7 @@ impl Shared {
             config_path,
             unmatched: Mutex::new(HashSet::new()),
             reloading: Mutex::new(()),
+            decision_lines: Repeats::default(),
         })
     }
 
@@ -207,7 +211,11 @@ fn open_store(shared: &Shared, settings: &ServerSettings) -> io::Result<()> {
         return Ok(());
     };
     let opened = Store::open(store).map_err(|e| io::Error::other(format!("[store]: {e}")))?;
-    tracing::info!("store: {:?}", store.backend);
+    match &store.backend {
+        Backend::Embedded { path } => tracing::info!("store: {}", path.display()),
+        // The URL may carry a Redis user and password.
+        Backend::Redis { url } => tracing::info!("store: {}", Redacted(url)),
+    }
     shared.state.set_store(Arc::new(opened));
     Ok(())
 }
@@ -257,17 +265,26 @@ pub struct ServeOptions {
     pub user: Option<String>,
 }
 
-/// Logs one decision, Postfix-style: queue id first, then the action and
+/// Whether `action` refuses: a reject, a defer or a hangup.
+fn is_refusal(action: &str) -> bool {
+    matches!(
+        ActionClass::of(action),
+        ActionClass::Reject | ActionClass::Defer | ActionClass::DeferIfPermit | ActionClass::Hangup
+    ) || action
+        .get(..15)
+        .is_some_and(|w| w.eq_ignore_ascii_case("DEFER_IF_REJECT"))
+}
+
+/// The decision line, Postfix-style: queue id first, then the action and
 /// who it concerns.
-pub fn log_decision(req: &Request, decision: &Decision) {
+fn decision_line(req: &Request, decision: &Decision) -> String {
     let queue_id = if req.queue_id.is_empty() {
         "NOQUEUE"
     } else {
         &req.queue_id
     };
     // Everything but the profile and rule names came from the client.
-    tracing::info!(
-        target: "rpol::decision",
+    format!(
         "{}: action={} client={} from=<{}> to=<{}> helo=<{}> profile={} rule={}",
         Escaped(queue_id),
         Escaped(&decision.action),
@@ -275,9 +292,55 @@ pub fn log_decision(req: &Request, decision: &Decision) {
         Escaped(&req.sender),
         Escaped(&req.recipient),
         Escaped(&req.helo_name),
-        decision.profile.as_deref().unwrap_or(crate::policy::NO_PROFILE),
-        decision.rule.as_deref().map_or("-".to_string(), |r| format!("\"{r}\"")),
-    );
+        decision
+            .profile
+            .as_deref()
+            .unwrap_or(crate::policy::NO_PROFILE),
+        decision
+            .rule
+            .as_deref()
+            .map_or("-".to_string(), |r| format!("\"{r}\"")),
+    )
+}
+
+impl Shared {
+    /// Logs one decision as `[log] decisions` asks; a line identical to
+    /// one already written in this window is only counted
+    /// ([`Repeats`]), so a flood of one request costs a line a second.
+    pub fn log_decision(&self, req: &Request, decision: &Decision) {
+        match self.settings().log_decisions {
+            Decisions::All => {}
+            Decisions::Refusals if is_refusal(&decision.action) => {}
+            Decisions::Refusals | Decisions::None => return,
+        }
+        let line = decision_line(req, decision);
+        let (summaries, write) = self.decision_lines.note(&line, std::time::Instant::now());
+        log_summaries(summaries);
+        if write {
+            tracing::info!(target: "rpol::decision", "{line}");
+        }
+    }
+
+    /// Writes the counts of the window of decision lines, when it is over
+    /// (or at once, with `force`).
+    pub fn flush_decision_lines(&self, force: bool) {
+        log_summaries(self.decision_lines.flush(std::time::Instant::now(), force));
+    }
+}
+
+fn log_summaries(summaries: Vec<String>) {
+    for s in summaries {
+        tracing::info!(target: "rpol::decision", "{s}");
+    }
+}
+
+/// Writes the counts of folded decision lines once their window is over,
+/// also when no request comes to close it.
+async fn flush_decision_lines(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(crate::log::REPEAT_WINDOW).await;
+        shared.flush_decision_lines(false);
+    }
 }
 
 /// Hands the memory this thread freed back to the system now. mimalloc
@@ -364,6 +427,7 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
     notify_systemd("READY=1");
     let watcher = tokio::spawn(watch_files(shared.clone(), stamps, shutdown.clone()));
     let sweeper = tokio::spawn(sweep_store(shared.clone()));
+    let flusher = tokio::spawn(flush_decision_lines(shared.clone()));
 
     wait_for_signals(signals, &shared, &shutdown).await;
     watcher.abort();
@@ -382,6 +446,8 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
         );
     }
     let _ = tokio::task::spawn_blocking(move || shards.stop()).await;
+    flusher.abort();
+    shared.flush_decision_lines(true);
     log_stats(&shared);
     tracing::info!("stopped");
     Ok(())
@@ -408,9 +474,12 @@ pub async fn run_stdio(config_path: PathBuf, user: Option<String>) -> io::Result
         let shutdown = shutdown.clone();
         tokio::spawn(async move { wait_for_signals(signals, &shared, &shutdown).await })
     };
-    let end = connection::serve(stream, "stdio", shared, shutdown).await;
+    let flusher = tokio::spawn(flush_decision_lines(shared.clone()));
+    let end = connection::serve(stream, "stdio", shared.clone(), shutdown).await;
     tracing::debug!("stdio connection ended: {end:?}");
     signal_task.abort();
+    flusher.abort();
+    shared.flush_decision_lines(true);
     Ok(())
 }
 
@@ -432,6 +501,7 @@ async fn accept_loop(listener: Listener, serving: Serving) {
         tracker,
     } = serving;
     let mut refused = RateLimitedWarning::default();
+    let mut strangers = RateLimitedWarning::default();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -439,6 +509,12 @@ async fn accept_loop(listener: Listener, serving: Serving) {
         };
         match accepted {
             Ok((stream, peer, address)) => {
+                // Before a slot: a stranger must not close an idle client.
+                if let Err(why) = listener.admits(&stream, address, &shared.settings()) {
+                    shared.metrics.refused(why.reason());
+                    strangers.warn(|n| format!("{n} connection(s) refused, latest {peer}: {why}"));
+                    continue;
+                }
                 // No other client is accepted while this one waits.
                 let lease = tokio::select! {
                     l = slots.admit(address) => l,
@@ -656,5 +732,35 @@ fn notify_systemd(state: &str) {
     };
     if let Err(e) = result {
         tracing::debug!("sd_notify {state}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_refusal;
+
+    #[test]
+    fn refusals_are_rejects_defers_and_hangups() {
+        for action in [
+            "REJECT",
+            "554 5.7.1 Access denied",
+            "450 4.7.1 Try later",
+            "DEFER_IF_PERMIT 4.7.1 Greylisted",
+            "defer_if_reject 4.7.1 x",
+            "DEFER 4.3.0 x",
+            "HANGUP",
+        ] {
+            assert!(is_refusal(action), "{action}");
+        }
+        for action in [
+            "DUNNO",
+            "OK",
+            "PREPEND X-A: b",
+            "HOLD",
+            "DISCARD x",
+            "WARN x",
+        ] {
+            assert!(!is_refusal(action), "{action}");
+        }
     }
 }

@@ -79,6 +79,44 @@ impl Setup {
         cmd
     }
 
+    /// `rpol --config <policy.toml>` as systemd starts a socket-activated
+    /// service: the listening sockets `fds` become fds 3, 4, ... and
+    /// LISTEN_PID and LISTEN_FDS say so. Spawn it with [`Setup::spawn`].
+    pub fn systemd_command(&self, fds: &[std::os::fd::RawFd]) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                r#"LISTEN_PID=$$ LISTEN_FDS={} exec "$0" --config "$@""#,
+                fds.len()
+            ))
+            .arg(RPOL)
+            .arg(&self.config)
+            .args(run_as_args())
+            .env("RUST_LOG", "info")
+            .env_remove("LISTEN_FDNAMES")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null());
+        let fds = fds.to_vec();
+        // SAFETY: only async-signal-safe calls (fcntl, dup2, close) between
+        // fork and exec. Each fd is first copied above the targets, so that
+        // placing one cannot close another; dup2 clears FD_CLOEXEC.
+        unsafe {
+            cmd.pre_exec(move || {
+                let base = 3 + fds.len() as i32;
+                for (i, fd) in fds.iter().enumerate() {
+                    let high = libc::fcntl(*fd, libc::F_DUPFD, base + 16);
+                    if high < 0 || libc::dup2(high, 3 + i as i32) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    libc::close(high);
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
     /// Starts the daemon on `rpol.sock` in the temporary directory and
     /// waits until the socket accepts.
     pub fn start(self) -> Rpol {
@@ -232,6 +270,16 @@ impl Drop for Rpol {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Whether the tests run as root (as on CI); says so when not.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("not root: this test checks nothing here");
+    }
+    root
 }
 
 /// `--user root` when the tests run as root (as on CI): the explicit way

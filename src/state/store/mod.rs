@@ -33,13 +33,25 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default `[store] prefix` of every Redis key.
 pub const DEFAULT_PREFIX: &str = "rpol:";
 
-/// Where records live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where records live. Its `Debug` hides the Redis URL's login.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Backend {
     /// A redb file on local disk.
     Embedded { path: PathBuf },
     /// A Redis server (`redis://host:port/db`, `redis+unix:///path`).
     Redis { url: String },
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Embedded { path } => f.debug_struct("Embedded").field("path", path).finish(),
+            Backend::Redis { url } => f
+                .debug_struct("Redis")
+                .field("url", &crate::log::Redacted(url).to_string())
+                .finish(),
+        }
+    }
 }
 
 /// `[store]`, compiled. Server settings: a change takes a restart.

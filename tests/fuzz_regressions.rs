@@ -20,6 +20,8 @@ mod address_tables;
 mod config;
 #[path = "../fuzz/bodies/decoder.rs"]
 mod decoder;
+#[path = "../fuzz/bodies/store.rs"]
+mod store;
 
 /// Time one replay may take; the fuzzers' timeout.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -98,8 +100,25 @@ fn every_regression_belongs_to_a_replayed_target() {
         let name = entry.expect("dir entry").file_name();
         let name = name.to_string_lossy();
         assert!(
-            ["decoder", "access_table", "address_tables", "config"].contains(&name.as_ref()),
+            [
+                "decoder",
+                "access_table",
+                "address_tables",
+                "config",
+                "store"
+            ]
+            .contains(&name.as_ref()),
             "tests/fuzz-regressions/{name}: no replay for this target"
         );
+    }
+}
+
+#[test]
+fn store_inputs() {
+    replay("store", store::run);
+    // No find yet: its seeds, so the body is run as well as compiled.
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/store");
+    for entry in std::fs::read_dir(seeds).expect("fuzz/corpus/store") {
+        store::run(&std::fs::read(entry.expect("dir entry").path()).expect("seed"));
     }
 }

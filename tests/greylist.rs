@@ -401,6 +401,148 @@ async fn huge_triplets_cost_what_small_ones_cost() {
     assert!(sizes[0] <= sizes[1] + 256 * 1024, "{sizes:?}");
 }
 
+/// A config serving check_greylist on port 25 and a login's budget of 3
+/// messages an hour on port 587, over `store` (a `[store]` body).
+fn flood_config(store: &str) -> String {
+    format!(
+        "[dns]\nnameservers = [\"{DNS_ADDR}\"]\ntimeout = \"1s\"\nattempts = 1\n\
+         [site]\nmynetworks = [\"127.0.0.0/8\"]\ndomains = [\"example.com\"]\n\
+         [store]\n{store}\n\
+         [greylist]\ndelay = \"2s\"\n\
+         [[rate_limit]]\nname = \"per_login\"\nkey = \"sasl_username\"\nmessages = 3\nwindow = \"1h\"\n\
+         [profile.submission]\nmatch = {{ server_port = 587 }}\n\
+         sender = [\"check_rate_limit per_login\"]\n\
+         [profile.mx]\nrecipient = [\"check_greylist\"]\n"
+    )
+}
+
+/// One message of `login` on port 587: the RCPT's answer, and when it
+/// passed, END-OF-MESSAGE's.
+fn submit(f: &Fixture, login: &str, instance: &str) -> String {
+    let sub = [
+        ("server_port", "587"),
+        ("sasl_method", "PLAIN"),
+        ("sasl_username", login),
+        ("sender", login),
+        ("client_address", "198.51.100.25"),
+        ("instance", instance),
+    ];
+    let rcpt = f.ask(&sub);
+    if rcpt != "DUNNO" {
+        return rcpt;
+    }
+    let mut eom = sub.to_vec();
+    eom.extend([
+        ("protocol_state", "END-OF-MESSAGE"),
+        ("recipient", ""),
+        ("recipient_count", "1"),
+    ]);
+    f.ask(&eom)
+}
+
+/// Issue 24 items 1: a flood of new triplets, from one network and from
+/// many, fills the store's triplet budget. It must switch off neither
+/// greylisting nor the rate limits: every flood triplet and a new
+/// spammer's are deferred (never DUNNO), a triplet that passed before the
+/// flood still passes, and a login's count survives and still refuses.
+async fn a_flood_of_triplets_switches_no_defence_off(store: &str, flood: usize) {
+    let f = Fixture::start(Spec {
+        zones: DEFAULT_ZONES,
+        config: &flood_config(store),
+        files: &[],
+        base: RCPT,
+    })
+    .await;
+    let legit = [("sender", "friend@sender.example")];
+    assert_eq!(f.ask(&legit), DEFER_2);
+    assert_eq!(submit(&f, "alice@example.com", "a.1"), "DUNNO");
+    assert_eq!(submit(&f, "alice@example.com", "a.2"), "DUNNO");
+    wait_delay();
+    assert_passed(&f.ask(&legit), "the legitimate retry");
+    // New senders from one network, then one from each of as many networks.
+    let mut conn = f.daemon.connect();
+    let half = flood / 2;
+    for n in 0..flood {
+        let sender = format!("spam{n}@flood.example");
+        let client = if n < half {
+            format!("203.0.113.{}", n % 250 + 1)
+        } else {
+            let m = n - half;
+            format!("198.{}.{}.{}", 18 + (m >> 16), m >> 8 & 255, m & 255)
+        };
+        let pairs = f.pairs(&[("sender", &sender), ("client_address", &client)]);
+        let got = daemon::ask_action(&mut conn, &pairs);
+        assert!(got.starts_with("DEFER_IF_PERMIT"), "flood #{n}: {got}");
+    }
+    // (a) A new spammer's triplet is greylisted.
+    let spammer = [
+        ("sender", "new@spammer.example"),
+        ("client_address", "198.51.100.66"),
+    ];
+    assert_eq!(f.ask(&spammer), DEFER_2, "a new spammer's triplet");
+    let from_flood = [
+        ("sender", "one-more@flood.example"),
+        ("client_address", "203.0.113.77"),
+    ];
+    assert!(f.ask(&from_flood).starts_with("DEFER_IF_PERMIT"));
+    // (b) The triplet that passed before the flood still passes.
+    assert_eq!(f.ask(&legit), "DUNNO", "the confirmed triplet");
+    // (c) alice's count survived: one more message, then refused; a login
+    // first seen after the flood is counted too.
+    assert_eq!(submit(&f, "alice@example.com", "a.3"), "DUNNO");
+    let refused = submit(&f, "alice@example.com", "a.4");
+    assert!(
+        refused.starts_with("450 4.7.1"),
+        "alice's 4th: {refused}\n{}",
+        f.daemon.stderr()
+    );
+    for n in 1..=3 {
+        assert_eq!(submit(&f, "bob@example.com", &format!("b.{n}")), "DUNNO");
+    }
+    let refused = submit(&f, "bob@example.com", "b.4");
+    assert!(refused.starts_with("450 4.7.1"), "bob's 4th: {refused}");
+}
+
+/// The flood tests' budgets, which the floods overflow.
+const CAPS: &str = "max_triplets = 200\nmax_unconfirmed_per_network = 50\n\
+                    max_clients = 50\nmax_rate_records = 50\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_triplets_fills_no_budget_but_its_own_embedded() {
+    a_flood_of_triplets_switches_no_defence_off(&format!("path = \"greylist.redb\"\n{CAPS}"), 600)
+        .await;
+}
+
+/// As README recommends: `maxmemory` with `noeviction`, rpol's own caps
+/// under it. The memory is small: the flood's triplets alone, uncapped,
+/// would take more, so rpol's caps, not Redis's, must hold.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_triplets_fills_no_budget_but_its_own_redis() {
+    let Some(redis) = redis_server::start() else {
+        return;
+    };
+    let mut con = ::redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let info: String = ::redis::cmd("INFO").arg("memory").query(&mut con).unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    let _: () = ::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(used + 512 * 1024)
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query(&mut con)
+        .unwrap();
+    let store = format!("backend = \"redis\"\nurl = \"{}\"\n{CAPS}", redis.url);
+    a_flood_of_triplets_switches_no_defence_off(&store, 3000).await;
+}
+
 /// Issue 24 item 11: skip_spf_pass ignores a record that authorises
 /// everyone (+all, a /0 under ?all, a wildcard exists:) or a range wider
 /// than a /8 (IPv6: /16); a record no wider still skips.

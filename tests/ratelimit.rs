@@ -318,26 +318,47 @@ fn counts_survive_a_restart() {
 }
 
 /// Senders as keys are the client's choice: the store keeps at most
-/// max_entries records, and a full store is logged, counted and (the
-/// default on_store_error) does not stop mail.
+/// max_rate_records records, none evicted while its window lasts. A new
+/// key beyond them is deferred at RCPT (never let through uncounted), and
+/// logged and counted as a store error.
 #[test]
-fn many_senders_as_keys_do_not_grow_the_store_beyond_max_entries() {
+fn many_senders_as_keys_do_not_grow_the_store_beyond_max_rate_records() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.redb");
     let limit = LIMIT.replace("sasl_username", "sender");
-    let store = format!("{}\nmax_entries = 5", embedded(&path));
+    let store = format!("{}\nmax_rate_records = 5", embedded(&path));
     let mut rpol = start(&config(&store, &limit));
     let senders: Vec<String> = (0..12).map(|n| format!("s{n}@example.org")).collect();
     for (n, sender) in senders.iter().enumerate() {
         let instance = format!("m.{n}");
-        Msg {
+        let msg = Msg {
             sender,
             instance: &instance,
             ..ALICE
+        };
+        if n < 5 {
+            msg.send(&rpol);
+        } else {
+            assert_eq!(
+                msg.rcpt(&rpol),
+                format!("451 4.3.0 <{sender}>: Sender address rejected: Temporary lookup failure")
+            );
         }
-        .send(&rpol);
     }
-    rpol.wait_for_log("rate limit count failed: full: 5 records (max_entries)", 0);
+    // The first senders' records still count.
+    let first = Msg {
+        sender: &senders[0],
+        ..ALICE.with("m.0b")
+    };
+    first.send(&rpol);
+    assert_eq!(
+        first.with("m.0c").rcpt(&rpol).split(':').next(),
+        Some("450 4.7.1 <s0@example.org>")
+    );
+    rpol.wait_for_log(
+        "rate limit check failed: full: 5 rate-limit records (max_rate_records)",
+        0,
+    );
     let body = metrics(&rpol);
     assert!(body.contains("rpol_store_errors_total 7\n"), "{body}");
     rpol.signal(libc::SIGTERM);

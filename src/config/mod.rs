@@ -472,8 +472,16 @@ mod tests {
                 "p.toml:2:11: store.timeout: must be between 10ms and 60s",
             ),
             (
-                "[store]\nmax_entries = 0\n",
-                "p.toml:2:15: store.max_entries: must be at least 1",
+                "[store]\nmax_triplets = 0\n",
+                "p.toml:2:16: store.max_triplets: must be at least 1",
+            ),
+            (
+                "[store]\nmax_rate_records = 100000001\n",
+                "p.toml:2:20: store.max_rate_records: must be at most 100000000",
+            ),
+            (
+                "[store]\nmax_entries = 1000000\n",
+                "p.toml:2:15: store.max_entries: replaced by max_triplets, max_unconfirmed_per_network, max_clients and max_rate_records: each kind of record has its own budget",
             ),
             (
                 "[store]\nbackend = \"redis\"\n",

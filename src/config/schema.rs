@@ -147,7 +147,12 @@ pub struct StoreSection {
     pub url: Option<Spanned<String>>,
     pub prefix: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
+    /// Refused with a pointer to the per-kind budgets below.
     pub max_entries: Option<Spanned<usize>>,
+    pub max_triplets: Option<Spanned<usize>>,
+    pub max_unconfirmed_per_network: Option<Spanned<usize>>,
+    pub max_clients: Option<Spanned<usize>>,
+    pub max_rate_records: Option<Spanned<usize>>,
 }
 
 /// `[greylist]`: check_greylist, with postgrey's option names.

@@ -7,8 +7,9 @@ use super::values::{millis, secs};
 use super::{Compiler, schema};
 use crate::state::store::{Backend, StoreSettings};
 
-/// Most records `max_entries` may allow: ~100 bytes each on disk, so 10 GB.
-pub const MAX_ENTRIES: usize = 100_000_000;
+/// Most records one `max_*` budget may allow: ~170 bytes each on disk,
+/// so 17 GB.
+pub const MAX_RECORDS: usize = 100_000_000;
 
 /// Longest Redis key prefix: it is repeated in every key.
 const MAX_PREFIX: usize = 64;
@@ -22,6 +23,10 @@ impl Compiler<'_> {
             prefix,
             timeout,
             max_entries,
+            max_triplets,
+            max_unconfirmed_per_network,
+            max_clients,
+            max_rate_records,
         } = s?;
         let mut out = StoreSettings::default();
         let redis = match backend.as_ref().map(|b| b.get_ref().as_str()) {
@@ -93,9 +98,33 @@ impl Compiler<'_> {
             millis(10)..=secs(60),
             &mut out.timeout,
         );
-        let mut n = out.max_entries as usize;
-        self.count(max_entries, "store.max_entries", 1..=MAX_ENTRIES, &mut n);
-        out.max_entries = n as u64;
+        if let Some(m) = max_entries {
+            self.error(
+                m.span(),
+                "store.max_entries",
+                "replaced by max_triplets, max_unconfirmed_per_network, max_clients and \
+                 max_rate_records: each kind of record has its own budget",
+            );
+        }
+        let l = &mut out.limits;
+        for (value, key, slot) in [
+            (max_triplets, "store.max_triplets", &mut l.triplets),
+            (
+                max_unconfirmed_per_network,
+                "store.max_unconfirmed_per_network",
+                &mut l.unconfirmed_per_network,
+            ),
+            (max_clients, "store.max_clients", &mut l.clients),
+            (
+                max_rate_records,
+                "store.max_rate_records",
+                &mut l.rate_records,
+            ),
+        ] {
+            let mut n = *slot as usize;
+            self.count(value, key, 1..=MAX_RECORDS, &mut n);
+            *slot = n as u64;
+        }
         Some(out)
     }
 }

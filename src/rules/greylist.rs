@@ -20,6 +20,7 @@ use super::dnscheck::{HostStatus, MAX_PTR_NAMES, Ptr, forward_confirm_names, loo
 use crate::greylist::{GreylistSettings, OnStoreError, normalise_sender};
 use crate::protocol::ProtocolState;
 use crate::spf::{self, Identity};
+use crate::state::store::StoreError;
 use crate::state::store::greylist::{GreylistParams, TripletKey, Verdict};
 use crate::syntax::valid_hostname;
 use crate::vocab::outcome::Outcome;
@@ -63,10 +64,16 @@ pub async fn check_greylist(ctx: &mut Context<'_>) -> Outcome {
     let now = SystemTime::now();
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let verdict = store
-        .greylist(key, &ip.to_string(), params(settings, secs))
+        .greylist(key, &net, &ip.to_string(), params(settings, secs))
         .await;
     let triplet = || format!("triplet {net}/{sender}/{}", req.recipient.to_lowercase());
     match verdict {
+        // A busy store defers: Postfix would at its own timeout, and a
+        // flood must not make the check skippable.
+        Err(e @ StoreError::Busy(_)) => {
+            ctx.note(|| format!("store busy: {e}"));
+            Outcome::DeferIfPermit(unavailable())
+        }
         Err(e) => {
             ctx.note(|| format!("store failed: {e}"));
             on_store_error(ctx, settings)
@@ -89,12 +96,11 @@ pub async fn check_greylist(ctx: &mut Context<'_>) -> Outcome {
                 format!("early retry, {missing}s missing")
             };
             ctx.note(|| format!("{}: greylisted ({what})", triplet()));
-            let reply = settings.reply(missing, &req.recipient);
-            if settings.action.defer_if_permit {
-                Outcome::DeferIfPermit(reply)
-            } else {
-                Outcome::Reject(reply)
-            }
+            greylisted(settings, missing, &req.recipient)
+        }
+        Ok(Verdict::NotStored { missing, why }) => {
+            ctx.note(|| format!("{}: greylisted (new), not stored: {why}", triplet()));
+            greylisted(settings, missing, &req.recipient)
         }
         Ok(Verdict::Passed {
             delayed,
@@ -117,6 +123,24 @@ pub async fn check_greylist(ctx: &mut Context<'_>) -> Outcome {
     }
 }
 
+/// The `[greylist] action` for a triplet `missing` seconds early.
+fn greylisted(settings: &GreylistSettings, missing: u64, recipient: &str) -> Outcome {
+    let reply = settings.reply(missing, recipient);
+    if settings.action.defer_if_permit {
+        Outcome::DeferIfPermit(reply)
+    } else {
+        Outcome::Reject(reply)
+    }
+}
+
+fn unavailable() -> Reply {
+    Reply::new(
+        451,
+        "4.3.0",
+        "Greylisting temporarily unavailable, try again later",
+    )
+}
+
 fn on_store_error(ctx: &mut Context<'_>, settings: &GreylistSettings) -> Outcome {
     match settings.on_store_error {
         OnStoreError::Dunno => {
@@ -125,11 +149,7 @@ fn on_store_error(ctx: &mut Context<'_>, settings: &GreylistSettings) -> Outcome
         }
         OnStoreError::Defer => {
             ctx.note(|| "on_store_error = defer".into());
-            Outcome::DeferIfPermit(Reply::new(
-                451,
-                "4.3.0",
-                "Greylisting temporarily unavailable, try again later",
-            ))
+            Outcome::DeferIfPermit(unavailable())
         }
     }
 }

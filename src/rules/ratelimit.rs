@@ -18,7 +18,7 @@ use crate::state::State;
 use crate::state::store::rate::{
     self, Exceeded, RateKey, RateParams, Usage, instance_tag, network_of,
 };
-use crate::state::store::unix_now;
+use crate::state::store::{StoreError, unix_now};
 use crate::vocab::outcome::Outcome;
 use crate::vocab::reply::Reply;
 
@@ -224,6 +224,12 @@ pub async fn check_rate_limit(ctx: &mut Context<'_>, limit: &Arc<RateLimit>) -> 
                 );
             }
             Outcome::Reject(limit.reply(exceeded))
+        }
+        // No room for the key's record, or no turn at the store: the
+        // message could not be counted, so it waits (never uncounted).
+        Err(e @ (StoreError::Full(_) | StoreError::Busy(_))) => {
+            ctx.note(|| format!("store: {e}"));
+            Outcome::Reject(Reply::new(451, "4.3.0", "Temporary lookup failure"))
         }
         Err(e) => {
             ctx.note(|| format!("store failed: {e}"));

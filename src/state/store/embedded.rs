@@ -6,27 +6,57 @@
 //! `Durability::Eventual`: written to the file at once (a crash of rpol
 //! loses nothing) but not fsynced, so a power loss may lose the last
 //! seconds of greylisting state; that costs a retry at worst, where an
-//! fsync per RCPT would cost throughput. The sweep commits with an fsync.
+//! fsync per RCPT would cost throughput.
+//!
+//! redb has one writer. Writes take turns at an async lock first, so a
+//! queue of them waits on the runtime (no blocking thread each, and no
+//! store timeout for the wait: that would answer a busy store as a broken
+//! one), up to [`MAX_QUEUE_WAIT`]; the turn is held until the transaction
+//! ends, even when its caller stopped waiting. Every write transaction is
+//! bounded (one request's records, or a sweep batch of [`SWEEP_BATCH`]),
+//! so a turn is milliseconds.
+//!
+//! Budgets per kind ([`Limits`]): triplets, clients and rate records each
+//! have their own, so a flood of one never takes another's room. The
+//! unconfirmed (never passed) triplets are indexed by first-seen time and
+//! counted per client network: a full triplet budget evicts the oldest
+//! unconfirmed one, and a network at its cap gets its new triplets deferred
+//! without being stored.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::StoreError;
-use super::greylist::{self, Client, GreylistParams, Triplet, TripletKey, Verdict};
+use super::greylist::{self, Client, GreylistParams, NotStored, Triplet, TripletKey, Verdict};
 use super::rate::{self, Check, Counted, RateKey, RateParams, Record};
+use super::{Limits, MAX_QUEUE_WAIT, StoreError};
 
 /// Triplet digest -> (first seen, last seen).
 const TRIPLETS: TableDefinition<[u8; 32], (u64, u64)> = TableDefinition::new("greylist_triplets");
+/// (first seen, triplet digest) -> client network, for each triplet that
+/// never passed: the oldest first.
+const UNCONFIRMED: TableDefinition<(u64, [u8; 32]), &str> =
+    TableDefinition::new("greylist_unconfirmed");
+/// Client network -> its unconfirmed triplets.
+const NETWORKS: TableDefinition<&str, u64> = TableDefinition::new("greylist_networks");
 /// Client address -> (passes counted, last counted).
 const CLIENTS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("greylist_clients");
 /// Rate-limit key digest -> expiry (8 bytes, big-endian) + [`Record::encode`].
 const RATES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("rate_limits");
 
+/// Records a sweep looks at per write transaction: a turn at the writer of
+/// a few milliseconds, so a request waits for one batch at most.
+pub const SWEEP_BATCH: usize = 256;
+
 pub struct Embedded {
     db: Arc<Database>,
-    max_entries: u64,
+    /// The writer's turns, in order of arrival (tokio's mutex is fair).
+    writer: Arc<tokio::sync::Mutex<()>>,
+    limits: Limits,
+    /// Longest one transaction may take once it has the writer.
+    timeout: Duration,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -35,48 +65,110 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 
 impl Embedded {
     /// Opens (or creates) the file and its tables.
-    pub fn open(path: &Path, max_entries: u64) -> Result<Embedded, StoreError> {
+    pub fn open(path: &Path, limits: Limits, timeout: Duration) -> Result<Embedded, StoreError> {
         let db = Database::create(path)
             .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(backend)?;
         tx.open_table(TRIPLETS).map_err(backend)?;
+        tx.open_table(UNCONFIRMED).map_err(backend)?;
+        tx.open_table(NETWORKS).map_err(backend)?;
         tx.open_table(CLIENTS).map_err(backend)?;
         tx.open_table(RATES).map_err(backend)?;
         tx.commit().map_err(backend)?;
         Ok(Embedded {
             db: Arc::new(db),
-            max_entries,
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+            limits,
+            timeout,
         })
     }
 
-    async fn blocking<T: Send + 'static>(
+    /// A read on the blocking pool, within the timeout.
+    async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
+        let task = async move {
+            tokio::task::spawn_blocking(move || f(&db))
+                .await
+                .map_err(|e| StoreError::Backend(format!("store task: {e}")))?
+        };
+        super::within(self.timeout, task).await
+    }
+
+    /// A write transaction on the blocking pool once it is this call's
+    /// turn at the writer (waited for up to [`MAX_QUEUE_WAIT`]); the work
+    /// itself within the timeout.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let turn = tokio::time::timeout(MAX_QUEUE_WAIT, self.writer.clone().lock_owned())
             .await
-            .map_err(|e| StoreError::Backend(format!("store task: {e}")))?
+            .map_err(|_| StoreError::Busy(MAX_QUEUE_WAIT))?;
+        self.read(move |db| {
+            let _turn = turn;
+            f(db)
+        })
+        .await
     }
 
     pub async fn greylist(
         &self,
         key: TripletKey,
+        net: &str,
         client: &str,
         p: GreylistParams,
     ) -> Result<Verdict, StoreError> {
-        let client = client.to_string();
-        let max = self.max_entries;
-        self.blocking(move |db| greylist_tx(db, key, &client, &p, max))
+        let (net, client) = (net.to_string(), client.to_string());
+        let limits = self.limits;
+        self.write(move |db| greylist_tx(db, key, &net, &client, &p, limits))
             .await
     }
 
+    /// Removes what postgrey's maintenance removes, and rate records whose
+    /// window is over, [`SWEEP_BATCH`] records a transaction.
     pub async fn sweep(&self, p: Option<GreylistParams>) -> Result<u64, StoreError> {
-        self.blocking(move |db| sweep_tx(db, p)).await
+        let now = p.map_or_else(super::unix_now, |p| p.now);
+        let mut removed = 0;
+        let mut after = None;
+        loop {
+            let (n, next) = self
+                .write(move |db| sweep_triplets(db, after, now, p))
+                .await?;
+            removed += n;
+            match next {
+                Some(_) => after = next,
+                None => break,
+            }
+        }
+        let max_age = p.map_or(DEFAULT_MAX_AGE, |p| p.max_age);
+        let mut after: Option<String> = None;
+        loop {
+            let (n, next) = self
+                .write(move |db| sweep_clients(db, after.as_deref(), now, max_age))
+                .await?;
+            removed += n;
+            match next {
+                Some(_) => after = next,
+                None => break,
+            }
+        }
+        let mut after = None;
+        loop {
+            let (n, next) = self.write(move |db| sweep_rates(db, after, now)).await?;
+            removed += n;
+            match next {
+                Some(_) => after = next,
+                None => break,
+            }
+        }
+        Ok(removed)
     }
 
     pub async fn entries(&self) -> Result<u64, StoreError> {
-        self.blocking(|db| {
+        self.read(|db| {
             let tx = db.begin_read().map_err(backend)?;
             let t = tx.open_table(TRIPLETS).map_err(backend)?.len();
             let c = tx.open_table(CLIENTS).map_err(backend)?.len();
@@ -87,18 +179,55 @@ impl Embedded {
     }
 }
 
-/// One write transaction: read both records, decide, write back.
+/// postgrey's default max_age, for a sweep without `[greylist]`.
+const DEFAULT_MAX_AGE: u64 = 35 * 86_400;
+
+/// Adds `delta` to a network's count of unconfirmed triplets.
+fn add_network(
+    networks: &mut redb::Table<&str, u64>,
+    net: &str,
+    delta: i64,
+) -> Result<(), StoreError> {
+    let n = networks.get(net).map_err(backend)?.map_or(0, |v| v.value());
+    match n.saturating_add_signed(delta) {
+        0 => networks.remove(net).map_err(backend).map(drop),
+        n => networks.insert(net, n).map_err(backend).map(drop),
+    }
+}
+
+/// Removes a triplet's unconfirmed index entry, if it has one.
+fn unindex(
+    unconfirmed: &mut redb::Table<(u64, [u8; 32]), &str>,
+    networks: &mut redb::Table<&str, u64>,
+    first: u64,
+    key: [u8; 32],
+) -> Result<(), StoreError> {
+    let net = unconfirmed
+        .remove((first, key))
+        .map_err(backend)?
+        .map(|v| v.value().to_string());
+    match net {
+        Some(net) => add_network(networks, &net, -1),
+        None => Ok(()),
+    }
+}
+
+/// One write transaction: read both records, decide, make room for a new
+/// triplet within the budgets, write back.
 fn greylist_tx(
     db: &Database,
     key: TripletKey,
+    net: &str,
     client: &str,
     p: &GreylistParams,
-    max_entries: u64,
+    limits: Limits,
 ) -> Result<Verdict, StoreError> {
     let mut tx = db.begin_write().map_err(backend)?;
     tx.set_durability(Durability::Eventual);
     let verdict = {
         let mut triplets = tx.open_table(TRIPLETS).map_err(backend)?;
+        let mut unconfirmed = tx.open_table(UNCONFIRMED).map_err(backend)?;
+        let mut networks = tx.open_table(NETWORKS).map_err(backend)?;
         let mut clients = tx.open_table(CLIENTS).map_err(backend)?;
         let old_t = triplets
             .get(key.0)
@@ -110,17 +239,55 @@ fn greylist_tx(
             .map_err(backend)?
             .map(|v| v.value())
             .map(|(count, last)| Client { count, last });
-        let (verdict, writes) = greylist::decide(old_t, old_c, p);
-        let new_records = u64::from(writes.triplet.is_some() && old_t.is_none())
-            + u64::from(writes.client.is_some() && old_c.is_none());
-        if new_records > 0 {
-            let held = triplets.len().map_err(backend)? + clients.len().map_err(backend)?;
-            if held + new_records > max_entries {
-                return Err(StoreError::Full(max_entries));
+        let (mut verdict, mut writes) = greylist::decide(old_t, old_c, p);
+        let pending = matches!(verdict, Verdict::Greylisted { .. });
+        if let (Some(_), None) = (writes.triplet, old_t) {
+            let held_by_net = networks.get(net).map_err(backend)?.map_or(0, |v| v.value());
+            let mut not_stored = None;
+            if pending && held_by_net >= limits.unconfirmed_per_network {
+                not_stored = Some(NotStored::NetworkCap);
+            } else if triplets.len().map_err(backend)? >= limits.triplets {
+                let oldest = unconfirmed
+                    .pop_first()
+                    .map_err(backend)?
+                    .map(|(k, v)| (k.value().1, v.value().to_string()));
+                match oldest {
+                    Some((evicted, its_net)) => {
+                        triplets.remove(evicted).map_err(backend)?;
+                        add_network(&mut networks, &its_net, -1)?;
+                    }
+                    None => not_stored = Some(NotStored::Full),
+                }
+            }
+            if let Some(why) = not_stored {
+                writes.triplet = None;
+                if let Verdict::Greylisted { missing, .. } = verdict {
+                    verdict = Verdict::NotStored { missing, why };
+                }
             }
         }
         if let Some(t) = writes.triplet {
+            if let Some(old) = old_t {
+                unindex(&mut unconfirmed, &mut networks, old.first, key.0)?;
+            }
+            if pending {
+                unconfirmed.insert((t.first, key.0), net).map_err(backend)?;
+                add_network(&mut networks, net, 1)?;
+            }
             triplets.insert(key.0, (t.first, t.last)).map_err(backend)?;
+        }
+        if writes.client.is_some()
+            && old_c.is_none()
+            && clients.len().map_err(backend)? >= limits.clients
+        {
+            // Not counted: the client waits for auto-whitelisting.
+            writes.client = None;
+            if let Verdict::Passed { delayed, .. } = verdict {
+                verdict = Verdict::Passed {
+                    delayed,
+                    whitelisted_now: false,
+                };
+            }
         }
         if let Some(c) = writes.client {
             clients.insert(client, (c.count, c.last)).map_err(backend)?;
@@ -131,59 +298,153 @@ fn greylist_tx(
     Ok(verdict)
 }
 
-/// Removes what postgrey's maintenance removes; without greylist settings
-/// (no `[greylist]`), records older than postgrey's default max_age.
-fn sweep_tx(db: &Database, p: Option<GreylistParams>) -> Result<u64, StoreError> {
-    let now = super::unix_now();
+/// One sweep transaction over the triplets after `after`: removes those
+/// postgrey's maintenance removes (without greylist settings, those unseen
+/// beyond its default max_age), with their index entries. Returns how many
+/// went, and where to go on (`None`: done).
+fn sweep_triplets(
+    db: &Database,
+    after: Option<[u8; 32]>,
+    now: u64,
+    p: Option<GreylistParams>,
+) -> Result<(u64, Option<[u8; 32]>), StoreError> {
     let (delay, retry_window, max_age) = match p {
         Some(p) => (p.delay, p.retry_window, p.max_age),
-        None => (0, u64::MAX, 35 * 86_400),
+        None => (0, u64::MAX, DEFAULT_MAX_AGE),
     };
-    let tx = db.begin_write().map_err(backend)?;
-    let mut removed = 0;
-    {
+    let mut tx = db.begin_write().map_err(backend)?;
+    tx.set_durability(Durability::Eventual);
+    let (gone, next) = {
         let mut triplets = tx.open_table(TRIPLETS).map_err(backend)?;
-        triplets
-            .retain(|_, (first, last)| {
-                let gone = greylist::triplet_expired(
-                    &Triplet { first, last },
-                    now,
-                    delay,
-                    retry_window,
-                    max_age,
-                );
-                removed += u64::from(gone);
-                !gone
-            })
-            .map_err(backend)?;
-        let mut clients = tx.open_table(CLIENTS).map_err(backend)?;
-        clients
-            .retain(|_, (_, last)| {
-                let gone = now.saturating_sub(last) > max_age;
-                removed += u64::from(gone);
-                !gone
-            })
-            .map_err(backend)?;
-        removed += sweep_rates(&tx, now)?;
-    }
+        let mut unconfirmed = tx.open_table(UNCONFIRMED).map_err(backend)?;
+        let mut networks = tx.open_table(NETWORKS).map_err(backend)?;
+        let mut gone = Vec::new();
+        let mut last = None;
+        let mut seen = 0;
+        let range = match after {
+            Some(k) => triplets
+                .range::<[u8; 32]>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+            None => triplets.range::<[u8; 32]>(..),
+        }
+        .map_err(backend)?;
+        for entry in range.take(SWEEP_BATCH) {
+            let (k, v) = entry.map_err(backend)?;
+            let (first, last_seen) = v.value();
+            let t = Triplet {
+                first,
+                last: last_seen,
+            };
+            seen += 1;
+            last = Some(k.value());
+            if greylist::triplet_expired(&t, now, delay, retry_window, max_age) {
+                gone.push((k.value(), first));
+            }
+        }
+        for (k, first) in &gone {
+            triplets.remove(*k).map_err(backend)?;
+            unindex(&mut unconfirmed, &mut networks, *first, *k)?;
+        }
+        (gone.len() as u64, last.filter(|_| seen == SWEEP_BATCH))
+    };
     tx.commit().map_err(backend)?;
-    Ok(removed)
+    Ok((gone, next))
+}
+
+/// One sweep transaction over the clients after `after`: removes those
+/// not counted within max_age.
+fn sweep_clients(
+    db: &Database,
+    after: Option<&str>,
+    now: u64,
+    max_age: u64,
+) -> Result<(u64, Option<String>), StoreError> {
+    let mut tx = db.begin_write().map_err(backend)?;
+    tx.set_durability(Durability::Eventual);
+    let (gone, next) = {
+        let mut clients = tx.open_table(CLIENTS).map_err(backend)?;
+        let mut gone = Vec::new();
+        let mut last = None;
+        let mut seen = 0;
+        let range = match after {
+            Some(k) => {
+                clients.range::<&str>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))
+            }
+            None => clients.range::<&str>(..),
+        }
+        .map_err(backend)?;
+        for entry in range.take(SWEEP_BATCH) {
+            let (k, v) = entry.map_err(backend)?;
+            seen += 1;
+            last = Some(k.value().to_string());
+            if now.saturating_sub(v.value().1) > max_age {
+                gone.push(k.value().to_string());
+            }
+        }
+        for k in &gone {
+            clients.remove(k.as_str()).map_err(backend)?;
+        }
+        (gone.len() as u64, last.filter(|_| seen == SWEEP_BATCH))
+    };
+    tx.commit().map_err(backend)?;
+    Ok((gone, next))
+}
+
+/// One sweep transaction over the rate records after `after`: removes
+/// those whose window is over.
+fn sweep_rates(
+    db: &Database,
+    after: Option<[u8; 32]>,
+    now: u64,
+) -> Result<(u64, Option<[u8; 32]>), StoreError> {
+    let mut tx = db.begin_write().map_err(backend)?;
+    tx.set_durability(Durability::Eventual);
+    let (gone, next) = {
+        let mut rates = tx.open_table(RATES).map_err(backend)?;
+        let mut gone = Vec::new();
+        let mut last = None;
+        let mut seen = 0;
+        let range = match after {
+            Some(k) => {
+                rates.range::<[u8; 32]>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))
+            }
+            None => rates.range::<[u8; 32]>(..),
+        }
+        .map_err(backend)?;
+        for entry in range.take(SWEEP_BATCH) {
+            let (k, v) = entry.map_err(backend)?;
+            seen += 1;
+            last = Some(k.value());
+            if live_record(v.value(), now).is_none() {
+                gone.push(k.value());
+            }
+        }
+        for k in &gone {
+            rates.remove(*k).map_err(backend)?;
+        }
+        (gone.len() as u64, last.filter(|_| seen == SWEEP_BATCH))
+    };
+    tx.commit().map_err(backend)?;
+    Ok((gone, next))
 }
 
 impl Embedded {
+    /// Reads a rate record. A key without one when the rate budget is
+    /// full is [`StoreError::Full`]: it could not be counted.
     pub async fn rate_check(
         &self,
         key: RateKey,
         network: String,
         p: RateParams,
     ) -> Result<Check, StoreError> {
-        self.blocking(move |db| {
+        let max = self.limits.rate_records;
+        self.read(move |db| {
             let tx = db.begin_read().map_err(backend)?;
             let table = tx.open_table(RATES).map_err(backend)?;
-            let record = table
-                .get(key.0)
-                .map_err(backend)?
-                .and_then(|v| live_record(v.value(), p.now));
+            let stored = table.get(key.0).map_err(backend)?;
+            if stored.is_none() && table.len().map_err(backend)? >= max {
+                return Err(StoreError::Full(max));
+            }
+            let record = stored.and_then(|v| live_record(v.value(), p.now));
             Ok(rate::check(record, &p, &network))
         })
         .await
@@ -197,8 +458,8 @@ impl Embedded {
         tag: String,
         p: RateParams,
     ) -> Result<Counted, StoreError> {
-        let max = self.max_entries;
-        self.blocking(move |db| rate_count_tx(db, key, &network, recipients, &tag, &p, max))
+        let max = self.limits.rate_records;
+        self.write(move |db| rate_count_tx(db, key, &network, recipients, &tag, &p, max))
             .await
     }
 }
@@ -213,7 +474,8 @@ fn live_record(value: &[u8], now: u64) -> Option<Record> {
 }
 
 /// One write transaction: read the record, count, write it back with its
-/// expiry (when its newest count leaves the window).
+/// expiry (when its newest count leaves the window). Only rate records
+/// count against `max_rate_records`.
 fn rate_count_tx(
     db: &Database,
     key: RateKey,
@@ -221,7 +483,7 @@ fn rate_count_tx(
     recipients: u32,
     tag: &str,
     p: &RateParams,
-    max_entries: u64,
+    max_rate_records: u64,
 ) -> Result<Counted, StoreError> {
     let mut tx = db.begin_write().map_err(backend)?;
     tx.set_durability(Durability::Eventual);
@@ -234,20 +496,8 @@ fn rate_count_tx(
         let old = stored.as_deref().and_then(|v| live_record(v, p.now));
         let (counted, write) = rate::count(old, p, network, recipients, tag);
         if let Some(record) = write {
-            if stored.is_none() {
-                let held = tx
-                    .open_table(TRIPLETS)
-                    .map_err(backend)?
-                    .len()
-                    .map_err(backend)?
-                    + tx.open_table(CLIENTS)
-                        .map_err(backend)?
-                        .len()
-                        .map_err(backend)?
-                    + rates.len().map_err(backend)?;
-                if held >= max_entries {
-                    return Err(StoreError::Full(max_entries));
-                }
+            if stored.is_none() && rates.len().map_err(backend)? >= max_rate_records {
+                return Err(StoreError::Full(max_rate_records));
             }
             let mut value = (p.now + p.span()).to_be_bytes().to_vec();
             value.extend_from_slice(&record.encode());
@@ -259,23 +509,20 @@ fn rate_count_tx(
     Ok(counted)
 }
 
-/// Drops rate records whose window is over.
-fn sweep_rates(tx: &redb::WriteTransaction, now: u64) -> Result<u64, StoreError> {
-    let mut removed = 0;
-    let mut rates = tx.open_table(RATES).map_err(backend)?;
-    rates
-        .retain(|_, v| {
-            let gone = live_record(v, now).is_none();
-            removed += u64::from(gone);
-            !gone
-        })
-        .map_err(backend)?;
-    Ok(removed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn limits(n: u64) -> Limits {
+        Limits {
+            triplets: n,
+            unconfirmed_per_network: n,
+            clients: n,
+            rate_records: n,
+        }
+    }
 
     fn params(now: u64) -> GreylistParams {
         GreylistParams {
@@ -294,8 +541,11 @@ mod tests {
         let key = TripletKey::new("203.0.113.0", "a@x.example", "b@y.example");
         let now = super::super::unix_now();
         {
-            let s = Embedded::open(&path, 100).unwrap();
-            let v = s.greylist(key, "203.0.113.5", params(now)).await.unwrap();
+            let s = Embedded::open(&path, limits(100), SECOND).unwrap();
+            let v = s
+                .greylist(key, "203.0.113.0", "203.0.113.5", params(now))
+                .await
+                .unwrap();
             assert!(matches!(
                 v,
                 Verdict::Greylisted {
@@ -304,8 +554,10 @@ mod tests {
                 }
             ));
         }
-        let s = Embedded::open(&path, 100).unwrap();
-        let v = s.greylist(key, "203.0.113.5", params(now + 300)).await;
+        let s = Embedded::open(&path, limits(100), SECOND).unwrap();
+        let v = s
+            .greylist(key, "203.0.113.0", "203.0.113.5", params(now + 300))
+            .await;
         assert!(
             matches!(v, Ok(Verdict::Passed { delayed: 300, .. })),
             "{v:?}"
@@ -316,7 +568,7 @@ mod tests {
     #[tokio::test]
     async fn rate_records_expire_with_their_window_and_are_swept() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Embedded::open(&dir.path().join("s.redb"), 100).unwrap();
+        let s = Embedded::open(&dir.path().join("s.redb"), limits(100), SECOND).unwrap();
         let now = super::super::unix_now();
         let p = |now| RateParams {
             now,
@@ -342,24 +594,147 @@ mod tests {
         assert_eq!(c.exceeded, Some(rate::Exceeded::Messages));
     }
 
+    fn triplet(net: &str, n: u64) -> TripletKey {
+        TripletKey::new(net, &format!("{n}@x.example"), "b@y.example")
+    }
+
+    /// Issue 24 item 1: a full triplet budget evicts the oldest unconfirmed
+    /// triplet, never a passed one, and never lets a new triplet through;
+    /// a network at its cap is deferred without being stored.
     #[tokio::test]
-    async fn full_refuses_new_triplets_until_a_sweep() {
+    async fn full_evicts_the_oldest_unconfirmed_and_networks_are_capped() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Embedded::open(&dir.path().join("s.redb"), 3).unwrap();
+        let caps = Limits {
+            unconfirmed_per_network: 2,
+            ..limits(3)
+        };
+        let s = Embedded::open(&dir.path().join("s.redb"), caps, SECOND).unwrap();
         let now = super::super::unix_now();
-        for n in 0..3 {
-            let key = TripletKey::new("203.0.113.0", &format!("{n}@x.example"), "b@y.example");
-            s.greylist(key, "203.0.113.5", params(now - 2 * 86_400))
+        let net = "203.0.113.0";
+        let gl = async |key, net, at| {
+            s.greylist(key, net, "203.0.113.5", params(at))
                 .await
-                .unwrap();
-        }
-        let key = TripletKey::new("203.0.113.0", "new@x.example", "b@y.example");
+                .unwrap()
+        };
+        // One passed triplet, then two unconfirmed ones from the same network.
+        gl(triplet(net, 0), net, now - 1000).await;
+        assert!(matches!(
+            gl(triplet(net, 0), net, now - 600).await,
+            Verdict::Passed { .. }
+        ));
+        gl(triplet(net, 1), net, now - 250).await;
+        gl(triplet(net, 2), net, now - 200).await;
+        // The network holds 2 unconfirmed: a third is deferred, not stored.
+        let v = gl(triplet(net, 3), net, now).await;
         assert_eq!(
-            s.greylist(key, "203.0.113.5", params(now)).await,
-            Err(StoreError::Full(3))
+            v,
+            Verdict::NotStored {
+                missing: 300,
+                why: NotStored::NetworkCap
+            }
         );
-        // Never passed and idle beyond retry_window: swept.
-        assert_eq!(s.sweep(Some(params(now))).await, Ok(3));
-        assert!(s.greylist(key, "203.0.113.5", params(now)).await.is_ok());
+        assert_eq!(gl(triplet(net, 3), net, now + 400).await, v, "still new");
+        // Another network: the store is full, so the oldest unconfirmed goes.
+        let other = "198.51.100.0";
+        assert!(matches!(
+            gl(triplet(other, 9), other, now).await,
+            Verdict::Greylisted {
+                first_seen: true,
+                ..
+            }
+        ));
+        assert_eq!(s.entries().await, Ok(4), "3 triplets, 1 client");
+        assert_eq!(gl(triplet(net, 0), net, now + 1).await, Verdict::Known);
+        let v = gl(triplet(net, 2), net, now + 2).await;
+        assert!(
+            matches!(
+                v,
+                Verdict::Greylisted {
+                    first_seen: false,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+        // Triplet 1 was evicted: new again, and it evicts triplet 2.
+        let v = gl(triplet(net, 1), net, now + 3).await;
+        assert!(
+            matches!(
+                v,
+                Verdict::Greylisted {
+                    first_seen: true,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+        // Every triplet passed: a new one has nothing to evict.
+        for (n, key_net) in [(9, other), (1, net)] {
+            let v = gl(triplet(key_net, n), key_net, now + 1000).await;
+            assert!(matches!(v, Verdict::Passed { .. }), "{v:?}");
+        }
+        assert_eq!(
+            gl(triplet(other, 10), other, now + 1001).await,
+            Verdict::NotStored {
+                missing: 300,
+                why: NotStored::Full
+            }
+        );
+        // The sweep keeps the index in step: after it, room again.
+        assert_eq!(s.sweep(Some(params(now + 12 * 86_400))).await, Ok(4));
+        assert!(matches!(
+            gl(triplet(net, 5), net, now + 12 * 86_400).await,
+            Verdict::Greylisted { .. }
+        ));
+    }
+
+    /// Issue 24 item 8: a sweep of many expired triplets runs in small
+    /// transactions, so a greylist call made meanwhile waits for one of
+    /// them at most, never for the whole sweep.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_sweep_keeps_greylist_calls_prompt() {
+        const EXPIRED: u64 = 200_000;
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(
+            Embedded::open(&dir.path().join("s.redb"), limits(10_000_000), SECOND).unwrap(),
+        );
+        let now = super::super::unix_now();
+        let old = now - 3 * 86_400;
+        let tx = s.db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(TRIPLETS).unwrap();
+            for n in 0..EXPIRED {
+                let key = TripletKey::new("203.0.113.0", &format!("{n}@x.example"), "b@y.example");
+                t.insert(key.0, (old, old)).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        let sweeper = {
+            let s = s.clone();
+            tokio::spawn(async move { s.sweep(Some(params(now))).await })
+        };
+        let mut slowest = std::time::Duration::ZERO;
+        let mut calls = 0;
+        while !sweeper.is_finished() {
+            let key = TripletKey::new(
+                "198.51.100.0",
+                &format!("{calls}@new.example"),
+                "b@y.example",
+            );
+            let start = std::time::Instant::now();
+            let v = s
+                .greylist(key, "198.51.100.0", "198.51.100.7", params(now))
+                .await;
+            slowest = slowest.max(start.elapsed());
+            assert!(matches!(v, Ok(Verdict::Greylisted { .. })), "{v:?}");
+            calls += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(sweeper.await.unwrap(), Ok(EXPIRED));
+        assert!(calls > 0);
+        assert!(
+            slowest < std::time::Duration::from_millis(250),
+            "a greylist call waited {slowest:?} during the sweep ({calls} calls)"
+        );
     }
 }

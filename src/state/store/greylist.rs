@@ -75,6 +75,48 @@ pub enum Verdict {
     Passed { delayed: u64, whitelisted_now: bool },
     /// The triplet passed before (postgrey "triplet found").
     Known,
+    /// A new triplet, deferred as new but not stored: its retry is new
+    /// again, so it stays deferred until there is room (never accepted).
+    NotStored { missing: u64, why: NotStored },
+}
+
+/// Why a new triplet was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStored {
+    /// Its client network holds `max_unconfirmed_per_network` unconfirmed
+    /// triplets.
+    NetworkCap,
+    /// `max_triplets` are held and all of them passed: none to evict.
+    Full,
+}
+
+impl NotStored {
+    /// Its code in the Redis script's answer.
+    pub fn code(self) -> u64 {
+        match self {
+            NotStored::NetworkCap => 1,
+            NotStored::Full => 2,
+        }
+    }
+
+    pub fn from_code(code: u64) -> NotStored {
+        if code == 1 {
+            NotStored::NetworkCap
+        } else {
+            NotStored::Full
+        }
+    }
+}
+
+impl std::fmt::Display for NotStored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotStored::NetworkCap => {
+                "its client network holds max_unconfirmed_per_network unconfirmed triplets"
+            }
+            NotStored::Full => "max_triplets reached, and every triplet held has passed",
+        })
+    }
 }
 
 /// What [`decide`] wants written back.

@@ -24,9 +24,24 @@ use rate::{RateKey, RateParams};
 
 /// Default `[store] path`: the Debian package's StateDirectory.
 pub const DEFAULT_PATH: &str = "/var/lib/rpol/rpol.redb";
-/// Default `[store] max_entries`: at ~100 bytes a record on disk, about
-/// 100 MB for the embedded file.
-pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+/// Default `[store] max_triplets`: at ~170 bytes a triplet on disk with
+/// its index entry, about 170 MB for the embedded file.
+pub const DEFAULT_MAX_TRIPLETS: u64 = 1_000_000;
+/// Default `[store] max_unconfirmed_per_network`: 1 % of the default
+/// triplets, so one network's flood evicts no other network's triplets;
+/// more first mails at once from one /24 than this is not a mail server.
+pub const DEFAULT_MAX_UNCONFIRMED_PER_NETWORK: u64 = 10_000;
+/// Default `[store] max_clients`: clients that passed greylisting within
+/// max_age (auto-whitelist records); a record is some 60 bytes.
+pub const DEFAULT_MAX_CLIENTS: u64 = 1_000_000;
+/// Default `[store] max_rate_records`: one per limit and key counted within
+/// its window, so logins times limits for login keys; far above any site's.
+pub const DEFAULT_MAX_RATE_RECORDS: u64 = 1_000_000;
+/// Longest a call waits for the embedded store's one writer before it is
+/// answered as busy: long against one transaction (bounded, milliseconds),
+/// short against Postfix's 100 s policy timeout, so a queue under load
+/// slows the answer without outliving the request.
+pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(60);
 /// Default `[store] timeout`: long enough for an fsync on a busy disk or a
 /// Redis round trip across a LAN, short against Postfix's 100 s.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -60,8 +75,9 @@ pub struct StoreSettings {
     pub backend: Backend,
     /// Each store call gives up after this long.
     pub timeout: Duration,
-    /// Records the embedded store keeps at most (Redis: its maxmemory).
-    pub max_entries: u64,
+    /// Records kept at most, per kind: a flood of one kind never takes
+    /// another's room.
+    pub limits: Limits,
     /// Prefix of Redis keys, so deployments can share one server.
     pub prefix: String,
 }
@@ -73,8 +89,36 @@ impl Default for StoreSettings {
                 path: PathBuf::from(DEFAULT_PATH),
             },
             timeout: DEFAULT_TIMEOUT,
-            max_entries: DEFAULT_MAX_ENTRIES,
+            limits: Limits::default(),
             prefix: DEFAULT_PREFIX.into(),
+        }
+    }
+}
+
+/// Each kind of record's own budget (`[store] max_*`), in records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Greylisting triplets, passed or not. Full: the oldest unconfirmed
+    /// one makes room; with none, a new triplet is deferred unstored.
+    pub triplets: u64,
+    /// Unconfirmed (never passed) triplets of one client network (the
+    /// triplet's `/24` or `/64`); beyond it, that network's new triplets
+    /// are deferred unstored (sqlgrey's connect_src_throttle).
+    pub unconfirmed_per_network: u64,
+    /// Auto-whitelist records; full: a new client is not counted.
+    pub clients: u64,
+    /// Rate-limit records; a live one is never evicted. Full: a new key
+    /// is deferred (never let through uncounted).
+    pub rate_records: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            triplets: DEFAULT_MAX_TRIPLETS,
+            unconfirmed_per_network: DEFAULT_MAX_UNCONFIRMED_PER_NETWORK,
+            clients: DEFAULT_MAX_CLIENTS,
+            rate_records: DEFAULT_MAX_RATE_RECORDS,
         }
     }
 }
@@ -84,8 +128,11 @@ impl Default for StoreSettings {
 pub enum StoreError {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    #[error("full: {0} records (max_entries) and none expired")]
+    #[error("full: {0} rate-limit records (max_rate_records), none expired")]
     Full(u64),
+    /// The embedded store's writer stayed taken for [`MAX_QUEUE_WAIT`].
+    #[error("busy: no turn at the writer within {0:?}")]
+    Busy(Duration),
     #[error("{0}")]
     Backend(String),
 }
@@ -98,17 +145,17 @@ enum Inner {
 pub struct Store {
     inner: Inner,
     timeout: Duration,
-    /// Failed calls (timeouts, errors, full) since start.
+    /// Failed calls (timeouts, errors, full, busy) since start.
     pub errors: AtomicU64,
     warned: Mutex<Warned>,
+    /// New triplets deferred without being stored (a network at its cap,
+    /// or no unconfirmed triplet to make room), warned about apart.
+    unstored: Mutex<Warned>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self.inner {
-            Inner::Embedded(_) => "Store(embedded)",
-            Inner::Redis(_) => "Store(redis)",
-        })
+        f.write_str(self.backend())
     }
 }
 
@@ -120,6 +167,21 @@ struct Warned {
     since: u64,
 }
 
+impl Warned {
+    /// Counts one event; `Some(events since the last warning)` when it is
+    /// time to warn again.
+    fn due(cell: &Mutex<Warned>) -> Option<u64> {
+        let mut w = cell.lock().unwrap_or_else(|e| e.into_inner());
+        w.since += 1;
+        let now = std::time::Instant::now();
+        if w.last.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
+            return None;
+        }
+        w.last = Some(now);
+        Some(std::mem::take(&mut w.since))
+    }
+}
+
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Seconds since the epoch, now.
@@ -129,19 +191,32 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `call` under `timeout`, its expiry a [`StoreError::Timeout`].
+async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or(Err(StoreError::Timeout(timeout)))
+}
+
 impl Store {
     /// Opens the embedded file (an error here stops the start: the path or
     /// its permissions are wrong) or sets up the Redis client (which
     /// connects on first use, so rpol starts while Redis is down).
     pub fn open(settings: &StoreSettings) -> Result<Store, StoreError> {
         let inner = match &settings.backend {
-            Backend::Embedded { path } => {
-                Inner::Embedded(embedded::Embedded::open(path, settings.max_entries)?)
-            }
+            Backend::Embedded { path } => Inner::Embedded(embedded::Embedded::open(
+                path,
+                settings.limits,
+                settings.timeout,
+            )?),
             Backend::Redis { url } => Inner::Redis(redis::RedisStore::new(
                 url,
                 &settings.prefix,
                 settings.timeout,
+                settings.limits,
             )?),
         };
         Ok(Store {
@@ -149,59 +224,66 @@ impl Store {
             timeout: settings.timeout,
             errors: AtomicU64::new(0),
             warned: Mutex::new(Warned::default()),
+            unstored: Mutex::new(Warned::default()),
         })
     }
 
-    /// Runs `call` under the timeout; a failure is counted and logged.
+    fn backend(&self) -> &'static str {
+        match self.inner {
+            Inner::Embedded(_) => "embedded",
+            Inner::Redis(_) => "redis",
+        }
+    }
+
+    /// Counts and logs a failure of `call`. The embedded store bounds its
+    /// own calls: a wait for its writer is no failure, only the work once
+    /// it has the writer has `timeout` (see [`embedded`]); Redis calls get
+    /// `timeout` whole.
     async fn guarded<T>(
         &self,
         what: &str,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
-        };
+        let result = call.await;
         if let Err(e) = &result {
             self.errors.fetch_add(1, Ordering::Relaxed);
-            self.warn(what, e);
+            if let Some(since) = Warned::due(&self.warned) {
+                tracing::warn!(
+                    "store ({}): {what} failed: {e} ({since} failure(s) since the last warning)",
+                    self.backend()
+                );
+            }
         }
         result
     }
 
-    fn warn(&self, what: &str, e: &StoreError) {
-        let mut w = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-        w.since += 1;
-        let now = std::time::Instant::now();
-        if w.last.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
-            let backend = match self.inner {
-                Inner::Embedded(_) => "embedded",
-                Inner::Redis(_) => "redis",
-            };
-            tracing::warn!(
-                "store ({backend}): {what} failed: {e} ({} failure(s) since the last warning)",
-                w.since
-            );
-            w.last = Some(now);
-            w.since = 0;
-        }
-    }
-
-    /// Checks and updates a triplet and its client's auto-whitelist record
-    /// in one atomic step.
+    /// Checks and updates a triplet (of client network `net`) and its
+    /// client's auto-whitelist record in one atomic step.
     pub async fn greylist(
         &self,
         triplet: TripletKey,
+        net: &str,
         client: &str,
         params: GreylistParams,
     ) -> Result<Verdict, StoreError> {
         let call = async {
             match &self.inner {
-                Inner::Embedded(e) => e.greylist(triplet, client, params).await,
-                Inner::Redis(r) => r.greylist(triplet, client, params).await,
+                Inner::Embedded(e) => e.greylist(triplet, net, client, params).await,
+                Inner::Redis(r) => {
+                    within(self.timeout, r.greylist(triplet, net, client, params)).await
+                }
             }
         };
-        self.guarded("greylist", call).await
+        let verdict = self.guarded("greylist", call).await;
+        if let Ok(Verdict::NotStored { why, .. }) = &verdict
+            && let Some(since) = Warned::due(&self.unstored)
+        {
+            tracing::warn!(
+                "store ({}): new triplets deferred without being stored: {why} ({since} since the last warning)",
+                self.backend()
+            );
+        }
+        verdict
     }
 
     /// Reads a rate-limit record: would one more message from `network`
@@ -215,7 +297,7 @@ impl Store {
         let call = async {
             match &self.inner {
                 Inner::Embedded(e) => e.rate_check(key, network.to_string(), params).await,
-                Inner::Redis(r) => r.rate_check(key, network, params).await,
+                Inner::Redis(r) => within(self.timeout, r.rate_check(key, network, params)).await,
             }
         };
         self.guarded("rate limit check", call).await
@@ -237,34 +319,22 @@ impl Store {
                     e.rate_count(key, network.into(), recipients, tag.into(), params)
                         .await
                 }
-                Inner::Redis(r) => r.rate_count(key, network, recipients, tag, params).await,
+                Inner::Redis(r) => {
+                    let count = r.rate_count(key, network, recipients, tag, params);
+                    within(self.timeout, count).await
+                }
             }
         };
         self.guarded("rate limit count", call).await
     }
 
-    /// Removes expired records (the embedded store; Redis keys expire by
-    /// themselves). Returns how many went.
+    /// Removes expired records (the embedded store, a batch per
+    /// transaction; Redis keys expire by themselves). Returns how many went.
     pub async fn sweep(&self, greylist: Option<GreylistParams>) -> Result<u64, StoreError> {
         match &self.inner {
-            Inner::Embedded(e) => self.guarded_sweep(e, greylist).await,
+            Inner::Embedded(e) => self.guarded("sweep", e.sweep(greylist)).await,
             Inner::Redis(_) => Ok(0),
         }
-    }
-
-    async fn guarded_sweep(
-        &self,
-        e: &embedded::Embedded,
-        greylist: Option<GreylistParams>,
-    ) -> Result<u64, StoreError> {
-        // No timeout: a sweep holds the writer for as long as it needs,
-        // and requests waiting for it time out on their own.
-        let r = e.sweep(greylist).await;
-        if let Err(err) = &r {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-            self.warn("sweep", err);
-        }
-        r
     }
 
     /// Records held now (embedded), for the log and tests.
@@ -303,10 +373,22 @@ pub(crate) mod tests {
         let ip = "203.0.113.9";
         let mut got = Vec::new();
         for (sender, at) in [("a", 0), ("a", 100), ("a", 300), ("a", 400), ("b", 4000)] {
-            got.push(store.greylist(key(sender), ip, params(t0 + at)).await);
+            got.push(
+                store
+                    .greylist(key(sender), "203.0.113.0", ip, params(t0 + at))
+                    .await,
+            );
         }
-        got.push(store.greylist(key("b"), ip, params(t0 + 4300)).await);
-        got.push(store.greylist(key("c"), ip, params(t0 + 4400)).await);
+        got.push(
+            store
+                .greylist(key("b"), "203.0.113.0", ip, params(t0 + 4300))
+                .await,
+        );
+        got.push(
+            store
+                .greylist(key("c"), "203.0.113.0", ip, params(t0 + 4400))
+                .await,
+        );
         let want = [
             Verdict::Greylisted {
                 missing: 300,
@@ -426,11 +508,12 @@ pub(crate) mod tests {
             .get_multiplexed_async_connection()
             .await
             .unwrap();
-        let keys: Vec<String> = ::redis::cmd("KEYS")
+        let mut keys: Vec<String> = ::redis::cmd("KEYS")
             .arg("t1:rate:*")
             .query_async(&mut con)
             .await
             .unwrap();
+        keys.retain(|k| k != "t1:rate:index");
         assert_eq!(keys.len(), 1, "{keys:?}");
         let ttl: i64 = ::redis::cmd("TTL")
             .arg(&keys[0])
@@ -456,7 +539,9 @@ pub(crate) mod tests {
             .query_async(&mut con)
             .await
             .unwrap();
-        assert_eq!(keys.len(), 3, "{keys:?}");
+        // Two triplets, a client, the indexes of passed triplets and of
+        // clients (nothing unconfirmed is left: an empty index is no key).
+        assert_eq!(keys.len(), 5, "{keys:?}");
         for k in keys {
             let ttl: i64 = ::redis::cmd("TTL")
                 .arg(&k)
@@ -483,7 +568,9 @@ pub(crate) mod tests {
         let store = Store::open(&settings).expect("starts while Redis is down");
         let start = std::time::Instant::now();
         let key = TripletKey::new("203.0.113.0", "a@x.example", "b@y.example");
-        let r = store.greylist(key, "203.0.113.9", params(unix_now())).await;
+        let r = store
+            .greylist(key, "203.0.113.0", "203.0.113.9", params(unix_now()))
+            .await;
         assert!(r.is_err(), "{r:?}");
         assert!(start.elapsed() < Duration::from_secs(2));
         assert_eq!(store.errors.load(Ordering::Relaxed), 1);

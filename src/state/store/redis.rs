@@ -12,19 +12,42 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::StoreError;
-use super::greylist::{AWL_INCREMENT_EVERY, GreylistParams, TripletKey, Verdict};
+use super::greylist::{AWL_INCREMENT_EVERY, GreylistParams, NotStored, TripletKey, Verdict};
 use super::rate::{self, RateKey, RateParams};
+use super::{Limits, StoreError};
 
-/// greylist::decide in Lua. KEYS: triplet, client. ARGV: now, delay,
-/// retry_window, max_age, auto_whitelist_clients, awl increment period.
+/// Stale index entries a script removes per call: more than the one a call
+/// adds, so the indexes keep up, at a bounded cost per script.
+pub const INDEX_TRIM: u64 = 100;
+
+/// greylist::decide in Lua, with rpol's budgets. KEYS: triplet, client,
+/// unconfirmed index (sorted set of "net hex" by first seen), the
+/// network's unconfirmed (hex by first seen), passed index (hex by last
+/// seen), client index (address by last count). ARGV: now, delay,
+/// retry_window, max_age, auto_whitelist_clients, awl increment period,
+/// network, triplet hex, client address, key prefix, max_triplets,
+/// max_unconfirmed_per_network, max_clients, INDEX_TRIM.
 /// Records are "first,last" and "count,last", as postgrey stores them.
 /// Returns {kind, a, b}: 1 auto-whitelisted (count), 2 greylisted
-/// (missing, first seen), 3 passed (delayed, whitelisted now), 4 known.
+/// (missing, first seen), 3 passed (delayed, whitelisted now), 4 known,
+/// 5 not stored (missing, NotStored code).
 const GREYLIST_LUA: &str = r#"
 local now, delay, retry, max_age, awl, every =
   tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
   tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local net, hex, ip, prefix = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local max_t, max_net, max_c, trim =
+  tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+local function trim_before(key, cutoff)
+  local old = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. cutoff, 'LIMIT', 0, trim)
+  if #old > 0 then redis.call('ZREM', key, unpack(old)) end
+end
+-- An unconfirmed triplet first seen beyond the retry window starts over.
+trim_before(KEYS[3], now - retry)
+trim_before(KEYS[5], now - max_age)
+trim_before(KEYS[6], now - max_age)
+-- The indexes expire too, once nothing is written for max_age.
+for _, k in ipairs({KEYS[3], KEYS[5], KEYS[6]}) do redis.call('EXPIRE', k, max_age) end
 local function record(key)
   local v = redis.call('GET', key)
   if not v then return nil end
@@ -37,11 +60,21 @@ end
 local function put(key, a, b, ttl)
   redis.call('SET', key, string.format('%d,%d', a, b), 'EX', ttl)
 end
+local function put_client(count)
+  if count == 1 and redis.call('ZSCORE', KEYS[6], ip) == false
+     and redis.call('ZCARD', KEYS[6]) >= max_c then
+    return false
+  end
+  put(KEYS[2], count, now, max_age)
+  redis.call('ZADD', KEYS[6], now, ip)
+  return true
+end
 local ccount, clast = record(KEYS[2])
 if awl > 0 and ccount and ccount >= awl then
-  if now >= clast + every or clast > now then put(KEYS[2], ccount + 1, now, max_age) end
+  if now >= clast + every or clast > now then put_client(ccount + 1) end
   return {1, ccount, 0}
 end
+local exists = redis.call('EXISTS', KEYS[1]) == 1
 local first, last = record(KEYS[1])
 local known = false
 if not first then
@@ -53,20 +86,46 @@ elseif now - first > retry then
 end
 if first > now then first = now end
 local waited = now - first
-if waited < delay then
+local pending = waited < delay
+if not exists then
+  if pending then
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - retry))
+    if redis.call('ZCARD', KEYS[4]) >= max_net then return {5, delay - waited, 1} end
+  end
+  if redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[5]) >= max_t then
+    local oldest = redis.call('ZPOPMIN', KEYS[3])
+    if #oldest == 0 then
+      if pending then return {5, delay - waited, 2} end
+      return {3, waited, 0}
+    end
+    local onet, ohex = string.match(oldest[1], '^(%S+) (%x+)$')
+    if ohex then
+      redis.call('DEL', prefix .. 'greylist:' .. ohex)
+      redis.call('ZREM', prefix .. 'greylist:net:' .. onet, ohex)
+    end
+  end
+end
+local member = net .. ' ' .. hex
+if pending then
   -- Not passed yet: useless once the retry window is over.
   put(KEYS[1], first, now, math.min(max_age, retry + 1))
+  redis.call('ZADD', KEYS[3], first, member)
+  redis.call('ZADD', KEYS[4], first, hex)
+  redis.call('EXPIRE', KEYS[4], retry + 1)
+  redis.call('ZREM', KEYS[5], hex)
   local fresh = 0
   if first == now then fresh = 1 end
   return {2, delay - waited, fresh}
 end
 put(KEYS[1], first, now, max_age)
+redis.call('ZREM', KEYS[3], member)
+redis.call('ZREM', KEYS[4], hex)
+redis.call('ZADD', KEYS[5], now, hex)
 if known then return {4, 0, 0} end
 local whitelisted = 0
 if awl > 0 and ((not ccount) or now >= clast + every) then
   local count = (ccount or 0) + 1
-  put(KEYS[2], count, now, max_age)
-  if count == awl then whitelisted = 1 end
+  if put_client(count) and count == awl then whitelisted = 1 end
 end
 return {3, waited, whitelisted}
 "#;
@@ -74,6 +133,7 @@ return {3, waited, whitelisted}
 pub struct RedisStore {
     manager: ConnectionManager,
     prefix: String,
+    limits: Limits,
     greylist: redis::Script,
 }
 
@@ -83,7 +143,12 @@ fn backend(e: redis::RedisError) -> StoreError {
 
 impl RedisStore {
     /// Checks the URL and prepares the connection; connects on first use.
-    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<RedisStore, StoreError> {
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+        limits: Limits,
+    ) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(url).map_err(backend)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -95,6 +160,7 @@ impl RedisStore {
         Ok(RedisStore {
             manager,
             prefix: prefix.to_string(),
+            limits,
             greylist: redis::Script::new(GREYLIST_LUA),
         })
     }
@@ -102,20 +168,34 @@ impl RedisStore {
     pub async fn greylist(
         &self,
         key: TripletKey,
+        net: &str,
         client: &str,
         p: GreylistParams,
     ) -> Result<Verdict, StoreError> {
         let mut con = self.manager.clone();
+        let (pre, hex) = (&self.prefix, key.hex());
         let (kind, a, b): (u64, u64, u64) = self
             .greylist
-            .key(format!("{}greylist:{}", self.prefix, key.hex()))
-            .key(format!("{}awl:{client}", self.prefix))
+            .key(format!("{pre}greylist:{hex}"))
+            .key(format!("{pre}awl:{client}"))
+            .key(format!("{pre}greylist:unconfirmed"))
+            .key(format!("{pre}greylist:net:{net}"))
+            .key(format!("{pre}greylist:passed"))
+            .key(format!("{pre}awl:index"))
             .arg(p.now)
             .arg(p.delay)
             .arg(p.retry_window)
             .arg(p.max_age)
             .arg(p.auto_whitelist_clients)
             .arg(AWL_INCREMENT_EVERY)
+            .arg(net)
+            .arg(&hex)
+            .arg(client)
+            .arg(pre)
+            .arg(self.limits.triplets)
+            .arg(self.limits.unconfirmed_per_network)
+            .arg(self.limits.clients)
+            .arg(INDEX_TRIM)
             .invoke_async(&mut con)
             .await
             .map_err(backend)?;
@@ -130,6 +210,10 @@ impl RedisStore {
                 whitelisted_now: b == 1,
             }),
             4 => Ok(Verdict::Known),
+            5 => Ok(Verdict::NotStored {
+                missing: a,
+                why: NotStored::from_code(b),
+            }),
             other => Err(StoreError::Backend(format!(
                 "redis: greylist script answered {other}"
             ))),
@@ -138,14 +222,20 @@ impl RedisStore {
 }
 
 /// rate::check and rate::count share this: the record (JSON, by Redis's
-/// cjson) as of now. KEYS[1]: the record. ARGV: now, slice length, window,
-/// messages, recipients, distinct_clients (0: no limit), network.
+/// cjson) as of now. KEYS: the record, the index of records (hex by
+/// expiry). ARGV: now, slice length, window, messages, recipients,
+/// distinct_clients (0: no limit), network, the record's hex,
+/// max_rate_records, INDEX_TRIM. A key without a record when the index is
+/// full answers {4, 0, 0, ''}: no room (live records are never evicted).
 const RATE_PRELUDE: &str = r#"
 local now, len, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local maxm, maxr, maxd = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local net = ARGV[7]
+local net, member, maxrec, trim = ARGV[7], ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
+local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, trim)
+if #stale > 0 then redis.call('ZREM', KEYS[2], unpack(stale)) end
 local rec
 local raw = redis.call('GET', KEYS[1])
+if not raw and redis.call('ZCARD', KEYS[2]) >= maxrec then return {4, 0, 0, ''} end
 if raw then
   local ok, v = pcall(cjson.decode, raw)
   if ok and type(v) == 'table' and type(v.m) == 'table' and type(v.r) == 'table' then rec = v end
@@ -189,11 +279,11 @@ elseif maxd > 0 and not known and #rec.n >= maxd then code = 3 end
 return {code, m, r, nets}
 "#;
 
-/// rate::count. ARGV also: recipients, instance tag, networks kept,
+/// rate::count. ARGV also (11 on): recipients, instance tag, networks kept,
 /// instances kept. Returns {1 counted / 0 repeated, messages, recipients,
 /// networks}; the record expires when its newest count leaves the window.
 const RATE_COUNT_LUA: &str = r#"
-local rcpts, tag, netmax, instmax = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
+local rcpts, tag, netmax, instmax = tonumber(ARGV[11]), ARGV[12], tonumber(ARGV[13]), tonumber(ARGV[14])
 if tag ~= '' then
   for _, t in ipairs(rec.i) do
     if t == tag then
@@ -215,6 +305,9 @@ if tag ~= '' then
   rec.i[#rec.i + 1] = tag
 end
 redis.call('SET', KEYS[1], cjson.encode(rec), 'EX', len * 12)
+redis.call('ZADD', KEYS[2], now + len * 12, member)
+redis.call('EXPIRE', KEYS[2], len * 12, 'GT')
+if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], len * 12) end
 local m, r, nets = usage()
 return {1, m, r, nets}
 "#;
@@ -223,6 +316,9 @@ static RATE_CHECK: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(&format!("{RATE_PRELUDE}{RATE_CHECK_LUA}")));
 static RATE_COUNT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(&format!("{RATE_PRELUDE}{RATE_COUNT_LUA}")));
+
+/// The rate scripts' answer when a new key finds no room.
+const FULL: u64 = 4;
 
 fn rate_usage(m: u64, r: u64, nets: &str) -> rate::Usage {
     rate::Usage {
@@ -240,14 +336,19 @@ impl RedisStore {
         network: &str,
         p: &RateParams,
     ) -> redis::ScriptInvocation<'static> {
-        let mut inv = script.key(format!("{}rate:{}", self.prefix, key.hex()));
-        inv.arg(p.now)
+        let hex = key.hex();
+        let mut inv = script.key(format!("{}rate:{hex}", self.prefix));
+        inv.key(format!("{}rate:index", self.prefix))
+            .arg(p.now)
             .arg(p.slice_len())
             .arg(p.window)
             .arg(p.messages)
             .arg(p.recipients)
             .arg(p.distinct_clients)
-            .arg(network);
+            .arg(network)
+            .arg(hex)
+            .arg(self.limits.rate_records)
+            .arg(INDEX_TRIM);
         inv
     }
 
@@ -263,6 +364,9 @@ impl RedisStore {
             .invoke_async(&mut con)
             .await
             .map_err(backend)?;
+        if code == FULL {
+            return Err(StoreError::Full(self.limits.rate_records));
+        }
         Ok(rate::Check {
             usage: rate_usage(m, r, &nets),
             exceeded: rate::Exceeded::from_code(code),
@@ -285,6 +389,9 @@ impl RedisStore {
             .arg(rate::INSTANCES_KEPT);
         let (counted, m, r, nets): (u64, u64, u64, String) =
             inv.invoke_async(&mut con).await.map_err(backend)?;
+        if counted == FULL {
+            return Err(StoreError::Full(self.limits.rate_records));
+        }
         Ok(rate::Counted {
             usage: rate_usage(m, r, &nets),
             repeated: counted == 0,

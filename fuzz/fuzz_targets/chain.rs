@@ -237,7 +237,9 @@ fuzz_target!(|data: &[u8]| {
                 "reply of {} bytes",
                 decision.action.len()
             );
-            rpol::server::log_decision(&request, &decision);
+            // The log line escapes whatever the client sent: one line.
+            let line = rpol::server::decision_line(&request, &decision);
+            assert!(!line.contains(['\n', '\r']), "{line:?}");
             let wire = rpol::protocol::response_bytes(&decision.action);
             assert!(wire.starts_with(b"action=") && wire.ends_with(b"\n\n"));
             assert_eq!(wire.iter().filter(|&&b| b == b'\n').count(), 2);

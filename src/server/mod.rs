@@ -277,7 +277,7 @@ fn is_refusal(action: &str) -> bool {
 
 /// The decision line, Postfix-style: queue id first, then the action and
 /// who it concerns.
-fn decision_line(req: &Request, decision: &Decision) -> String {
+pub fn decision_line(req: &Request, decision: &Decision) -> String {
     let queue_id = if req.queue_id.is_empty() {
         "NOQUEUE"
     } else {

@@ -3,7 +3,7 @@
 //! server beside the swappable policy and outlives every reload: the
 //! resolver and its cache, the SPF result cache, and the per-transaction
 //! memory, and the greylisting store. Every part is bounded in bytes (the
-//! store on disk by max_entries and expiry).
+//! store by its per-kind budgets and expiry).
 
 pub mod digest;
 pub mod rate_events;

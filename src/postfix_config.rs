@@ -36,6 +36,31 @@ fn counts_messages(p: &Profile) -> bool {
         .any(|r| r.rule.name() == "check_rate_limit")
 }
 
+/// Whether a profile may have two headers due for one recipient: a
+/// response carries one, and the other then waits for DATA (a message
+/// with one recipient has no second RCPT), so Postfix must ask there too.
+fn may_keep_a_header(p: &Profile, policy: &Policy) -> bool {
+    let header_rules = p
+        .stages
+        .iter()
+        .flatten()
+        .filter(|r| match r.rule.name() {
+            "check_spf" => policy.site.spf.header != crate::spf::HeaderKind::None,
+            "check_greylist" => policy
+                .site
+                .greylist
+                .as_ref()
+                .is_some_and(|g| !g.header.is_empty()),
+            name => name.starts_with("check_") && name.ends_with("_access"),
+        })
+        .count();
+    header_rules >= 2
+}
+
+/// The comment above the data line.
+const DATA: &str =
+    "# A header that an RCPT answer could not carry goes out at DATA (one action per answer).";
+
 /// The comment above the end-of-data line.
 const END_OF_DATA: &str = "# check_rate_limit counts each accepted message at END-OF-MESSAGE.";
 
@@ -81,6 +106,17 @@ pub fn render(server: &ServerSettings, policy: &Policy, source: &Path) -> String
         let _ = writeln!(
             out,
             "{END_OF_DATA}\nsmtpd_end_of_data_restrictions = check_policy_service {ep}"
+        );
+    }
+    let data_line = policy
+        .profiles
+        .iter()
+        .filter(|p| !is_service(p))
+        .any(|p| may_keep_a_header(p, policy));
+    if data_line {
+        let _ = writeln!(
+            out,
+            "{DATA}\nsmtpd_data_restrictions = check_policy_service {ep}"
         );
     }
     let services: Vec<_> = policy.profiles.iter().filter(is_service).collect();
@@ -129,6 +165,15 @@ pub fn render(server: &ServerSettings, policy: &Policy, source: &Path) -> String
             let _ = writeln!(
                 out,
                 "  -o {{ smtpd_end_of_data_restrictions = check_policy_service {ep} }}"
+            );
+        }
+        if data_line && !may_keep_a_header(p, policy) {
+            // main.cf's DATA call is for port 25's headers.
+            let _ = writeln!(out, "  -o smtpd_data_restrictions=");
+        } else if !data_line && may_keep_a_header(p, policy) {
+            let _ = writeln!(
+                out,
+                "  -o {{ smtpd_data_restrictions = check_policy_service {ep} }}"
             );
         }
     }

@@ -189,6 +189,9 @@ fn postfix_config_matches_the_shipped_policy() {
         "  -o { smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:10040, permit_sasl_authenticated, reject }",
         "alice.private@mail.example.org\t[smtp.mail.example.org]:587",
         "alice.private@mail.example.org\talice.private@mail.example.org:PASSWORD",
+        // check_spf and the whitelist tables: a second header waits for DATA.
+        "smtpd_data_restrictions = check_policy_service inet:127.0.0.1:10040",
+        "  -o smtpd_data_restrictions=",
     ] {
         assert!(
             text.lines().any(|l| l == line),

@@ -599,3 +599,47 @@ async fn skip_spf_pass_ignores_records_that_pass_everyone() {
         "{trace}"
     );
 }
+
+/// Issue 25 item 5 (and 24's "the header moves to the next stage"): a
+/// greylisted retry of a one-recipient message has two headers due at its
+/// RCPT, Received-SPF and X-Greylist. One answer carries one; the other
+/// goes out at DATA (Postfix asks there when --postfix-config says so),
+/// and neither twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_headers_for_one_recipient_go_out_at_rcpt_and_data() {
+    let config = format!(
+        "[dns]\nnameservers = [\"{DNS_ADDR}\"]\ntimeout = \"1s\"\nattempts = 1\n\
+         [site]\nmynetworks = [\"127.0.0.0/8\"]\ndomains = [\"example.com\"]\n\
+         [spf]\nreceiver = \"mx.example.com\"\n\
+         [store]\npath = \"greylist.redb\"\n\
+         [greylist]\ndelay = \"2s\"\n\
+         [profile.mx]\nrecipient = [\"check_spf\", \"check_greylist\"]\n"
+    );
+    let f = Fixture::start(Spec {
+        zones: DEFAULT_ZONES,
+        config: &config,
+        files: &[],
+        base: RCPT,
+    })
+    .await;
+    let from = |instance: &'static str, state: &'static str| {
+        vec![
+            ("client_address", "203.0.113.50"),
+            ("sender", "x@good.example"),
+            ("instance", instance),
+            ("protocol_state", state),
+        ]
+    };
+    assert_eq!(f.ask(&from("g.1", "RCPT")), DEFER_2);
+    wait_delay();
+    let spf = f.ask(&from("g.2", "RCPT"));
+    assert!(
+        spf.starts_with("PREPEND Received-SPF: pass (mx.example.com: domain of x@good.example"),
+        "{spf}"
+    );
+    assert_passed(&f.ask(&from("g.2", "DATA")), "X-Greylist at DATA");
+    assert_eq!(f.ask(&from("g.2", "END-OF-MESSAGE")), "DUNNO");
+    // The next message: the triplet is known, one header, nothing kept.
+    assert_eq!(f.ask(&from("g.3", "RCPT")), spf);
+    assert_eq!(f.ask(&from("g.3", "DATA")), "DUNNO");
+}

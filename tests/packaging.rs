@@ -9,6 +9,9 @@ use std::process::Command;
 
 use rpol::config::{self, ListenAddr};
 
+#[path = "../examples/postfix_lines/lines.rs"]
+mod lines;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -169,4 +172,19 @@ fn maintainer_scripts_parse() {
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}
+
+/// Issue 25 item 1: `--postfix-config` is the one source of the Postfix
+/// lines. README.md and the package's example file show exactly what it
+/// prints for the package's policy.toml.
+#[test]
+fn readme_and_the_package_show_what_postfix_config_prints() {
+    let text = lines::packaged().unwrap();
+    let hint = "out of date: run `cargo run --example postfix_lines`";
+    assert!(read(lines::EXAMPLE) == text, "{} {hint}", lines::EXAMPLE);
+    let readme = read(lines::README);
+    assert!(
+        lines::readme_with(&readme, &text).as_deref() == Some(readme.as_str()),
+        "README.md {hint}"
+    );
 }

@@ -255,20 +255,18 @@ impl Run<'_> {
     }
 
     /// The answer when nothing rejected: a pending deferral, else the
-    /// passed-through action that matters most, else DUNNO. One response
-    /// carries one action, so the others are dropped (and traced): an
-    /// enforcement action (HOLD, DISCARD, REDIRECT, FILTER, BCC, HANGUP)
-    /// always wins over a header, whichever rule came first, and a header
-    /// over a WARN or INFO. A PREPEND already sent in this transaction is
-    /// not sent again (Postfix would add the header once per RCPT); one not
-    /// sent is not recorded, so it goes out with a later RCPT.
+    /// passed-through action that matters most, else a header an earlier
+    /// request of the transaction could not carry, else DUNNO. One response
+    /// carries one action: an enforcement action (HOLD, DISCARD, REDIRECT,
+    /// FILTER, BCC, HANGUP) always wins over a header, whichever rule came
+    /// first, and a header over a WARN or INFO; the others are dropped
+    /// (and traced). A PREPEND already sent in this transaction is not sent
+    /// again (Postfix would add the header once per RCPT); one that is due
+    /// but not sent is kept for the next request of the transaction that
+    /// can carry it (the next RCPT, else DATA).
     fn final_action(&mut self, state: &State) -> (String, Option<Arc<str>>) {
-        if let Some((reply, stage, rule)) = self.defer_if_permit.take() {
-            let text = prefixed_text(&reply, stage, self.profile.called_from, self.req);
-            let action = cut_reply(format!("DEFER_IF_PERMIT {} {text}", reply.dsn));
-            return (action, Some(rule));
-        }
         let passed = std::mem::take(&mut self.passed);
+        let deferral = self.defer_if_permit.take();
         // The first of the highest rank, among the headers not sent yet.
         let mut chosen: Option<(usize, PassRank)> = None;
         let mut tickets = Vec::with_capacity(passed.len());
@@ -290,7 +288,10 @@ impl Run<'_> {
             }
             tickets.push(Some(ticket));
         }
-        let chosen = chosen.map(|(i, _)| i);
+        // A deferral is the answer; a header that waits needs a request
+        // that Postfix lets carry one (not END-OF-MESSAGE).
+        let rank = chosen.map(|(_, rank)| rank);
+        let chosen = chosen.filter(|_| deferral.is_none()).map(|(i, _)| i);
         let mut answer = None;
         for (i, ((action, rule), ticket)) in passed.into_iter().zip(tickets).enumerate() {
             let Some(ticket) = ticket else { continue };
@@ -299,11 +300,31 @@ impl Run<'_> {
                     state.transactions.record(ticket);
                 }
                 answer = Some((action, rule));
+            } else if let Some(ticket) = ticket {
+                self.step(|| format!("{rule}: {action:?} kept for a later request"));
+                state.transactions.keep_for_later(ticket, &action);
             } else {
                 self.step(|| {
                     format!("{rule}: {action:?} dropped: one response carries one action")
                 });
             }
+        }
+        if let Some((reply, stage, rule)) = deferral {
+            let text = prefixed_text(&reply, stage, self.profile.called_from, self.req);
+            let action = cut_reply(format!("DEFER_IF_PERMIT {} {text}", reply.dsn));
+            return (action, Some(rule));
+        }
+        if rank.is_none_or(|r| r > PassRank::Header)
+            && self.req.state() != ProtocolState::EndOfMessage
+            && let Some(kept) = state.transactions.take_kept(self.req)
+        {
+            self.step(|| format!("{kept:?}: kept from an earlier request, sent now"));
+            if let Some((action, rule)) = answer {
+                self.step(|| {
+                    format!("{rule}: {action:?} dropped: one response carries one action")
+                });
+            }
+            return (kept, Some(Arc::from("header kept from an earlier request")));
         }
         match answer {
             Some((action, rule)) => (action, Some(rule)),

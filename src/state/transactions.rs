@@ -1,7 +1,7 @@
 //! Per-transaction memory: which PREPEND actions already went out, so a
-//! header reaches a message once however many RCPTs ask for it, and a
-//! header a response could not carry (one action per response) goes out
-//! with a later one.
+//! header reaches a message once however many RCPTs ask for it, and the
+//! headers a response could not carry (one action per response), kept
+//! until a later request of the transaction (the next RCPT, or DATA) can.
 //!
 //! A transaction is `instance` *and* client address *and* sender: Postfix
 //! keeps one instance until the MAIL stage, and a local client may send any
@@ -10,7 +10,8 @@
 //! ([`super::digest`]), so an entry has a fixed size whatever the client
 //! sends, and a client cannot forge a collision it cannot compute.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::digest::{Digest, Digester};
 use crate::bounded::BoundedLru;
@@ -24,10 +25,54 @@ pub const TRANSACTION_MEMORY_BYTES: usize = 4 * 1024 * 1024;
 /// carries one action, so a transaction rarely has more than two.
 pub const PREPENDS_PER_TRANSACTION: usize = 8;
 
-/// What one transaction has been sent.
+/// Bytes of one header kept for a later request: rpol's own headers
+/// (Received-SPF with a 450-byte comment, X-Greylist) fit; a longer one is
+/// not kept, so a client's long values cannot make an entry large.
+pub const MAX_PENDING_HEADER_BYTES: usize = 1024;
+
+/// What one transaction has been sent, and what waits to be.
 #[derive(Default)]
 struct Memory {
     prepended: Vec<Digest>,
+    /// PREPEND actions due but not sent yet, oldest first.
+    pending: Vec<Kept>,
+}
+
+/// A header kept for later. It counts itself in [`Transactions::kept`]
+/// while it lives, wherever it goes (sent, or evicted with its entry).
+struct Kept {
+    digest: Digest,
+    action: Box<str>,
+    _count: KeptCount,
+}
+
+struct KeptCount(Arc<AtomicUsize>);
+
+impl KeptCount {
+    fn new(count: &Arc<AtomicUsize>) -> KeptCount {
+        count.fetch_add(1, Ordering::Relaxed);
+        KeptCount(count.clone())
+    }
+}
+
+impl Drop for KeptCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Memory {
+    fn weight(&self) -> usize {
+        MEMORY_WEIGHT + self.pending.iter().map(|k| k.action.len()).sum::<usize>()
+    }
+
+    fn sent(&mut self, action: Digest) {
+        self.pending.retain(|k| k.digest != action);
+        if self.prepended.len() >= PREPENDS_PER_TRANSACTION {
+            self.prepended.remove(0);
+        }
+        self.prepended.push(action);
+    }
 }
 
 /// One action of one transaction, as digests.
@@ -39,6 +84,8 @@ pub struct Ticket {
 pub struct Transactions {
     seen: Mutex<BoundedLru<Digest, Memory>>,
     digester: Digester,
+    /// Headers kept for later, in all transactions.
+    kept: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Transactions {
@@ -52,6 +99,7 @@ impl Default for Transactions {
         Transactions {
             seen: Mutex::new(BoundedLru::new(usize::MAX, TRANSACTION_MEMORY_BYTES)),
             digester: Digester::default(),
+            kept: Arc::default(),
         }
     }
 }
@@ -101,17 +149,64 @@ impl Transactions {
             transaction,
             action,
         } = ticket;
-        let mut seen = self.lock();
-        if let Some(m) = seen.get_mut(&transaction) {
-            if m.prepended.len() >= PREPENDS_PER_TRANSACTION {
-                m.prepended.remove(0);
-            }
-            m.prepended.push(action);
+        self.update(transaction, |m| m.sent(action));
+    }
+
+    /// Keeps `action` (the ticket's) for a later request of its
+    /// transaction, unless it went out already, waits already, or is
+    /// longer than [`MAX_PENDING_HEADER_BYTES`].
+    pub fn keep_for_later(&self, ticket: Ticket, action: &str) {
+        if action.len() > MAX_PENDING_HEADER_BYTES {
             return;
         }
-        let mut prepended = Vec::with_capacity(PREPENDS_PER_TRANSACTION);
-        prepended.push(action);
-        seen.put(transaction, Memory { prepended }, MEMORY_WEIGHT);
+        let Ticket {
+            transaction,
+            action: digest,
+        } = ticket;
+        self.update(transaction, |m| {
+            let known =
+                m.prepended.contains(&digest) || m.pending.iter().any(|k| k.digest == digest);
+            if !known && m.pending.len() < PREPENDS_PER_TRANSACTION {
+                m.pending.push(Kept {
+                    digest,
+                    action: action.into(),
+                    _count: KeptCount::new(&self.kept),
+                });
+            }
+        });
+    }
+
+    /// The oldest header kept for the request's transaction, recorded as
+    /// sent now; `None` when none waits.
+    pub fn take_kept(&self, req: &Request) -> Option<String> {
+        // Most requests find nothing: no digest, no lock for them.
+        if self.kept.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let transaction = self.key(req)?;
+        let mut seen = self.lock();
+        if seen.get(&transaction)?.pending.is_empty() {
+            return None;
+        }
+        let mut memory = seen.pop(&transaction)?;
+        let taken = (!memory.pending.is_empty()).then(|| {
+            let kept = memory.pending.remove(0);
+            memory.sent(kept.digest);
+            String::from(kept.action)
+        });
+        let weight = memory.weight();
+        seen.put(transaction, memory, weight);
+        taken
+    }
+
+    /// Changes a transaction's memory (made empty if new) and charges its
+    /// new weight.
+    fn update(&self, transaction: Digest, change: impl FnOnce(&mut Memory)) {
+        let mut seen = self.lock();
+        let mut memory = seen.pop(&transaction).unwrap_or_default();
+        change(&mut memory);
+        let weight = memory.weight();
+        seen.put(transaction, memory, weight);
     }
 
     /// Transactions remembered now, and the bytes they are charged.
@@ -192,5 +287,37 @@ mod tests {
         let (entries, bytes) = t.usage();
         assert!(bytes <= TRANSACTION_MEMORY_BYTES, "{bytes}");
         assert!(entries > 10_000, "{entries}");
+    }
+
+    #[test]
+    fn a_header_kept_goes_out_once_with_a_later_request() {
+        let t = Transactions::default();
+        let a = req("a", "203.0.113.1", "x@example.com");
+        for action in ["PREPEND X: 1", "PREPEND Y: 2", "PREPEND X: 1"] {
+            t.keep_for_later(t.ticket(&a, action).unwrap(), action);
+        }
+        // Sent meanwhile by its own rule: not sent again.
+        rec(&t, &a, "PREPEND X: 1");
+        assert_eq!(t.take_kept(&a).as_deref(), Some("PREPEND Y: 2"));
+        assert!(sent(&t, &a, "PREPEND Y: 2"));
+        assert_eq!(t.take_kept(&a), None);
+        // Another transaction sees none of it.
+        let b = req("b", "203.0.113.1", "x@example.com");
+        t.keep_for_later(t.ticket(&a, "PREPEND Z: 3").unwrap(), "PREPEND Z: 3");
+        assert_eq!(t.take_kept(&b), None);
+        // A header longer than the bound is not kept.
+        let long = format!("PREPEND L: {}", "l".repeat(MAX_PENDING_HEADER_BYTES));
+        t.keep_for_later(t.ticket(&b, &long).unwrap(), &long);
+        assert_eq!(t.take_kept(&b), None);
+        // Z still waits; evicted with its transaction, it is no longer counted.
+        assert_eq!(t.kept.load(Ordering::Relaxed), 1);
+        for n in 0..100_000 {
+            rec(
+                &t,
+                &req(&format!("e{n}"), "203.0.113.1", "x@example.com"),
+                "PREPEND X: 1",
+            );
+        }
+        assert_eq!(t.kept.load(Ordering::Relaxed), 0);
     }
 }

@@ -457,7 +457,7 @@ fn allowed_labels(profiles: &[&str]) -> BTreeMap<&'static str, BTreeSet<String>>
             ]),
         ),
         ("identity", words(&["mailfrom", "helo"])),
-        ("reason", words(&["address", "user"])),
+        ("reason", words(&["address", "user", "late", "client_gone"])),
     ])
 }
 

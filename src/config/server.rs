@@ -134,6 +134,27 @@ pub const MAX_THREADS: usize = 256;
 /// still reject, otherwise the client is told to retry.
 pub const DEFAULT_ERROR_ACTION: &str = "DEFER_IF_PERMIT 4.3.5 Policy service error";
 
+impl ServerSettings {
+    /// The answer to a request whose checks ran out of `answer_timeout`:
+    /// `error_action` when that is a temporary failure, else
+    /// [`DEFAULT_ERROR_ACTION`]. An admin may let malformed requests
+    /// through (`error_action = "DUNNO"`), but a check that could not
+    /// finish is never an accept: otherwise slowing the DNS or the store
+    /// would switch the defences off.
+    pub fn timeout_action(&self) -> &str {
+        let word = self.error_action.split([' ', '\t']).next().unwrap_or("");
+        let temporary = word.starts_with('4')
+            || ["DEFER", "DEFER_IF_PERMIT", "DEFER_IF_REJECT"]
+                .iter()
+                .any(|w| w.eq_ignore_ascii_case(word));
+        if temporary {
+            &self.error_action
+        } else {
+            DEFAULT_ERROR_ACTION
+        }
+    }
+}
+
 impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
@@ -522,5 +543,33 @@ mod metrics_tests {
                 && errors[0].contains(": profile.-: the name \"-\" is reserved"),
             "{errors:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_is_never_answered_with_an_accept() {
+        let with = |action: &str| ServerSettings {
+            error_action: action.into(),
+            ..ServerSettings::default()
+        };
+        for (error_action, timeout) in [
+            ("DUNNO", DEFAULT_ERROR_ACTION),
+            ("OK", DEFAULT_ERROR_ACTION),
+            ("PREPEND X-Policy: broken", DEFAULT_ERROR_ACTION),
+            ("550 5.7.1 no", DEFAULT_ERROR_ACTION),
+            ("defer try later", "defer try later"),
+            ("451 4.3.0 later", "451 4.3.0 later"),
+            (DEFAULT_ERROR_ACTION, DEFAULT_ERROR_ACTION),
+        ] {
+            assert_eq!(
+                with(error_action).timeout_action(),
+                timeout,
+                "{error_action}"
+            );
+        }
     }
 }

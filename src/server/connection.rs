@@ -262,7 +262,7 @@ enum Answered {
 }
 
 /// Evaluates `request` into `out` within `answer_timeout`, answering
-/// `error_action` when the time is up (the checks still waiting are
+/// [`ServerSettings::timeout_action`] when the time is up (the checks still waiting are
 /// dropped: their answers could only come after Postfix stopped waiting).
 /// False when the client hung up first: the work was dropped and there is
 /// nobody to answer.
@@ -289,7 +289,8 @@ async fn answer_in_time(
     match answered {
         Answered::Ready => true,
         Answered::Late => {
-            let action = shared.settings().error_action.clone();
+            shared.metrics.abandoned(true);
+            let action = shared.settings().timeout_action().to_string();
             tracing::warn!(
                 peer,
                 "no answer within {limit:?}: answering {action:?} (client={})",
@@ -300,6 +301,7 @@ async fn answer_in_time(
             true
         }
         Answered::Gone => {
+            shared.metrics.abandoned(false);
             tracing::info!(
                 peer,
                 "client gone while its request was answered: work dropped (client={})",

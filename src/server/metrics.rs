@@ -96,6 +96,10 @@ pub struct Metrics {
     reloads_done: AtomicU64,
     reloads_failed: AtomicU64,
     malformed: AtomicU64,
+    /// Requests whose checks were dropped: answered the timeout answer
+    /// after `answer_timeout` (late), or unanswered, the client gone.
+    late: AtomicU64,
+    gone: AtomicU64,
     /// Connections closed unanswered: TCP peers outside `[server] allow`,
     /// unix-socket peers of another account.
     refused_address: AtomicU64,
@@ -132,6 +136,13 @@ impl Metrics {
 
     pub fn malformed(&self) {
         self.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request whose checks were dropped: `late` (answered the
+    /// timeout answer) or the client gone.
+    pub fn abandoned(&self, late: bool) {
+        let counter = if late { &self.late } else { &self.gone };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a connection refused for `reason` (`address` or `user`).
@@ -345,6 +356,16 @@ impl Collector for Exposition {
             "Requests that could not be decoded, answered with error_action.",
             metrics.malformed.load(Ordering::Relaxed),
         )?;
+        let mut family = encoder.encode_descriptor(
+            "rpol_requests_abandoned",
+            "Requests whose checks were dropped: answered with a temporary failure after answer_timeout (late), or left unanswered when the client went away (client_gone).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in [("late", &metrics.late), ("client_gone", &metrics.gone)] {
+            ConstCounter::new(n.load(Ordering::Relaxed))
+                .encode(family.encode_family(&[("reason", reason)])?)?;
+        }
         let mut family = encoder.encode_descriptor(
             "rpol_connections_refused",
             "Connections closed unanswered, by reason: a TCP peer outside [server] allow (address), a unix-socket peer of another account (user).",

@@ -328,6 +328,18 @@ async fn routing_syntax_does_not_escape_ownership() {
         submit("587", "bob@example.com", "alice@example.com."),
         not_owned("alice@example.com.", "bob@example.com"),
     ));
+    // Routing beyond what rpol resolves: nobody's, refused even for alice
+    // (by reject_unlisted_sender, the first rule of the chain).
+    let deep: &'static str = Box::leak(
+        format!("alice%example.com{}@localhost", "%localhost".repeat(16)).into_boxed_str(),
+    );
+    cases.push((
+        "routing too deep to resolve",
+        submit("587", "alice@example.com", deep),
+        format!(
+            "550 5.1.0 <{deep}>: Sender address rejected: User unknown in virtual mailbox table"
+        ),
+    ));
     cases.push((
         "unqualified and unlisted",
         submit("587", "alice@example.com", "nobody"),

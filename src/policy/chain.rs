@@ -272,12 +272,14 @@ impl Run<'_> {
         let mut tickets = Vec::with_capacity(passed.len());
         for (i, (action, rule)) in passed.iter().enumerate() {
             let rank = PassRank::of(action);
-            let ticket = (rank == PassRank::Header)
+            let ticket = rank
+                .keepable()
                 .then(|| state.transactions.ticket(self.req, action))
                 .flatten();
-            if ticket
-                .as_ref()
-                .is_some_and(|t| state.transactions.was_sent(t))
+            if rank == PassRank::Header
+                && ticket
+                    .as_ref()
+                    .is_some_and(|t| state.transactions.was_sent(t))
             {
                 self.step(|| format!("{rule}: {action:?} already sent in this transaction"));
                 tickets.push(None);
@@ -286,23 +288,42 @@ impl Run<'_> {
             if chosen.is_none_or(|(_, best)| rank < best) {
                 chosen = Some((i, rank));
             }
-            tickets.push(Some(ticket));
+            tickets.push(Some((ticket, rank)));
         }
-        // A deferral is the answer; a header that waits needs a request
-        // that Postfix lets carry one (not END-OF-MESSAGE).
-        let rank = chosen.map(|(_, rank)| rank);
-        let chosen = chosen.filter(|_| deferral.is_none()).map(|(i, _)| i);
+        let rank = if deferral.is_some() {
+            None
+        } else {
+            chosen.map(|(_, rank)| rank)
+        };
+        // What an earlier request of the transaction could not carry goes
+        // first when it ranks higher; a header needs a request that Postfix
+        // lets carry one (not END-OF-MESSAGE).
+        let kept = if deferral.is_none() && self.req.state() != ProtocolState::EndOfMessage {
+            let below = rank.map_or(u8::MAX, |r| r as u8);
+            state.transactions.take_kept(self.req, below)
+        } else {
+            None
+        };
+        let chosen = chosen
+            .filter(|_| deferral.is_none() && kept.is_none())
+            .map(|(i, _)| i);
         let mut answer = None;
         for (i, ((action, rule), ticket)) in passed.into_iter().zip(tickets).enumerate() {
-            let Some(ticket) = ticket else { continue };
+            let Some((ticket, rank)) = ticket else {
+                continue;
+            };
             if Some(i) == chosen {
-                if let Some(ticket) = ticket {
+                if rank == PassRank::Header
+                    && let Some(ticket) = ticket
+                {
                     state.transactions.record(ticket);
                 }
                 answer = Some((action, rule));
             } else if let Some(ticket) = ticket {
                 self.step(|| format!("{rule}: {action:?} kept for a later request"));
-                state.transactions.keep_for_later(ticket, &action);
+                state
+                    .transactions
+                    .keep_for_later(ticket, &action, rank as u8);
             } else {
                 self.step(|| {
                     format!("{rule}: {action:?} dropped: one response carries one action")
@@ -314,17 +335,9 @@ impl Run<'_> {
             let action = cut_reply(format!("DEFER_IF_PERMIT {} {text}", reply.dsn));
             return (action, Some(rule));
         }
-        if rank.is_none_or(|r| r > PassRank::Header)
-            && self.req.state() != ProtocolState::EndOfMessage
-            && let Some(kept) = state.transactions.take_kept(self.req)
-        {
+        if let Some(kept) = kept {
             self.step(|| format!("{kept:?}: kept from an earlier request, sent now"));
-            if let Some((action, rule)) = answer {
-                self.step(|| {
-                    format!("{rule}: {action:?} dropped: one response carries one action")
-                });
-            }
-            return (kept, Some(Arc::from("header kept from an earlier request")));
+            return (kept, Some(Arc::from("kept from an earlier request")));
         }
         match answer {
             Some((action, rule)) => (action, Some(rule)),
@@ -334,12 +347,20 @@ impl Run<'_> {
 }
 
 /// Which passed-through action an answer carries when several are due:
-/// the lowest rank, then the first in chain order.
+/// the lowest rank, then the first in chain order. Enforcement actions
+/// come first, the one that decides most about the message first (after
+/// DISCARD nothing else matters; a HOLD must not lose to a BCC); then a
+/// header; then what only Postfix's log sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
 enum PassRank {
-    /// Changes where or whether the message goes: never dropped for a header.
-    Enforcement,
-    /// PREPEND: may go out with a later request of the transaction.
+    Hangup,
+    Discard,
+    Hold,
+    Redirect,
+    Filter,
+    Bcc,
+    /// PREPEND: once per transaction.
     Header,
     /// WARN, INFO: a log line at Postfix.
     Log,
@@ -348,15 +369,21 @@ enum PassRank {
 impl PassRank {
     fn of(action: &str) -> PassRank {
         match ActionClass::of(action) {
-            ActionClass::Hold
-            | ActionClass::Discard
-            | ActionClass::Redirect
-            | ActionClass::Filter
-            | ActionClass::Bcc
-            | ActionClass::Hangup => PassRank::Enforcement,
+            ActionClass::Hangup => PassRank::Hangup,
+            ActionClass::Discard => PassRank::Discard,
+            ActionClass::Hold => PassRank::Hold,
+            ActionClass::Redirect => PassRank::Redirect,
+            ActionClass::Filter => PassRank::Filter,
+            ActionClass::Bcc => PassRank::Bcc,
             ActionClass::Prepend => PassRank::Header,
             _ => PassRank::Log,
         }
+    }
+
+    /// Whether an action that this answer cannot carry waits for a later
+    /// request of the transaction (a log line does not).
+    fn keepable(self) -> bool {
+        self < PassRank::Log
     }
 }
 

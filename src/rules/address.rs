@@ -128,7 +128,10 @@ pub fn reject_unlisted_recipient(ctx: &mut Context<'_>) -> Outcome {
 fn reject_unlisted_address(ctx: &mut Context<'_>, subject: Stage) -> Outcome {
     // As Postfix's resolver gives it: `bob`, `bob@example.com.` and
     // `bob%example.com@localhost` are bob@example.com.
-    let address = ctx.site.resolved_address(address(ctx, subject));
+    let Some(address) = ctx.site.resolved_address(address(ctx, subject)) else {
+        ctx.note(|| "routes on beyond what rpol resolves: refused".into());
+        return unknown_address(ctx, subject);
+    };
     let address = address.as_ref();
     let Some(domain) = domain_of(address) else {
         ctx.note(|| "null address or no domain: not checked".into());
@@ -147,19 +150,23 @@ fn reject_unlisted_address(ctx: &mut Context<'_>, subject: Stage) -> Outcome {
             ctx.note(|| format!("listed as {listed:?}"));
             Outcome::Dunno
         }
-        None => {
-            let dsn = if subject == Stage::Sender {
-                "5.1.0"
-            } else {
-                "5.1.1"
-            };
-            Outcome::Reject(Reply::new(
-                ctx.site.codes.unknown_virtual_mailbox_reject_code,
-                dsn,
-                "User unknown in virtual mailbox table",
-            ))
-        }
+        None => unknown_address(ctx, subject),
     }
+}
+
+/// `$unknown_virtual_mailbox_reject_code 5.1.0/5.1.1 User unknown in
+/// virtual mailbox table`.
+fn unknown_address(ctx: &Context<'_>, subject: Stage) -> Outcome {
+    let dsn = if subject == Stage::Sender {
+        "5.1.0"
+    } else {
+        "5.1.1"
+    };
+    Outcome::Reject(Reply::new(
+        ctx.site.codes.unknown_virtual_mailbox_reject_code,
+        dsn,
+        "User unknown in virtual mailbox table",
+    ))
 }
 
 /// Whether the recipient may be accepted without relaying for someone:

@@ -81,8 +81,15 @@ fn sender_login_mismatch(ctx: &mut Context<'_>, check: LoginCheck) -> Outcome {
     // Postfix resolves the sender before its login checks: `bob` is
     // bob@$myorigin, and `bob@example.com.`, `bob@example.com@` and
     // `bob%example.com@localhost` are bob@example.com.
-    let sender = ctx.site.resolved_address(&ctx.request.sender).into_owned();
-    let owned = owned_by(ctx, &sender, login(ctx).unwrap_or(""));
+    // One that routes on beyond that is owned by nobody we know: refused.
+    let (sender, owned) = match ctx.site.resolved_address(&ctx.request.sender) {
+        Some(sender) => {
+            let sender = sender.into_owned();
+            let owned = owned_by(ctx, &sender, login(ctx).unwrap_or(""));
+            (sender, owned)
+        }
+        None => (ctx.request.sender.clone(), Some(false)),
+    };
     match (login(ctx), check) {
         (Some(login), LoginCheck::Authenticated | LoginCheck::Both) => {
             if owned == Some(true) {
@@ -132,7 +139,11 @@ fn listed(owned: Option<bool>) -> &'static str {
 /// must authorize every egress address. Per result (`[outbound_spf]`):
 /// reject `550 5.7.23`/`5.7.24`, defer `451 4.7.24`, or accept.
 pub async fn check_outbound_spf(ctx: &mut Context<'_>) -> Outcome {
-    let sender = ctx.site.resolved_address(&ctx.request.sender).into_owned();
+    let Some(sender) = ctx.site.resolved_address(&ctx.request.sender) else {
+        ctx.note(|| "the sender routes on beyond what rpol resolves: refused".into());
+        return Outcome::Reject(Reply::new(553, "5.1.7", "Bad sender address syntax"));
+    };
+    let sender = sender.into_owned();
     let Some((_, domain)) = crate::syntax::split_address(&sender) else {
         ctx.note(|| "null sender: not checked".into());
         return Outcome::Dunno;

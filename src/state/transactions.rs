@@ -25,7 +25,7 @@ pub const TRANSACTION_MEMORY_BYTES: usize = 4 * 1024 * 1024;
 /// carries one action, so a transaction rarely has more than two.
 pub const PREPENDS_PER_TRANSACTION: usize = 8;
 
-/// Bytes of one header kept for a later request: rpol's own headers
+/// Bytes of one action kept for a later request: rpol's own headers
 /// (Received-SPF with a 450-byte comment, X-Greylist) fit; a longer one is
 /// not kept, so a client's long values cannot make an entry large.
 pub const MAX_PENDING_HEADER_BYTES: usize = 1024;
@@ -43,6 +43,8 @@ struct Memory {
 struct Kept {
     digest: Digest,
     action: Box<str>,
+    /// Lower goes first (the chain's rank of the action).
+    priority: u8,
     _count: KeptCount,
 }
 
@@ -154,8 +156,9 @@ impl Transactions {
 
     /// Keeps `action` (the ticket's) for a later request of its
     /// transaction, unless it went out already, waits already, or is
-    /// longer than [`MAX_PENDING_HEADER_BYTES`].
-    pub fn keep_for_later(&self, ticket: Ticket, action: &str) {
+    /// longer than [`MAX_PENDING_HEADER_BYTES`]. Of those kept, a lower
+    /// `priority` goes out first.
+    pub fn keep_for_later(&self, ticket: Ticket, action: &str, priority: u8) {
         if action.len() > MAX_PENDING_HEADER_BYTES {
             return;
         }
@@ -170,27 +173,33 @@ impl Transactions {
                 m.pending.push(Kept {
                     digest,
                     action: action.into(),
+                    priority,
                     _count: KeptCount::new(&self.kept),
                 });
             }
         });
     }
 
-    /// The oldest header kept for the request's transaction, recorded as
-    /// sent now; `None` when none waits.
-    pub fn take_kept(&self, req: &Request) -> Option<String> {
+    /// The action kept for the request's transaction with the lowest
+    /// priority below `below` (the oldest of equals), recorded as sent
+    /// now; `None` when none waits.
+    pub fn take_kept(&self, req: &Request, below: u8) -> Option<String> {
         // Most requests find nothing: no digest, no lock for them.
         if self.kept.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let transaction = self.key(req)?;
         let mut seen = self.lock();
-        if seen.get(&transaction)?.pending.is_empty() {
-            return None;
-        }
+        let best = |m: &Memory| {
+            (m.pending.iter().enumerate())
+                .filter(|(_, k)| k.priority < below)
+                .min_by_key(|(i, k)| (k.priority, *i))
+                .map(|(i, _)| i)
+        };
+        best(seen.get(&transaction)?)?;
         let mut memory = seen.pop(&transaction)?;
-        let taken = (!memory.pending.is_empty()).then(|| {
-            let kept = memory.pending.remove(0);
+        let taken = best(&memory).map(|i| {
+            let kept = memory.pending.remove(i);
             memory.sent(kept.digest);
             String::from(kept.action)
         });
@@ -294,21 +303,29 @@ mod tests {
         let t = Transactions::default();
         let a = req("a", "203.0.113.1", "x@example.com");
         for action in ["PREPEND X: 1", "PREPEND Y: 2", "PREPEND X: 1"] {
-            t.keep_for_later(t.ticket(&a, action).unwrap(), action);
+            t.keep_for_later(t.ticket(&a, action).unwrap(), action, 1);
         }
         // Sent meanwhile by its own rule: not sent again.
         rec(&t, &a, "PREPEND X: 1");
-        assert_eq!(t.take_kept(&a).as_deref(), Some("PREPEND Y: 2"));
+        // Kept later, but first: a lower priority.
+        t.keep_for_later(t.ticket(&a, "HOLD").unwrap(), "HOLD", 0);
+        assert_eq!(
+            t.take_kept(&a, 1),
+            Some("HOLD".into()),
+            "nothing below 1 but HOLD"
+        );
+        assert_eq!(t.take_kept(&a, 1), None, "Y is not below 1");
+        assert_eq!(t.take_kept(&a, u8::MAX).as_deref(), Some("PREPEND Y: 2"));
         assert!(sent(&t, &a, "PREPEND Y: 2"));
-        assert_eq!(t.take_kept(&a), None);
+        assert_eq!(t.take_kept(&a, u8::MAX), None);
         // Another transaction sees none of it.
         let b = req("b", "203.0.113.1", "x@example.com");
-        t.keep_for_later(t.ticket(&a, "PREPEND Z: 3").unwrap(), "PREPEND Z: 3");
-        assert_eq!(t.take_kept(&b), None);
+        t.keep_for_later(t.ticket(&a, "PREPEND Z: 3").unwrap(), "PREPEND Z: 3", 1);
+        assert_eq!(t.take_kept(&b, u8::MAX), None);
         // A header longer than the bound is not kept.
         let long = format!("PREPEND L: {}", "l".repeat(MAX_PENDING_HEADER_BYTES));
-        t.keep_for_later(t.ticket(&b, &long).unwrap(), &long);
-        assert_eq!(t.take_kept(&b), None);
+        t.keep_for_later(t.ticket(&b, &long).unwrap(), &long, 1);
+        assert_eq!(t.take_kept(&b, u8::MAX), None);
         // Z still waits; evicted with its transaction, it is no longer counted.
         assert_eq!(t.kept.load(Ordering::Relaxed), 1);
         for n in 0..100_000 {

@@ -49,6 +49,13 @@ fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
         };
         return match config::load_for(&args.config, serving) {
             Ok(loaded) => {
+                let sources = &loaded.policy.site.sources;
+                if !sources.is_empty() {
+                    println!("{}: site facts:", args.config.display());
+                    for line in sources {
+                        println!("  {line}");
+                    }
+                }
                 for warning in loaded.policy.warnings() {
                     eprintln!("{}: warning: {warning}", args.config.display());
                 }

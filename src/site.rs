@@ -35,8 +35,12 @@ pub struct Site {
     /// `smtpd_null_access_lookup_key`, default `<>`.
     pub null_access_key: String,
     pub codes: Codes,
-    /// Our final destinations (Postfix virtual_mailbox_domains), lowercase.
+    /// Our final destinations (Postfix virtual_mailbox_domains and
+    /// virtual_alias_domains), lowercase: their addresses are listed.
     pub domains: NameSet,
+    /// Postfix mydestination, lowercase: ours too, but their recipients
+    /// are Postfix's local_recipient_maps to judge, not rpol's lists.
+    pub mydestination: NameSet,
     /// Postfix `$myorigin`: the domain an unqualified sender is taken to
     /// be in (default: the first of `domains`).
     pub myorigin: String,
@@ -57,6 +61,9 @@ pub struct Site {
     pub outbound_spf: ResultActions,
     /// `[greylist]`: how check_greylist judges; `None` without the table.
     pub greylist: Option<GreylistSettings>,
+    /// Where each fact came from, one line each, for `--check-config`;
+    /// empty unless read from Postfix (`[site] postfix`).
+    pub sources: Vec<String>,
 }
 
 /// Networks matched against the client address, several times per
@@ -224,14 +231,17 @@ impl Site {
         self.domains.contains(&*domain)
     }
 
-    /// Whether mail to `domain` is authorized: ours, or a relay domain or
-    /// one of its subdomains (Postfix's default
+    /// Whether mail to `domain` is authorized: ours (mydestination too),
+    /// or a relay domain or one of its subdomains (Postfix's default
     /// parent_domain_matches_subdomains includes relay_domains).
     pub fn is_authorized_destination(&self, domain: &str) -> bool {
         if self.is_local_domain(domain) {
             return true;
         }
         let domain = crate::syntax::lowercase(domain.trim_end_matches('.'));
+        if self.mydestination.contains(&*domain) {
+            return true;
+        }
         self.relay_domains.iter().any(|r| {
             domain == *r
                 || (domain.len() > r.len()
@@ -250,6 +260,7 @@ impl Default for Site {
             null_access_key: "<>".into(),
             codes: Codes::default(),
             domains: NameSet::default(),
+            mydestination: NameSet::default(),
             myorigin: String::new(),
             relay_domains: Vec::new(),
             addresses: Addresses::default(),
@@ -259,6 +270,7 @@ impl Default for Site {
             egress: Vec::new(),
             outbound_spf: default_outbound_actions(),
             greylist: None,
+            sources: Vec::new(),
         }
     }
 }

@@ -24,17 +24,34 @@ fn check_config_accepts_a_valid_config() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
 
+/// The shipped policy.toml, its tables where they lie and its site facts
+/// from the tests' Postfix directory (tests/postfix), not this host's.
+fn shipped() -> Setup {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{repo}/policy.toml"))
+        .unwrap()
+        .replace(
+            "postfix = \"/etc/postfix\"",
+            &format!("postfix = \"{repo}/tests/postfix\""),
+        )
+        .replace("\"tables/", &format!("\"{repo}/tables/"));
+    Setup::new(&text)
+}
+
 #[test]
 fn check_config_shipped_policy_toml() {
-    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/policy.toml");
+    let setup = shipped();
+    let shipped = setup.config.display().to_string();
     let out = Command::new(RPOL)
-        .args(["--config", shipped, "--check-config"])
+        .args(["--config", &shipped, "--check-config"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        format!("{shipped}: ok\n")
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("{shipped}: site facts:\n"))
+            && stdout.ends_with(&format!("{shipped}: ok\n")),
+        "{stdout}"
     );
 }
 
@@ -171,10 +188,11 @@ fn login_rules_need_a_login_map_and_outbound_spf_needs_egress() {
 
 #[test]
 fn postfix_config_matches_the_shipped_policy() {
+    let setup = shipped();
     let out = Command::new(RPOL)
         .args([
             "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/policy.toml"),
+            &setup.config.display().to_string(),
             "--postfix-config",
         ])
         .output()

@@ -13,6 +13,7 @@ mod dns;
 mod errors;
 mod greylist;
 mod postfix;
+mod postfix_site;
 mod profiles;
 mod ratelimit;
 mod schema;

@@ -99,19 +99,21 @@ pub struct ServerSection {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct SiteSection {
-    #[serde(default)]
-    pub mynetworks: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub recipient_delimiter: String,
-    /// Our final destinations (virtual mailbox domains).
-    #[serde(default)]
-    pub domains: Vec<Spanned<String>>,
+    /// A Postfix configuration directory to read the facts below from;
+    /// each key written here overrides what Postfix says (hence `Option`:
+    /// written empty is not unset).
+    pub postfix: Option<Spanned<String>>,
+    pub mynetworks: Option<Vec<Spanned<String>>>,
+    pub recipient_delimiter: Option<String>,
+    /// Our final destinations (virtual mailbox and alias domains).
+    pub domains: Option<Vec<Spanned<String>>>,
+    /// Postfix mydestination: ours, with local recipients Postfix checks.
+    pub mydestination: Option<Vec<Spanned<String>>>,
     /// Postfix `$myorigin` for unqualified senders (default: the first
     /// of `domains`).
     pub myorigin: Option<Spanned<String>>,
     /// Domains we relay to (Postfix relay_domains).
-    #[serde(default)]
-    pub relay_domains: Vec<Spanned<String>>,
+    pub relay_domains: Option<Vec<Spanned<String>>>,
     /// virtual_mailbox_maps source file.
     pub mailboxes: Option<Spanned<String>>,
     /// virtual_alias_maps source file.

@@ -9,7 +9,7 @@
 //! work out which login owns which address.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 // Only the admin's addresses are inserted (see crate::site::NameSet).
 use foldhash::fast::RandomState as FastHash;
@@ -50,6 +50,30 @@ impl Addresses {
         aliases: Option<(&Path, &str)>,
     ) -> Result<Addresses, TableError> {
         let mut out = Addresses::default();
+        out.add(mailboxes, aliases)?;
+        Ok(out)
+    }
+
+    /// Loads several files of each kind, in order: an alias in two files
+    /// keeps the first one's targets, as Postfix's first map that has a key
+    /// answers.
+    pub fn load_all(mailboxes: &[PathBuf], aliases: &[PathBuf]) -> Result<Addresses, TableError> {
+        let mut out = Addresses::default();
+        for p in mailboxes {
+            out.add(Some((p, &read(p)?)), None)?;
+        }
+        for p in aliases {
+            out.add(None, Some((p, &read(p)?)))?;
+        }
+        Ok(out)
+    }
+
+    fn add(
+        &mut self,
+        mailboxes: Option<(&Path, &str)>,
+        aliases: Option<(&Path, &str)>,
+    ) -> Result<(), TableError> {
+        let out = self;
         if let Some((_, text)) = mailboxes {
             for (_, key, _) in source_lines(text) {
                 out.mailboxes.insert(key.to_lowercase());
@@ -72,7 +96,7 @@ impl Addresses {
                 out.aliases.entry(key.to_lowercase()).or_insert(targets);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     pub fn mailbox_count(&self) -> usize {

@@ -21,23 +21,32 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The text before `[server]` and from the table after it on.
-fn outside_server(text: &str) -> (String, String) {
-    let start = text.find("\n[server]\n").expect("a [server] table") + 1;
-    let body = start + "[server]\n".len();
-    let next = text[body..].find("\n[").expect("a table after [server]");
-    (
-        text[..start].to_string(),
-        text[body + next + 1..].to_string(),
-    )
+/// The text without the tables `names` (each from its header to the next
+/// table's).
+fn outside(text: &str, names: &[&str]) -> String {
+    let mut text = text.to_string();
+    for name in names {
+        let header = format!("\n[{name}]\n");
+        let start = text.find(&header).unwrap_or_else(|| panic!("no [{name}]")) + 1;
+        let body = start + header.len() - 1;
+        let next = text[body..].find("\n[").expect("a table after it");
+        text.replace_range(start..body + next + 1, "");
+    }
+    text
+}
+
+/// Table `name` of a config.
+fn table(text: &str, name: &str) -> toml::Table {
+    let mut doc: toml::Table = toml::from_str(text).unwrap();
+    match doc.remove(name) {
+        Some(toml::Value::Table(t)) => t,
+        _ => panic!("[{name}] is not a table"),
+    }
 }
 
 /// `[server]` of a config, without the keys the package sets its own way.
 fn server_without_package_keys(text: &str) -> toml::Table {
-    let mut doc: toml::Table = toml::from_str(text).unwrap();
-    let toml::Value::Table(mut server) = doc.remove("server").unwrap() else {
-        panic!("[server] is not a table")
-    };
+    let mut server = table(text, "server");
     for key in [
         "listen",
         "socket_mode",
@@ -52,20 +61,40 @@ fn server_without_package_keys(text: &str) -> toml::Table {
 }
 
 #[test]
-fn packaged_policy_toml_is_the_shipped_one_but_for_server() {
+fn packaged_policy_toml_is_the_shipped_one_but_for_server_and_site() {
     let shipped = read("policy.toml");
     let packaged = read("packaging/policy.toml");
-    let (before, after) = outside_server(&shipped);
-    let (p_before, p_after) = outside_server(&packaged);
     assert!(
-        before == p_before && after == p_after,
-        "packaging/policy.toml differs from policy.toml outside [server]: \
+        outside(&shipped, &["server", "site"]) == outside(&packaged, &["server", "site"]),
+        "packaging/policy.toml differs from policy.toml outside [server] and [site]: \
          copy the change (diff policy.toml packaging/policy.toml)"
     );
     assert_eq!(
         server_without_package_keys(&shipped),
         server_without_package_keys(&packaged),
         "[server] differs beyond listen, socket_*, user and group"
+    );
+    // The package reads the site facts from Postfix; the source tree's
+    // file writes them (it runs where there may be no Postfix).
+    let mut site = table(&shipped, "site");
+    for fact in [
+        "domains",
+        "mydestination",
+        "relay_domains",
+        "myorigin",
+        "mailboxes",
+        "aliases",
+        "recipient_delimiter",
+    ] {
+        site.remove(fact);
+    }
+    site.insert("postfix".into(), "/etc/postfix".into());
+    site.remove("foreign_sender");
+    let mut p_site = table(&packaged, "site");
+    p_site.remove("foreign_sender");
+    assert_eq!(
+        site, p_site,
+        "[site] differs beyond postfix and the facts it reads"
     );
 }
 

@@ -98,10 +98,10 @@ async fn calls(data: &[u8], path: &std::path::Path) {
                 };
                 let key = RateKey::new("l", "sender", &format!("k{who}"));
                 let r = if what % 4 == 1 {
-                    store.rate_check(key, net, rp).await.map(drop)
+                    store.rate_check(key, net, "", rp).await.map(drop)
                 } else {
                     let tag = format!("{now}");
-                    store.rate_count(key, net, 1, &tag, rp).await.map(drop)
+                    store.rate_settle(key, net, 1, &tag, rp).await.map(drop)
                 };
                 match r {
                     Ok(()) => {}

@@ -239,7 +239,7 @@ pub async fn check_rate_limit(ctx: &mut Context<'_>, limit: &Arc<RateLimit>) -> 
             created,
         }) => {
             ctx.note(|| describe(limit, &usage));
-            if created {
+            if created && state == ProtocolState::Rcpt {
                 ctx.counts.push(Count {
                     limit: limit.clone(),
                     key,

@@ -564,8 +564,15 @@ pub(crate) mod tests {
         assert!(c.repeated, "a settle retried counts once");
         // END-OF-MESSAGE retried after its settle: fits, changes nothing.
         got.push(hold(carol, a, "t1", Hold::Message(2), 8, 0).await);
+        // Elsewhere a counted instance is no retry: checked like any.
+        got.push(hold(carol, a, "t1", Hold::Probe, 8, 0).await);
         store.rate_release(carol, "t2", p(9, 0)).await.unwrap();
         store.rate_release(carol, "t2", p(9, 0)).await.unwrap();
+        // A counted instance's RCPT reserves; its repeated settle drops that.
+        got.push(hold(carol, a, "t1", rcpt("r9"), 9, 0).await);
+        let c = store.rate_settle(carol, a, 2, "t1", p(9, 0)).await.unwrap();
+        assert!(c.repeated);
+        assert_eq!((c.usage.messages, c.usage.held_messages), (1, 0));
         got.push(hold(carol, a, "t4", rcpt("r1"), 10, 0).await);
         // t4 lapses unsettled: its room is free again.
         got.push(hold(carol, a, "t5", Hold::Probe, 10 + RESERVATION_TTL, 0).await);
@@ -585,6 +592,8 @@ pub(crate) mod tests {
             (Some(Exceeded::Recipients), false, 0, 0, (2, 3)),
             (None, false, 0, 0, (2, 3)),
             (None, false, 1, 2, (1, 1)),
+            (Some(Exceeded::Messages), false, 1, 2, (1, 1)),
+            (None, true, 1, 2, (1, 1)),
             (None, true, 1, 2, (1, 1)),
             (None, false, 1, 2, (0, 0)),
             (None, true, 0, 0, (1, 1)),

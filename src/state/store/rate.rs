@@ -293,9 +293,11 @@ fn reservation(r: &Record, tag: &str) -> Option<usize> {
 /// Whether this transaction (`tag`, from `network`) holding `hold` fits
 /// the budgets beside the counts and the other transactions' live
 /// reservations; when it does and `tag` is not empty, the record to write
-/// with the reservation made or updated. An instance counted before (an
-/// END-OF-MESSAGE retried) fits and changes nothing; without an instance
-/// nothing can be held, so it is only checked.
+/// with the reservation made or updated. The END-OF-MESSAGE of an
+/// instance counted before (Postfix retrying it) fits and changes nothing;
+/// at other stages such an instance is checked like any (it cannot be a
+/// retry there). Without an instance nothing can be held, so it is only
+/// checked.
 pub fn hold(
     record: Option<Record>,
     p: &RateParams,
@@ -305,7 +307,7 @@ pub fn hold(
 ) -> (Check, Option<Record>) {
     let mut r = current(record, p);
     let before = usage(&r);
-    if counted(&r, tag) {
+    if counted(&r, tag) && matches!(hold, Hold::Message(_)) {
         let check = Check {
             usage: before,
             exceeded: None,
@@ -393,7 +395,7 @@ pub fn release(record: Option<Record>, p: &RateParams, tag: &str) -> Option<Reco
 /// in place of its reservation, unless `tag` (an [`instance_tag`]) was
 /// counted before. No budget is checked: the message is accepted, and
 /// its hold at END-OF-MESSAGE made the room. Returns the answer and the
-/// record to write (none for a repeat).
+/// record to write (none for a repeat that held nothing).
 pub fn settle(
     record: Option<Record>,
     p: &RateParams,
@@ -402,18 +404,17 @@ pub fn settle(
     tag: &str,
 ) -> (Counted, Option<Record>) {
     let mut r = current(record, p);
-    if counted(&r, tag) {
-        let usage = usage(&r);
-        return (
-            Counted {
-                usage,
-                repeated: true,
-            },
-            None,
-        );
-    }
-    if let Some(j) = reservation(&r, tag) {
+    let held = reservation(&r, tag);
+    if let Some(j) = held {
         r.reservations.remove(j);
+    }
+    if counted(&r, tag) {
+        // A repeat holds nothing either (its RCPT may have reserved).
+        let counted = Counted {
+            usage: usage(&r),
+            repeated: true,
+        };
+        return (counted, held.map(|_| r));
     }
     let i = (r.slice % SLICES) as usize;
     r.messages[i] = r.messages[i].saturating_add(1);

@@ -303,7 +303,7 @@ end
 /// or the recipient count (2). Code: the Exceeded code, 0 when it fits.
 const RATE_HOLD_LUA: &str = r#"
 local mode, arg = tonumber(ARGV[14]), ARGV[15]
-if counted() then return answer(0, 0) end
+if mode == 2 and counted() then return answer(0, 0) end
 local j = mine()
 local om, orc = #rec.h, 0
 for _, e in ipairs(rec.h) do orc = orc + e[3] end
@@ -345,9 +345,12 @@ return answer(0, 1)
 /// kept. Code 1 counted, 0 repeated.
 const RATE_SETTLE_LUA: &str = r#"
 local rcpts, netmax, instmax = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
-if counted() then return answer(0, 0) end
 local j = mine()
 if j then table.remove(rec.h, j) end
+if counted() then
+  if j then save() end
+  return answer(0, 0)
+end
 local k = cur % 12 + 1
 rec.m[k] = rec.m[k] + 1
 rec.r[k] = rec.r[k] + rcpts

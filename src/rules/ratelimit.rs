@@ -126,18 +126,17 @@ impl RateLimit {
 
     /// The reply naming the budget that is spent.
     pub fn reply(&self, exceeded: Exceeded) -> Reply {
+        let window = &self.window_text;
         let budget = match exceeded {
-            Exceeded::Messages => format!("{} messages", self.messages),
-            Exceeded::Recipients => format!("{} recipients", self.recipients),
-            Exceeded::DistinctClients => {
-                format!("{} distinct client networks", self.distinct_clients)
-            }
+            Exceeded::Messages => format!("{} messages per {window}", self.messages),
+            Exceeded::Recipients => format!("{} recipients per {window}", self.recipients),
+            Exceeded::DistinctClients => format!(
+                "{} distinct client networks per {window}",
+                self.distinct_clients
+            ),
             Exceeded::Transactions => format!("{} transactions at once", rate::MAX_RESERVATIONS),
         };
-        let text = format!(
-            "Rate limit \"{}\" reached: {budget} per {}",
-            self.name, self.window_text
-        );
+        let text = format!("Rate limit \"{}\" reached: {budget}", self.name);
         match (self.action, exceeded) {
             // Transactions end: too many at once is never a lasting refusal.
             (LimitAction::Defer, _) | (_, Exceeded::Transactions) => {
@@ -455,6 +454,13 @@ mod tests {
         assert_eq!(
             r.text,
             "Rate limit \"per_login\" reached: 5 distinct client networks per 1h"
+        );
+        // Too many transactions at once passes: deferred even so.
+        let r = limit.reply(Exceeded::Transactions);
+        assert_eq!((r.code, r.dsn.as_str()), (450, "4.7.1"));
+        assert_eq!(
+            r.text,
+            "Rate limit \"per_login\" reached: 64 transactions at once; try again later"
         );
     }
 }

@@ -650,6 +650,7 @@ fn parallel_cannot_overspend_recipients(
         recipients <= 5,
         "{recipients} recipients accepted of a budget of 5"
     );
+    assert_eq!(recipients, 5, "the budget is spent, not lost");
     rpol.signal(libc::SIGTERM);
     rpol.wait_exit();
     let u = login_check(settings, "alice@example.com", 0).usage;

@@ -13,7 +13,9 @@ mod rpol;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::Barrier;
 use std::time::Duration;
 
 use rpol::{Rpol, Setup, ask_action};
@@ -86,6 +88,10 @@ const ALICE: Msg = Msg {
 
 impl Msg<'_> {
     fn attrs(&self, state: &str) -> Vec<(&str, String)> {
+        self.attrs_to(state, "someone@example.org")
+    }
+
+    fn attrs_to(&self, state: &str, recipient: &str) -> Vec<(&str, String)> {
         let mut a = vec![
             ("protocol_state", state.to_string()),
             ("protocol_name", "ESMTP".into()),
@@ -105,7 +111,7 @@ impl Msg<'_> {
             a.push(("recipient", String::new()));
             a.push(("recipient_count", self.recipients.into()));
         } else {
-            a.push(("recipient", "someone@example.org".into()));
+            a.push(("recipient", recipient.into()));
             a.push(("recipient_count", "0".into()));
         }
         a
@@ -115,6 +121,14 @@ impl Msg<'_> {
         let attrs = self.attrs(state);
         let pairs: Vec<(&str, &str)> = attrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         ask_action(&mut rpol.connect(), &pairs)
+    }
+
+    /// One request on `stream`, a transaction's own connection (smtpd
+    /// keeps one per session).
+    fn ask_on(&self, stream: &mut UnixStream, state: &str, recipient: &str) -> String {
+        let attrs = self.attrs_to(state, recipient);
+        let pairs: Vec<(&str, &str)> = attrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ask_action(stream, &pairs)
     }
 
     fn rcpt(&self, rpol: &Rpol) -> String {
@@ -214,33 +228,79 @@ fn a_spent_budget_refuses_at_mail_and_rcpt_and_other_logins_go_on() {
 #[test]
 fn transactions_that_end_before_or_at_a_refusal_count_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let rpol = start(&config(&embedded(&dir.path().join("s.redb")), LIMIT));
-    // RCPTs of transactions that were aborted (RSET, QUIT, refused later).
-    for i in 0..10 {
-        let instance = format!("a.{i}");
-        assert_eq!(
-            Msg {
-                instance: &instance,
-                ..ALICE
-            }
-            .rcpt(&rpol),
-            "DUNNO"
-        );
+    let path = dir.path().join("s.redb");
+    let mut rpol = start(&config(&embedded(&path), LIMIT));
+    // Transactions refused at RCPT by a later rule (the sender table):
+    // each releases the reservation its RCPT made, so more of them than
+    // the budget holds spend nothing.
+    let spam_refused = "554 5.7.1 <spam@example.com>: Sender address rejected: Access denied";
+    for i in 0..5 {
+        let instance = format!("b.{i}");
+        let spam = Msg {
+            sender: "spam@example.com",
+            instance: &instance,
+            ..ALICE
+        };
+        assert_eq!(spam.rcpt(&rpol), spam_refused);
+        // A message the chain refuses at END-OF-MESSAGE is not counted either.
+        assert_eq!(spam.ask(&rpol, "END-OF-MESSAGE"), spam_refused);
     }
-    // A message the chain refuses at END-OF-MESSAGE is not counted either.
-    let spam = Msg {
-        sender: "spam@example.com",
-        ..ALICE.with("b.1")
-    };
-    assert_eq!(
-        spam.ask(&rpol, "END-OF-MESSAGE"),
-        "554 5.7.1 <spam@example.com>: Sender address rejected: Access denied"
-    );
     ALICE.with("c.1").send(&rpol);
     // The same instance again (Postfix retrying the request) counts once.
     assert_eq!(ALICE.with("c.1").ask(&rpol, "END-OF-MESSAGE"), "DUNNO");
     ALICE.with("c.2").send(&rpol);
     assert_eq!(ALICE.with("c.3").rcpt(&rpol), refused("2 messages"));
+    // Transactions abandoned after RCPT (RSET, QUIT: Postfix tells rpol
+    // nothing) hold their message until the reservation lapses.
+    let bob = |instance| Msg {
+        login: "bob@example.com",
+        instance,
+        ..ALICE
+    };
+    assert_eq!(bob("a.1").rcpt(&rpol), "DUNNO");
+    assert_eq!(bob("a.2").rcpt(&rpol), "DUNNO");
+    assert_eq!(bob("a.3").rcpt(&rpol), refused("2 messages"));
+    rpol.signal(libc::SIGTERM);
+    rpol.wait_exit();
+    use ::rpol::state::store::rate::{Exceeded, RESERVATION_TTL};
+    use ::rpol::state::store::{Backend, StoreSettings};
+    let settings = StoreSettings {
+        backend: Backend::Embedded { path },
+        ..StoreSettings::default()
+    };
+    let at = |later| {
+        let c = login_check(&settings, "bob@example.com", later);
+        (c.exceeded, c.usage.messages, c.usage.held_messages)
+    };
+    assert_eq!(at(0), (Some(Exceeded::Messages), 0, 2));
+    assert_eq!(at(RESERVATION_TTL), (None, 0, 0));
+}
+
+/// A MAIL-like check of `login`'s record `later` seconds from now under
+/// LIMIT's budgets, with the store opened anew (rpol stopped or not).
+fn login_check(
+    settings: &::rpol::state::store::StoreSettings,
+    login: &str,
+    later: u64,
+) -> ::rpol::state::store::rate::Check {
+    use ::rpol::state::store::Store;
+    use ::rpol::state::store::rate::{RateKey, RateParams};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = Store::open(settings).unwrap();
+        let key = RateKey::new("per_login", "sasl_username", login);
+        let p = RateParams {
+            now: ::rpol::state::store::unix_now() + later,
+            window: 3600,
+            messages: 2,
+            recipients: 5,
+            distinct_clients: 2,
+        };
+        store
+            .rate_check(key, "203.0.113.0/24", "", p)
+            .await
+            .unwrap()
+    })
 }
 
 #[test]
@@ -253,14 +313,20 @@ fn recipients_count_per_message() {
     };
     big.send(&rpol);
     assert_eq!(ALICE.with("r.2").rcpt(&rpol), refused("5 recipients"));
-    // A hostile recipient_count spends only its own key's budget.
+    // A hostile recipient_count does not fit the budget: refused at
+    // END-OF-MESSAGE, and it spends nothing, not even its own key's.
     let bob = Msg {
         login: "bob@example.com",
         recipients: "99999999999999999999",
         ..ALICE.with("r.3")
     };
-    bob.send(&rpol);
-    assert_eq!(bob.with("r.6").rcpt(&rpol), refused("5 recipients"));
+    assert_eq!(bob.rcpt(&rpol), "DUNNO");
+    assert_eq!(bob.ask(&rpol, "END-OF-MESSAGE"), refused("5 recipients"));
+    Msg {
+        recipients: "5",
+        ..bob.with("r.6")
+    }
+    .send(&rpol);
     assert_eq!(ALICE.with("r.4").rcpt(&rpol), refused("5 recipients"));
     let carol = Msg {
         login: "carol@example.com",
@@ -500,4 +566,137 @@ fn the_shipped_commented_default_compiles() {
         .find(|p| &*p.name == "submission")
         .unwrap();
     assert_eq!(submission.stages[2][0].text, "check_rate_limit per_login");
+}
+
+/// Transactions the parallel tests run at once, each on its own connection.
+const PARALLEL: usize = 20;
+/// RCPTs each of those transactions sends.
+const RCPTS: usize = 4;
+
+/// Issue 24 item 4: `PARALLEL` transactions of one login, each with
+/// `RCPTS` RCPTs, all answered before any END-OF-MESSAGE, then every
+/// END-OF-MESSAGE at once. Returns (messages, recipients) accepted in all.
+fn parallel_transactions(rpol: &Rpol) -> (u64, u64) {
+    let rcpts_done = Barrier::new(PARALLEL);
+    let accepted: Vec<(u64, u64)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..PARALLEL)
+            .map(|t| {
+                let rcpts_done = &rcpts_done;
+                s.spawn(move || {
+                    let instance = format!("p.{t}");
+                    let msg = Msg {
+                        instance: &instance,
+                        ..ALICE
+                    };
+                    let mut stream = rpol.connect();
+                    let mut rcpts = 0;
+                    for r in 0..RCPTS {
+                        let to = format!("r{r}@example.org");
+                        if msg.ask_on(&mut stream, "RCPT", &to) == "DUNNO" {
+                            rcpts += 1;
+                        }
+                    }
+                    rcpts_done.wait();
+                    // Postfix has no DATA without an accepted recipient.
+                    if rcpts == 0 {
+                        return (0, 0);
+                    }
+                    let count = rcpts.to_string();
+                    let eom = Msg {
+                        recipients: &count,
+                        ..msg
+                    };
+                    match eom.ask_on(&mut stream, "END-OF-MESSAGE", "").as_str() {
+                        "DUNNO" => (1, rcpts),
+                        _ => (0, 0),
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    accepted
+        .into_iter()
+        .fold((0, 0), |(m, r), (am, ar)| (m + am, r + ar))
+}
+
+/// Budgets of 3 messages (then of 5 recipients) on `store`: parallel
+/// transactions accept no more than that in all, and the record says so.
+fn parallel_cannot_overspend(store: &str, settings: &::rpol::state::store::StoreSettings) {
+    let three = LIMIT
+        .replace("messages = 2", "messages = 3")
+        .replace("recipients = 5", "recipients = 1000");
+    let mut rpol = start(&config(store, &three));
+    let (messages, _) = parallel_transactions(&rpol);
+    assert!(
+        messages <= 3,
+        "{messages} messages accepted of a budget of 3"
+    );
+    assert_eq!(messages, 3, "the budget is spent, not lost");
+    rpol.signal(libc::SIGTERM);
+    rpol.wait_exit();
+    let u = login_check(settings, "alice@example.com", 0).usage;
+    assert_eq!((u.messages, u.recipients), (3, 3 * RCPTS as u64));
+}
+
+fn parallel_cannot_overspend_recipients(
+    store: &str,
+    settings: &::rpol::state::store::StoreSettings,
+) {
+    let five = LIMIT.replace("messages = 2", "messages = 1000");
+    let mut rpol = start(&config(store, &five));
+    let (_, recipients) = parallel_transactions(&rpol);
+    assert!(
+        recipients <= 5,
+        "{recipients} recipients accepted of a budget of 5"
+    );
+    assert_eq!(recipients, 5, "the budget is spent, not lost");
+    rpol.signal(libc::SIGTERM);
+    rpol.wait_exit();
+    let u = login_check(settings, "alice@example.com", 0).usage;
+    assert_eq!(u.recipients, recipients);
+}
+
+#[test]
+fn parallel_transactions_cannot_overspend_the_embedded_store() {
+    use ::rpol::state::store::{Backend, StoreSettings};
+    for recipients in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let settings = StoreSettings {
+            backend: Backend::Embedded { path: path.clone() },
+            ..StoreSettings::default()
+        };
+        if recipients {
+            parallel_cannot_overspend_recipients(&embedded(&path), &settings);
+        } else {
+            parallel_cannot_overspend(&embedded(&path), &settings);
+        }
+    }
+}
+
+#[test]
+fn parallel_transactions_cannot_overspend_redis() {
+    use ::rpol::state::store::{Backend, StoreSettings};
+    let Some(server) = redis::redis_server() else {
+        return;
+    };
+    for (prefix, recipients) in [("t3:", false), ("t4:", true)] {
+        let store = format!(
+            "backend = \"redis\"\nurl = {:?}\nprefix = {prefix:?}",
+            server.url
+        );
+        let settings = StoreSettings {
+            backend: Backend::Redis {
+                url: server.url.clone(),
+            },
+            prefix: prefix.into(),
+            ..StoreSettings::default()
+        };
+        if recipients {
+            parallel_cannot_overspend_recipients(&store, &settings);
+        } else {
+            parallel_cannot_overspend(&store, &settings);
+        }
+    }
 }

@@ -2,8 +2,8 @@
 //! arbitrary sequence of calls, against the embedded store with small
 //! budgets, so every budget fills and every eviction path runs.
 //!
-//! Input: 4 bytes per call: what (greylist, rate check, rate count,
-//! sweep), a client network (one of 4), a sender or key (one of 256), and
+//! Input: 4 bytes per call: what (greylist, rate check, rate settle, hold
+//! or release, sweep), a client network (one of 4), a sender or key (one of 256), and
 //! seconds to move the clock on (times 10). Checks besides "no panic":
 //! greylisting never fails and never passes a triplet on its first sight
 //! (auto-whitelisting is off); a rate call fails only for a new key when
@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rpol::state::store::greylist::{GreylistParams, TripletKey, Verdict};
-use rpol::state::store::rate::{RateKey, RateParams};
+use rpol::state::store::rate::{Hold, MAX_RESERVATIONS, RateKey, RateParams};
 use rpol::state::store::{Backend, Limits, Store, StoreError, StoreSettings};
 
 /// Calls one input makes at most: enough to fill every budget many times.
@@ -97,22 +97,33 @@ async fn calls(data: &[u8], path: &std::path::Path) {
                     distinct_clients: 2,
                 };
                 let key = RateKey::new("l", "sender", &format!("k{who}"));
-                let r = if what % 4 == 1 {
-                    store.rate_check(key, net, rp).await.map(drop)
-                } else {
-                    let tag = format!("{now}");
-                    store.rate_count(key, net, 1, &tag, rp).await.map(drop)
+                // A transaction of a few per key, so holds meet again.
+                let tag = format!("t{}", what / 4 % 4);
+                let r = match (what % 4, what / 16 % 3) {
+                    (1, _) => store.rate_check(key, net, &tag, rp).await.map(|_| false),
+                    (_, 0) => store.rate_settle(key, net, 1, &tag, rp).await.map(|_| true),
+                    (_, 1) => {
+                        let hold = Hold::Rcpt(format!("r{step}"));
+                        let c = store.rate_hold(key, net, &tag, hold, rp).await;
+                        c.map(|c| {
+                            let held = c.usage.held_messages;
+                            assert!(held <= MAX_RESERVATIONS as u64, "{held} held");
+                            c.exceeded.is_none()
+                        })
+                    }
+                    _ => store.rate_release(key, &tag, rp).await.map(|()| false),
                 };
                 match r {
-                    Ok(()) => {}
+                    Ok(wrote) => {
+                        if wrote {
+                            keys.insert(key.0, now);
+                        }
+                    }
                     Err(StoreError::Full(_)) => {
                         let live = keys.get(&key.0).is_some_and(|t| now < t + 3_600);
                         assert!(!live, "a live record was refused");
                     }
                     Err(e) => panic!("rate call failed: {e}"),
-                }
-                if what % 4 == 2 && r.is_ok() {
-                    keys.insert(key.0, now);
                 }
             }
             _ => {

@@ -118,17 +118,19 @@ pub async fn evaluate(policy: &Policy, state: &State, req: &Request, want_trace:
         None => run.final_action(state),
     };
     let class = ActionClass::of(&action);
-    // Rate limits count a message only when this answer lets it through.
+    // Rate limits count a message only when this answer lets it through;
+    // a refusal releases what the refused transaction reserved.
     let counts = std::mem::take(&mut run.counts);
     if !counts.is_empty() {
+        // Boxed: the store call's future is large, and unboxed it would
+        // make every connection's task that much larger for its whole life.
         if matches!(
             class,
             ActionClass::Reject | ActionClass::Defer | ActionClass::DeferIfPermit
         ) {
             run.step(|| "refused: the rate limits count nothing".into());
+            Box::pin(ratelimit::release(state, counts, run.trace.as_mut())).await;
         } else {
-            // Boxed: the store call's future is large, and unboxed it would
-            // make every connection's task that much larger for its whole life.
             Box::pin(ratelimit::commit(state, counts, run.trace.as_mut())).await;
         }
     }

@@ -1,11 +1,17 @@
 //! `check_rate_limit NAME`: a `[[rate_limit]]` budget per login, client or
-//! sender. At MAIL and RCPT it only reads the key's record and refuses once
-//! a budget is spent, or when the request would be the key's next distinct
-//! client network beyond `distinct_clients`. At END-OF-MESSAGE it asks the
-//! chain to count the message (one message, `recipient_count` recipients,
-//! the client's network) once the chain has not refused it: only accepted
-//! mail counts, and a transaction that never reaches END-OF-MESSAGE counts
-//! nothing. The store counts an instance once.
+//! sender. It refuses once a budget is spent, or when the request would be
+//! the key's next distinct client network beyond `distinct_clients`. What
+//! is spent is what was counted plus what transactions under way hold:
+//! each RCPT reserves its recipient (and its transaction's one message) in
+//! the same atomic store step that checks the room, so parallel
+//! transactions cannot all pass one reading. At END-OF-MESSAGE the
+//! message's `recipient_count` is held the same way (refused when it does
+//! not fit), and the chain turns the reservation into the count once its
+//! answer is not a refusal: only accepted mail counts. A refused
+//! transaction releases its reservation; one that is abandoned (Postfix
+//! says nothing at QUIT or RSET) lets it lapse after
+//! [`rate::RESERVATION_TTL`]. The store counts an instance once. MAIL and
+//! other states only read.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,7 +22,7 @@ use crate::log::Escaped;
 use crate::protocol::{ProtocolState, Request};
 use crate::state::State;
 use crate::state::store::rate::{
-    self, Exceeded, RateKey, RateParams, Usage, instance_tag, network_of,
+    self, Exceeded, Hold, RateKey, RateParams, Usage, instance_tag, network_of,
 };
 use crate::state::store::{StoreError, unix_now};
 use crate::vocab::outcome::Outcome;
@@ -120,25 +126,28 @@ impl RateLimit {
 
     /// The reply naming the budget that is spent.
     pub fn reply(&self, exceeded: Exceeded) -> Reply {
+        let window = &self.window_text;
         let budget = match exceeded {
-            Exceeded::Messages => format!("{} messages", self.messages),
-            Exceeded::Recipients => format!("{} recipients", self.recipients),
-            Exceeded::DistinctClients => {
-                format!("{} distinct client networks", self.distinct_clients)
-            }
+            Exceeded::Messages => format!("{} messages per {window}", self.messages),
+            Exceeded::Recipients => format!("{} recipients per {window}", self.recipients),
+            Exceeded::DistinctClients => format!(
+                "{} distinct client networks per {window}",
+                self.distinct_clients
+            ),
+            Exceeded::Transactions => format!("{} transactions at once", rate::MAX_RESERVATIONS),
         };
-        let text = format!(
-            "Rate limit \"{}\" reached: {budget} per {}",
-            self.name, self.window_text
-        );
-        match self.action {
-            LimitAction::Defer => Reply::new(450, "4.7.1", format!("{text}; try again later")),
-            LimitAction::Reject => Reply::new(550, "5.7.1", text),
+        let text = format!("Rate limit \"{}\" reached: {budget}", self.name);
+        match (self.action, exceeded) {
+            // Transactions end: too many at once is never a lasting refusal.
+            (LimitAction::Defer, _) | (_, Exceeded::Transactions) => {
+                Reply::new(450, "4.7.1", format!("{text}; try again later"))
+            }
+            (LimitAction::Reject, _) => Reply::new(550, "5.7.1", text),
         }
     }
 }
 
-/// A message to count once the chain has not refused it.
+/// A reservation the chain settles or releases once it has its answer.
 #[derive(Debug)]
 pub struct Count {
     limit: Arc<RateLimit>,
@@ -147,6 +156,10 @@ pub struct Count {
     network: String,
     recipients: u32,
     tag: String,
+    /// END-OF-MESSAGE: counted when accepted, released when refused. A
+    /// RCPT that made its transaction's reservation: released when
+    /// refused (nothing else of the transaction holds it yet).
+    end_of_message: bool,
 }
 
 /// Recipients a message adds: `recipient_count`, at most
@@ -178,37 +191,70 @@ pub async fn check_rate_limit(ctx: &mut Context<'_>, limit: &Arc<RateLimit>) -> 
     };
     let key = RateKey::new(&limit.name, limit.key.name(), &value);
     let net = network(req);
-    if req.state() == ProtocolState::EndOfMessage {
-        let recipients = recipients(&req.recipient_count);
-        ctx.note(|| {
-            format!("counts 1 message, {recipients} recipient(s) from {net} once accepted")
-        });
-        ctx.counts.push(Count {
-            limit: limit.clone(),
-            key,
-            value,
-            network: net,
-            recipients,
-            tag: instance_tag(&req.instance),
-        });
-        return Outcome::Dunno;
-    }
     let Some(store) = ctx.state.store() else {
         ctx.note(|| "no store open (--test-request): not checked".into());
         return Outcome::Dunno;
     };
     let now = unix_now();
-    match store.rate_check(key, &net, limit.params(now)).await {
+    let p = limit.params(now);
+    let state = req.state();
+    let mut tag = instance_tag(&req.instance);
+    let answer = match state {
+        ProtocolState::Rcpt => {
+            let to = instance_tag(&req.recipient);
+            store.rate_hold(key, &net, &tag, Hold::Rcpt(to), p).await
+        }
+        ProtocolState::EndOfMessage => {
+            // Without an instance the message still needs a reservation
+            // of its own to settle: a tag no other transaction has.
+            if tag.is_empty() {
+                tag = unique_tag();
+            }
+            let recipients = recipients(&req.recipient_count);
+            ctx.counts.push(Count {
+                limit: limit.clone(),
+                key,
+                value: value.clone(),
+                network: net.clone(),
+                recipients,
+                tag: tag.clone(),
+                end_of_message: true,
+            });
+            ctx.note(|| {
+                format!(
+                    "holds 1 message, {recipients} recipient(s) from {net}; counted once accepted"
+                )
+            });
+            store
+                .rate_hold(key, &net, &tag, Hold::Message(recipients), p)
+                .await
+        }
+        _ => store.rate_check(key, &net, &tag, p).await,
+    };
+    match answer {
         Ok(rate::Check {
             exceeded: None,
             usage,
+            created,
         }) => {
             ctx.note(|| describe(limit, &usage));
+            if created && state == ProtocolState::Rcpt {
+                ctx.counts.push(Count {
+                    limit: limit.clone(),
+                    key,
+                    value,
+                    network: net,
+                    recipients: 0,
+                    tag,
+                    end_of_message: false,
+                });
+            }
             Outcome::Dunno
         }
         Ok(rate::Check {
             exceeded: Some(exceeded),
             usage,
+            ..
         }) => {
             ctx.note(|| describe(limit, &usage));
             let slot = now / limit.window.as_secs().max(1);
@@ -231,6 +277,12 @@ pub async fn check_rate_limit(ctx: &mut Context<'_>, limit: &Arc<RateLimit>) -> 
             ctx.note(|| format!("store: {e}"));
             Outcome::Reject(Reply::new(451, "4.3.0", "Temporary lookup failure"))
         }
+        // After the data a broken store does not refuse the message: it is
+        // only not counted (the settle fails too, logged and counted).
+        Err(e) if state == ProtocolState::EndOfMessage => {
+            ctx.note(|| format!("store failed: {e}"));
+            Outcome::Dunno
+        }
         Err(e) => {
             ctx.note(|| format!("store failed: {e}"));
             match limit.on_store_error {
@@ -243,9 +295,27 @@ pub async fn check_rate_limit(ctx: &mut Context<'_>, limit: &Arc<RateLimit>) -> 
     }
 }
 
+/// A tag for a message without an instance: unique to this process and
+/// moment, so its reservation is its own.
+fn unique_tag() -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    instance_tag(&format!("\0rpol {} {at} {seq}", std::process::id()))
+}
+
 fn describe(limit: &RateLimit, usage: &Usage) -> String {
+    let held = match usage.held_messages {
+        0 => String::new(),
+        n => format!(
+            "; {n} transaction(s) under way hold {} recipient(s)",
+            usage.held_recipients
+        ),
+    };
     format!(
-        "{} message(s), {} recipient(s) in the last {} from {} network(s): {}",
+        "{} message(s), {} recipient(s) in the last {} from {} network(s): {}{held}",
         usage.messages,
         usage.recipients,
         limit.window_text,
@@ -258,18 +328,18 @@ fn describe(limit: &RateLimit, usage: &Usage) -> String {
     )
 }
 
-/// Counts the messages the chain accepted. A failed count is logged and
-/// counted by the store and changes nothing: the message is already
-/// accepted.
+/// Settles the reservations of a message the chain accepted: each
+/// becomes the count. A failed call is logged and counted by the store and
+/// changes nothing: the message is already accepted.
 pub async fn commit(state: &State, counts: Vec<Count>, trace: Option<&mut Vec<String>>) {
     let Some(store) = state.store() else {
         return;
     };
     let mut lines = Vec::new();
-    for c in counts {
+    for c in counts.into_iter().filter(|c| c.end_of_message) {
         let p = c.limit.params(unix_now());
         let r = store
-            .rate_count(c.key, &c.network, c.recipients, &c.tag, p)
+            .rate_settle(c.key, &c.network, c.recipients, &c.tag, p)
             .await;
         let who = format!("{}={}", c.limit.key.name(), Escaped(&c.value));
         lines.push(match r {
@@ -284,6 +354,29 @@ pub async fn commit(state: &State, counts: Vec<Count>, trace: Option<&mut Vec<St
                 describe(&c.limit, &counted.usage)
             ),
             Err(e) => format!("rate limit {:?}: {who} not counted: {e}", c.limit.name),
+        });
+    }
+    if let Some(trace) = trace {
+        trace.extend(lines);
+    }
+}
+
+/// Releases the reservations of a transaction the chain refused: at
+/// END-OF-MESSAGE the transaction is over; at RCPT only one the refused
+/// RCPT made (its transaction's first). A failed call is logged and
+/// counted by the store; the reservation then lapses by itself.
+pub async fn release(state: &State, counts: Vec<Count>, trace: Option<&mut Vec<String>>) {
+    let Some(store) = state.store() else {
+        return;
+    };
+    let mut lines = Vec::new();
+    for c in counts {
+        let p = c.limit.params(unix_now());
+        let r = store.rate_release(c.key, &c.tag, p).await;
+        let who = format!("{}={}", c.limit.key.name(), Escaped(&c.value));
+        lines.push(match r {
+            Ok(()) => format!("rate limit {:?}: {who}: reservation released", c.limit.name),
+            Err(e) => format!("rate limit {:?}: {who}: not released: {e}", c.limit.name),
         });
     }
     if let Some(trace) = trace {
@@ -361,6 +454,13 @@ mod tests {
         assert_eq!(
             r.text,
             "Rate limit \"per_login\" reached: 5 distinct client networks per 1h"
+        );
+        // Too many transactions at once passes: deferred even so.
+        let r = limit.reply(Exceeded::Transactions);
+        assert_eq!((r.code, r.dsn.as_str()), (450, "4.7.1"));
+        assert_eq!(
+            r.text,
+            "Rate limit \"per_login\" reached: 64 transactions at once; try again later"
         );
     }
 }

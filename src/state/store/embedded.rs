@@ -30,7 +30,7 @@ use std::time::Duration;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::greylist::{self, Client, GreylistParams, NotStored, Triplet, TripletKey, Verdict};
-use super::rate::{self, Check, Counted, RateKey, RateParams, Record};
+use super::rate::{self, Check, Counted, Hold, RateKey, RateParams, Record};
 use super::{Limits, MAX_QUEUE_WAIT, StoreError};
 
 /// Triplet digest -> (first seen, last seen).
@@ -428,12 +428,14 @@ fn sweep_rates(
 }
 
 impl Embedded {
-    /// Reads a rate record. A key without one when the rate budget is
-    /// full is [`StoreError::Full`]: it could not be counted.
+    /// Reads a rate record: would one more message fit ([`rate::check`])?
+    /// A key without one when the rate budget is full is
+    /// [`StoreError::Full`]: it could not be counted.
     pub async fn rate_check(
         &self,
         key: RateKey,
         network: String,
+        tag: String,
         p: RateParams,
     ) -> Result<Check, StoreError> {
         let max = self.limits.rate_records;
@@ -445,12 +447,39 @@ impl Embedded {
                 return Err(StoreError::Full(max));
             }
             let record = stored.and_then(|v| live_record(v.value(), p.now));
-            Ok(rate::check(record, &p, &network))
+            Ok(rate::check(record, &p, &network, &tag))
         })
         .await
     }
 
-    pub async fn rate_count(
+    /// `op` on `key`'s record in one write transaction ([`rate_tx`]).
+    async fn rate_write<T: Send + 'static>(
+        &self,
+        key: RateKey,
+        p: RateParams,
+        op: impl FnOnce(Option<Record>) -> (T, Option<Record>) + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let max = self.limits.rate_records;
+        self.write(move |db| rate_tx(db, key, &p, max, op)).await
+    }
+
+    /// [`rate::hold`] in one write transaction.
+    pub async fn rate_hold(
+        &self,
+        key: RateKey,
+        network: String,
+        tag: String,
+        hold: Hold,
+        p: RateParams,
+    ) -> Result<Check, StoreError> {
+        self.rate_write(key, p, move |old| {
+            rate::hold(old, &p, &network, &tag, &hold)
+        })
+        .await
+    }
+
+    /// [`rate::settle`] in one write transaction.
+    pub async fn rate_settle(
         &self,
         key: RateKey,
         network: String,
@@ -458,8 +487,20 @@ impl Embedded {
         tag: String,
         p: RateParams,
     ) -> Result<Counted, StoreError> {
-        let max = self.limits.rate_records;
-        self.write(move |db| rate_count_tx(db, key, &network, recipients, &tag, &p, max))
+        self.rate_write(key, p, move |old| {
+            rate::settle(old, &p, &network, recipients, &tag)
+        })
+        .await
+    }
+
+    /// [`rate::release`] in one write transaction.
+    pub async fn rate_release(
+        &self,
+        key: RateKey,
+        tag: String,
+        p: RateParams,
+    ) -> Result<(), StoreError> {
+        self.rate_write(key, p, move |old| ((), rate::release(old, &p, &tag)))
             .await
     }
 }
@@ -473,40 +514,38 @@ fn live_record(value: &[u8], now: u64) -> Option<Record> {
         .flatten()
 }
 
-/// One write transaction: read the record, count, write it back with its
-/// expiry (when its newest count leaves the window). Only rate records
-/// count against `max_rate_records`.
-fn rate_count_tx(
+/// One write transaction: read the record, let `op` answer and change it,
+/// write it back with its expiry ([`RateParams::keep`] from now). Only
+/// rate records count against `max_rate_records`.
+fn rate_tx<T>(
     db: &Database,
     key: RateKey,
-    network: &str,
-    recipients: u32,
-    tag: &str,
     p: &RateParams,
     max_rate_records: u64,
-) -> Result<Counted, StoreError> {
+    op: impl FnOnce(Option<Record>) -> (T, Option<Record>),
+) -> Result<T, StoreError> {
     let mut tx = db.begin_write().map_err(backend)?;
     tx.set_durability(Durability::Eventual);
-    let counted = {
+    let answer = {
         let mut rates = tx.open_table(RATES).map_err(backend)?;
         let stored = rates
             .get(key.0)
             .map_err(backend)?
             .map(|v| v.value().to_vec());
         let old = stored.as_deref().and_then(|v| live_record(v, p.now));
-        let (counted, write) = rate::count(old, p, network, recipients, tag);
+        let (answer, write) = op(old);
         if let Some(record) = write {
             if stored.is_none() && rates.len().map_err(backend)? >= max_rate_records {
                 return Err(StoreError::Full(max_rate_records));
             }
-            let mut value = (p.now + p.span()).to_be_bytes().to_vec();
+            let mut value = (p.now + p.keep()).to_be_bytes().to_vec();
             value.extend_from_slice(&record.encode());
             rates.insert(key.0, value.as_slice()).map_err(backend)?;
         }
-        counted
+        answer
     };
     tx.commit().map_err(backend)?;
-    Ok(counted)
+    Ok(answer)
 }
 
 #[cfg(test)]
@@ -579,18 +618,24 @@ mod tests {
         };
         let key = RateKey::new("l", "sender", "a@x.example");
         let net = || "203.0.113.0/24".to_string();
-        s.rate_count(key, net(), 1, String::new(), p(now - 3601))
+        s.rate_settle(key, net(), 1, String::new(), p(now - 3601))
             .await
             .unwrap();
         // Expired: read as empty before the sweep, gone after it.
-        let c = s.rate_check(key, net(), p(now)).await.unwrap();
+        let c = s
+            .rate_check(key, net(), String::new(), p(now))
+            .await
+            .unwrap();
         assert_eq!((c.exceeded, c.usage.messages), (None, 0));
         assert_eq!(s.sweep(None).await, Ok(1));
-        s.rate_count(key, net(), 1, String::new(), p(now))
+        s.rate_settle(key, net(), 1, String::new(), p(now))
             .await
             .unwrap();
         assert_eq!(s.sweep(None).await, Ok(0));
-        let c = s.rate_check(key, net(), p(now)).await.unwrap();
+        let c = s
+            .rate_check(key, net(), String::new(), p(now))
+            .await
+            .unwrap();
         assert_eq!(c.exceeded, Some(rate::Exceeded::Messages));
     }
 

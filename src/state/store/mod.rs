@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use greylist::{GreylistParams, TripletKey, Verdict};
-use rate::{RateKey, RateParams};
+use rate::{Hold, RateKey, RateParams};
 
 /// Default `[store] path`: the Debian package's StateDirectory.
 pub const DEFAULT_PATH: &str = "/var/lib/rpol/rpol.redb";
@@ -287,25 +287,54 @@ impl Store {
     }
 
     /// Reads a rate-limit record: would one more message from `network`
-    /// fit? Changes nothing.
+    /// (one more recipient of transaction `tag`) fit beside the counts and
+    /// the live reservations? Changes nothing.
     pub async fn rate_check(
         &self,
         key: RateKey,
         network: &str,
+        tag: &str,
         params: RateParams,
     ) -> Result<rate::Check, StoreError> {
         let call = async {
             match &self.inner {
-                Inner::Embedded(e) => e.rate_check(key, network.to_string(), params).await,
-                Inner::Redis(r) => within(self.timeout, r.rate_check(key, network, params)).await,
+                Inner::Embedded(e) => e.rate_check(key, network.into(), tag.into(), params).await,
+                Inner::Redis(r) => {
+                    within(self.timeout, r.rate_check(key, network, tag, params)).await
+                }
             }
         };
         self.guarded("rate limit check", call).await
     }
 
-    /// Counts one accepted message in a rate-limit record, once per
-    /// instance tag, in one atomic step.
-    pub async fn rate_count(
+    /// Reserves room for transaction `tag` ([`rate::hold`]): checks and
+    /// records in one atomic step, so parallel transactions cannot all
+    /// pass the same reading.
+    pub async fn rate_hold(
+        &self,
+        key: RateKey,
+        network: &str,
+        tag: &str,
+        hold: Hold,
+        params: RateParams,
+    ) -> Result<rate::Check, StoreError> {
+        let call = async {
+            match &self.inner {
+                Inner::Embedded(e) => {
+                    e.rate_hold(key, network.into(), tag.into(), hold, params)
+                        .await
+                }
+                Inner::Redis(r) => {
+                    within(self.timeout, r.rate_hold(key, network, tag, &hold, params)).await
+                }
+            }
+        };
+        self.guarded("rate limit check", call).await
+    }
+
+    /// Counts one accepted message in a rate-limit record in place of its
+    /// reservation, once per instance tag, in one atomic step.
+    pub async fn rate_settle(
         &self,
         key: RateKey,
         network: &str,
@@ -316,16 +345,32 @@ impl Store {
         let call = async {
             match &self.inner {
                 Inner::Embedded(e) => {
-                    e.rate_count(key, network.into(), recipients, tag.into(), params)
+                    e.rate_settle(key, network.into(), recipients, tag.into(), params)
                         .await
                 }
                 Inner::Redis(r) => {
-                    let count = r.rate_count(key, network, recipients, tag, params);
-                    within(self.timeout, count).await
+                    let settle = r.rate_settle(key, network, recipients, tag, params);
+                    within(self.timeout, settle).await
                 }
             }
         };
         self.guarded("rate limit count", call).await
+    }
+
+    /// Drops the reservation of a refused transaction.
+    pub async fn rate_release(
+        &self,
+        key: RateKey,
+        tag: &str,
+        params: RateParams,
+    ) -> Result<(), StoreError> {
+        let call = async {
+            match &self.inner {
+                Inner::Embedded(e) => e.rate_release(key, tag.into(), params).await,
+                Inner::Redis(r) => within(self.timeout, r.rate_release(key, tag, params)).await,
+            }
+        };
+        self.guarded("rate limit release", call).await
     }
 
     /// Removes expired records (the embedded store, a batch per
@@ -432,28 +477,28 @@ pub(crate) mod tests {
         let other = RateKey::new("per_login", "sasl_username", "bob");
         let mut got = Vec::new();
         let check = async |k, net: &str, at| {
-            let c = store.rate_check(k, net, p(at)).await.expect("check");
+            let c = store.rate_check(k, net, "", p(at)).await.expect("check");
             (c.exceeded, c.usage.messages, c.usage.recipients)
         };
         got.push(check(key, "203.0.113.0/24", 0).await);
         let c = store
-            .rate_count(key, "203.0.113.0/24", 2, "aa", p(1))
+            .rate_settle(key, "203.0.113.0/24", 2, "aa", p(1))
             .await
             .unwrap();
         assert!(!c.repeated);
         let c = store
-            .rate_count(key, "203.0.113.0/24", 2, "aa", p(2))
+            .rate_settle(key, "203.0.113.0/24", 2, "aa", p(2))
             .await
             .unwrap();
         assert!(c.repeated, "the same instance counts once");
         store
-            .rate_count(key, "198.51.100.0/24", 1, "bb", p(3))
+            .rate_settle(key, "198.51.100.0/24", 1, "bb", p(3))
             .await
             .unwrap();
         got.push(check(key, "2001:db8::/64", 4).await);
         got.push(check(key, "198.51.100.0/24", 4).await);
         store
-            .rate_count(key, "198.51.100.0/24", 1, "", p(5))
+            .rate_settle(key, "198.51.100.0/24", 1, "", p(5))
             .await
             .unwrap();
         got.push(check(key, "198.51.100.0/24", 6).await);
@@ -469,8 +514,114 @@ pub(crate) mod tests {
             (None, 0, 0),
         ];
         assert_eq!(got, want);
-        let c = store.rate_check(key, "x", p(7)).await.unwrap();
+        let c = store.rate_check(key, "x", "", p(7)).await.unwrap();
         assert_eq!(c.usage.networks, ["203.0.113.0/24", "198.51.100.0/24"]);
+    }
+
+    /// Issue 24 item 4: reservations, the same on every backend. Answers
+    /// are (exceeded, created, messages, recipients, held messages, held
+    /// recipients).
+    async fn reservation_sequence(store: &Store) {
+        use rate::{Exceeded, Hold, MAX_RESERVATIONS, RESERVATION_TTL};
+        let t0 = unix_now();
+        let p = |at: u64, distinct_clients| RateParams {
+            now: t0 + at,
+            window: 3600,
+            messages: 2,
+            recipients: 3,
+            distinct_clients,
+        };
+        let a = "203.0.113.0/24";
+        let carol = RateKey::new("per_login", "sasl_username", "carol");
+        let hold = async |k, net, tag, h: Hold, at, d| {
+            let c = store
+                .rate_hold(k, net, tag, h, p(at, d))
+                .await
+                .expect("hold");
+            let u = c.usage;
+            let held = (u.held_messages, u.held_recipients);
+            (c.exceeded, c.created, u.messages, u.recipients, held)
+        };
+        let rcpt = |to: &str| Hold::Rcpt(to.into());
+        let mut got = vec![
+            hold(carol, a, "t1", rcpt("r1"), 0, 0).await,
+            // The same RCPT again holds no more.
+            hold(carol, a, "t1", rcpt("r1"), 1, 0).await,
+            hold(carol, a, "t1", rcpt("r2"), 2, 0).await,
+            hold(carol, a, "t2", rcpt("r1"), 3, 0).await,
+            // Two transactions under way hold the 2 messages.
+            hold(carol, a, "t3", rcpt("r1"), 4, 0).await,
+            hold(carol, a, "t3", Hold::Probe, 4, 0).await,
+            // t1 holds 2 recipients, t2 1: a second one of t2 is one too many.
+            hold(carol, a, "t2", rcpt("r2"), 5, 0).await,
+            // t1's message with its 2 recipients fits beside t2's one.
+            hold(carol, a, "t1", Hold::Message(2), 6, 0).await,
+        ];
+        let c = store.rate_settle(carol, a, 2, "t1", p(7, 0)).await.unwrap();
+        assert!(!c.repeated);
+        assert_eq!((c.usage.messages, c.usage.held_messages), (1, 1));
+        let c = store.rate_settle(carol, a, 2, "t1", p(7, 0)).await.unwrap();
+        assert!(c.repeated, "a settle retried counts once");
+        // END-OF-MESSAGE retried after its settle: fits, changes nothing.
+        got.push(hold(carol, a, "t1", Hold::Message(2), 8, 0).await);
+        // Elsewhere a counted instance is no retry: checked like any.
+        got.push(hold(carol, a, "t1", Hold::Probe, 8, 0).await);
+        store.rate_release(carol, "t2", p(9, 0)).await.unwrap();
+        store.rate_release(carol, "t2", p(9, 0)).await.unwrap();
+        // A counted instance's RCPT reserves; its repeated settle drops that.
+        got.push(hold(carol, a, "t1", rcpt("r9"), 9, 0).await);
+        let c = store.rate_settle(carol, a, 2, "t1", p(9, 0)).await.unwrap();
+        assert!(c.repeated);
+        assert_eq!((c.usage.messages, c.usage.held_messages), (1, 0));
+        got.push(hold(carol, a, "t4", rcpt("r1"), 10, 0).await);
+        // t4 lapses unsettled: its room is free again.
+        got.push(hold(carol, a, "t5", Hold::Probe, 10 + RESERVATION_TTL, 0).await);
+        // Networks held count for distinct_clients.
+        let dave = RateKey::new("per_login", "sasl_username", "dave");
+        let b = "198.51.100.0/24";
+        got.push(hold(dave, a, "d1", rcpt("r1"), 0, 1).await);
+        got.push(hold(dave, b, "d2", rcpt("r1"), 1, 1).await);
+        got.push(hold(dave, a, "d2", rcpt("r1"), 2, 1).await);
+        let want = [
+            (None, true, 0, 0, (1, 1)),
+            (None, false, 0, 0, (1, 1)),
+            (None, false, 0, 0, (1, 2)),
+            (None, true, 0, 0, (2, 3)),
+            (Some(Exceeded::Messages), false, 0, 0, (2, 3)),
+            (Some(Exceeded::Messages), false, 0, 0, (2, 3)),
+            (Some(Exceeded::Recipients), false, 0, 0, (2, 3)),
+            (None, false, 0, 0, (2, 3)),
+            (None, false, 1, 2, (1, 1)),
+            (Some(Exceeded::Messages), false, 1, 2, (1, 1)),
+            (None, true, 1, 2, (1, 1)),
+            (None, true, 1, 2, (1, 1)),
+            (None, false, 1, 2, (0, 0)),
+            (None, true, 0, 0, (1, 1)),
+            (Some(Exceeded::DistinctClients), false, 0, 0, (1, 1)),
+            (None, true, 0, 0, (2, 2)),
+        ];
+        assert_eq!(got, want);
+        // Reservations per key are bounded: one more transaction waits.
+        let erin = RateKey::new("per_login", "sasl_username", "erin");
+        let big = RateParams {
+            messages: 0,
+            recipients: 0,
+            ..p(0, 0)
+        };
+        for n in 0..MAX_RESERVATIONS {
+            let c = store
+                .rate_hold(erin, a, &format!("e{n}"), rcpt("r"), big)
+                .await
+                .unwrap();
+            assert_eq!(c.exceeded, None, "{n}");
+        }
+        let c = store.rate_hold(erin, a, "e", rcpt("r"), big).await.unwrap();
+        assert_eq!(c.exceeded, Some(Exceeded::Transactions));
+        let c = store
+            .rate_hold(erin, a, "e0", rcpt("s"), big)
+            .await
+            .unwrap();
+        assert_eq!(c.exceeded, None, "a transaction holding room goes on");
     }
 
     #[tokio::test]
@@ -485,6 +636,7 @@ pub(crate) mod tests {
         let store = Store::open(&settings).unwrap();
         sequence(&store).await;
         rate_sequence(&store).await;
+        reservation_sequence(&store).await;
     }
 
     #[tokio::test]
@@ -521,6 +673,7 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert!(ttl > 3500 && ttl <= 3600, "{ttl}");
+        reservation_sequence(&store).await;
         let _ = ::redis::cmd("FLUSHDB")
             .query_async::<()>(
                 &mut ::redis::Client::open(server.url.as_str())

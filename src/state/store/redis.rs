@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::greylist::{AWL_INCREMENT_EVERY, GreylistParams, NotStored, TripletKey, Verdict};
-use super::rate::{self, RateKey, RateParams};
+use super::rate::{self, Hold, RateKey, RateParams};
 use super::{Limits, StoreError};
 
 /// Stale index entries a script removes per call: more than the one a call
@@ -221,26 +221,31 @@ impl RedisStore {
     }
 }
 
-/// rate::check and rate::count share this: the record (JSON, by Redis's
-/// cjson) as of now. KEYS: the record, the index of records (hex by
-/// expiry). ARGV: now, slice length, window, messages, recipients,
-/// distinct_clients (0: no limit), network, the record's hex,
-/// max_rate_records, INDEX_TRIM. A key without a record when the index is
-/// full answers {4, 0, 0, ''}: no room (live records are never evicted).
+/// rate::hold, rate::settle and rate::release share this: the record
+/// (JSON, by Redis's cjson) as of now. KEYS: the record, the index of
+/// records (hex by expiry). ARGV: now, slice length, window, messages,
+/// recipients, distinct_clients (0: no limit), network, the record's hex,
+/// max_rate_records, INDEX_TRIM, instance tag, RESERVATION_TTL,
+/// MAX_RESERVATIONS. Reservations are {tag, expires, recipients, network,
+/// last recipient}. Every script answers {code, messages, recipients,
+/// networks, held messages, held recipients, created}; a key without a
+/// record when the index is full answers code 4: no room (live records are
+/// never evicted).
 const RATE_PRELUDE: &str = r#"
 local now, len, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local maxm, maxr, maxd = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local net, member, maxrec, trim = ARGV[7], ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
+local tag, ttl, maxh = ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, trim)
 if #stale > 0 then redis.call('ZREM', KEYS[2], unpack(stale)) end
 local rec
 local raw = redis.call('GET', KEYS[1])
-if not raw and redis.call('ZCARD', KEYS[2]) >= maxrec then return {4, 0, 0, ''} end
+if not raw and redis.call('ZCARD', KEYS[2]) >= maxrec then return {4, 0, 0, '', 0, 0, 0} end
 if raw then
   local ok, v = pcall(cjson.decode, raw)
   if ok and type(v) == 'table' and type(v.m) == 'table' and type(v.r) == 'table' then rec = v end
 end
-if not rec then rec = {s = 0, m = {}, r = {}, n = {}, i = {}} end
+if not rec then rec = {s = 0, m = {}, r = {}, n = {}, i = {}, h = {}} end
 rec.n = rec.n or {}
 rec.i = rec.i or {}
 for k = 1, 12 do rec.m[k] = tonumber(rec.m[k]) or 0; rec.r[k] = tonumber(rec.r[k]) or 0 end
@@ -259,44 +264,98 @@ for _, e in ipairs(rec.n) do
   if now - tonumber(e[2]) < window then kept[#kept + 1] = e end
 end
 rec.n = kept
-local function usage()
+local held = {}
+for _, e in ipairs(type(rec.h) == 'table' and rec.h or {}) do
+  if type(e) == 'table' and (tonumber(e[2]) or 0) > now then
+    held[#held + 1] = {tostring(e[1]), tonumber(e[2]), tonumber(e[3]) or 0, tostring(e[4]), tostring(e[5])}
+  end
+end
+rec.h = held
+local function answer(code, created)
   local m, r, nets = 0, 0, {}
   for k = 1, 12 do m = m + rec.m[k]; r = r + rec.r[k] end
   for _, e in ipairs(rec.n) do nets[#nets + 1] = e[1] end
-  return m, r, table.concat(nets, ' ')
+  local hr = 0
+  for _, e in ipairs(rec.h) do hr = hr + e[3] end
+  return {code, m, r, table.concat(nets, ' '), #rec.h, hr, created}
+end
+local function counted()
+  if tag == '' then return false end
+  for _, t in ipairs(rec.i) do if t == tag then return true end end
+  return false
+end
+local function mine()
+  if tag == '' then return nil end
+  for j, e in ipairs(rec.h) do if e[1] == tag then return j end end
+  return nil
+end
+local function save()
+  local keep = math.max(len * 12, ttl)
+  redis.call('SET', KEYS[1], cjson.encode(rec), 'EX', keep)
+  redis.call('ZADD', KEYS[2], now + keep, member)
+  redis.call('EXPIRE', KEYS[2], keep, 'GT')
+  if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], keep) end
 end
 "#;
 
-/// rate::check. Returns {exceeded code, messages, recipients, networks}.
-const RATE_CHECK_LUA: &str = r#"
-local m, r, nets = usage()
-local known = false
-for _, e in ipairs(rec.n) do if e[1] == net then known = true end end
+/// rate::hold (and rate::check: mode 0, nothing written). ARGV also (14
+/// on): mode (0 probe, 1 RCPT, 2 END-OF-MESSAGE), the recipient's tag (1)
+/// or the recipient count (2). Code: the Exceeded code, 0 when it fits.
+const RATE_HOLD_LUA: &str = r#"
+local mode, arg = tonumber(ARGV[14]), ARGV[15]
+if mode == 2 and counted() then return answer(0, 0) end
+local j = mine()
+local om, orc = #rec.h, 0
+for _, e in ipairs(rec.h) do orc = orc + e[3] end
+local rc, last = 0, ''
+if j then
+  om = om - 1; orc = orc - rec.h[j][3]; rc = rec.h[j][3]; last = rec.h[j][5]
+end
+if mode == 2 then rc = tonumber(arg)
+elseif mode == 1 and j and arg ~= '' and arg == last then last = arg
+else
+  rc = rc + 1
+  if mode == 1 then last = arg end
+end
+local m, r = 0, 0
+for k = 1, 12 do m = m + rec.m[k]; r = r + rec.r[k] end
 local code = 0
-if maxm > 0 and m >= maxm then code = 1
-elseif maxr > 0 and r >= maxr then code = 2
-elseif maxd > 0 and not known and #rec.n >= maxd then code = 3 end
-return {code, m, r, nets}
+if maxm > 0 and m + om + 1 > maxm then code = 1
+elseif maxr > 0 and r + orc + rc > maxr then code = 2
+elseif maxd > 0 then
+  local seen, count = {}, 0
+  for _, e in ipairs(rec.n) do
+    if not seen[e[1]] then seen[e[1]] = true; count = count + 1 end
+  end
+  for k, e in ipairs(rec.h) do
+    if k ~= j and not seen[e[4]] then seen[e[4]] = true; count = count + 1 end
+  end
+  if not seen[net] and count >= maxd then code = 3 end
+end
+if code == 0 and not j and om >= maxh then code = 5 end
+if code ~= 0 or mode == 0 or tag == '' then return answer(code, 0) end
+if j then table.remove(rec.h, j) end
+rec.h[#rec.h + 1] = {tag, now + ttl, rc, net, last}
+save()
+if j then return answer(0, 0) end
+return answer(0, 1)
 "#;
 
-/// rate::count. ARGV also (11 on): recipients, instance tag, networks kept,
-/// instances kept. Returns {1 counted / 0 repeated, messages, recipients,
-/// networks}; the record expires when its newest count leaves the window.
-const RATE_COUNT_LUA: &str = r#"
-local rcpts, tag, netmax, instmax = tonumber(ARGV[11]), ARGV[12], tonumber(ARGV[13]), tonumber(ARGV[14])
-if tag ~= '' then
-  for _, t in ipairs(rec.i) do
-    if t == tag then
-      local m, r, nets = usage()
-      return {0, m, r, nets}
-    end
-  end
+/// rate::settle. ARGV also (14 on): recipients, networks kept, instances
+/// kept. Code 1 counted, 0 repeated.
+const RATE_SETTLE_LUA: &str = r#"
+local rcpts, netmax, instmax = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+local j = mine()
+if j then table.remove(rec.h, j) end
+if counted() then
+  if j then save() end
+  return answer(0, 0)
 end
 local k = cur % 12 + 1
 rec.m[k] = rec.m[k] + 1
 rec.r[k] = rec.r[k] + rcpts
 local at = nil
-for j, e in ipairs(rec.n) do if e[1] == net then at = j end end
+for x, e in ipairs(rec.n) do if e[1] == net then at = x end end
 if at then table.remove(rec.n, at)
 elseif #rec.n >= netmax then table.remove(rec.n, 1) end
 rec.n[#rec.n + 1] = {net, now}
@@ -304,38 +363,57 @@ if tag ~= '' then
   if #rec.i >= instmax then table.remove(rec.i, 1) end
   rec.i[#rec.i + 1] = tag
 end
-redis.call('SET', KEYS[1], cjson.encode(rec), 'EX', len * 12)
-redis.call('ZADD', KEYS[2], now + len * 12, member)
-redis.call('EXPIRE', KEYS[2], len * 12, 'GT')
-if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], len * 12) end
-local m, r, nets = usage()
-return {1, m, r, nets}
+save()
+return answer(1, 0)
 "#;
 
-static RATE_CHECK: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(&format!("{RATE_PRELUDE}{RATE_CHECK_LUA}")));
-static RATE_COUNT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(&format!("{RATE_PRELUDE}{RATE_COUNT_LUA}")));
+/// rate::release. Code 1 released, 0 nothing to release.
+const RATE_RELEASE_LUA: &str = r#"
+local j = mine()
+if not j then return answer(0, 0) end
+table.remove(rec.h, j)
+save()
+return answer(1, 0)
+"#;
+
+fn rate_script(op: &str) -> redis::Script {
+    redis::Script::new(&format!("{RATE_PRELUDE}{op}"))
+}
+
+static RATE_HOLD: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| rate_script(RATE_HOLD_LUA));
+static RATE_SETTLE: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| rate_script(RATE_SETTLE_LUA));
+static RATE_RELEASE: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| rate_script(RATE_RELEASE_LUA));
 
 /// The rate scripts' answer when a new key finds no room.
 const FULL: u64 = 4;
 
-fn rate_usage(m: u64, r: u64, nets: &str) -> rate::Usage {
+/// What every rate script answers (see [`RATE_PRELUDE`]).
+type RateAnswer = (u64, u64, u64, String, u64, u64, u64);
+
+fn rate_usage(a: &RateAnswer) -> rate::Usage {
     rate::Usage {
-        messages: m,
-        recipients: r,
-        networks: nets.split_whitespace().map(String::from).collect(),
+        messages: a.1,
+        recipients: a.2,
+        networks: a.3.split_whitespace().map(String::from).collect(),
+        held_messages: a.4,
+        held_recipients: a.5,
     }
 }
 
 impl RedisStore {
-    fn rate_invocation(
+    /// Runs `script` for `key` with the shared ARGV and `extra` after them.
+    async fn rate_call(
         &self,
         script: &'static redis::Script,
         key: RateKey,
         network: &str,
+        tag: &str,
         p: &RateParams,
-    ) -> redis::ScriptInvocation<'static> {
+        extra: &[String],
+    ) -> Result<RateAnswer, StoreError> {
         let hex = key.hex();
         let mut inv = script.key(format!("{}rate:{hex}", self.prefix));
         inv.key(format!("{}rate:index", self.prefix))
@@ -348,32 +426,55 @@ impl RedisStore {
             .arg(network)
             .arg(hex)
             .arg(self.limits.rate_records)
-            .arg(INDEX_TRIM);
-        inv
+            .arg(INDEX_TRIM)
+            .arg(tag)
+            .arg(rate::RESERVATION_TTL)
+            .arg(rate::MAX_RESERVATIONS);
+        for a in extra {
+            inv.arg(a);
+        }
+        let mut con = self.manager.clone();
+        let answer: RateAnswer = inv.invoke_async(&mut con).await.map_err(backend)?;
+        if answer.0 == FULL {
+            return Err(StoreError::Full(self.limits.rate_records));
+        }
+        Ok(answer)
     }
 
     pub async fn rate_check(
         &self,
         key: RateKey,
         network: &str,
+        tag: &str,
         p: RateParams,
     ) -> Result<rate::Check, StoreError> {
-        let mut con = self.manager.clone();
-        let (code, m, r, nets): (u64, u64, u64, String) = self
-            .rate_invocation(&RATE_CHECK, key, network, &p)
-            .invoke_async(&mut con)
-            .await
-            .map_err(backend)?;
-        if code == FULL {
-            return Err(StoreError::Full(self.limits.rate_records));
-        }
+        self.rate_hold(key, network, tag, &Hold::Probe, p).await
+    }
+
+    pub async fn rate_hold(
+        &self,
+        key: RateKey,
+        network: &str,
+        tag: &str,
+        hold: &Hold,
+        p: RateParams,
+    ) -> Result<rate::Check, StoreError> {
+        let extra = match hold {
+            Hold::Probe => ["0".to_string(), String::new()],
+            Hold::Rcpt(to) => ["1".to_string(), to.clone()],
+            Hold::Message(n) => ["2".to_string(), n.to_string()],
+        };
+        let a = self
+            .rate_call(&RATE_HOLD, key, network, tag, &p, &extra)
+            .await?;
         Ok(rate::Check {
-            usage: rate_usage(m, r, &nets),
-            exceeded: rate::Exceeded::from_code(code),
+            usage: rate_usage(&a),
+            exceeded: rate::Exceeded::from_code(a.0),
+            created: a.6 == 1,
         })
     }
 
-    pub async fn rate_count(
+    pub async fn rate_settle(
         &self,
         key: RateKey,
         network: &str,
@@ -381,20 +482,30 @@ impl RedisStore {
         tag: &str,
         p: RateParams,
     ) -> Result<rate::Counted, StoreError> {
-        let mut con = self.manager.clone();
-        let mut inv = self.rate_invocation(&RATE_COUNT, key, network, &p);
-        inv.arg(recipients)
-            .arg(tag)
-            .arg(p.networks_kept())
-            .arg(rate::INSTANCES_KEPT);
-        let (counted, m, r, nets): (u64, u64, u64, String) =
-            inv.invoke_async(&mut con).await.map_err(backend)?;
-        if counted == FULL {
-            return Err(StoreError::Full(self.limits.rate_records));
-        }
+        let extra = [
+            recipients.to_string(),
+            p.networks_kept().to_string(),
+            rate::INSTANCES_KEPT.to_string(),
+        ];
+        let a = self
+            .rate_call(&RATE_SETTLE, key, network, tag, &p, &extra)
+            .await?;
         Ok(rate::Counted {
-            usage: rate_usage(m, r, &nets),
-            repeated: counted == 0,
+            usage: rate_usage(&a),
+            repeated: a.0 == 0,
         })
+    }
+
+    /// A key without a record has nothing to release, full store or not.
+    pub async fn rate_release(
+        &self,
+        key: RateKey,
+        tag: &str,
+        p: RateParams,
+    ) -> Result<(), StoreError> {
+        match self.rate_call(&RATE_RELEASE, key, "", tag, &p, &[]).await {
+            Ok(_) | Err(StoreError::Full(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }

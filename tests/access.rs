@@ -538,36 +538,63 @@ fn requests_logged(log: &str) -> u64 {
         .sum()
 }
 
-#[test]
-fn a_pipelined_flood_of_identical_requests_is_summarised() {
-    const FLOOD: usize = 20_000;
+/// Sends `requests` pipelined on one connection, reads their DUNNO
+/// answers, waits until the log accounts for each; returns the log.
+fn pipelined(requests: &[Vec<u8>]) -> String {
     let rpol = Setup::new(SUBMISSION).start();
     let mut conn = rpol.connect();
-    let one = request(&submission("198.51.100.4", true));
-    let wire: Vec<u8> = one.repeat(FLOOD);
+    let wire: Vec<u8> = requests.concat();
     let mut writer = conn.try_clone().unwrap();
     let sending = std::thread::spawn(move || writer.write_all(&wire).unwrap());
-    let mut answers = vec![0u8; DUNNO.len() * FLOOD];
+    let mut answers = vec![0u8; DUNNO.len() * requests.len()];
     conn.read_exact(&mut answers).unwrap();
     sending.join().unwrap();
-    assert!(answers == DUNNO.repeat(FLOOD).as_bytes());
+    assert!(answers == DUNNO.repeat(requests.len()).as_bytes());
 
-    // Every request is accounted for, in a handful of lines.
     let deadline = Instant::now() + WAIT_TIMEOUT;
-    while requests_logged(&rpol.stderr()) < FLOOD as u64 {
+    while requests_logged(&rpol.stderr()) < requests.len() as u64 {
         assert!(
             Instant::now() < deadline,
-            "{} of {FLOOD} requests logged:\n{}",
+            "{} of {} requests logged:\n{}",
             requests_logged(&rpol.stderr()),
+            requests.len(),
             rpol.stderr()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
     let log = rpol.stderr();
-    assert_eq!(requests_logged(&log), FLOOD as u64, "{log}");
+    assert_eq!(requests_logged(&log), requests.len() as u64, "{log}");
+    log
+}
+
+#[test]
+fn a_pipelined_flood_of_identical_requests_is_summarised() {
+    const FLOOD: usize = 20_000;
+    let one = request(&submission("198.51.100.4", true));
+    let log = pipelined(&vec![one; FLOOD]);
+    // Every request is accounted for, in a handful of lines.
     let lines = decision_lines(&log);
     assert!(lines.len() <= 40, "{} lines:\n{log}", lines.len());
     assert!(log.len() < 20_000, "{} bytes of log", log.len());
+}
+
+/// More distinct lines than a window keeps do not open it to a flood:
+/// the line seen least lately makes room.
+#[test]
+fn a_flood_after_many_distinct_requests_is_summarised_too() {
+    const DISTINCT: usize = 100;
+    const FLOOD: usize = 5_000;
+    let mut requests: Vec<Vec<u8>> = (0..DISTINCT)
+        .map(|i| request(&submission(&format!("198.51.100.{}", i + 1), true)))
+        .collect();
+    requests.extend(vec![request(&submission("203.0.113.4", true)); FLOOD]);
+    let log = pipelined(&requests);
+    let lines = decision_lines(&log);
+    assert!(
+        lines.len() <= DISTINCT + 40,
+        "{} lines:\n{log}",
+        lines.len()
+    );
 }
 
 #[test]

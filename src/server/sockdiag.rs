@@ -226,6 +226,22 @@ mod tests {
     }
 
     #[test]
+    fn finds_ipv6_and_ipv4_mapped_peers() {
+        for (listen, connect) in [("[::1]:0", "[::1]"), ("[::]:0", "127.0.0.1")] {
+            let Ok(listener) = TcpListener::bind(listen) else {
+                continue; // no IPv6 here
+            };
+            let port = listener.local_addr().unwrap().port();
+            let client = TcpStream::connect(format!("{connect}:{port}")).unwrap();
+            let (server, peer) = listener.accept().unwrap();
+            let uid = peer_uid(peer, server.local_addr().unwrap());
+            // SAFETY: geteuid has no preconditions.
+            assert_eq!(uid.unwrap(), unsafe { libc::geteuid() }, "{listen}");
+            drop(client);
+        }
+    }
+
+    #[test]
     fn an_unknown_connection_is_an_error() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let nowhere: SocketAddr = "127.0.0.1:1".parse().unwrap();

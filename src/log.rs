@@ -6,13 +6,14 @@
 //! [`Repeats`] folds a flood of identical lines into a count.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
+use std::num::NonZeroUsize;
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
+use lru::LruCache;
 use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -156,9 +157,10 @@ pub enum Decisions {
 /// How long identical lines are counted before the count is logged.
 pub const REPEAT_WINDOW: Duration = Duration::from_secs(1);
 
-/// Distinct lines one window keeps to count their repeats: beyond it, a
-/// line is logged as it comes. Each is a bounded log line, so this bounds
-/// the memory; a flood of one line needs one.
+/// Distinct lines one window keeps to count their repeats: beyond it, the
+/// line seen least lately makes room (its count written then), so a
+/// flood is folded whatever came before it. Each is a bounded log line,
+/// so this bounds the memory; a flood of one line needs one.
 pub const REPEAT_LINES: usize = 64;
 
 /// Identical lines within [`REPEAT_WINDOW`] are written once; how often
@@ -168,31 +170,43 @@ pub const REPEAT_LINES: usize = 64;
 #[derive(Default)]
 pub struct Repeats(Mutex<Window>);
 
-#[derive(Default)]
 struct Window {
     started: Option<Instant>,
-    /// Each line of this window and how often it came again.
-    seen: HashMap<String, u64>,
+    /// Each line of this window and how often it came again, the line
+    /// seen least lately first out.
+    seen: LruCache<String, u64>,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            started: None,
+            seen: LruCache::new(NonZeroUsize::new(REPEAT_LINES).unwrap_or(NonZeroUsize::MIN)),
+        }
+    }
 }
 
 impl Repeats {
-    /// Counts `line`. Returns the summaries of the window that just
-    /// closed, if one did, and whether `line` is to be written now: its
-    /// first time in this window, or the window full.
+    /// Counts `line`. Returns the summaries to write first (of the window
+    /// that just closed, or of the line that made room for this one) and
+    /// whether `line` is to be written now: its first time in this window
+    /// or since it made room.
     pub fn note(&self, line: &str, now: Instant) -> (Vec<String>, bool) {
         let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let closed = w.close_if_due(now, false);
+        let mut summaries = w.close_if_due(now, false);
         if w.started.is_none() {
             w.started = Some(now);
         }
         if let Some(n) = w.seen.get_mut(line) {
             *n += 1;
-            return (closed, false);
+            return (summaries, false);
         }
-        if w.seen.len() < REPEAT_LINES {
-            w.seen.insert(line.to_string(), 0);
+        if let Some((old, n)) = w.seen.push(line.to_string(), 0)
+            && n > 0
+        {
+            summaries.push(repeated(n, &old));
         }
-        (closed, true)
+        (summaries, true)
     }
 
     /// The summaries of the window, if it is due (`now` past its end) or
@@ -210,15 +224,20 @@ impl Window {
             _ => return Vec::new(),
         }
         self.started = None;
-        let mut out: Vec<String> = self
-            .seen
-            .drain()
-            .filter(|(_, n)| *n > 0)
-            .map(|(line, n)| format!("repeated {n} more time(s): {line}"))
-            .collect();
+        let mut out = Vec::new();
+        while let Some((line, n)) = self.seen.pop_lru() {
+            if n > 0 {
+                out.push(repeated(n, &line));
+            }
+        }
         out.sort();
         out
     }
+}
+
+/// The summary of a line that came `n` more times.
+fn repeated(n: u64, line: &str) -> String {
+    format!("repeated {n} more time(s): {line}")
 }
 
 /// A `MakeWriter` that sends each event to syslog(3), facility mail.
@@ -350,14 +369,26 @@ mod tests {
     }
 
     #[test]
-    fn a_full_window_writes_what_it_cannot_count() {
+    fn a_full_window_makes_room_for_a_new_line() {
         let repeats = Repeats::default();
         let now = Instant::now();
         for i in 0..REPEAT_LINES {
             assert!(repeats.note(&i.to_string(), now).1);
         }
+        // 64 distinct lines do not open the window to a flood.
         assert!(repeats.note("new", now).1);
-        assert!(repeats.note("new", now).1);
-        assert!(!repeats.note("0", now).1);
+        assert!(!repeats.note("new", now).1);
+        assert!(!repeats.note("new", now).1);
+        // The line seen least lately made room ("0"), silently (it never
+        // came again); a line that did has its count written as it goes.
+        assert_eq!(repeats.note("0", now), (vec![], true));
+        assert!(!repeats.note("2", now).1);
+        for i in 0..REPEAT_LINES - 1 {
+            repeats.note(&format!("x{i}"), now);
+        }
+        assert_eq!(
+            repeats.note("y", now),
+            (vec!["repeated 1 more time(s): 2".to_string()], true)
+        );
     }
 }

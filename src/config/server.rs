@@ -101,8 +101,9 @@ pub struct ServerSettings {
     /// TCP peers served: anyone else who can reach the port is closed at
     /// once (a forged request can lock a login out or pass a triplet).
     pub allow: Vec<IpNet>,
-    /// uids served on a unix socket besides root, the socket file's owner
-    /// and rpol's own (`allow_users`, resolved when loaded).
+    /// uids served on a unix socket and over loopback TCP besides root,
+    /// the socket file's owner and rpol's own (`allow_users`, resolved
+    /// when loaded; by default [`default_allow_uids`]).
     pub allow_uids: Vec<u32>,
     /// `[log] decisions`.
     pub log_decisions: Decisions,
@@ -114,6 +115,17 @@ pub fn default_allow() -> Vec<IpNet> {
         IpNet::new(IpAddr::from([127, 0, 0, 0]), 8).unwrap_or_default(),
         IpNet::from(IpAddr::V6(Ipv6Addr::LOCALHOST)),
     ]
+}
+
+/// The account Postfix's smtpd runs as (its default `mail_owner`).
+pub const POSTFIX_ACCOUNT: &str = "postfix";
+
+/// Default `allow_users`: the `postfix` account when this machine has one.
+/// Postfix's smtpd connects as it, over TCP as over a unix socket, and the
+/// seed configuration listens on loopback TCP: without it, Postfix would
+/// be refused out of the box. An `allow_users` list replaces it.
+pub fn default_allow_uids() -> Vec<u32> {
+    uid_of(POSTFIX_ACCOUNT).into_iter().collect()
 }
 
 /// `answer_timeout` when not set: 3/5 of `request_timeout`, so 60 s of
@@ -175,7 +187,7 @@ impl Default for ServerSettings {
             metrics: None,
             store: None,
             allow: default_allow(),
-            allow_uids: Vec::new(),
+            allow_uids: default_allow_uids(),
             log_decisions: Decisions::default(),
         }
     }
@@ -328,6 +340,9 @@ impl Compiler<'_> {
                 );
             }
             out.allow = self.networks(list, "server.allow");
+        }
+        if allow_users.is_some() {
+            out.allow_uids.clear();
         }
         for user in allow_users.unwrap_or_default() {
             match uid_of(user.get_ref()) {

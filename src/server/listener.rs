@@ -1,8 +1,9 @@
 //! Listening sockets: unix (path, mode, owner, group; a stale socket file is
 //! replaced), TCP, and sockets handed over by systemd (LISTEN_FDS); and who
-//! may use them ([`Listener::admits`]): a TCP peer in `[server] allow`, a
-//! unix-socket peer (SO_PEERCRED) that is root, the socket file's owner,
-//! rpol's own account or in `[server] allow_users`. A request forged by
+//! may use them ([`Listener::admits`]): a TCP peer in `[server] allow`,
+//! and a unix-socket peer (SO_PEERCRED) or loopback TCP peer (the owner of
+//! its socket) that is root, the socket file's owner, rpol's own account
+//! (unless nobody) or in `[server] allow_users`. A request forged by
 //! anyone else could lock a login out or pass a triplet.
 
 use std::fmt;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{Gid, Uid};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
+use super::sockdiag;
 use crate::config::{ListenAddr, ServerSettings};
 
 /// A bound listener.
@@ -92,10 +94,12 @@ impl Listener {
         }
     }
 
-    /// Whether the peer of `stream` may use this listener: `address` (a
-    /// TCP peer's) in `allow`, or a unix peer's uid root, the socket's
-    /// owner, rpol's own or one of `allow_uids`. A peer whose credentials
-    /// cannot be read is refused.
+    /// Whether the peer of `stream` may use this listener. A unix peer
+    /// (SO_PEERCRED) and a TCP peer on a loopback address (the owner of its
+    /// socket, [`sockdiag`]) must be a trusted uid ([`trusted`]); a TCP
+    /// peer must also be in `allow`. A peer on another address in `allow`
+    /// is served by its address alone: its socket is on another host, and
+    /// so is its uid. A peer whose uid cannot be read is refused.
     pub fn admits(
         &self,
         stream: &Stream,
@@ -106,26 +110,31 @@ impl Listener {
             (Listener::Unix { owner, .. }, Stream::Unix(s)) => {
                 let cred = s
                     .peer_cred()
-                    .map_err(|e| Refused::NoCredentials(e.kind()))?;
-                let uid = cred.uid();
-                if uid == 0
-                    || Some(uid) == *owner
-                    || uid == nix::unistd::geteuid().as_raw()
-                    || settings.allow_uids.contains(&uid)
-                {
-                    Ok(())
-                } else {
-                    Err(Refused::User {
-                        uid,
-                        pid: cred.pid(),
-                    })
-                }
+                    .map_err(|e| Refused::NoCredentials(e.to_string()))?;
+                trusted(cred.uid(), *owner, settings).map_err(|uid| Refused::User {
+                    uid,
+                    pid: cred.pid(),
+                })
             }
-            (_, _) => match address {
-                Some(ip) if settings.allow.iter().any(|n| n.contains(&ip)) => Ok(()),
-                Some(ip) => Err(Refused::Address(ip)),
-                None => Err(Refused::NoCredentials(io::ErrorKind::NotFound)),
+            (_, Stream::Tcp(s)) => match address {
+                Some(ip) if !settings.allow.iter().any(|n| n.contains(&ip)) => {
+                    Err(Refused::Address(ip))
+                }
+                Some(ip) if !ip.is_loopback() => Ok(()),
+                Some(_) => {
+                    let uid = s
+                        .peer_addr()
+                        .and_then(|peer| sockdiag::peer_uid(peer, s.local_addr()?))
+                        .map_err(|e| {
+                            Refused::NoCredentials(format!("the owner of its socket: {e}"))
+                        })?;
+                    trusted(uid, None, settings).map_err(|uid| Refused::User { uid, pid: None })
+                }
+                None => Err(Refused::NoCredentials("no address".into())),
             },
+            (Listener::Tcp { .. }, Stream::Unix(_)) => Err(Refused::NoCredentials(
+                "a unix peer on a TCP listener".into(),
+            )),
         }
     }
 
@@ -140,15 +149,36 @@ impl Listener {
     }
 }
 
+/// The kernel's overflow uid (`nobody`): the account of NFS's squashed
+/// root and of daemons that have no account of their own, so no one in
+/// particular; rpol running as it trusts no one for it.
+pub const OVERFLOW_UID: u32 = 65534;
+
+/// Whether a peer's `uid` is served: root, the unix socket file's `owner`,
+/// rpol's own account unless that is [`OVERFLOW_UID`], or one of
+/// `allow_uids`. Err(uid) otherwise.
+fn trusted(uid: u32, owner: Option<u32>, settings: &ServerSettings) -> Result<(), u32> {
+    let own = nix::unistd::geteuid().as_raw();
+    if uid == 0
+        || Some(uid) == owner
+        || (uid == own && own != OVERFLOW_UID)
+        || settings.allow_uids.contains(&uid)
+    {
+        Ok(())
+    } else {
+        Err(uid)
+    }
+}
+
 /// Why a peer was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
     /// A TCP peer outside `[server] allow`.
     Address(IpAddr),
-    /// A unix-socket peer of another account.
+    /// A unix-socket or loopback TCP peer of another account.
     User { uid: u32, pid: Option<i32> },
-    /// The kernel did not say who the peer is.
-    NoCredentials(io::ErrorKind),
+    /// The kernel did not say who the peer is (why).
+    NoCredentials(String),
 }
 
 impl Refused {
@@ -171,10 +201,10 @@ impl fmt::Display for Refused {
                     write!(f, " (pid {pid})")?;
                 }
                 f.write_str(
-                    " is not root, the socket's owner, rpol's own or in [server] allow_users",
+                    " is not root, the socket's owner, rpol's own (unless nobody) or in [server] allow_users",
                 )
             }
-            Refused::NoCredentials(kind) => write!(f, "the peer's credentials: {kind}"),
+            Refused::NoCredentials(why) => write!(f, "the peer's uid is unknown: {why}"),
         }
     }
 }
@@ -232,7 +262,11 @@ fn bind_unix(path: &Path, settings: &ServerSettings) -> io::Result<Listener> {
         listener,
         path: Some(path.to_path_buf()),
         label: format!("unix:{}", path.display()),
-        owner: owner_of(Some(path)),
+        // Who bind made the owner (checked above), not a lookup through
+        // the path, which another file may have taken since.
+        owner: uid
+            .map(Uid::as_raw)
+            .or_else(|| Some(nix::unistd::geteuid().as_raw()).filter(|u| *u != OVERFLOW_UID)),
     })
 }
 

@@ -101,7 +101,7 @@ pub struct Metrics {
     late: AtomicU64,
     gone: AtomicU64,
     /// Connections closed unanswered: TCP peers outside `[server] allow`,
-    /// unix-socket peers of another account.
+    /// unix-socket or loopback TCP peers of another account.
     refused_address: AtomicU64,
     refused_user: AtomicU64,
 }
@@ -368,7 +368,7 @@ impl Collector for Exposition {
         }
         let mut family = encoder.encode_descriptor(
             "rpol_connections_refused",
-            "Connections closed unanswered, by reason: a TCP peer outside [server] allow (address), a unix-socket peer of another account (user).",
+            "Connections closed unanswered, by reason: a TCP peer outside [server] allow (address), a unix-socket or loopback TCP peer of another account or of no known account (user).",
             None,
             MetricType::Counter,
         )?;

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod privileges;
 pub mod shards;
 pub mod slots;
+mod sockdiag;
 
 use std::collections::HashSet;
 use std::io;

@@ -409,3 +409,69 @@ fn the_shipped_policy_serves_587_and_465_with_one_submission_profile() {
         "{packaged}"
     );
 }
+
+/// A rate limit in a warn-mode profile: the message its chain would have
+/// refused is accepted, so it counts (and the next one is the limit's own
+/// would-be refusal). With `[log] decisions = "refusals"` the warnings are
+/// logged and the DUNNO answers are not.
+#[test]
+fn a_warn_mode_profile_counts_what_it_lets_through() {
+    let rpol = fixture::daemon::Setup::new(
+        "[dns]\nnameservers = [\"127.0.0.1:9\"]\n[log]\ndecisions = \"refusals\"\n\
+         [store]\npath = \"state.redb\"\n\
+         [[rate_limit]]\nname = \"per_login\"\nkey = \"sasl_username\"\nmessages = 1\nwindow = \"1h\"\n\
+         [tables]\nsenders = \"senders\"\n\
+         [profile.submission]\nmatch = { server_port = 587 }\nmode = \"warn\"\n\
+         client = [\"permit_sasl_authenticated\", \"reject\"]\n\
+         sender = [\"check_rate_limit per_login\", \"check_sender_access senders\"]\n",
+    )
+    .file("senders", "spam@example.com REJECT\n")
+    .start();
+    let ask = |state: &str, instance: &str| {
+        let rcpt = if state == "RCPT" {
+            "someone@example.org"
+        } else {
+            ""
+        };
+        let attrs = [
+            ("protocol_state", state),
+            ("client_address", "203.0.113.5"),
+            ("client_name", "unknown"),
+            ("server_port", "587"),
+            ("helo_name", "laptop"),
+            ("sender", "spam@example.com"),
+            ("recipient", rcpt),
+            ("recipient_count", if rcpt.is_empty() { "1" } else { "0" }),
+            ("instance", instance),
+            ("sasl_method", "PLAIN"),
+            ("sasl_username", "alice@example.com"),
+        ];
+        fixture::daemon::ask_action(&mut rpol.connect(), &attrs)
+    };
+    // The first message: the table would refuse it at RCPT and at the end.
+    assert_eq!(ask("RCPT", "1"), "DUNNO");
+    assert_eq!(ask("END-OF-MESSAGE", "1"), "DUNNO");
+    // It was accepted, so it counted: the second is over the budget.
+    assert_eq!(ask("RCPT", "2"), "DUNNO");
+    let limit = rpol.wait_for_log("rule=\"sender: check_rate_limit per_login\"", 0);
+    assert!(
+        limit.contains(
+            "NOQUEUE: reject_warning: action=450 4.7.1 <spam@example.com>: Sender address rejected: \
+             Rate limit \"per_login\" reached: 1 messages per 1h; try again later client=unknown[203.0.113.5]"
+        ),
+        "{limit}"
+    );
+    let text = rpol.stderr();
+    let decisions: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("rpol::decision"))
+        .collect();
+    assert_eq!(decisions.len(), 3, "{text}");
+    assert!(
+        decisions[..2]
+            .iter()
+            .all(|l| l.contains("reject_warning: action=554 5.7.1 <spam@example.com>: Sender address rejected: Access denied ")),
+        "{text}"
+    );
+    assert!(!text.contains("action=DUNNO"), "{text}");
+}

@@ -271,6 +271,10 @@ fn new_profile_keys_are_checked_with_their_position() {
             "p.toml:2:8: profile.a.mode: expected \"enforce\" or \"warn\"",
         ),
         (
+            "[profile.a]\nmode = \"dry\"\nmatch = { server_port = 1 }\n[profile.b]\nlike = \"a\"\n",
+            "p.toml:2:8: profile.a.mode: expected \"enforce\" or \"warn\"",
+        ),
+        (
             "[profile.a]\nmode = true\n",
             "p.toml:2:8: invalid type: boolean `true`, expected a string",
         ),

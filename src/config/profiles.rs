@@ -108,11 +108,16 @@ impl Compiler<'_> {
             chain.push((target.get_ref(), section.get_ref()));
             like = section.get_ref().like.as_ref();
         }
+        /// The first value along the chain, and whether it is the
+        /// profile's own.
         fn first<'s, T: 's>(
             chain: &[(&str, &'s ProfileSection)],
             key: impl Fn(&'s ProfileSection) -> Option<T>,
-        ) -> Option<T> {
-            chain.iter().find_map(|(_, s)| key(s))
+        ) -> Option<(T, bool)> {
+            chain
+                .iter()
+                .enumerate()
+                .find_map(|(i, (_, s))| key(s).map(|v| (v, i == 0)))
         }
         let stage = |key: fn(&'s ProfileSection) -> Option<&'s Vec<Spanned<String>>>| {
             let at = chain.iter().position(|(_, s)| key(s).is_some());
@@ -125,8 +130,8 @@ impl Compiler<'_> {
             matcher: own.matcher.as_ref(),
             mode: first(&chain, |s| s.mode.as_ref()),
             called_from: first(&chain, |s| s.called_from.as_ref()),
-            helo_required: first(&chain, |s| s.helo_required).unwrap_or(false),
-            ignore_sasl: first(&chain, |s| s.ignore_sasl).unwrap_or(false),
+            helo_required: first(&chain, |s| s.helo_required).is_some_and(|(v, _)| v),
+            ignore_sasl: first(&chain, |s| s.ignore_sasl).is_some_and(|(v, _)| v),
             stages: [
                 stage(|s| s.client.as_ref()),
                 stage(|s| s.helo.as_ref()),
@@ -173,34 +178,31 @@ impl Compiler<'_> {
                 policy_context: self.match_list(name, "policy_context", policy_context),
             },
         };
+        // A bad value taken with `like` is reported where it is written.
+        let mut bad = |span: Range<usize>, own: bool, key: &str, message: &str| {
+            if own {
+                self.error(span, &format!("profile.{name}.{key}"), message);
+            }
+            failed = true;
+        };
         let mode = match mode {
             None => Mode::Enforce,
-            Some(m) => match m.get_ref().as_str() {
+            Some((m, own)) => match m.get_ref().as_str() {
                 "enforce" => Mode::Enforce,
                 "warn" => Mode::Warn,
                 _ => {
-                    self.error(
-                        m.span(),
-                        &format!("profile.{name}.mode"),
-                        "expected \"enforce\" or \"warn\"",
-                    );
+                    bad(m.span(), own, "mode", "expected \"enforce\" or \"warn\"");
                     Mode::Enforce
                 }
             },
         };
         let called_from = match called_from {
             None => Stage::Recipient,
-            Some(s) => match Stage::parse(s.get_ref()) {
-                Some(stage) => stage,
-                None => {
-                    self.error(
-                        s.span(),
-                        &format!("profile.{name}.called_from"),
-                        "expected client, helo, sender or recipient",
-                    );
-                    Stage::Recipient
-                }
-            },
+            Some((s, own)) => Stage::parse(s.get_ref()).unwrap_or_else(|| {
+                let message = "expected client, helo, sender or recipient";
+                bad(s.span(), own, "called_from", message);
+                Stage::Recipient
+            }),
         };
         let mut stages: [Vec<ChainRule>; 4] = Default::default();
         for (stage, (list, own)) in Stage::ALL.into_iter().zip(lists) {
@@ -339,8 +341,9 @@ const WARN_IF_REJECT: &str = "warn_if_reject";
 /// A profile's keys after `like` (see [`Compiler::resolve`]).
 struct Resolved<'s> {
     matcher: Option<&'s MatchSection>,
-    mode: Option<&'s Spanned<String>>,
-    called_from: Option<&'s Spanned<String>>,
+    /// With whether the profile wrote it itself (as for `stages`).
+    mode: Option<(&'s Spanned<String>, bool)>,
+    called_from: Option<(&'s Spanned<String>, bool)>,
     helo_required: bool,
     ignore_sasl: bool,
     /// Each stage's rules in [`Stage::ALL`] order, and whether the profile

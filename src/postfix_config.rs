@@ -95,7 +95,7 @@ pub fn render(server: &ServerSettings, policy: &Policy, source: &Path) -> String
         );
     }
     let is_service = |p: &&Profile| {
-        p.matcher.server_port.is_some_and(|port| port != 25) || p.matcher.policy_context.is_some()
+        p.matcher.server_port.iter().any(|port| *port != 25) || !p.matcher.policy_context.is_empty()
     };
     if policy
         .profiles
@@ -119,12 +119,32 @@ pub fn render(server: &ServerSettings, policy: &Policy, source: &Path) -> String
             "{DATA}\nsmtpd_data_restrictions = check_policy_service {ep}"
         );
     }
-    let services: Vec<_> = policy.profiles.iter().filter(is_service).collect();
+    // One service per port of a profile (one profile may serve 465 and
+    // 587); port 25 is main.cf's smtpd, unless a context asks for it.
+    let services: Vec<(&Profile, Option<u16>)> = policy
+        .profiles
+        .iter()
+        .filter(is_service)
+        .flat_map(|p| {
+            let ports = &p.matcher.server_port;
+            let with_context = !p.matcher.policy_context.is_empty();
+            let ports: Vec<Option<u16>> = if ports.is_empty() {
+                vec![None]
+            } else {
+                ports
+                    .iter()
+                    .filter(|port| **port != 25 || with_context)
+                    .map(|port| Some(*port))
+                    .collect()
+            };
+            ports.into_iter().map(move |port| (p, port))
+        })
+        .collect();
     if !services.is_empty() {
         let _ = writeln!(out, "\n# ---- master.cf ----");
     }
-    for p in services {
-        let (service, wrapper) = match p.matcher.server_port {
+    for (p, port) in services {
+        let (service, wrapper) = match port {
             Some(465) => ("submissions", true),
             Some(587) | None => ("submission", false),
             Some(port) => {
@@ -137,7 +157,7 @@ pub fn render(server: &ServerSettings, policy: &Policy, source: &Path) -> String
             }
         };
         let name = if service.is_empty() {
-            format!("{}", p.matcher.server_port.unwrap_or(0))
+            format!("{}", port.unwrap_or(0))
         } else {
             service.to_string()
         };
@@ -150,7 +170,7 @@ pub fn render(server: &ServerSettings, policy: &Policy, source: &Path) -> String
             let _ = writeln!(out, "  -o smtpd_tls_security_level=encrypt");
         }
         let _ = writeln!(out, "  -o smtpd_sasl_auth_enable=yes");
-        if let Some(ctx) = &p.matcher.policy_context {
+        if let Some(ctx) = p.matcher.policy_context.first() {
             let _ = writeln!(out, "  -o smtpd_policy_service_policy_context={ctx}");
         }
         let _ = writeln!(

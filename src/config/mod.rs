@@ -200,14 +200,7 @@ impl Compiler<'_> {
         let mut resolver = self.tables(tables, site.codes.access);
         resolver.rate_limits = self.rate_limits(rate_limit);
         resolver.has_store = server.store.is_some();
-        let mut profiles = Vec::new();
-        for (name, section) in profile {
-            let span = section.span();
-            if let Some(p) = self.profile(&name, section, &mut resolver, &site) {
-                profiles.push((p, span));
-            }
-        }
-        self.check_matches(&profiles);
+        let profiles = self.profiles(profile, &mut resolver, &site);
         files.extend(resolver.files());
         // Built once to check [dns] as serving would; the server's runtime
         // state builds the resolver it uses.

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::values::OneOrMany;
+
 #[derive(Debug, Deserialize)]
 pub struct ConfigFile {
     #[serde(default)]
@@ -283,25 +285,27 @@ impl Default for PostfixSection {
 pub struct ProfileSection {
     #[serde(rename = "match")]
     pub matcher: Option<MatchSection>,
+    /// Another profile whose keys (all but `match`) this one takes; a key
+    /// written here replaces the one taken.
+    pub like: Option<Spanned<String>>,
+    /// `enforce` (default) or `warn`: a dry run, refusals logged as
+    /// `reject_warning` and answered DUNNO.
+    pub mode: Option<Spanned<String>>,
     pub called_from: Option<Spanned<String>>,
-    /// Postfix smtpd_helo_required.
-    #[serde(default)]
-    pub helo_required: bool,
-    /// The chain sees no SASL attributes (e.g. on port 25).
-    #[serde(default)]
-    pub ignore_sasl: bool,
-    #[serde(default)]
-    pub client: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub helo: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub sender: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub recipient: Vec<Spanned<String>>,
+    /// Postfix smtpd_helo_required (default false).
+    pub helo_required: Option<bool>,
+    /// The chain sees no SASL attributes, e.g. on port 25 (default false).
+    pub ignore_sasl: Option<bool>,
+    pub client: Option<Vec<Spanned<String>>>,
+    pub helo: Option<Vec<Spanned<String>>>,
+    pub sender: Option<Vec<Spanned<String>>>,
+    pub recipient: Option<Vec<Spanned<String>>>,
 }
 
+/// Each key one value or a list; a request matches a list when it matches
+/// one of its values.
 #[derive(Debug, Deserialize)]
 pub struct MatchSection {
-    pub server_port: Option<u16>,
-    pub policy_context: Option<String>,
+    pub server_port: Option<Spanned<OneOrMany<u16>>>,
+    pub policy_context: Option<Spanned<OneOrMany<String>>>,
 }

@@ -178,3 +178,61 @@ mod tests {
         assert!(parse_duration("").is_err());
     }
 }
+
+/// A value written alone or as a list: `server_port = 587` or
+/// `server_port = [465, 587]`. Written by hand rather than as an untagged
+/// enum, which would turn every type error into "did not match any
+/// variant" without saying what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+/// What [`OneOrMany`] names in a type error.
+pub trait ListItem {
+    const WHAT: &'static str;
+}
+
+impl ListItem for u16 {
+    const WHAT: &'static str = "a port number";
+}
+
+impl ListItem for String {
+    const WHAT: &'static str = "a string";
+}
+
+impl<'de, T: serde::Deserialize<'de> + ListItem> serde::Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        use serde::de::{self, IntoDeserializer};
+
+        struct Visit<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: serde::Deserialize<'de> + ListItem> de::Visitor<'de> for Visit<T> {
+            type Value = OneOrMany<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{} or a list of them", T::WHAT)
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(|t| OneOrMany(vec![t]))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(|t| OneOrMany(vec![t]))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(|t| OneOrMany(vec![t]))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut all = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    all.push(item);
+                }
+                Ok(OneOrMany(all))
+            }
+        }
+
+        de.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}

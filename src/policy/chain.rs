@@ -9,7 +9,13 @@
 //!   unless something rejects; `defer_if_reject` turns a later 5xx of the
 //!   same stage into its 4xx;
 //! - when nothing rejects, the answer is `DUNNO`, never `OK`, so Postfix's
-//!   own later restrictions still apply.
+//!   own later restrictions still apply;
+//! - a rule after `warn_if_reject` that rejects, defers or defers if
+//!   permitted is logged as `reject_warning` and the chain goes on, as
+//!   Postfix does (its `defer_if_reject` is kept: Postfix too raises that
+//!   flag under warn_if_reject); a profile in `mode = "warn"` answers what
+//!   it would have refused with what the chain passed through before the
+//!   refusal (headers), else DUNNO, and logs the refusal the same way.
 //!
 //! Which stages run depends on `protocol_state`: a stage runs only when the
 //! data it judges exists at that point of the SMTP dialogue.
@@ -18,7 +24,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::tally::ActionClass;
-use super::{Policy, Profile};
+use super::{Mode, Policy, Profile};
 use crate::protocol::{ProtocolState, Request};
 use crate::rules::{Context, Started, ratelimit};
 use crate::state::State;
@@ -35,8 +41,20 @@ pub struct Decision {
     pub profile: Option<Arc<str>>,
     /// `stage: rule text` of the rule that decided, if one did.
     pub rule: Option<Arc<str>>,
+    /// Refusals logged instead of answered, in chain order.
+    pub reject_warnings: Vec<RejectWarning>,
     /// Readable steps, filled only when a trace was asked for.
     pub trace: Vec<String>,
+}
+
+/// A refusal that `warn_if_reject` or `mode = "warn"` turned into a log
+/// line: Postfix's `reject_warning`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectWarning {
+    /// What would have gone after `action=`.
+    pub action: String,
+    /// `stage: rule text` of the rule that refused.
+    pub rule: Arc<str>,
 }
 
 /// Stages that run for a request, by protocol_state. Postfix with
@@ -71,6 +89,7 @@ pub async fn evaluate(policy: &Policy, state: &State, req: &Request, want_trace:
             action: "DUNNO".into(),
             profile: None,
             rule: None,
+            reject_warnings: Vec::new(),
             trace,
         };
     };
@@ -108,15 +127,28 @@ pub async fn evaluate(policy: &Policy, state: &State, req: &Request, want_trace:
         defer_if_permit: None,
         passed: Vec::new(),
         counts: Vec::new(),
+        reject_warnings: Vec::new(),
     };
     let verdict = run.stages(policy, state).await;
     let (action, rule) = match verdict {
-        Some((reply, stage, rule)) => (
-            format_reply(&reply, stage, profile.called_from, req),
-            Some(rule),
-        ),
+        Some((reply, stage, rule)) => {
+            let action = format_reply(&reply, stage, profile.called_from, req);
+            if profile.mode == Mode::Warn {
+                run.would_refuse(action, rule, "mode warn");
+                // The refusal wins over a pending deferral, as it would.
+                run.defer_if_permit = None;
+                run.passed_action(state)
+            } else {
+                (action, Some(rule))
+            }
+        }
         None => run.final_action(state),
     };
+    for warning in &run.reject_warnings {
+        profile
+            .reject_warnings
+            .count(ActionClass::of(&warning.action));
+    }
     let class = ActionClass::of(&action);
     // Rate limits count a message only when this answer lets it through;
     // a refusal releases what the refused transaction reserved.
@@ -146,6 +178,7 @@ pub async fn evaluate(policy: &Policy, state: &State, req: &Request, want_trace:
         action,
         profile: Some(profile.name.clone()),
         rule,
+        reject_warnings: run.reject_warnings,
         trace,
     }
 }
@@ -161,6 +194,8 @@ struct Run<'a> {
     passed: Vec<(String, Arc<str>)>,
     /// Messages the rate limits count if the answer lets them through.
     counts: Vec<ratelimit::Count>,
+    /// Refusals logged instead of answered.
+    reject_warnings: Vec<RejectWarning>,
 }
 
 impl Run<'_> {
@@ -168,6 +203,13 @@ impl Run<'_> {
         if let Some(trace) = &mut self.trace {
             trace.push(line());
         }
+    }
+
+    /// Logs `action` of `rule` as a would-be refusal (`why`: what turned
+    /// it into one, for the trace).
+    fn would_refuse(&mut self, action: String, rule: Arc<str>, why: &str) {
+        self.step(|| format!("{why}: {rule} would answer {action:?}: reject_warning"));
+        self.reject_warnings.push(RejectWarning { action, rule });
     }
 
     /// Runs the stages; returns the reply that ended the chain, if any.
@@ -222,7 +264,22 @@ impl Run<'_> {
                     }
                     line
                 });
+                let called_from = self.profile.called_from;
                 match outcome {
+                    // warn_if_reject: what would have been answered is
+                    // logged, and the rule counts as DUNNO.
+                    Outcome::Reject(reply) if chain_rule.warn => {
+                        let reply = match &defer_if_reject {
+                            Some(deferral) if !reply.is_temporary() => deferral.clone(),
+                            _ => reply,
+                        };
+                        let action = format_reply(&reply, stage, called_from, self.req);
+                        self.would_refuse(action, rule_name(), "warn_if_reject");
+                    }
+                    Outcome::DeferIfPermit(reply) if chain_rule.warn => {
+                        let action = defer_if_permit_action(&reply, stage, called_from, self.req);
+                        self.would_refuse(action, rule_name(), "warn_if_reject");
+                    }
                     Outcome::Dunno => {}
                     Outcome::Permit => break,
                     Outcome::Reject(reply) => {
@@ -267,6 +324,20 @@ impl Run<'_> {
     /// but not sent is kept for the next request of the transaction that
     /// can carry it (the next RCPT, else DATA).
     fn final_action(&mut self, state: &State) -> (String, Option<Arc<str>>) {
+        if self.profile.mode == Mode::Warn
+            && let Some((reply, stage, rule)) = self.defer_if_permit.take()
+        {
+            let action = defer_if_permit_action(&reply, stage, self.profile.called_from, self.req);
+            self.would_refuse(action, rule, "mode warn");
+        }
+        self.passed_action(state)
+    }
+
+    /// The answer when nothing refused, or (mode warn) what passed before
+    /// the would-be refusal (see [`Run::final_action`]): a pending
+    /// deferral, else the passed-through action that matters most, else a
+    /// header kept from an earlier request, else DUNNO.
+    fn passed_action(&mut self, state: &State) -> (String, Option<Arc<str>>) {
         let passed = std::mem::take(&mut self.passed);
         let deferral = self.defer_if_permit.take();
         // The first of the highest rank, among the headers not sent yet.
@@ -333,8 +404,7 @@ impl Run<'_> {
             }
         }
         if let Some((reply, stage, rule)) = deferral {
-            let text = prefixed_text(&reply, stage, self.profile.called_from, self.req);
-            let action = cut_reply(format!("DEFER_IF_PERMIT {} {text}", reply.dsn));
+            let action = defer_if_permit_action(&reply, stage, self.profile.called_from, self.req);
             return (action, Some(rule));
         }
         if let Some(kept) = kept {
@@ -399,6 +469,17 @@ pub fn format_reply(reply: &Reply, stage: Stage, called_from: Stage, req: &Reque
         reply.dsn,
         prefixed_text(reply, stage, called_from, req)
     ))
+}
+
+/// The answer of a pending `defer_if_permit`.
+fn defer_if_permit_action(
+    reply: &Reply,
+    stage: Stage,
+    called_from: Stage,
+    req: &Request,
+) -> String {
+    let text = prefixed_text(reply, stage, called_from, req);
+    cut_reply(format!("DEFER_IF_PERMIT {} {text}", reply.dsn))
 }
 
 fn prefixed_text(reply: &Reply, stage: Stage, called_from: Stage, req: &Request) -> String {

@@ -405,10 +405,6 @@ const REFUSED: &[(&str, &str)] = &[
         "reject_plaintext_session",
         "not implemented by rpol; keep it in main.cf",
     ),
-    (
-        "warn_if_reject",
-        "not implemented by rpol; test a chain with --test-request instead",
-    ),
 ];
 
 /// Postfix restrictions that later rpol work implements; named so that the

@@ -86,8 +86,9 @@ impl Latency {
 /// beside the swappable policy.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// Request counters of every profile loaded since start, by name.
-    profiles: Mutex<BTreeMap<String, Arc<ActionCounts>>>,
+    /// Request counters of every profile loaded since start, by name, and
+    /// its refusals logged instead of answered (reject_warning).
+    profiles: Mutex<BTreeMap<String, ProfileCounts>>,
     unmatched: Arc<ActionCounts>,
     rules: Arc<RuleTally>,
     /// From a request decoded to its answer written.
@@ -113,7 +114,9 @@ impl Metrics {
     pub fn adopt(&self, policy: &mut Policy) {
         let mut profiles = self.profiles.lock().unwrap_or_else(|e| e.into_inner());
         for p in &mut policy.profiles {
-            p.requests = profiles.entry(p.name.to_string()).or_default().clone();
+            let counts = profiles.entry(p.name.to_string()).or_default();
+            p.requests = counts.requests.clone();
+            p.reject_warnings = counts.reject_warnings.clone();
         }
         policy.unmatched = self.unmatched.clone();
         policy.rule_results = self.rules.clone();
@@ -155,6 +158,20 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+/// A profile's counters, kept by name across reloads.
+#[derive(Debug, Default, Clone)]
+struct ProfileCounts {
+    requests: Arc<ActionCounts>,
+    reject_warnings: Arc<ActionCounts>,
+}
+
+/// The classes a refusal logged instead of answered can have.
+const WARNED: [ActionClass; 3] = [
+    ActionClass::Reject,
+    ActionClass::Defer,
+    ActionClass::DeferIfPermit,
+];
 
 /// See [`Metrics::connection`].
 pub struct OpenConnection<'a>(&'a AtomicU64);
@@ -207,7 +224,7 @@ impl Collector for Exposition {
             None,
             MetricType::Counter,
         )?;
-        let profiles: Vec<(String, Arc<ActionCounts>)> = metrics
+        let profiles: Vec<(String, ProfileCounts)> = metrics
             .profiles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -217,7 +234,8 @@ impl Collector for Exposition {
         for (name, counts) in &profiles {
             for class in ActionClass::ALL {
                 let labels = [("profile", name.as_str()), ("action", class.name())];
-                ConstCounter::new(counts.get(class)).encode(family.encode_family(&labels)?)?;
+                ConstCounter::new(counts.requests.get(class))
+                    .encode(family.encode_family(&labels)?)?;
             }
         }
         let labels = [
@@ -226,6 +244,20 @@ impl Collector for Exposition {
         ];
         let unmatched = metrics.unmatched.get(ActionClass::Dunno);
         ConstCounter::new(unmatched).encode(family.encode_family(&labels)?)?;
+
+        let mut family = encoder.encode_descriptor(
+            "rpol_reject_warnings",
+            "Refusals logged as reject_warning instead of answered (warn_if_reject, mode = \"warn\"), by profile and the class of the action that would have gone out.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, counts) in &profiles {
+            for class in WARNED {
+                let labels = [("profile", name.as_str()), ("action", class.name())];
+                ConstCounter::new(counts.reject_warnings.get(class))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
 
         // The rules the running policy uses, and any that ever counted.
         let mut shown = [false; RULES.len()];

@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{self, ListenAddr, Loaded, ServerSettings};
 use crate::dns::Resolver;
 use crate::log::{Decisions, Escaped, Redacted, Repeats};
+use crate::policy::chain::RejectWarning;
 use crate::policy::tally::ActionClass;
 use crate::policy::{Decision, Policy};
 use crate::protocol::Request;
@@ -279,16 +280,45 @@ fn is_refusal(action: &str) -> bool {
 /// The decision line, Postfix-style: queue id first, then the action and
 /// who it concerns.
 pub fn decision_line(req: &Request, decision: &Decision) -> String {
+    line(
+        req,
+        decision,
+        "",
+        &decision.action,
+        decision.rule.as_deref(),
+    )
+}
+
+/// The line of a refusal logged instead of answered: the decision line
+/// it would have been, marked as Postfix marks one (`NOQUEUE:
+/// reject_warning: ...`).
+pub fn reject_warning_line(req: &Request, decision: &Decision, warning: &RejectWarning) -> String {
+    line(
+        req,
+        decision,
+        "reject_warning: ",
+        &warning.action,
+        Some(&warning.rule),
+    )
+}
+
+fn line(
+    req: &Request,
+    decision: &Decision,
+    mark: &str,
+    action: &str,
+    rule: Option<&str>,
+) -> String {
     let queue_id = if req.queue_id.is_empty() {
         "NOQUEUE"
     } else {
         &req.queue_id
     };
-    // Everything but the profile and rule names came from the client.
+    // Everything but the mark, the profile and rule names came from the client.
     format!(
-        "{}: action={} client={} from=<{}> to=<{}> helo=<{}> profile={} rule={}",
+        "{}: {mark}action={} client={} from=<{}> to=<{}> helo=<{}> profile={} rule={}",
         Escaped(queue_id),
-        Escaped(&decision.action),
+        Escaped(action),
         Escaped(&req.client_label()),
         Escaped(&req.sender),
         Escaped(&req.recipient),
@@ -297,10 +327,7 @@ pub fn decision_line(req: &Request, decision: &Decision) -> String {
             .profile
             .as_deref()
             .unwrap_or(crate::policy::NO_PROFILE),
-        decision
-            .rule
-            .as_deref()
-            .map_or("-".to_string(), |r| format!("\"{r}\"")),
+        rule.map_or("-".to_string(), |r| format!("\"{r}\"")),
     )
 }
 
@@ -308,13 +335,23 @@ impl Shared {
     /// Logs one decision as `[log] decisions` asks; a line identical to
     /// one already written in this window is only counted
     /// ([`Repeats`]), so a flood of one request costs a line a second.
+    /// Would-be refusals (`reject_warning`) are refusals here: each has a
+    /// line of its own before the decision's.
     pub fn log_decision(&self, req: &Request, decision: &Decision) {
-        match self.settings().log_decisions {
-            Decisions::All => {}
-            Decisions::Refusals if is_refusal(&decision.action) => {}
-            Decisions::Refusals | Decisions::None => return,
+        let all = match self.settings().log_decisions {
+            Decisions::All => true,
+            Decisions::Refusals => false,
+            Decisions::None => return,
+        };
+        for warning in &decision.reject_warnings {
+            self.log_line(reject_warning_line(req, decision, warning));
         }
-        let line = decision_line(req, decision);
+        if all || is_refusal(&decision.action) {
+            self.log_line(decision_line(req, decision));
+        }
+    }
+
+    fn log_line(&self, line: String) {
         let (summaries, write) = self.decision_lines.note(&line, std::time::Instant::now());
         log_summaries(summaries);
         if write {

@@ -15,6 +15,7 @@
 # Services: 127.0.0.1:2525 (an MX: rpol's profile mx, the shipped port-25
 # chain), 127.0.0.1:2526 (the reference: the same chain as Postfix's own
 # restrictions, no rpol), 127.0.0.1:2527 (an MX that greylists),
+# 127.0.0.1:2529 (the MX chain as a dry run, mode = "warn"),
 # 127.0.0.1:2587 (submission), 127.0.0.1:2588 (rate limits). knotd serves
 # tests/zones/ plus tests/e2e/zones/, with a SERVFAIL zone and a zone whose
 # queries are never answered. tests/e2e/README.md explains where the replies
@@ -317,6 +318,10 @@ cat >"$ETC/master.cf" <<'EOF'
 127.0.0.1:2527 inet n   -       n       -       -       smtpd
   -o syslog_name=postfix/greylist
   -o smtpd_policy_service_policy_context=greylist
+# Dry run: rpol's profile trial is profile mx in mode = "warn".
+127.0.0.1:2529 inet n   -       n       -       -       smtpd
+  -o syslog_name=postfix/trial
+  -o smtpd_policy_service_policy_context=trial
 # Rate limits: rpol counts each accepted message at END-OF-MESSAGE.
 127.0.0.1:2588 inet n   -       n       -       -       smtpd
   -o syslog_name=postfix/ratelimit
@@ -359,8 +364,8 @@ EOF
 # postfix prints its errors only to a tty (or syslog): give it one.
 out=$(script -qec "postfix -c '$ETC' check" /dev/null 2>&1) || die "postfix check: $out"
 out=$(script -qec "postfix -c '$ETC' start" /dev/null 2>&1) || die "postfix start: $out"
-wait_for 'port_open 2525 && port_open 2526 && port_open 2527 && port_open 2587 && port_open 2588' 100 \
-    || die "Postfix does not listen on 2525/2526/2527/2587/2588"
+wait_for 'port_open 2525 && port_open 2526 && port_open 2527 && port_open 2529 && port_open 2587 && port_open 2588' 100 \
+    || die "Postfix does not listen on 2525/2526/2527/2529/2587/2588"
 
 # rpol's config and tables, copied so that its store (state/) lives here.
 mkdir -p "$T/conf/state"
@@ -895,6 +900,31 @@ else
     fail "port 2527: the held message has one X-Greylist header" \
         "want: $grey_re" "got:  ${grey_headers:-(nothing; queued as ${queued:-nothing})}"
 fi
+
+# 33d. Dry run (port 2529, profile trial: profile mx taken with `like`, in
+#      mode = "warn"): mail that the enforced chain refuses on 2525 is
+#      queued, and rpol's log names the rule and the reply it would have
+#      given, as Postfix's own warn_if_reject does ("reject_warning").
+dry_run() {
+    local name=$1 xclient=$2 from=$3 refused=$4 warned=$5
+    smtp 2525 "$xclient" "$HELO" "$from" "$RCPT"
+    expect "port 2525: $name: refused by the chain enforced" "$(reply_to "RCPT TO:<$RCPT>")" "$refused"
+    QUIT_AFTER= smtp 2529 "$xclient" "$HELO" "$from" "$RCPT" \
+        --header "Subject: rpol e2e dry run" --body "e2e dry run body"
+    expect "port 2529: $name: the same chain in mode warn lets the message through" \
+        "$(reply_to "RCPT TO:<$RCPT>") | $(reply_to "." | sed 's/queued as .*/queued/')" \
+        "250 2.1.5 Ok | 250 2.0.0 Ok: queued"
+    : >"$T/swaks.out"
+    expect "port 2529: $name: rpol logged the refusal it did not answer" \
+        "$(grep -F "NOQUEUE: reject_warning: " "$RPOL_LOG" | grep -F "profile=trial" | grep -F "from=<$from>" | sed 's/.*NOQUEUE: /NOQUEUE: /' | tail -n 1)" \
+        "$warned"
+}
+dry_run "client without PTR" "ADDR=198.51.100.12 $NOBODY" "$FROM" \
+    "450 4.7.1 <$RCPT>: Recipient address rejected: Client host rejected: cannot find your reverse hostname, [198.51.100.12]" \
+    "NOQUEUE: reject_warning: action=450 4.7.1 Client host rejected: cannot find your reverse hostname, [198.51.100.12] client=unknown[198.51.100.12] from=<$FROM> to=<$RCPT> helo=<$HELO> profile=trial rule=\"client: reject_unknown_reverse_client_hostname\""
+dry_run "SPF fail" "ADDR=198.51.100.7 $NOBODY" sender@spf-fail.e2e.example \
+    "550 5.7.23 <$RCPT>: Recipient address rejected: SPF fail: domain of sender@spf-fail.e2e.example does not designate 198.51.100.7 as permitted sender" \
+    "NOQUEUE: reject_warning: action=550 5.7.23 SPF fail: domain of sender@spf-fail.e2e.example does not designate 198.51.100.7 as permitted sender client=unknown[198.51.100.7] from=<sender@spf-fail.e2e.example> to=<$RCPT> helo=<$HELO> profile=trial rule=\"recipient: check_spf\""
 
 # 34. rpol stopped: Postfix retries, then applies its default_action.
 stop_rpol

@@ -160,45 +160,68 @@ impl Site {
 
     /// `address` as Postfix's resolver (trivial-rewrite's resolve_addr)
     /// sees it before smtpd_sender_login_maps and the unlisted checks look
-    /// it up: qualified as [`Site::qualified_sender`] does, then, until
-    /// nothing changes, a trailing dot of the domain and trailing `@`s are
-    /// stripped, and when the domain is `localhost` (in Postfix's default
-    /// mydestination) it is stripped and a further `@` or the rightmost `%`
-    /// in the local part routes on (allow_percent_hack = yes):
-    /// `bob@example.com@`, `bob%example.com@localhost` and `bob@example.com.`
-    /// are all bob@example.com. Without this, such a spelling would be
-    /// owned by nobody, though Postfix delivers and bounces as bob's.
-    /// `None` when the address still routes on after
-    /// [`MAX_RESOLVE_ROUNDS`]: the callers refuse it, since what Postfix
-    /// would make of it is not known here.
+    /// it up. Until nothing changes: trailing `@`s and one trailing dot of
+    /// the domain go; a local part alone routes on by its first `!`
+    /// (swap_bangpath = yes) or its last `%` (allow_percent_hack = yes), or
+    /// is qualified with myorigin; and a domain of this host (`localhost`
+    /// or mydestination) is stripped when what is before it routes on by
+    /// `@`, `!` or `%`. So `bob@example.com@`, `bob%example.com@localhost`,
+    /// `example.com!bob`, `bob%example.com` and `bob@example.com.` are all
+    /// bob@example.com: without this, such a spelling would be owned by
+    /// nobody, though Postfix delivers and bounces as bob's. `None` when
+    /// the address still routes on after [`MAX_RESOLVE_ROUNDS`]: the
+    /// callers refuse it, since what Postfix would make of it is not known
+    /// here.
     pub fn resolved_address<'s>(&self, address: &'s str) -> Option<std::borrow::Cow<'s, str>> {
         use std::borrow::Cow;
-        let mut out = self.qualified_sender(address);
+        if address.is_empty() {
+            return Some(Cow::Borrowed(address));
+        }
+        // Routing in a local part: `site!user` is user@site, `user%site` is
+        // user@site (Postfix's rewrite order: the bang path first).
+        let route = |local: &str| -> Option<String> {
+            if let Some(b) = local.find('!') {
+                return Some(format!("{}@{}", &local[b + 1..], &local[..b]));
+            }
+            let p = local.rfind('%')?;
+            Some(format!("{}@{}", &local[..p], &local[p + 1..]))
+        };
+        let mut out = Cow::Borrowed(address);
         for _ in 0..MAX_RESOLVE_ROUNDS {
-            let Some((local, domain)) = crate::syntax::split_address(&out) else {
-                return Some(out);
-            };
-            let next = if domain.is_empty() {
+            let next = match crate::syntax::split_address(&out) {
+                None => match route(&out) {
+                    Some(routed) => routed,
+                    None if self.myorigin.is_empty() => return Some(out),
+                    None => format!("{out}@{}", self.myorigin),
+                },
                 // Trailing `@`s: what is before them is the address.
-                let local = local.trim_end_matches('@').to_string();
-                match self.qualified_sender(&local) {
-                    Cow::Borrowed(_) => local,
-                    Cow::Owned(q) => q,
+                Some((local, "")) => local.trim_end_matches('@').to_string(),
+                Some((local, domain)) if domain.ends_with('.') && !domain.ends_with("..") => {
+                    format!("{local}@{}", &domain[..domain.len() - 1])
                 }
-            } else if domain.ends_with('.') && !domain.ends_with("..") {
-                format!("{local}@{}", &domain[..domain.len() - 1])
-            } else if domain.eq_ignore_ascii_case(LOCALHOST) && local.contains('@') {
-                local.to_string()
-            } else if domain.eq_ignore_ascii_case(LOCALHOST)
-                && let Some(p) = local.rfind('%')
-            {
-                format!("{}@{}", &local[..p], &local[p + 1..])
-            } else {
-                return Some(out);
+                Some((local, domain)) if self.is_this_host(domain) => {
+                    if local.contains('@') {
+                        local.to_string()
+                    } else if let Some(routed) = route(local) {
+                        routed
+                    } else {
+                        return Some(out);
+                    }
+                }
+                Some(_) => return Some(out),
             };
             out = Cow::Owned(next);
         }
         None
+    }
+
+    /// Whether Postfix's resolver strips `domain` as this host's own:
+    /// `localhost` or a mydestination domain.
+    fn is_this_host(&self, domain: &str) -> bool {
+        domain.eq_ignore_ascii_case(LOCALHOST)
+            || self
+                .mydestination
+                .contains(&*crate::syntax::lowercase(domain))
     }
 
     /// The registered foreign sender entry for `address`, if any.
@@ -337,6 +360,7 @@ mod tests {
     fn addresses_resolve_as_postfix_resolves_them() {
         let site = Site {
             myorigin: "example.com".into(),
+            mydestination: ["mx.example.org".to_string()].into_iter().collect(),
             ..Site::default()
         };
         for (given, want) in [
@@ -351,6 +375,11 @@ mod tests {
             ("bob@example.com@@", "bob@example.com"),
             ("bob@", "bob@example.com"),
             ("bob%example.com@localhost", "bob@example.com"),
+            ("bob%example.com@mx.example.org", "bob@example.com"),
+            ("example.com!bob@localhost", "bob@example.com"),
+            ("example.com!bob", "bob@example.com"),
+            ("bob%example.com", "bob@example.com"),
+            ("a!b!bob", "b!bob@a"),
             ("bob%example.com@LOCALHOST.", "bob@example.com"),
             ("bob@example.com@localhost", "bob@example.com"),
             ("a%b%example.org@localhost", "a%b@example.org"),

@@ -556,6 +556,8 @@ async fn skip_spf_pass_ignores_records_that_pass_everyone() {
         half IN TXT \"v=spf1 ip4:128.0.0.0/1 -all\"\n\
         wild IN TXT \"v=spf1 exists:%{i}.w.wide.test -all\"\n\
         *.w IN A 127.0.0.2\n\
+        pick IN TXT \"v=spf1 exists:%{i}.p.wide.test -all\"\n\
+        203.0.113.50.p IN A 127.0.0.2\n\
         eight IN TXT \"v=spf1 ip4:203.0.0.0/8 -all\"\n\
         six IN TXT \"v=spf1 ip6:2001:db8::/16 -all\"\n\
         sixwide IN TXT \"v=spf1 ip6:2000::/15 -all\"\n";
@@ -579,6 +581,8 @@ async fn skip_spf_pass_ignores_records_that_pass_everyone() {
         ("203.0.113.50", "x@zero.wide.test", DEFER_2),
         ("203.0.113.50", "x@half.wide.test", DEFER_2),
         ("203.0.113.50", "x@wild.wide.test", DEFER_2),
+        // Yes for this client alone: the sender's DNS decides per client.
+        ("203.0.113.50", "x@pick.wide.test", DEFER_2),
         ("203.0.113.50", "x@eight.wide.test", "DUNNO"),
         ("2001:db8::50", "x@six.wide.test", "DUNNO"),
         ("2001:db8::50", "x@sixwide.wide.test", DEFER_2),

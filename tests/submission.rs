@@ -306,6 +306,9 @@ async fn routing_syntax_does_not_escape_ownership() {
         "alice%example.com@localhost",
         "alice@example.com@localhost",
         "alice",
+        "alice%example.com",
+        "example.com!alice",
+        "example.com!alice@localhost",
     ] {
         cases.push((
             "another login's address, respelled",

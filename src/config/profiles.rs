@@ -238,7 +238,7 @@ impl Compiler<'_> {
                 match rules::compile(rule.get_ref(), stage, tables, site) {
                     Ok(compiled) => {
                         if let Some(why) =
-                            skipped_limit(&text, permitted_by.as_deref(), ignore_sasl, tables)
+                            never_acts(&text, permitted_by.as_deref(), ignore_sasl, tables)
                         {
                             self.error(rule.span(), &key, why);
                         }
@@ -352,26 +352,29 @@ struct Resolved<'s> {
     stages: [(&'s [Spanned<String>], bool); 4],
 }
 
-/// Why `check_rate_limit NAME` (the rule's `text`) would never count the
-/// requests it is written for, if so: after an unconditional `permit` of
-/// its stage, after `permit_sasl_authenticated` when it counts logins, or
-/// counting logins in a profile that ignores SASL. A limit that is a no-op
-/// is a stolen password's open door, so it is an error, not a warning.
-fn skipped_limit(
+/// Why a rule (its `text`) could never act, if so: any rule after an
+/// unconditional `permit` of its stage (greylisting or SPF there would be
+/// a defence in name only), and `check_rate_limit NAME` counting logins
+/// after `permit_sasl_authenticated` of its stage or in a profile that
+/// ignores SASL. A defence that is a no-op is an open door, so it is an
+/// error, not a warning.
+fn never_acts(
     text: &str,
     permitted_by: Option<&str>,
     ignore_sasl: bool,
     tables: &Tables,
 ) -> Option<String> {
+    if permitted_by == Some("permit") {
+        return Some(format!(
+            "{text}: never reached, \"permit\" before it ends the stage for every request"
+        ));
+    }
     let name = text.strip_prefix("check_rate_limit ")?;
     let counts_logins = tables
         .rate_limits
         .get(name)
         .is_some_and(|l| l.key == KeyKind::SaslUsername);
     match permitted_by {
-        Some("permit") => Some(format!(
-            "{text}: never reached, \"permit\" before it ends the stage for every request"
-        )),
         Some(permit) if counts_logins => Some(format!(
             "{text}: counts logins, and {permit:?} before it ends the stage for every \
              login: put the limit first"

@@ -281,6 +281,15 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(errors(&text), [want], "{text}");
         }
+        // Any defence after an unconditional permit of its stage.
+        assert_eq!(
+            errors(&format!(
+                "{STORE}[greylist]\n[profile.a]\nrecipient = [\"permit\", \"check_greylist\"]\n"
+            )),
+            [
+                "p.toml:5:24: profile.a.recipient: check_greylist: never reached, \"permit\" before it ends the stage for every request"
+            ]
+        );
         // In another stage, or first in its own, the limit counts.
         for rules in [
             "client = [\"check_rate_limit per_login\", \"permit_sasl_authenticated\"]",

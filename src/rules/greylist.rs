@@ -203,6 +203,12 @@ async fn skip(ctx: &mut Context<'_>, s: &GreylistSettings, ip: IpAddr) -> Option
         let what = || format!("SPF mailfrom {sender}");
         let e = super::spf::evaluation(ctx, ip, Identity::MailFrom, sender, helo, what).await;
         if e.result == SpfResult::Pass {
+            // A mechanism the sender's DNS answers per client (exists:, a
+            // macro) can say yes to this client and no to any probe.
+            if let Some(m) = e.mechanism.as_deref().filter(|m| answers_per_client(m)) {
+                ctx.note(|| format!("SPF pass for {sender} ignored: matched {m}, decided per client by the sender's DNS"));
+                return None;
+            }
             // A record that passes everyone (+all, a /0, a wildcard exists:)
             // or a range wider than a /8 (IPv6: a /16) would let any spammer
             // skip greylisting: it passes for the client's neighbour across
@@ -222,6 +228,16 @@ async fn skip(ctx: &mut Context<'_>, s: &GreylistSettings, ip: IpAddr) -> Option
         }
     }
     None
+}
+
+/// Whether a matched SPF mechanism is one whose answer the sender's DNS
+/// chooses for each client address: `exists:`, or any macro (`%{i}`,
+/// `%{p}`, ...) in its domain.
+fn answers_per_client(mechanism: &str) -> bool {
+    let m = mechanism.trim_start_matches(['+', '?', '~', '-']);
+    m.get(..7)
+        .is_some_and(|w| w.eq_ignore_ascii_case("exists:"))
+        || m.contains("%{")
 }
 
 /// `ip` with the last bit of its /8 (IPv6: its /16) flipped: an address a

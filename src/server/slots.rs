@@ -49,6 +49,9 @@ struct Inner {
     slots: HashMap<u64, Arc<Slot>>,
     per_address: HashMap<IpAddr, usize>,
     next_id: u64,
+    /// Newcomers waiting for room under `max_total`: as many connections
+    /// as this are told to go, no more.
+    waiting: usize,
 }
 
 /// Why a client was turned away.
@@ -77,6 +80,7 @@ impl Slots {
                 slots: HashMap::new(),
                 per_address: HashMap::new(),
                 next_id: 0,
+                waiting: 0,
             }),
             freed: Notify::new(),
             start: Instant::now(),
@@ -98,6 +102,10 @@ impl Slots {
     /// most [`ADMIT_WAIT`] for a slot when nothing can be closed yet (every
     /// connection answering a request).
     pub async fn admit(self: &Arc<Self>, address: Option<IpAddr>) -> Result<Lease, Refused> {
+        let mut waiting = Waiting {
+            slots: self,
+            counted: false,
+        };
         let deadline = Instant::now() + ADMIT_WAIT;
         loop {
             let freed = self.freed.notified();
@@ -111,12 +119,22 @@ impl Slots {
                     .and_then(|a| inner.per_address.get(&a).copied())
                     .unwrap_or(0);
                 if from_address >= self.max_per_address {
-                    // The peer's own longest-idle connection makes room.
-                    if !self.evict_idlest(&inner, address) && !self.evicting(&inner, address) {
+                    // The peer's own longest-idle connection makes room (a
+                    // lost race with one turning busy is looked at again).
+                    let made_room = (0..EVICT_TRIES).any(|_| self.evict_idlest(&inner, address));
+                    if !made_room && !self.evicting(&inner, address) {
                         return Err(Refused::AddressBusy);
                     }
                 } else if inner.slots.len() >= self.max_total {
-                    self.evict_idlest(&inner, None);
+                    if !waiting.counted {
+                        waiting.counted = true;
+                        inner.waiting += 1;
+                    }
+                    // One connection told to go per newcomer waiting: one
+                    // that has not left yet still makes room for it.
+                    if self.evicted(&inner) < inner.waiting {
+                        self.evict_idlest(&inner, None);
+                    }
                 } else {
                     return Ok(self.insert(&mut inner, address));
                 }
@@ -177,6 +195,15 @@ impl Slots {
         }
     }
 
+    /// Connections told to go that have not left yet.
+    fn evicted(&self, inner: &Inner) -> usize {
+        inner
+            .slots
+            .values()
+            .filter(|s| s.idle_since.load(Ordering::SeqCst) == EVICTED)
+            .count()
+    }
+
     /// Whether a connection of `address` is already on its way out.
     fn evicting(&self, inner: &Inner, address: Option<IpAddr>) -> bool {
         inner
@@ -192,6 +219,24 @@ impl Slots {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Tries at evicting one of a peer's idle connections when another
+/// connection wins the race (turns busy) between the look and the swap.
+const EVICT_TRIES: usize = 3;
+
+/// A newcomer counted in [`Inner::waiting`] until its admission ends.
+struct Waiting<'a> {
+    slots: &'a Slots,
+    counted: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.slots.lock().waiting -= 1;
+        }
     }
 }
 
@@ -276,6 +321,27 @@ mod tests {
         assert_eq!(slots.len(), 2);
         drop((b, c));
         assert!(slots.is_empty());
+    }
+
+    /// One newcomer waiting tells one connection to go, however long that
+    /// one takes to leave (its thread may be busy): not one more per look.
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_waits_for_one_eviction_not_many() {
+        let slots = Slots::new(5, 5);
+        let mut held = Vec::new();
+        for n in 1..=5 {
+            held.push(slots.admit(ip(n)).await.unwrap());
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        let slots2 = slots.clone();
+        let newcomer = tokio::spawn(async move { slots2.admit(ip(9)).await });
+        // Many looks while the evicted connection has not left.
+        tokio::time::sleep(RECHECK * 20).await;
+        let told: Vec<bool> = held.iter().map(|l| l.slot.evict.is_cancelled()).collect();
+        assert_eq!(told, [true, false, false, false, false]);
+        held.remove(0);
+        assert!(newcomer.await.unwrap().is_ok());
+        assert!(held.iter().all(|l| !l.slot.evict.is_cancelled()));
     }
 
     #[tokio::test(start_paused = true)]

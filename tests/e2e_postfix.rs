@@ -1,8 +1,8 @@
 //! End-to-end test against a real Postfix: runs `tests/e2e/run.sh` (see
 //! there) with this build's rpol binary.
 //!
-//! Opt-in, because it needs root, Postfix, swaks and knot
-//! (`tests/e2e/setup.sh` installs them):
+//! Opt-in, because it needs root, Postfix, swaks (with Net::SSLeay), knot,
+//! openssl and saslpasswd2 (`tests/e2e/setup.sh` installs them):
 //!
 //! ```text
 //! RPOL_E2E=1 cargo test --test e2e_postfix -- --nocapture

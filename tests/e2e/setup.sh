@@ -20,6 +20,11 @@ command -v unshare  >/dev/null 2>&1 || need="$need util-linux"
 command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
 # Cyrus SASL mechanisms, so that smtpd can enable SASL on the submission port.
 ls /usr/lib/*/sasl2/libplain.so >/dev/null 2>&1 || need="$need libsasl2-modules"
+# The instance configured from --postfix-config: real AUTH over TLS on 587
+# and 465 (a sasldb user, swaks' TLS), a self-signed certificate.
+command -v saslpasswd2 >/dev/null 2>&1 || need="$need sasl2-bin"
+perl -MNet::SSLeay -e 1 >/dev/null 2>&1 || need="$need libnet-ssleay-perl"
+command -v openssl  >/dev/null 2>&1 || need="$need openssl"
 
 if [ -z "$need" ]; then
     echo "e2e setup: everything is installed"

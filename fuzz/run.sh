@@ -22,7 +22,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(decoder access_table address_tables config chain)
+    targets=(decoder access_table address_tables config chain store)
 fi
 sanitizer=${FUZZ_SANITIZER:-address}
 export RUSTC_BOOTSTRAP=1
@@ -42,10 +42,13 @@ max_len() {
     esac
 }
 
+# The libFuzzer flag naming a target's dictionary; none for store, whose
+# input is binary (4 bytes a call) with no words to find.
 dict() {
     case $1 in
-        access_table | address_tables) echo fuzz/dict/tables.dict ;;
-        *) echo "fuzz/dict/$1.dict" ;;
+        access_table | address_tables) echo -dict=fuzz/dict/tables.dict ;;
+        store) echo -max_len=4096 ;;
+        *) echo "-dict=fuzz/dict/$1.dict" ;;
     esac
 }
 
@@ -65,7 +68,7 @@ for target in "${targets[@]}"; do
     # stdin from /dev/null: nothing a target reads may wait on a terminal.
     if ! cargo fuzz run -s "$sanitizer" "$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=256 \
-        -max_len="$(max_len "$target")" -dict="$(dict "$target")" \
+        -max_len="$(max_len "$target")" "$(dict "$target")" \
         -print_final_stats=1 </dev/null >"$log" 2>&1; then
         status=FAILED
         failed=1

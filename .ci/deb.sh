@@ -54,6 +54,21 @@ getent passwd rpol >/dev/null || fail "no user rpol after dpkg -i"
 [ "$(stat -c %U:%G:%a /var/lib/rpol)" = rpol:rpol:750 ] || fail "/var/lib/rpol: $(stat -c %U:%G:%a /var/lib/rpol)"
 step "installed"
 
+# A Postfix host: the package's policy.toml reads the site facts from
+# /etc/postfix (postconf). A machine whose Postfix was installed with "No
+# configuration" has no main.cf; it gets the tests' one (example.com,
+# example.net) for this run, removed again at the end.
+made_postfix=()
+if [ ! -e /etc/postfix/main.cf ]; then
+    for f in main.cf vmailbox virtual; do
+        [ -e "/etc/postfix/$f" ] && continue
+        cp "tests/postfix/$f" "/etc/postfix/$f"
+        made_postfix+=("/etc/postfix/$f")
+    done
+fi
+unmake_postfix() { [ ${#made_postfix[@]} = 0 ] || rm -f "${made_postfix[@]}"; }
+trap unmake_postfix EXIT
+
 /usr/sbin/rpol --check-config --config /etc/rpol/policy.toml
 
 # ---- the installed units
@@ -72,7 +87,7 @@ step "units verified"
 # the unit's SystemCallFilter.
 work=$(mktemp -d /tmp/rpol-deb.XXXXXX)
 chmod 0755 "$work"
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work"; unmake_postfix' EXIT
 cat >"$work/ask.pl" <<'EOF'
 # ask.pl SOCKET REQUEST: one policy request, prints the response's first line.
 use strict;

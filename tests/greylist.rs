@@ -643,3 +643,37 @@ async fn two_headers_for_one_recipient_go_out_at_rcpt_and_data() {
     assert_eq!(f.ask(&from("g.3", "RCPT")), spf);
     assert_eq!(f.ask(&from("g.3", "DATA")), "DUNNO");
 }
+
+/// Store review item 3: passed triplets fill `max_triplets`; a new
+/// sender's triplet is still stored (the least recently seen passed one
+/// makes room), so its retry after the delay passes instead of being
+/// deferred for as long as the passed triplets live.
+async fn passed_triplets_do_not_lock_out_new_senders(store: &str) {
+    let f = setup("", &format!("{store}max_triplets = 3\n"), &[]).await;
+    let senders = ["a@one.example", "b@two.example", "c@three.example"];
+    for s in senders {
+        assert_eq!(f.ask(&[("sender", s)]), DEFER_2, "{s}");
+    }
+    wait_delay();
+    for s in senders {
+        assert_passed(&f.ask(&[("sender", s)]), s);
+    }
+    let new = [("sender", "new@four.example")];
+    assert_eq!(f.ask(&new), DEFER_2, "a new sender in a full store");
+    wait_delay();
+    assert_passed(&f.ask(&new), "the new sender's retry");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passed_triplets_do_not_lock_out_new_senders_embedded() {
+    passed_triplets_do_not_lock_out_new_senders("path = \"greylist.redb\"\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passed_triplets_do_not_lock_out_new_senders_redis() {
+    let Some(redis) = redis_server::start() else {
+        return;
+    };
+    let store = format!("backend = \"redis\"\nurl = \"{}\"\n", redis.url);
+    passed_triplets_do_not_lock_out_new_senders(&store).await;
+}

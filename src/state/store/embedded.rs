@@ -77,13 +77,9 @@ impl Embedded {
         let db = Database::create(path)
             .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(backend)?;
-        tx.open_table(TRIPLETS).map_err(backend)?;
-        tx.open_table(UNCONFIRMED).map_err(backend)?;
-        tx.open_table(NETWORKS).map_err(backend)?;
-        tx.open_table(BY_NETWORK).map_err(backend)?;
-        tx.open_table(PASSED).map_err(backend)?;
         tx.open_table(CLIENTS).map_err(backend)?;
         tx.open_table(RATES).map_err(backend)?;
+        build_indexes(&mut Indexes::open(&tx)?)?;
         tx.commit().map_err(backend)?;
         Ok(Embedded {
             db: Arc::new(db),
@@ -342,6 +338,34 @@ impl<'t> Indexes<'t> {
             None => Ok(false),
         }
     }
+}
+
+/// Fills the per-network and passed indexes of a file written before
+/// they existed (every triplet is in one of the unconfirmed and passed
+/// indexes, so both empty beside triplets means an older file). Once, at
+/// start, in the opening transaction.
+fn build_indexes(ix: &mut Indexes) -> Result<(), StoreError> {
+    if ix.triplets.is_empty().map_err(backend)?
+        || !ix.by_network.is_empty().map_err(backend)?
+        || !ix.passed.is_empty().map_err(backend)?
+    {
+        return Ok(());
+    }
+    for entry in ix.unconfirmed.iter().map_err(backend)? {
+        let (k, net) = entry.map_err(backend)?;
+        let (first, key) = k.value();
+        ix.by_network
+            .insert((net.value(), first, key), ())
+            .map_err(backend)?;
+    }
+    for entry in ix.triplets.iter().map_err(backend)? {
+        let (k, v) = entry.map_err(backend)?;
+        let (key, (first, last)) = (k.value(), v.value());
+        if ix.unconfirmed.get((first, key)).map_err(backend)?.is_none() {
+            ix.passed.insert((last, key), ()).map_err(backend)?;
+        }
+    }
+    Ok(())
 }
 
 /// One write transaction: read both records, decide, make room for a new
@@ -762,6 +786,18 @@ mod tests {
         assert_eq!(c.exceeded, Some(rate::Exceeded::Messages));
     }
 
+    const NEW: Verdict = Verdict::Greylisted {
+        missing: 300,
+        first_seen: true,
+    };
+
+    /// `s`'s verdict on `key` from `net` at `at`.
+    async fn greylisted(s: &Embedded, key: TripletKey, net: &str, at: u64) -> Verdict {
+        s.greylist(key, net, "203.0.113.5", params(at))
+            .await
+            .unwrap()
+    }
+
     fn triplet(net: &str, n: u64) -> TripletKey {
         TripletKey::new(net, &format!("{n}@x.example"), "b@y.example")
     }
@@ -780,15 +816,8 @@ mod tests {
         let s = Embedded::open(&dir.path().join("s.redb"), caps, SECOND).unwrap();
         let now = super::super::unix_now();
         let net = "203.0.113.0";
-        let gl = async |key, net, at| {
-            s.greylist(key, net, "203.0.113.5", params(at))
-                .await
-                .unwrap()
-        };
-        let new = Verdict::Greylisted {
-            missing: 300,
-            first_seen: true,
-        };
+        let gl = async |key, net, at| greylisted(&s, key, net, at).await;
+        let new = NEW;
         // One passed triplet, then two unconfirmed ones from the same network.
         gl(triplet(net, 0), net, now - 1000).await;
         assert!(matches!(
@@ -904,5 +933,47 @@ mod tests {
             assert_eq!(s.entries().await, Ok(1));
             busy.await.unwrap();
         });
+    }
+
+    /// A file from before the per-network and passed indexes: opening it
+    /// builds them, so its triplets can make room (else a full store and
+    /// a capped network would refuse new triplets as before).
+    #[tokio::test]
+    async fn opening_an_older_file_builds_the_new_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let now = super::super::unix_now();
+        let net = "203.0.113.0";
+        let (passed, unconfirmed) = (triplet(net, 0), triplet(net, 1));
+        {
+            let s = Embedded::open(&path, limits(100), SECOND).unwrap();
+            let tx = s.db.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(TRIPLETS).unwrap();
+                t.insert(passed.0, (now - 1000, now - 600)).unwrap();
+                t.insert(unconfirmed.0, (now - 100, now - 100)).unwrap();
+                let mut u = tx.open_table(UNCONFIRMED).unwrap();
+                u.insert((now - 100, unconfirmed.0), net).unwrap();
+                tx.open_table(NETWORKS).unwrap().insert(net, 1).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let caps = Limits {
+            unconfirmed_per_network: 1,
+            ..limits(2)
+        };
+        let s = Embedded::open(&path, caps, SECOND).unwrap();
+        let gl = async |key, net, at| greylisted(&s, key, net, at).await;
+        let new = NEW;
+        // The network's cap: its old unconfirmed triplet makes room.
+        assert_eq!(gl(triplet(net, 2), net, now).await, new);
+        let v = gl(triplet(net, 2), net, now + 300).await;
+        assert!(matches!(v, Verdict::Passed { .. }), "{v:?}");
+        // Full of passed triplets: the old one, seen least recently, goes.
+        let other = "198.51.100.0";
+        assert_eq!(gl(triplet(other, 3), other, now + 301).await, new);
+        assert_eq!(gl(triplet(net, 2), net, now + 302).await, Verdict::Known);
+        assert_eq!(gl(passed, net, now + 303).await, new, "evicted");
+        assert_eq!(gl(unconfirmed, net, now + 304).await, new, "evicted");
     }
 }

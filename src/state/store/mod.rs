@@ -258,8 +258,8 @@ impl Store {
     }
 
     /// Counts and logs a failure of `call`. The embedded store bounds its
-    /// own calls: a wait for its writer is no failure, only the work once
-    /// it has the writer has `timeout` (see [`embedded`]); Redis calls get
+    /// own calls: a wait for its writer or a thread is no failure, only the
+    /// work once it runs has `timeout` (see [`embedded`]); Redis calls get
     /// `timeout` whole.
     async fn guarded<T>(
         &self,

@@ -647,3 +647,78 @@ async fn two_headers_for_one_recipient_go_out_at_rcpt_and_data() {
     assert_eq!(f.ask(&from("g.3", "RCPT")), spf);
     assert_eq!(f.ask(&from("g.3", "DATA")), "DUNNO");
 }
+
+/// Store review item 3: passed triplets fill `max_triplets`; a new
+/// sender's triplet is still stored (the least recently seen passed one
+/// makes room), so its retry after the delay passes instead of being
+/// deferred for as long as the passed triplets live.
+async fn passed_triplets_do_not_lock_out_new_senders_on(store: &str) {
+    let f = setup("", &format!("{store}max_triplets = 3\n"), &[]).await;
+    let senders = ["a@one.example", "b@two.example", "c@three.example"];
+    for s in senders {
+        assert_eq!(f.ask(&[("sender", s)]), DEFER_2, "{s}");
+    }
+    wait_delay();
+    for s in senders {
+        assert_passed(&f.ask(&[("sender", s)]), s);
+    }
+    let new = [("sender", "new@four.example")];
+    assert_eq!(f.ask(&new), DEFER_2, "a new sender in a full store");
+    wait_delay();
+    assert_passed(&f.ask(&new), "the new sender's retry");
+}
+
+/// Store review items 8 and 9, over the daemon: a network at
+/// `max_unconfirmed_per_network` evicts its own oldest unconfirmed
+/// triplet. A neighbour's flood in a sender's /24 no longer keeps the
+/// sender's triplet unstored (its retry passes), and the /64s of one IPv6
+/// /48 share one budget (the first /64's triplet went).
+async fn a_network_at_its_cap_churns_its_own_triplets_on(store: &str) {
+    let f = setup(
+        "",
+        &format!("{store}max_unconfirmed_per_network = 2\n"),
+        &[],
+    )
+    .await;
+    let ask = |sender: &str, client: &str| f.ask(&[("sender", sender), ("client_address", client)]);
+    assert_eq!(ask("x@flood.example", "198.51.100.10"), DEFER_2);
+    assert_eq!(ask("y@flood.example", "198.51.100.11"), DEFER_2);
+    assert_eq!(ask("real@sender.example", "198.51.100.9"), DEFER_2);
+    for n in 1..=3 {
+        let client = format!("2001:db8:1:{n}::9");
+        assert_eq!(ask("v6@sender.example", &client), DEFER_2, "{client}");
+    }
+    wait_delay();
+    assert_passed(
+        &ask("real@sender.example", "198.51.100.9"),
+        "the neighbour's sender",
+    );
+    let evicted = ask("v6@sender.example", "2001:db8:1:1::9");
+    assert!(
+        evicted.starts_with("DEFER_IF_PERMIT"),
+        "the /48's oldest: {evicted}"
+    );
+    assert_passed(
+        &ask("v6@sender.example", "2001:db8:1:3::9"),
+        "the /48's newest",
+    );
+}
+
+/// `case` with each backend's `[store]` body: a redb file, a throw-away
+/// redis-server (when installed).
+async fn with_each_store(case: impl AsyncFn(&str)) {
+    case("path = \"greylist.redb\"\n").await;
+    if let Some(redis) = redis_server::start() {
+        case(&format!("backend = \"redis\"\nurl = \"{}\"\n", redis.url)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passed_triplets_do_not_lock_out_new_senders() {
+    with_each_store(passed_triplets_do_not_lock_out_new_senders_on).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_network_at_its_cap_churns_its_own_triplets() {
+    with_each_store(a_network_at_its_cap_churns_its_own_triplets_on).await;
+}

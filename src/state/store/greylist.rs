@@ -84,9 +84,10 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotStored {
     /// Its client network holds `max_unconfirmed_per_network` unconfirmed
-    /// triplets.
+    /// triplets and none of them is indexed to make room (an embedded
+    /// file from before the per-network index).
     NetworkCap,
-    /// `max_triplets` are held and all of them passed: none to evict.
+    /// `max_triplets` are held and none is indexed to make room.
     Full,
 }
 
@@ -114,7 +115,7 @@ impl std::fmt::Display for NotStored {
             NotStored::NetworkCap => {
                 "its client network holds max_unconfirmed_per_network unconfirmed triplets"
             }
-            NotStored::Full => "max_triplets reached, and every triplet held has passed",
+            NotStored::Full => "max_triplets reached, and no triplet indexed to make room",
         })
     }
 }

@@ -31,6 +31,10 @@ pub const DEFAULT_MAX_TRIPLETS: u64 = 1_000_000;
 /// triplets, so one network's flood evicts no other network's triplets;
 /// more first mails at once from one /24 than this is not a mail server.
 pub const DEFAULT_MAX_UNCONFIRMED_PER_NETWORK: u64 = 10_000;
+/// Prefix length by which IPv6 clients are counted against
+/// `max_unconfirmed_per_network`, whatever the triplet's own prefix: one
+/// site commonly gets a /48, so its 65,536 /64s share one budget.
+pub const CAP_PREFIX_V6: u8 = 48;
 /// Default `[store] max_clients`: clients that passed greylisting within
 /// max_age (auto-whitelist records); a record is some 60 bytes.
 pub const DEFAULT_MAX_CLIENTS: u64 = 1_000_000;
@@ -99,16 +103,21 @@ impl Default for StoreSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Greylisting triplets, passed or not. Full: the oldest unconfirmed
-    /// one makes room; with none, a new triplet is deferred unstored.
+    /// one makes room, else the least recently seen passed one (that
+    /// sender waits once more; refusing would defer every new sender).
     pub triplets: u64,
     /// Unconfirmed (never passed) triplets of one client network (the
-    /// triplet's `/24` or `/64`); beyond it, that network's new triplets
-    /// are deferred unstored (sqlgrey's connect_src_throttle).
+    /// triplet's `/24`; IPv6 by its `/48`, [`CAP_PREFIX_V6`]); beyond it,
+    /// that network's own oldest unconfirmed triplet makes room, so a
+    /// flood churns its own network's triplets, never others', and a
+    /// neighbour cannot lock the network out for the retry window.
     pub unconfirmed_per_network: u64,
     /// Auto-whitelist records; full: a new client is not counted.
     pub clients: u64,
     /// Rate-limit records; a live one is never evicted. Full: a new key
-    /// is deferred (never let through uncounted).
+    /// is deferred (never let through uncounted) until records expire, so
+    /// a client minting keys can defer every new key for a window: size
+    /// it well above the keys a window sees.
     pub rate_records: u64,
 }
 
@@ -148,8 +157,8 @@ pub struct Store {
     /// Failed calls (timeouts, errors, full, busy) since start.
     pub errors: AtomicU64,
     warned: Mutex<Warned>,
-    /// New triplets deferred without being stored (a network at its cap,
-    /// or no unconfirmed triplet to make room), warned about apart.
+    /// New triplets deferred without being stored (no indexed triplet to
+    /// make room), warned about apart.
     unstored: Mutex<Warned>,
 }
 
@@ -189,6 +198,19 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The network a triplet of client network `net` counts against for
+/// `max_unconfirmed_per_network`: an IPv6 one widened to its
+/// [`CAP_PREFIX_V6`] (one site's /64s are one budget), an IPv4 one as is
+/// (a /16 holds many unrelated senders, so widening there would let one
+/// lock out the others).
+fn cap_network(net: &str) -> String {
+    match net.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(a)) => ipnet::Ipv6Net::new(a, CAP_PREFIX_V6)
+            .map_or_else(|_| net.to_string(), |n| n.trunc().addr().to_string()),
+        _ => net.to_string(),
+    }
 }
 
 /// `call` under `timeout`, its expiry a [`StoreError::Timeout`].
@@ -236,8 +258,8 @@ impl Store {
     }
 
     /// Counts and logs a failure of `call`. The embedded store bounds its
-    /// own calls: a wait for its writer is no failure, only the work once
-    /// it has the writer has `timeout` (see [`embedded`]); Redis calls get
+    /// own calls: a wait for its writer or a thread is no failure, only the
+    /// work once it runs has `timeout` (see [`embedded`]); Redis calls get
     /// `timeout` whole.
     async fn guarded<T>(
         &self,
@@ -266,6 +288,7 @@ impl Store {
         client: &str,
         params: GreylistParams,
     ) -> Result<Verdict, StoreError> {
+        let net = &cap_network(net);
         let call = async {
             match &self.inner {
                 Inner::Embedded(e) => e.greylist(triplet, net, client, params).await,
@@ -727,5 +750,176 @@ pub(crate) mod tests {
         assert!(r.is_err(), "{r:?}");
         assert!(start.elapsed() < Duration::from_secs(2));
         assert_eq!(store.errors.load(Ordering::Relaxed), 1);
+    }
+}
+
+#[cfg(test)]
+mod review {
+    //! The store review's findings (issue 24 item 1 follow-up), each on
+    //! both backends.
+    use super::redis_support::start as redis_server;
+    use super::*;
+
+    fn params(now: u64) -> GreylistParams {
+        GreylistParams {
+            now,
+            delay: 300,
+            retry_window: 2 * 86_400,
+            max_age: 35 * 86_400,
+            auto_whitelist_clients: 0,
+        }
+    }
+
+    fn embedded(dir: &tempfile::TempDir, limits: Limits) -> Store {
+        let settings = StoreSettings {
+            backend: Backend::Embedded {
+                path: dir.path().join("s.redb"),
+            },
+            limits,
+            ..StoreSettings::default()
+        };
+        Store::open(&settings).unwrap()
+    }
+
+    fn redis(server: &super::redis_support::RedisServer, limits: Limits) -> Store {
+        let settings = StoreSettings {
+            backend: Backend::Redis {
+                url: server.url.clone(),
+            },
+            limits,
+            ..StoreSettings::default()
+        };
+        Store::open(&settings).unwrap()
+    }
+
+    async fn gl(store: &Store, net: &str, sender: &str, at: u64) -> Verdict {
+        let key = TripletKey::new(net, sender, "rcpt@y.example");
+        store
+            .greylist(key, net, "192.0.2.1", params(at))
+            .await
+            .expect("store call")
+    }
+
+    /// `case` on a fresh store of each backend with `limits`.
+    async fn on_both_backends(limits: Limits, case: impl AsyncFn(&Store)) {
+        let dir = tempfile::tempdir().unwrap();
+        case(&embedded(&dir, limits)).await;
+        if let Some(server) = redis_server() {
+            case(&redis(&server, limits)).await;
+        }
+    }
+
+    const NEW: Verdict = Verdict::Greylisted {
+        missing: 300,
+        first_seen: true,
+    };
+
+    /// Review item 3: passed triplets filling max_triplets must not lock
+    /// out every new sender; the least recently seen passed one goes.
+    async fn passed_triplets_cannot_fill_the_store_case(store: &Store) {
+        let t = unix_now();
+        let net = "203.0.113.0";
+        for (n, sender) in ["a", "b", "c"].iter().enumerate() {
+            let n = n as u64;
+            assert_eq!(gl(store, net, sender, t + n).await, NEW);
+            let v = gl(store, net, sender, t + 300 + n).await;
+            assert!(matches!(v, Verdict::Passed { .. }), "{v:?}");
+        }
+        // "a" seen again: "b" is now the least recently seen.
+        assert_eq!(gl(store, net, "a", t + 400).await, Verdict::Known);
+        assert_eq!(gl(store, "198.51.100.0", "new", t + 500).await, NEW);
+        assert_eq!(gl(store, net, "a", t + 501).await, Verdict::Known);
+        assert_eq!(gl(store, net, "c", t + 502).await, Verdict::Known);
+        // "b" was evicted: new again (and it evicts the unconfirmed "new").
+        assert_eq!(gl(store, net, "b", t + 503).await, NEW);
+    }
+
+    /// Review item 8: the /64s of one IPv6 /48 share one budget of
+    /// unconfirmed triplets; another /48 has its own.
+    async fn one_v6_48_is_one_network_case(store: &Store) {
+        let t = unix_now();
+        assert_eq!(gl(store, "2001:db8:1:1::", "a", t).await, NEW);
+        assert_eq!(gl(store, "2001:db8:1:2::", "a", t + 1).await, NEW);
+        // The /48 is at its cap: the third /64's triplet takes the room
+        // of the /48's oldest (item 9), the first /64's, which is new again.
+        assert_eq!(gl(store, "2001:db8:1:3::", "a", t + 2).await, NEW);
+        assert_eq!(gl(store, "2001:db8:1:1::", "a", t + 3).await, NEW);
+        assert_eq!(gl(store, "2001:db8:2:1::", "a", t + 5).await, NEW);
+        assert_eq!(gl(store, "2001:db8:3:1::", "a", t + 5).await, NEW);
+    }
+
+    /// Review item 9: a neighbour filling a /24's unconfirmed budget
+    /// does not lock a sender of the same /24 out for the retry window:
+    /// the network's own oldest unconfirmed triplet makes room, so the
+    /// sender's triplet is stored and passes on its retry.
+    async fn a_neighbour_cannot_lock_out_its_network_case(store: &Store) {
+        let t = unix_now();
+        let net = "203.0.113.0";
+        for n in 0..3 {
+            let sender = format!("flood{n}");
+            assert_eq!(gl(store, net, &sender, t + n).await, NEW);
+        }
+        assert_eq!(gl(store, net, "real", t + 10).await, NEW);
+        let v = gl(store, net, "real", t + 310).await;
+        assert!(matches!(v, Verdict::Passed { .. }), "{v:?}");
+        // The flood's oldest went: new again.
+        assert_eq!(gl(store, net, "flood0", t + 311).await, NEW);
+    }
+
+    /// Review item 11: every key the greylist script writes carries an
+    /// expiry from its first write on.
+    #[tokio::test]
+    async fn redis_keys_expire_from_the_first_call() {
+        let Some(server) = redis_server() else {
+            return;
+        };
+        let store = redis(&server, Limits::default());
+        assert_eq!(gl(&store, "203.0.113.0", "a", unix_now()).await, NEW);
+        let mut con = ::redis::Client::open(server.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg("rpol:*")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 3, "triplet, its two indexes: {keys:?}");
+        for k in keys {
+            let ttl: i64 = ::redis::cmd("TTL")
+                .arg(&k)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert!(ttl > 0, "{k}: {ttl}");
+        }
+    }
+
+    #[tokio::test]
+    async fn passed_triplets_cannot_fill_the_store() {
+        let limits = Limits {
+            triplets: 3,
+            ..Limits::default()
+        };
+        on_both_backends(limits, passed_triplets_cannot_fill_the_store_case).await;
+    }
+
+    #[tokio::test]
+    async fn one_v6_48_is_one_network() {
+        let limits = Limits {
+            unconfirmed_per_network: 2,
+            ..Limits::default()
+        };
+        on_both_backends(limits, one_v6_48_is_one_network_case).await;
+    }
+
+    #[tokio::test]
+    async fn a_neighbour_cannot_lock_out_its_network() {
+        let limits = Limits {
+            unconfirmed_per_network: 3,
+            ..Limits::default()
+        };
+        on_both_backends(limits, a_neighbour_cannot_lock_out_its_network_case).await;
     }
 }

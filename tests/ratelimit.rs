@@ -335,6 +335,24 @@ fn recipients_count_per_message() {
     assert_eq!(carol.rcpt(&rpol), "DUNNO");
 }
 
+/// A message whose RCPTs filled the budget exactly passes DATA (Postfix
+/// asks there when a header waits): DATA adds no recipient.
+#[test]
+fn data_adds_nothing_to_what_the_rcpts_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let rpol = start(&config(&embedded(&dir.path().join("s.redb")), LIMIT));
+    Msg {
+        recipients: "4",
+        ..ALICE.with("d.1")
+    }
+    .send(&rpol);
+    let last = ALICE.with("d.2");
+    assert_eq!(last.rcpt(&rpol), "DUNNO");
+    assert_eq!(last.ask(&rpol, "DATA"), "DUNNO");
+    assert_eq!(last.ask(&rpol, "END-OF-MESSAGE"), "DUNNO");
+    assert_eq!(ALICE.with("d.3").rcpt(&rpol), refused("2 messages"));
+}
+
 #[test]
 fn a_third_client_network_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -195,9 +195,16 @@ pub async fn check_rate_limit(ctx: &mut Context<'_>, limit: &Arc<RateLimit>) -> 
         ctx.note(|| "no store open (--test-request): not checked".into());
         return Outcome::Dunno;
     };
+    let state = req.state();
+    if state == ProtocolState::Data {
+        // DATA adds no recipient: the RCPTs reserved what the message
+        // needs, and END-OF-MESSAGE checks again. A probe here would count
+        // one recipient too many (Postfix asks at DATA when a header waits).
+        ctx.note(|| "DATA: held at RCPT, checked again at END-OF-MESSAGE".into());
+        return Outcome::Dunno;
+    }
     let now = unix_now();
     let p = limit.params(now);
-    let state = req.state();
     let mut tag = instance_tag(&req.instance);
     let answer = match state {
         ProtocolState::Rcpt => {

@@ -558,6 +558,27 @@ async fn an_enforcement_action_after_a_header_is_never_dropped() {
             assert_eq!(ask("alice@example.com"), header, "after {rcpt}");
         }
     }
+    // What an answer displaced waits for RCPT or DATA only: at MAIL
+    // Postfix may still send the previous transaction's instance
+    // (smtpd_delay_reject = no), and END-OF-MESSAGE carries no header.
+    assert_eq!(
+        s.ask(&[("instance", "m.1"), ("recipient", "held@example.com")]),
+        "HOLD suspicious"
+    );
+    for state in ["MAIL", "END-OF-MESSAGE"] {
+        let attrs = [
+            ("instance", "m.1"),
+            ("protocol_state", state),
+            ("recipient", ""),
+        ];
+        assert_eq!(s.ask(&attrs), "DUNNO", "{state}");
+    }
+    let data = [
+        ("instance", "m.1"),
+        ("protocol_state", "DATA"),
+        ("recipient", ""),
+    ];
+    assert_eq!(s.ask(&data), "BCC copy@example.com");
     let trace = s
         .trace(&[("instance", "e.9"), ("recipient", "held@example.com")])
         .await;

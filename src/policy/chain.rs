@@ -158,7 +158,10 @@ pub async fn evaluate(policy: &Policy, state: &State, req: &Request, want_trace:
         // make every connection's task that much larger for its whole life.
         if matches!(
             class,
-            ActionClass::Reject | ActionClass::Defer | ActionClass::DeferIfPermit
+            ActionClass::Reject
+                | ActionClass::Defer
+                | ActionClass::DeferIfPermit
+                | ActionClass::Hangup
         ) {
             run.step(|| "refused: the rate limits count nothing".into());
             Box::pin(ratelimit::release(state, counts, run.trace.as_mut())).await;
@@ -338,6 +341,14 @@ impl Run<'_> {
     /// deferral, else the passed-through action that matters most, else a
     /// header kept from an earlier request, else DUNNO.
     fn passed_action(&mut self, state: &State) -> (String, Option<Arc<str>>) {
+        // The transaction memory serves RCPT and DATA: at MAIL Postfix may
+        // still send the previous transaction's instance
+        // (smtpd_delay_reject = no), and END-OF-MESSAGE carries no header
+        // and has no later request to pass one to.
+        let remembers = matches!(
+            self.req.state(),
+            ProtocolState::Rcpt | ProtocolState::Data | ProtocolState::Other
+        );
         let passed = std::mem::take(&mut self.passed);
         let deferral = self.defer_if_permit.take();
         // The first of the highest rank, among the headers not sent yet.
@@ -345,8 +356,7 @@ impl Run<'_> {
         let mut tickets = Vec::with_capacity(passed.len());
         for (i, (action, rule)) in passed.iter().enumerate() {
             let rank = PassRank::of(action);
-            let ticket = rank
-                .keepable()
+            let ticket = (rank.keepable() && remembers)
                 .then(|| state.transactions.ticket(self.req, action))
                 .flatten();
             if rank == PassRank::Header
@@ -371,7 +381,7 @@ impl Run<'_> {
         // What an earlier request of the transaction could not carry goes
         // first when it ranks higher; a header needs a request that Postfix
         // lets carry one (not END-OF-MESSAGE).
-        let kept = if deferral.is_none() && self.req.state() != ProtocolState::EndOfMessage {
+        let kept = if deferral.is_none() && remembers {
             let below = rank.map_or(u8::MAX, |r| r as u8);
             state.transactions.take_kept(self.req, below)
         } else {

@@ -662,8 +662,8 @@ fn live_record(value: &[u8], now: u64) -> Option<Record> {
 }
 
 /// One write transaction: read the record, let `op` answer and change it,
-/// write it back with its expiry ([`RateParams::keep`] from now). Only
-/// rate records count against `max_rate_records`.
+/// write it back with its expiry ([`Record::expires`]), or remove it when
+/// it holds nothing. Only rate records count against `max_rate_records`.
 fn rate_tx<T>(
     db: &Database,
     key: RateKey,
@@ -681,13 +681,19 @@ fn rate_tx<T>(
             .map(|v| v.value().to_vec());
         let old = stored.as_deref().and_then(|v| live_record(v, p.now));
         let (answer, write) = op(old);
-        if let Some(record) = write {
-            if stored.is_none() && rates.len().map_err(backend)? >= max_rate_records {
-                return Err(StoreError::Full(max_rate_records));
+        match write.as_ref().map(|r| (r, r.expires(p))) {
+            None => {}
+            Some((_, None)) => {
+                rates.remove(key.0).map_err(backend)?;
             }
-            let mut value = (p.now + p.keep()).to_be_bytes().to_vec();
-            value.extend_from_slice(&record.encode());
-            rates.insert(key.0, value.as_slice()).map_err(backend)?;
+            Some((record, Some(expires))) => {
+                if stored.is_none() && rates.len().map_err(backend)? >= max_rate_records {
+                    return Err(StoreError::Full(max_rate_records));
+                }
+                let mut value = expires.to_be_bytes().to_vec();
+                value.extend_from_slice(&record.encode());
+                rates.insert(key.0, value.as_slice()).map_err(backend)?;
+            }
         }
         answer
     };

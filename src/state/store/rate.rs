@@ -453,6 +453,21 @@ pub fn settle(
 const VERSION: u8 = 2;
 
 impl Record {
+    /// When the record may go: its newest count's span (or a reservation's
+    /// life, if longer) from now while it holds counts; with reservations
+    /// alone, when the last of them lapses; `None` when it holds nothing
+    /// (a released RCPT's record: kept, every refused attempt of a new
+    /// key would take one of `max_rate_records` for the whole window).
+    pub fn expires(&self, p: &RateParams) -> Option<u64> {
+        let counts = !self.networks.is_empty()
+            || !self.instances.is_empty()
+            || self.messages.iter().chain(&self.recipients).any(|n| *n > 0);
+        if counts {
+            return Some(p.now + p.keep());
+        }
+        self.reservations.iter().map(|h| h.expires).max()
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128);
         out.push(VERSION);

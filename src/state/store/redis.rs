@@ -314,7 +314,21 @@ local function mine()
   return nil
 end
 local function save()
+  -- As Record::expires: a record holding nothing goes (a released RCPT's
+  -- must not take a place for the window); one holding reservations alone
+  -- goes when the last lapses.
+  local counts = #rec.n > 0 or #rec.i > 0
+  for k = 1, 12 do if rec.m[k] > 0 or rec.r[k] > 0 then counts = true end end
   local keep = math.max(len * 12, ttl)
+  if not counts then
+    if #rec.h == 0 then
+      redis.call('DEL', KEYS[1])
+      redis.call('ZREM', KEYS[2], member)
+      return
+    end
+    keep = 1
+    for _, e in ipairs(rec.h) do keep = math.max(keep, e[2] - now) end
+  end
   redis.call('SET', KEYS[1], cjson.encode(rec), 'EX', keep)
   redis.call('ZADD', KEYS[2], now + keep, member)
   -- EXPIRE's GT needs Redis 7: compared here, for Redis 5 and 6.
@@ -375,7 +389,9 @@ if counted() then
   if j then save() end
   return answer(0, 0)
 end
-local k = cur % 12 + 1
+-- The newest slice, as rate::settle (not `cur`: a clock behind another
+-- MX host's would count into an older slice).
+local k = rec.s % 12 + 1
 rec.m[k] = rec.m[k] + 1
 rec.r[k] = rec.r[k] + rcpts
 local at = nil

@@ -349,6 +349,8 @@ impl Run<'_> {
             self.req.state(),
             ProtocolState::Rcpt | ProtocolState::Data | ProtocolState::Other
         );
+        // After DATA comes only END-OF-MESSAGE: nothing to keep for.
+        let keeps = remembers && self.req.state() != ProtocolState::Data;
         let passed = std::mem::take(&mut self.passed);
         let deferral = self.defer_if_permit.take();
         // The first of the highest rank, among the headers not sent yet.
@@ -402,7 +404,7 @@ impl Run<'_> {
                     state.transactions.record(ticket);
                 }
                 answer = Some((action, rule));
-            } else if let Some(ticket) = ticket {
+            } else if let Some(ticket) = ticket.filter(|_| keeps) {
                 self.step(|| format!("{rule}: {action:?} kept for a later request"));
                 state
                     .transactions

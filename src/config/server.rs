@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use super::values::{millis, secs};
 use super::{Compiler, schema};
 use crate::log::Decisions;
+use crate::policy::tally::ActionClass;
 use crate::state::store::StoreSettings;
 
 /// A listen address: `unix:PATH` or `tcp:HOST:PORT`.
@@ -148,17 +149,18 @@ pub const DEFAULT_ERROR_ACTION: &str = "DEFER_IF_PERMIT 4.3.5 Policy service err
 
 impl ServerSettings {
     /// The answer to a request whose checks ran out of `answer_timeout`:
-    /// `error_action` when that is a temporary failure, else
+    /// `error_action` when that is a temporary failure (DEFER,
+    /// DEFER_IF_PERMIT, 4xx), else
     /// [`DEFAULT_ERROR_ACTION`]. An admin may let malformed requests
     /// through (`error_action = "DUNNO"`), but a check that could not
     /// finish is never an accept: otherwise slowing the DNS or the store
     /// would switch the defences off.
     pub fn timeout_action(&self) -> &str {
-        let word = self.error_action.split([' ', '\t']).next().unwrap_or("");
-        let temporary = word.starts_with('4')
-            || ["DEFER", "DEFER_IF_PERMIT", "DEFER_IF_REJECT"]
-                .iter()
-                .any(|w| w.eq_ignore_ascii_case(word));
+        // Not DEFER_IF_REJECT: with nothing rejecting later, an accept.
+        let temporary = matches!(
+            ActionClass::of(&self.error_action),
+            ActionClass::Defer | ActionClass::DeferIfPermit
+        );
         if temporary {
             &self.error_action
         } else {
@@ -577,6 +579,7 @@ mod timeout_tests {
             ("PREPEND X-Policy: broken", DEFAULT_ERROR_ACTION),
             ("550 5.7.1 no", DEFAULT_ERROR_ACTION),
             ("defer try later", "defer try later"),
+            ("DEFER_IF_REJECT later", DEFAULT_ERROR_ACTION),
             ("451 4.3.0 later", "451 4.3.0 later"),
             (DEFAULT_ERROR_ACTION, DEFAULT_ERROR_ACTION),
         ] {

@@ -93,8 +93,13 @@ async fn whitelisted(ctx: &mut Context<'_>, ip: IpAddr, helo: &str) -> Option<St
 }
 
 async fn decide(ctx: &mut Context<'_>, ip: IpAddr, helo: &str) -> Outcome {
-    match judge_identities(ctx, ip, helo).await {
-        Ok(Some(e)) => accept(ctx, ip, &e),
+    // Postfix delivers an unqualified sender as sender@$myorigin: that
+    // domain is the one to check (and the header's envelope-from), not the
+    // local part read as a domain.
+    let (req, site) = (ctx.request, ctx.site);
+    let sender = site.qualified_sender(&req.sender);
+    match judge_identities(ctx, ip, helo, &sender).await {
+        Ok(Some(e)) => accept(ctx, ip, &e, &sender),
         Ok(None) => Outcome::Dunno,
         Err(refusal) => refusal,
     }
@@ -113,13 +118,9 @@ async fn judge_identities(
     ctx: &mut Context<'_>,
     ip: IpAddr,
     helo: &str,
+    sender: &str,
 ) -> Result<Option<Evaluation>, Outcome> {
     let check_helo = ctx.site.spf.check_helo;
-    // Postfix delivers an unqualified sender as sender@$myorigin: that
-    // domain is the one to check, not the local part read as a domain.
-    let (req, site) = (ctx.request, ctx.site);
-    let sender = site.qualified_sender(&req.sender);
-    let sender = sender.as_ref();
     let helo_is_domain = valid_fqdn(helo);
     let mut for_header = None;
     if check_helo && helo_is_domain {
@@ -163,11 +164,8 @@ async fn judge(
 }
 
 /// The accepted evaluation's header, as a PREPEND.
-fn accept(ctx: &mut Context<'_>, ip: IpAddr, e: &Evaluation) -> Outcome {
+fn accept(ctx: &mut Context<'_>, ip: IpAddr, e: &Evaluation, sender: &str) -> Outcome {
     const PREPEND: &str = "PREPEND ";
-    let (req, site) = (ctx.request, ctx.site);
-    let sender = site.qualified_sender(&req.sender);
-    let sender = sender.as_ref();
     let settings = &ctx.site.spf;
     // Built after the action word, in the action's own string.
     let prepend = || {

@@ -28,7 +28,8 @@ Started as root it binds its sockets and then runs as \fB\-\-user\fR or
 (\fB\-\-user root\fR stays root, with a warning).
 Started as another user (systemd \fBUser=rpol\fR) it changes nothing.
 The configuration file, its tables and address files are checked every
-2 seconds and reloaded when they change, as on \fBSIGHUP\fR; a
+\fB[server] watch_interval\fR (2 seconds) and reloaded when they change,
+as on \fBSIGHUP\fR; a
 configuration that does not load is logged and the running one kept.
 "#;
 

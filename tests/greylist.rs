@@ -516,7 +516,7 @@ async fn a_flood_of_triplets_fills_no_budget_but_its_own_embedded() {
         .await;
 }
 
-/// As README recommends: `maxmemory` with `noeviction`, rpol's own caps
+/// As rpol-policy.toml(5) recommends: `maxmemory` with `noeviction`, rpol's own caps
 /// under it. The memory is small: the flood's triplets alone, uncapped,
 /// would take more, so rpol's caps, not Redis's, must hold.
 #[tokio::test(flavor = "multi_thread")]

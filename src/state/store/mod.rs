@@ -24,8 +24,8 @@ use rate::{Hold, RateKey, RateParams};
 
 /// Default `[store] path`: the Debian package's StateDirectory.
 pub const DEFAULT_PATH: &str = "/var/lib/rpol/rpol.redb";
-/// Default `[store] max_triplets`: at ~170 bytes a triplet on disk with
-/// its index entry, about 170 MB for the embedded file.
+/// Default `[store] max_triplets`: a file of a size any mail host can
+/// spare (BENCHMARKS.md, "Figures behind the code").
 pub const DEFAULT_MAX_TRIPLETS: u64 = 1_000_000;
 /// Default `[store] max_unconfirmed_per_network`: 1 % of the default
 /// triplets, so one network's flood evicts no other network's triplets;

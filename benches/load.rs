@@ -636,7 +636,7 @@ impl Bench {
         s
     }
 
-    /// One paragraph for README.md's Performance section (benches/load.sh
+    /// One paragraph for BENCHMARKS.md's "In short" (benches/load.sh
     /// --update puts it there): the warm medians of the main section.
     fn summary_line(&self) -> Option<String> {
         let warm: Vec<&Series> = self.main.iter().filter(|s| s.variant == "warm").collect();

@@ -5,7 +5,7 @@
 #   benches/load.sh              # full run, about 7 minutes
 #   benches/load.sh --quick      # about 1.5 minutes, fewer and shorter runs
 #   benches/load.sh --update     # full run, then replace the figures in
-#                                # BENCHMARKS.md, README.md (one paragraph),
+#                                # BENCHMARKS.md (and its summary paragraph),
 #                                # benches/scaling.png and
 #                                # benches/results/*.csv with this run's
 #
@@ -61,8 +61,8 @@ if [ "$update" = 1 ]; then
     mkdir -p "$HERE/results"
     cp "$OUT"/*.csv "$HERE/results/"
     [ -s "$OUT/scaling.png" ] && cp "$OUT/scaling.png" "$HERE/scaling.png"
-    # What lies between the markers becomes results.md (BENCHMARKS.md) and
-    # summary.md (README.md's Performance section).
+    # What lies between the markers becomes results.md and summary.md (both
+    # in BENCHMARKS.md: the figures, and the paragraph "In short").
     splice() {
         python3 - "$1" "$2" "$3" <<'PY'
 import sys
@@ -80,7 +80,7 @@ print(f"load.sh: updated {doc_path} ({name})")
 PY
     }
     splice "$ROOT/BENCHMARKS.md" "$OUT/results.md" results
-    [ -s "$OUT/summary.md" ] && splice "$ROOT/README.md" "$OUT/summary.md" summary
+    [ -s "$OUT/summary.md" ] && splice "$ROOT/BENCHMARKS.md" "$OUT/summary.md" summary
     echo "load.sh: updated benches/scaling.png, benches/results/"
 fi
 echo "load.sh: results in $OUT"

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use port587::{DUNNO, SUBMISSION, rejected, submission};
-use rpol::{Rpol, Setup, WAIT_TIMEOUT, ask, is_root, read_to_close, request};
+use rpol::{Rpol, Setup, WAIT_TIMEOUT, ask, read_to_close, request, require_root};
 
 /// rpol listening on `tcp:127.0.0.1:0`; returns it and the port it took.
 fn tcp_daemon(config: &str) -> (Rpol, u16) {
@@ -245,10 +245,9 @@ const NOBODY: u32 = 65534;
 const STRANGER: u32 = 64999;
 
 #[test]
+#[ignore = "needs root"]
 fn unix_peer_of_another_uid_is_refused_and_logged() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     // Mode 0666: the file system lets anyone connect; rpol must not.
     let rpol = open_setup(SUBMISSION).start();
     assert_eq!(unix_peer_as(STRANGER, &rpol.socket), b"");
@@ -260,10 +259,9 @@ fn unix_peer_of_another_uid_is_refused_and_logged() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn unix_socket_owner_and_allow_users_are_served() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     // The socket's owner: nobody, as Postfix's socket is postfix's.
     let setup = open_setup(&format!(
         "[server]\nsocket_owner = \"nobody\"\n{SUBMISSION}"
@@ -307,10 +305,9 @@ fn an_unknown_allow_user_is_a_config_error() {
 /// The audit's attack: a compromised web application (another uid) on the
 /// same machine reaches the loopback port the default `allow` admits.
 #[test]
+#[ignore = "needs root"]
 fn loopback_tcp_peer_of_another_uid_is_refused_and_logged() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let config = format!("[metrics]\nlisten = \"127.0.0.1:0\"\n{SUBMISSION}");
     let (rpol, port) = tcp_daemon(&config);
     assert_eq!(tcp_peer_as(STRANGER, port), b"");
@@ -325,10 +322,9 @@ fn loopback_tcp_peer_of_another_uid_is_refused_and_logged() {
 /// rpol running as nobody shares that account with other daemons: being
 /// nobody earns no trust, over TCP or on a unix socket.
 #[test]
+#[ignore = "needs root"]
 fn rpol_running_as_nobody_does_not_trust_nobody() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let setup = open_setup(SUBMISSION);
     let socket = setup.path("rpol.sock");
     let mut cmd = std::process::Command::new(rpol::RPOL);
@@ -361,10 +357,10 @@ fn postfix_uid() -> Option<u32> {
 /// Postfix's smtpd runs as `postfix`: without `allow_users` it is served
 /// over loopback TCP; an `allow_users` list replaces that default.
 #[test]
+#[ignore = "needs root and a postfix account"]
 fn postfix_is_served_over_loopback_tcp_unless_allow_users_says_otherwise() {
-    let Some(postfix) = postfix_uid().filter(|_| is_root()) else {
-        return;
-    };
+    require_root();
+    let postfix = postfix_uid().expect("a postfix account (apt-get install postfix)");
     let (_rpol, port) = tcp_daemon(SUBMISSION);
     let answer = tcp_peer_as(postfix, port);
     assert!(answer.starts_with(b"action="), "{answer:?}");
@@ -381,10 +377,9 @@ fn postfix_is_served_over_loopback_tcp_unless_allow_users_says_otherwise() {
 /// the connection leaves the kernel a bare TIME-WAIT entry that names uid
 /// 0, not the peer's: it must not pass for root.
 #[test]
+#[ignore = "needs root"]
 fn a_peer_gone_before_accept_does_not_pass_for_root() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let (rpol, port) = tcp_daemon(SUBMISSION);
     // Stopped, rpol accepts nothing: the kernel completes the handshake,
     // queues the request, and the peer's close runs to its end.
@@ -453,10 +448,9 @@ const SECRET: &str = "s3cr3t-Pa55";
 const REDIS_USER: &str = "rpol-login";
 
 #[test]
+#[ignore = "needs redis-server"]
 fn the_redis_password_and_user_never_reach_the_log() {
-    let Some(redis) = redis_server::start() else {
-        return;
-    };
+    let redis = redis_server::start();
     // Redis wants another password: every store call fails and is logged.
     let url = format!("redis://{REDIS_USER}:{SECRET}@127.0.0.1:{}/", redis.port);
     let rpol = Setup::new(&greylist_config(&format!(
@@ -658,10 +652,9 @@ fn a_bad_decisions_value_is_a_config_error() {
 /// Sockets from systemd get the checks of their address family: a TCP
 /// socket its `allow`, a unix socket its file's owner.
 #[test]
+#[ignore = "needs root"]
 fn systemd_sockets_are_checked_by_their_family() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let setup = open_setup(&format!(
         "[server]\nallow = [\"127.0.0.1/32\"]\n{SUBMISSION}"
     ));

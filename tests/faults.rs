@@ -1163,8 +1163,8 @@ fn table_file_faults_under_load_keep_the_last_good_table() {
 }
 
 /// A daemon whose access table has 100,000 lines (2.7 MB): a load reads
-/// it in a few milliseconds, then parses it for 0.1 to 0.5 s (debug build,
-/// here), long enough to replace the file while a load parses it.
+/// it at once, then parses it long enough to replace the file while a
+/// load parses it (BENCHMARKS.md, "Figures behind the code").
 struct BigTable {
     rpol: Rpol,
     filler: String,
@@ -1307,11 +1307,11 @@ fn table_replaced_during_its_reload_is_loaded_again() {
 /// looks: the two reloads must not overlap, or the slower one, which read
 /// the older table, would be swapped in last and stay (the watcher, having
 /// seen the newer file, would not look again). SIGHUP comes 150 ms before
-/// the watcher's look, with a table of 250,000 lines (a load of 0.5 s or
-/// more); a small one is renamed over it once the SIGHUP load has read it.
-/// Should the timing miss, the reloads do not meet and the test passes
-/// without proving anything: without the fix it failed 5 times in 6 here
-/// beside the other big-table test, 4 times in 4 alone.
+/// the watcher's look, with a table of 250,000 lines (a load that takes
+/// longer than that); a small one is renamed over it once the SIGHUP load
+/// has read it. Should the timing miss, the reloads do not meet and the
+/// test passes without proving anything; without the fix it failed nearly
+/// every run (BENCHMARKS.md, "Figures behind the code").
 #[test]
 fn table_replaced_during_a_sighup_reload_is_not_lost() {
     let t = BigTable::start(250_000);

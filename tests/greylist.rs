@@ -336,10 +336,9 @@ async fn a_restart_keeps_the_state() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs redis-server"]
 async fn two_rpol_processes_share_one_redis() {
-    let Some(redis) = redis_server::start() else {
-        return;
-    };
+    let redis = redis_server::start();
     let store = format!(
         "backend = \"redis\"\nurl = \"{}\"\nprefix = \"mx:\"\n",
         redis.url
@@ -355,6 +354,7 @@ async fn two_rpol_processes_share_one_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs redis-server"]
 async fn redis_down_follows_on_store_error() {
     let port = redis_server::free_port();
     let store =
@@ -371,9 +371,7 @@ async fn redis_down_follows_on_store_error() {
     );
     // Redis comes up: greylisting works without a restart.
     // Stopped when dropped (a bare Child would outlive the test).
-    let Some(_redis) = redis_server::start_on(port) else {
-        return;
-    };
+    let _redis = redis_server::start_on(port);
     let mut got = String::new();
     for _ in 0..40 {
         got = defer.ask(&[("sender", "new@sender.example")]);
@@ -518,14 +516,13 @@ async fn a_flood_of_triplets_fills_no_budget_but_its_own_embedded() {
         .await;
 }
 
-/// As README recommends: `maxmemory` with `noeviction`, rpol's own caps
+/// As rpol-policy.toml(5) recommends: `maxmemory` with `noeviction`, rpol's own caps
 /// under it. The memory is small: the flood's triplets alone, uncapped,
 /// would take more, so rpol's caps, not Redis's, must hold.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs redis-server"]
 async fn a_flood_of_triplets_fills_no_budget_but_its_own_redis() {
-    let Some(redis) = redis_server::start() else {
-        return;
-    };
+    let redis = redis_server::start();
     let mut con = ::redis::Client::open(redis.url.as_str())
         .unwrap()
         .get_connection()
@@ -709,21 +706,35 @@ async fn a_network_at_its_cap_churns_its_own_triplets_on(store: &str) {
     );
 }
 
-/// `case` with each backend's `[store]` body: a redb file, a throw-away
-/// redis-server (when installed).
-async fn with_each_store(case: impl AsyncFn(&str)) {
+/// `case` with a redb file as its `[store]`.
+async fn on_embedded(case: impl AsyncFn(&str)) {
     case("path = \"greylist.redb\"\n").await;
-    if let Some(redis) = redis_server::start() {
-        case(&format!("backend = \"redis\"\nurl = \"{}\"\n", redis.url)).await;
-    }
+}
+
+/// `case` with a throw-away redis-server as its `[store]`.
+async fn on_redis(case: impl AsyncFn(&str)) {
+    let redis = redis_server::start();
+    case(&format!("backend = \"redis\"\nurl = \"{}\"\n", redis.url)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn passed_triplets_do_not_lock_out_new_senders() {
-    with_each_store(passed_triplets_do_not_lock_out_new_senders_on).await;
+    on_embedded(passed_triplets_do_not_lock_out_new_senders_on).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs redis-server"]
+async fn passed_triplets_do_not_lock_out_new_senders_redis() {
+    on_redis(passed_triplets_do_not_lock_out_new_senders_on).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_network_at_its_cap_churns_its_own_triplets() {
-    with_each_store(a_network_at_its_cap_churns_its_own_triplets_on).await;
+    on_embedded(a_network_at_its_cap_churns_its_own_triplets_on).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs redis-server"]
+async fn a_network_at_its_cap_churns_its_own_triplets_redis() {
+    on_redis(a_network_at_its_cap_churns_its_own_triplets_on).await;
 }

@@ -10,7 +10,7 @@ mod rpol;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Stdio;
 
-use rpol::{Setup, ask, is_root, response};
+use rpol::{Setup, ask, require_root, response};
 
 const CONFIG: &str = r#"[dns]
 nameservers = ["127.0.0.1:9"]
@@ -51,10 +51,9 @@ fn daemon(setup: Setup, socket: &std::path::Path, args: &[&str]) -> rpol::Rpol {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn root_without_an_account_is_refused_before_binding() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let setup = Setup::new(CONFIG);
     let socket = setup.path("rpol.sock");
     let mut rpol = daemon(setup, &socket, &[]);
@@ -72,10 +71,9 @@ fn root_without_an_account_is_refused_before_binding() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn root_binds_then_becomes_the_configured_account_for_good() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let (uid, gid) = ids("nobody");
     let setup = Setup::new(&format!("[server]\nuser = \"nobody\"\n{CONFIG}"));
     let socket = setup.path("rpol.sock");
@@ -104,10 +102,9 @@ fn root_binds_then_becomes_the_configured_account_for_good() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn user_root_stays_root_with_a_warning() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let setup = Setup::new(CONFIG);
     let socket = setup.path("rpol.sock");
     let rpol = daemon(setup, &socket, &["--user", "root"]);
@@ -117,10 +114,9 @@ fn user_root_stays_root_with_a_warning() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_unknown_account_is_refused() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let setup = Setup::new(CONFIG);
     let socket = setup.path("rpol.sock");
     let mut rpol = daemon(setup, &socket, &["--user", "no-such-user-here"]);
@@ -136,10 +132,9 @@ fn an_unknown_account_is_refused() {
 /// The socket's owner, group and mode are given as bind creates it: the
 /// file is never there with root's owner or the umask's mode.
 #[test]
+#[ignore = "needs root"]
 fn the_socket_is_created_with_its_owner_group_and_mode() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let (uid, _) = ids("nobody");
     let gid = nix::unistd::Group::from_name("nogroup")
         .unwrap()

@@ -5,7 +5,15 @@
 //!
 //! The suite is kept in the repository, with its licence and changelog, in
 //! tests/spf-suite/ (README.md there says where it comes from). A suite that
-//! cannot be read fails the test.
+//! cannot be read fails the run.
+//!
+//! One test per case (harness = false, libtest-mimic), named
+//! `DOCUMENT::CASE` after the suite's description and case name, so a
+//! failure names its case, a case can be run alone (`cargo test --test
+//! spf_conformance -- record_lookup::spftimeout`), and the cases run in
+//! parallel: each has its own DNS server, resolver and caches. A known
+//! failure (`KNOWN`) passes while it fails as known and fails once it
+//! passes; `the_suite_holds_every_case` counts the cases.
 //!
 //! Each case is run twice: through `rpol::spf::evaluate` (result and, for
 //! fail, the explanation), and through the `check_spf` rule of a policy
@@ -30,7 +38,7 @@ mod dns_server;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dns_server::{TestDns, raw_name};
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, TXT};
@@ -429,40 +437,37 @@ fn panicked(e: tokio::task::JoinError) -> Outcome {
     }
 }
 
-struct Failure {
-    document: String,
-    name: String,
-    line: String,
+fn known(name: &str) -> Option<&'static str> {
+    KNOWN.iter().find(|(n, _)| *n == name).map(|(_, r)| *r)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rfc7208_suite() {
-    let suite = std::fs::read_to_string(SUITE)
-        .unwrap_or_else(|e| panic!("cannot read the SPF suite {SUITE}: {e}"));
-    let started = Instant::now();
-    // A panic inside viaspf is a failing case: one line each, not a backtrace.
-    std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
-    let documents: Vec<Document> = serde_yaml::Deserializer::from_str(&suite)
-        .map(|d| parse_document(&Value::deserialize(d).expect("suite document parses")))
-        .collect();
-    assert!(!documents.is_empty(), "no document in the suite");
-
-    let settings = SpfSettings {
-        timeout: SPF_TIMEOUT,
-        receiver: RECEIVER.into(),
-        ..SpfSettings::default()
-    };
-    let mut passed = 0;
-    let mut failures: Vec<Failure> = Vec::new();
-    for doc in &documents {
-        for note in &doc.unservable {
-            println!("[{}] zone data not served: {note}", doc.description);
+/// A test name from a description: "Record lookup" -> "record_lookup".
+fn slug(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('_') {
+            out.push('_');
         }
+    }
+    out.trim_matches('_').to_string()
+}
+
+/// One case through both paths, against its document's zone data on a
+/// DNS server of its own: `Err` with what went wrong, as the whole-suite
+/// run printed it.
+fn run_case(doc: &Document, case: &Case) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (direct, rule) = runtime.block_on(async {
         let dns = TestDns::start_records(doc.records.clone()).await;
         for (name, answered) in &doc.timeouts {
             dns.inject_silence_except(name, answered);
         }
-        // Fresh caches for every document.
+        // Fresh caches for every case.
         let resolver = Resolver::new(&DnsConfig {
             nameservers: vec![dns.addr],
             timeout: DNS_TIMEOUT,
@@ -471,91 +476,116 @@ async fn rfc7208_suite() {
             ..DnsConfig::default()
         })
         .expect("resolver");
+        let settings = SpfSettings {
+            timeout: SPF_TIMEOUT,
+            receiver: RECEIVER.into(),
+            ..SpfSettings::default()
+        };
         let policy = Arc::new(policy(&dns));
         let state = Arc::new(rpol::server::runtime_state(&policy).expect("runtime state"));
+        let case = Arc::new(case.clone());
+        // Each path in its own task, so that a panic inside viaspf is a
+        // failing case with its message, not a lost one.
+        let direct = {
+            let case = case.clone();
+            tokio::spawn(async move { through_evaluate(&resolver, &settings, &case).await })
+                .await
+                .unwrap_or_else(panicked)
+        };
+        let rule = tokio::spawn(async move { through_rule(&policy, &state, &case).await })
+            .await
+            .unwrap_or_else(panicked);
+        (direct, rule)
+    });
+    let passed = direct.ok && rule.ok;
+    let mut line = format!(
+        "[{}] {}: expected {}, got {} via evaluate, {} via check_spf (spec {})",
+        doc.description,
+        case.name,
+        case.results.join("|")
+            + &case
+                .explanation
+                .as_ref()
+                .map(|e| format!(" ({e:?})"))
+                .unwrap_or_default(),
+        direct.got,
+        rule.got,
+        case.spec,
+    );
+    if !direct.ok {
+        line.push_str(&format!("\n    evaluate:{}", direct.detail));
+    }
+    if !rule.ok {
+        line.push_str(&format!("\n    check_spf:{}", rule.detail));
+    }
+    for note in &doc.unservable {
+        line.push_str(&format!("\n    zone data not served: {note}"));
+    }
+    match (passed, known(&case.name)) {
+        (true, None) => Ok(()),
+        (false, Some(reason)) => {
+            println!("known failure, as expected: {line}\n    known: {reason}");
+            Ok(())
+        }
+        (true, Some(_)) => Err(format!(
+            "in KNOWN but passes now (remove it from KNOWN): {line}"
+        )),
+        (false, None) => Err(format!("FAIL {line}")),
+    }
+}
+
+fn main() {
+    let mut args = libtest_mimic::Arguments::from_args();
+    // The cases wait on DNS timeouts far more than they compute.
+    if args.test_threads.is_none() {
+        args.test_threads = Some(8);
+    }
+    let suite = std::fs::read_to_string(SUITE)
+        .unwrap_or_else(|e| panic!("cannot read the SPF suite {SUITE}: {e}"));
+    let documents: Vec<Arc<Document>> = serde_yaml::Deserializer::from_str(&suite)
+        .map(|d| {
+            Arc::new(parse_document(
+                &Value::deserialize(d).expect("suite document parses"),
+            ))
+        })
+        .collect();
+
+    let mut trials = Vec::new();
+    {
+        let names: Vec<String> = documents
+            .iter()
+            .flat_map(|d| d.cases.iter().map(|c| c.name.clone()))
+            .collect();
+        trials.push(libtest_mimic::Trial::test(
+            "the_suite_holds_every_case",
+            move || {
+                if names.len() != CASES {
+                    return Err(format!(
+                        "the suite {SUITE} holds {} cases, not the {CASES} it should",
+                        names.len()
+                    )
+                    .into());
+                }
+                let missing: Vec<&str> = KNOWN
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .filter(|n| !names.iter().any(|c| c == n))
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(format!("KNOWN cases not in the suite: {missing:?}").into());
+                }
+                Ok(())
+            },
+        ));
+    }
+    for doc in &documents {
         for case in &doc.cases {
-            let case = Arc::new(case.clone());
-            // Each path in its own task, so that a panic inside viaspf is a
-            // failing case, not the end of the run.
-            let direct = {
-                let (resolver, settings, case) = (resolver.clone(), settings.clone(), case.clone());
-                tokio::spawn(async move { through_evaluate(&resolver, &settings, &case).await })
-                    .await
-                    .unwrap_or_else(panicked)
-            };
-            let rule = {
-                let (policy, state, case) = (policy.clone(), state.clone(), case.clone());
-                tokio::spawn(async move { through_rule(&policy, &state, &case).await })
-                    .await
-                    .unwrap_or_else(panicked)
-            };
-            if direct.ok && rule.ok {
-                passed += 1;
-                continue;
-            }
-            let mut line = format!(
-                "FAIL [{}] {}: expected {}, got {} via evaluate, {} via check_spf (spec {})",
-                doc.description,
-                case.name,
-                case.results.join("|")
-                    + &case
-                        .explanation
-                        .as_ref()
-                        .map(|e| format!(" ({e:?})"))
-                        .unwrap_or_default(),
-                direct.got,
-                rule.got,
-                case.spec,
-            );
-            if !direct.ok {
-                line.push_str(&format!("\n    evaluate:{}", direct.detail));
-            }
-            if !rule.ok {
-                line.push_str(&format!("\n    check_spf:{}", rule.detail));
-            }
-            failures.push(Failure {
-                document: doc.description.clone(),
-                name: case.name.clone(),
-                line,
-            });
+            let name = format!("{}::{}", slug(&doc.description), case.name);
+            let (doc, case) = (doc.clone(), case.clone());
+            trials.push(libtest_mimic::Trial::test(name, move || {
+                run_case(&doc, &case).map_err(Into::into)
+            }));
         }
     }
-
-    let known = |name: &str| KNOWN.iter().find(|(n, _)| *n == name).map(|(_, r)| *r);
-    for f in &failures {
-        println!("{}", f.line);
-        if let Some(reason) = known(&f.name) {
-            println!("    known: {reason}");
-        }
-    }
-    println!(
-        "({} documents, {:.1} s)",
-        documents.len(),
-        started.elapsed().as_secs_f64()
-    );
-    println!("{passed} passed, {} failed", failures.len());
-    assert_eq!(
-        passed + failures.len(),
-        CASES,
-        "the suite {SUITE} does not hold the {CASES} cases it should"
-    );
-
-    let unexpected: Vec<String> = failures
-        .iter()
-        .filter(|f| known(&f.name).is_none())
-        .map(|f| format!("[{}] {}", f.document, f.name))
-        .collect();
-    let stale: Vec<&str> = KNOWN
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| !failures.iter().any(|f| f.name == *n))
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "failing cases not in KNOWN: {unexpected:?}"
-    );
-    assert!(
-        stale.is_empty(),
-        "KNOWN cases that no longer fail (remove them): {stale:?}"
-    );
+    libtest_mimic::run(&args, trials).exit();
 }

@@ -28,7 +28,8 @@ Started as root it binds its sockets and then runs as \fB\-\-user\fR or
 (\fB\-\-user root\fR stays root, with a warning).
 Started as another user (systemd \fBUser=rpol\fR) it changes nothing.
 The configuration file, its tables and address files are checked every
-2 seconds and reloaded when they change, as on \fBSIGHUP\fR; a
+\fB[server] watch_interval\fR (2 seconds) and reloaded when they change,
+as on \fBSIGHUP\fR; a
 configuration that does not load is logged and the running one kept.
 "#;
 
@@ -67,6 +68,11 @@ NOQUEUE: action=554 5.7.1 ... client=unknown[203.0.113.9] from=<> \e
 .EE
 .PP
 Text that came from the client is escaped, so it cannot forge a line.
+\fB[log] decisions\fR chooses which answers get one (\fBall\fR,
+\fBrefusals\fR, \fBnone\fR). Identical lines within one second are
+written once, then counted in one \fBrepeated\fR \fIN\fR \fBmore
+time(s):\fR \fILINE\fR, so a flood of one request costs two lines a
+second.
 .SH EXIT STATUS
 0 when the server stopped on a signal, or when \fB\-\-check\-config\fR found
 the configuration valid; 1 on an error, which is printed as
@@ -112,6 +118,40 @@ Print the main.cf and master.cf lines for a configuration:
 .EX
 rpol \-\-config /etc/rpol/policy.toml \-\-postfix\-config
 .EE
+.SH POSTFIX
+\fB\-\-postfix\-config\fR prints the main.cf and master.cf lines that
+call rpol for a configuration, and the maps its registered foreign
+senders need; it is the one source of them. By hand, the parts are:
+.TP
+a socket rpol creates
+\fB[server] listen = ["unix:/var/spool/postfix/private/rpol"]\fR with
+\fBsocket_owner = "postfix"\fR; rpol, started as root, creates the socket
+as \fBpostfix\fR in Postfix's \fBprivate/\fR, then runs as
+\fB[server] user\fR. main.cf calls it after its own relay guard:
+\fBsmtpd_recipient_restrictions = permit_mynetworks,
+reject_unauth_destination, check_policy_service unix:private/rpol\fR,
+with \fBsmtpd_policy_service_max_idle = 300s\fR.
+The Debian package has systemd create the socket instead
+(\fBrpol.socket\fR).
+.TP
+over TCP
+\fBcheck_policy_service inet:127.0.0.1:10040\fR, with \fB[server] listen
+= ["tcp:127.0.0.1:10040"]\fR.
+.TP
+submission with its own profile
+a master.cf service with \fB\-o
+smtpd_policy_service_policy_context=submission\fR, and, when the profile
+uses \fBcheck_rate_limit\fR (it counts at END\-OF\-MESSAGE), \fB\-o {
+smtpd_end_of_data_restrictions = check_policy_service unix:private/rpol
+}\fR.
+.TP
+spawn mode
+one rpol per connection, no daemon (no metrics then):
+.EX
+rpol  unix  \-  n  n  \-  0  spawn
+  user=rpol argv=/usr/sbin/rpol \-\-config /etc/rpol/policy.toml \-\-stdio
+.EE
+and in main.cf \fBrpol_time_limit = 3600\fR.
 .SH SEE ALSO
 \fBrpol-policy.toml\fR(5), \fBpostconf\fR(5), \fBaccess\fR(5),
 \fBcidr_table\fR(5), \fBspawn\fR(8), \fBsystemd.socket\fR(5),

@@ -182,7 +182,7 @@ impl Compiler<'_> {
             rate_limit,
         } = file;
         let mut server = self.server(server);
-        server.metrics = self.metrics(metrics);
+        self.metrics(metrics, &mut server);
         server.log_decisions = self.log(log);
         server.store = self.store(store);
         let postfix = self.postfix(postfix);

@@ -66,6 +66,8 @@ pub struct RateLimitSection {
 pub struct MetricsSection {
     /// `IP:PORT` to serve GET /metrics on.
     pub listen: Option<Spanned<String>>,
+    /// A scrape connection's whole life, from accept to answer written.
+    pub timeout: Option<Spanned<String>>,
 }
 
 /// `[log]`.
@@ -92,6 +94,8 @@ pub struct ServerSection {
     pub request_timeout: Option<Spanned<String>>,
     pub answer_timeout: Option<Spanned<String>>,
     pub shutdown_timeout: Option<Spanned<String>>,
+    /// How often the config file and its tables are checked for changes.
+    pub watch_interval: Option<Spanned<String>>,
     pub error_action: Option<Spanned<String>>,
     /// TCP peers served (networks); unix-socket peers besides root, the
     /// socket's owner and rpol's own account (account names).

@@ -93,10 +93,15 @@ pub struct ServerSettings {
     pub answer_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// `[server] watch_interval`: how often the config file, its tables
+    /// and address lists are checked for changes (then reloaded).
+    pub watch_interval: Duration,
     /// Answer to a request that cannot be decoded.
     pub error_action: String,
     /// `[metrics] listen`: where GET /metrics is served, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// `[metrics] timeout`: a scrape connection's whole life.
+    pub metrics_timeout: Duration,
     /// `[store]`, when configured.
     pub store: Option<StoreSettings>,
     /// TCP peers served: anyone else who can reach the port is closed at
@@ -185,8 +190,11 @@ impl Default for ServerSettings {
             request_timeout: Duration::from_secs(100),
             answer_timeout: answer_timeout_default(Duration::from_secs(100)),
             shutdown_timeout: Duration::from_secs(10),
+            watch_interval: Duration::from_secs(2),
             error_action: DEFAULT_ERROR_ACTION.into(),
             metrics: None,
+            // Prometheus's own default scrape timeout.
+            metrics_timeout: Duration::from_secs(10),
             store: None,
             allow: default_allow(),
             allow_uids: default_allow_uids(),
@@ -211,6 +219,7 @@ impl Compiler<'_> {
             request_timeout,
             answer_timeout,
             shutdown_timeout,
+            watch_interval,
             error_action,
             allow,
             allow_users,
@@ -280,6 +289,12 @@ impl Compiler<'_> {
             "server.idle_timeout",
             millis(100)..=secs(86_400),
             &mut out.idle_timeout,
+        );
+        self.duration(
+            watch_interval,
+            "server.watch_interval",
+            millis(100)..=secs(3_600),
+            &mut out.watch_interval,
         );
         self.duration(
             request_timeout,
@@ -397,11 +412,19 @@ fn uid_of(user: &str) -> Option<u32> {
 impl Compiler<'_> {
     /// `[metrics]`: an IP address and port (no host name: nothing is
     /// resolved to decide where rpol listens).
-    pub(super) fn metrics(&mut self, m: schema::MetricsSection) -> Option<SocketAddr> {
-        let schema::MetricsSection { listen } = m;
-        let listen = listen?;
+    pub(super) fn metrics(&mut self, m: schema::MetricsSection, out: &mut ServerSettings) {
+        let schema::MetricsSection { listen, timeout } = m;
+        self.duration(
+            timeout,
+            "metrics.timeout",
+            millis(100)..=secs(3_600),
+            &mut out.metrics_timeout,
+        );
+        let Some(listen) = listen else {
+            return;
+        };
         match listen.get_ref().trim().parse::<SocketAddr>() {
-            Ok(addr) => Some(addr),
+            Ok(addr) => out.metrics = Some(addr),
             Err(_) => {
                 self.error(
                     listen.span(),
@@ -411,7 +434,6 @@ impl Compiler<'_> {
                         listen.get_ref()
                     ),
                 );
-                None
             }
         }
     }

@@ -11,7 +11,7 @@
 //!
 //! The HTTP side is a small bounded handler over tokio, the request head
 //! parsed by httparse: one request per connection, at most
-//! [`MAX_REQUEST_HEAD`] bytes of it, all within [`SCRAPE_TIMEOUT`], at most
+//! [`MAX_REQUEST_HEAD`] bytes of it, all within `[metrics] timeout`, at most
 //! [`MAX_SCRAPES`] connections at once. It runs beside the policy
 //! listeners and shares nothing with them but the counters.
 
@@ -44,10 +44,6 @@ pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
 /// Headers a request may have (httparse parses into a fixed array).
 const MAX_HEADERS: usize = 32;
-
-/// A scrape connection's whole life: reading the request and writing the
-/// answer. Prometheus's own default scrape timeout is 10 s.
-pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Metrics connections served at once; one beyond is closed unanswered.
 /// A scraper or two is all this endpoint is for.
@@ -469,11 +465,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         let shared = shared.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if tokio::time::timeout(SCRAPE_TIMEOUT, scrape(stream, &shared))
+            let limit = shared.settings().metrics_timeout;
+            if tokio::time::timeout(limit, scrape(stream, &shared))
                 .await
                 .is_err()
             {
-                tracing::debug!("metrics: {peer}: no answer within {SCRAPE_TIMEOUT:?}, closing");
+                tracing::debug!("metrics: {peer}: no answer within {limit:?}, closing");
             }
         });
     }

@@ -688,23 +688,22 @@ fn reload(shared: &Shared, why: &str) {
     notify_systemd("READY=1");
 }
 
-/// How often the files a policy was built from are checked for changes.
-const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Reloads when the config file, a table or an address list changes
 /// (modification time, size or existence), so an edited whitelist or alias
 /// file takes effect without a SIGHUP. `seen`: the stamps of the files as
 /// the running policy was loaded.
-/// Also logs the DNS cache counters every [`STATS_EVERY`] checks.
+/// Checked every `[server] watch_interval`, as the running policy says.
+/// Also logs the DNS cache counters every [`STATS_EVERY`].
 async fn watch_files(shared: Arc<Shared>, mut seen: Vec<Stamp>, shutdown: CancellationToken) {
-    let mut ticks: u64 = 0;
+    let mut stats_due = tokio::time::Instant::now() + STATS_EVERY;
     loop {
+        let interval = shared.settings().watch_interval;
         tokio::select! {
-            _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+            _ = tokio::time::sleep(interval) => {}
             _ = shutdown.cancelled() => return,
         }
-        ticks += 1;
-        if ticks.is_multiple_of(STATS_EVERY) {
+        if tokio::time::Instant::now() >= stats_due {
+            stats_due += STATS_EVERY;
             log_stats(&shared);
         }
         let files = shared.policy().files.clone();
@@ -724,8 +723,8 @@ async fn watch_files(shared: Arc<Shared>, mut seen: Vec<Stamp>, shutdown: Cancel
     }
 }
 
-/// DNS cache counters are logged every 150 file checks (5 minutes).
-const STATS_EVERY: u64 = 150;
+/// How often the DNS cache counters are logged.
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// One line with the DNS cache counters.
 pub fn log_stats(shared: &Shared) {

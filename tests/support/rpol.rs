@@ -272,14 +272,16 @@ impl Drop for Rpol {
     }
 }
 
-/// Whether the tests run as root (as on CI); says so when not.
-pub fn is_root() -> bool {
+/// For a test marked `#[ignore = "needs root"]` (run by `cargo test --
+/// --ignored`, as CI does): fails at once, saying why, when not root,
+/// rather than check nothing and pass.
+pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("not root: this test checks nothing here");
-    }
-    root
+    assert!(
+        root,
+        "this test needs root (it is run by `cargo test -- --ignored`)"
+    );
 }
 
 /// `--user root` when the tests run as root (as on CI): the explicit way

@@ -1,13 +1,14 @@
 //! The decision log line of each request, as `[log] decisions` asks, with
 //! identical lines folded into a count.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use super::Shared;
-use crate::log::{Decisions, Escaped};
-use crate::policy::Decision;
+use crate::log::{Decisions, Escaped, Repeats};
 use crate::policy::chain::RejectWarning;
 use crate::policy::tally::ActionClass;
+use crate::policy::{Decision, Policy};
 use crate::protocol::Request;
 
 /// Whether `action` refuses: a reject, a defer or a hangup.
@@ -74,14 +75,53 @@ fn line(
     )
 }
 
-impl Shared {
+/// The log of the decisions: one line each, identical ones in a window
+/// folded into a count, and a warning per kind of request no profile
+/// matched.
+#[derive(Default)]
+pub struct DecisionLog {
+    /// Decision lines of the current window, to fold identical ones.
+    lines: Repeats,
+    /// (server_port, policy_context) pairs already warned about as matching
+    /// no profile; at most [`UNMATCHED_WARNINGS`].
+    unmatched: Mutex<HashSet<(String, String)>>,
+}
+
+/// Distinct unmatched (port, policy_context) pairs warned about; a client
+/// choosing new values cannot make the set, or the log, grow without end.
+const UNMATCHED_WARNINGS: usize = 32;
+
+impl DecisionLog {
+    /// Warns, once per server_port and policy_context, that a request
+    /// matched no profile and was answered DUNNO unchecked.
+    pub fn warn_unmatched(&self, req: &Request, policy: &Policy) {
+        let key = (req.server_port.clone(), req.policy_context.clone());
+        {
+            let mut seen = self.unmatched.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.len() >= UNMATCHED_WARNINGS || !seen.insert(key) {
+                return;
+            }
+        }
+        let profiles: Vec<String> = policy
+            .profiles
+            .iter()
+            .map(|p| format!("{} ({})", p.name, p.matcher))
+            .collect();
+        tracing::warn!(
+            "a request with server_port=\"{}\" policy_context=\"{}\" matches no profile and is answered DUNNO unchecked; profiles: {}; add a profile without match for a default",
+            Escaped(&req.server_port),
+            Escaped(&req.policy_context),
+            profiles.join(", ")
+        );
+    }
+
     /// Logs one decision as `[log] decisions` asks; a line identical to
     /// one already written in this window is only counted
     /// ([`Repeats`]), so a flood of one request costs a line a second.
     /// Would-be refusals (`reject_warning`) are refusals here: each has a
     /// line of its own before the decision's.
-    pub fn log_decision(&self, req: &Request, decision: &Decision) {
-        let all = match self.settings().log_decisions {
+    pub fn log(&self, decisions: Decisions, req: &Request, decision: &Decision) {
+        let all = match decisions {
             Decisions::All => true,
             Decisions::Refusals => false,
             Decisions::None => return,
@@ -95,7 +135,7 @@ impl Shared {
     }
 
     fn log_line(&self, line: String) {
-        let (summaries, write) = self.decision_lines.note(&line, std::time::Instant::now());
+        let (summaries, write) = self.lines.note(&line, std::time::Instant::now());
         log_summaries(summaries);
         if write {
             tracing::info!(target: "rpol::decision", "{line}");
@@ -104,8 +144,8 @@ impl Shared {
 
     /// Writes the counts of the window of decision lines, when it is over
     /// (or at once, with `force`).
-    pub fn flush_decision_lines(&self, force: bool) {
-        log_summaries(self.decision_lines.flush(std::time::Instant::now(), force));
+    pub fn flush(&self, force: bool) {
+        log_summaries(self.lines.flush(std::time::Instant::now(), force));
     }
 }
 
@@ -120,7 +160,7 @@ fn log_summaries(summaries: Vec<String>) {
 pub(super) async fn flush_decision_lines(shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(crate::log::REPEAT_WINDOW).await;
-        shared.flush_decision_lines(false);
+        shared.decisions.flush(false);
     }
 }
 

@@ -31,8 +31,16 @@ pub(super) async fn sweep_store(shared: Arc<Shared>) {
     }
 }
 
-/// DNS cache counters are logged every 150 file checks (5 minutes).
-pub(super) const STATS_EVERY: u64 = 150;
+/// How often the DNS cache counters are logged.
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Logs the DNS cache counters every [`STATS_EVERY`].
+pub(super) async fn log_stats_periodically(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(STATS_EVERY).await;
+        log_stats(&shared);
+    }
+}
 
 /// One line with the DNS cache counters.
 pub fn log_stats(shared: &Shared) {

@@ -35,9 +35,10 @@ use crate::state::store::{Backend, Store};
 use accept::{Serving, accept_loop};
 use decisions::flush_decision_lines;
 pub use decisions::{decision_line, reject_warning_line};
-use housekeeping::{log_stats, sweep_store};
+use housekeeping::{log_stats, log_stats_periodically, sweep_store};
 pub use listener::SystemdFds;
-use reload::{file_stamps, return_freed_memory, watch_files};
+pub use reload::CommandLine;
+use reload::{return_freed_memory, watch_files};
 pub use shared::{Shared, runtime_state};
 use signals::{Signals, notify_systemd, wait_for_signals};
 use slots::Slots;
@@ -82,12 +83,19 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
     let signals = Signals::new()?;
     let loaded = config::load(&options.config_path)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    // Taken now, not when the watcher starts: a file changed meanwhile is
-    // reloaded at its first check.
-    let stamps = file_stamps(&loaded.policy.files);
     let settings = loaded.server.clone();
     let drop_plan = privileges::plan(&run_as(options.user.clone(), &settings))?;
-    let shared = Arc::new(Shared::new(loaded, options.config_path.clone())?);
+    let command_line = CommandLine {
+        user: options.user.clone(),
+        listen: !options.listen.is_empty() || !options.systemd.is_empty(),
+    };
+    // Its file stamps taken now, not when the watcher starts: a file
+    // changed meanwhile is reloaded at the watcher's first look.
+    let shared = Arc::new(Shared::started_with(
+        loaded,
+        options.config_path.clone(),
+        command_line,
+    )?);
     return_freed_memory();
 
     let listeners = if !options.systemd.is_empty() {
@@ -147,13 +155,15 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
         tokio::spawn(metrics::serve(l, shared.clone(), shutdown.clone()));
     }
     notify_systemd("READY=1");
-    let watcher = tokio::spawn(watch_files(shared.clone(), stamps, shutdown.clone()));
+    let watcher = tokio::spawn(watch_files(shared.clone(), shutdown.clone()));
     let sweeper = tokio::spawn(sweep_store(shared.clone()));
+    let stats = tokio::spawn(log_stats_periodically(shared.clone()));
     let flusher = tokio::spawn(flush_decision_lines(shared.clone()));
 
     wait_for_signals(signals, &shared, &shutdown).await;
     watcher.abort();
     sweeper.abort();
+    stats.abort();
     tracing::info!("stopping: no new connections; waiting for requests in flight");
     notify_systemd("STOPPING=1");
     for task in accept_tasks {
@@ -169,7 +179,7 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
     }
     let _ = tokio::task::spawn_blocking(move || shards.stop()).await;
     flusher.abort();
-    shared.flush_decision_lines(true);
+    shared.decisions.flush(true);
     log_stats(&shared);
     tracing::info!("stopped");
     Ok(())
@@ -185,9 +195,10 @@ pub async fn run_stdio(config_path: PathBuf, user: Option<String>) -> io::Result
         // A process per connection: each would bind the same port.
         tracing::warn!("[metrics] listen = \"{addr}\" is not served with --stdio");
     }
-    privileges::apply(privileges::plan(&run_as(user, &loaded.server))?)?;
+    privileges::apply(privileges::plan(&run_as(user.clone(), &loaded.server))?)?;
     let settings = loaded.server.clone();
-    let shared = Arc::new(Shared::new(loaded, config_path)?);
+    let command_line = CommandLine { user, listen: true };
+    let shared = Arc::new(Shared::started_with(loaded, config_path, command_line)?);
     open_store(&shared, &settings)?;
     let shutdown = CancellationToken::new();
     let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
@@ -201,6 +212,6 @@ pub async fn run_stdio(config_path: PathBuf, user: Option<String>) -> io::Result
     tracing::debug!("stdio connection ended: {end:?}");
     signal_task.abort();
     flusher.abort();
-    shared.flush_decision_lines(true);
+    shared.decisions.flush(true);
     Ok(())
 }

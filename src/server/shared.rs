@@ -2,17 +2,16 @@
 //! config load, swapped whole on reload, beside the runtime state and the
 //! counters that outlive it.
 
-use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::decisions::DecisionLog;
 use super::metrics;
+use super::reload::{CommandLine, RestartOnly, Stamps, stamps};
 use crate::config::{Loaded, ServerSettings};
 use crate::dns::Resolver;
-use crate::log::{Escaped, Repeats};
 use crate::policy::Policy;
-use crate::protocol::Request;
 use crate::state::State;
 
 /// The server settings and the policy of one config load, swapped together.
@@ -26,23 +25,36 @@ pub struct Shared {
     /// Counters that outlive reloads, served on `[metrics] listen`.
     pub metrics: metrics::Metrics,
     pub(super) config_path: PathBuf,
-    /// (server_port, policy_context) pairs already warned about as matching
-    /// no profile; at most [`UNMATCHED_WARNINGS`].
-    pub(super) unmatched: Mutex<HashSet<(String, String)>>,
     /// Held through a reload: two at once (SIGHUP and the file watcher)
     /// could swap in the one that read the older files last.
     pub(super) reloading: Mutex<()>,
-    /// Decision lines of the current window, to fold identical ones.
-    pub(super) decision_lines: Repeats,
+    /// The decision lines, written as the connections answer.
+    pub(super) decisions: DecisionLog,
+    /// The files the current policy was built from, stamped as they were
+    /// read: what the file watcher compares with.
+    pub(super) watched: Mutex<Stamps>,
+    /// What the command line decided in place of the file.
+    pub(super) command_line: CommandLine,
+    /// The restart-only settings the process started with.
+    pub(super) running: RestartOnly,
 }
-
-/// Distinct unmatched (port, policy_context) pairs warned about; a client
-/// choosing new values cannot make the set, or the log, grow without end.
-const UNMATCHED_WARNINGS: usize = 32;
 
 impl Shared {
     pub fn new(loaded: Loaded, config_path: PathBuf) -> io::Result<Shared> {
+        Shared::started_with(loaded, config_path, CommandLine::default())
+    }
+
+    /// [`Shared::new`] for a process whose `command_line` overrides some
+    /// restart-only settings.
+    pub fn started_with(
+        loaded: Loaded,
+        config_path: PathBuf,
+        command_line: CommandLine,
+    ) -> io::Result<Shared> {
+        // Before anything else: a file changed from now on is reloaded.
+        let watched = Mutex::new(stamps(&loaded.policy.files));
         let state = runtime_state(&loaded.policy)?;
+        let running = RestartOnly::of(&loaded.server, &loaded.policy, &command_line);
         let metrics = metrics::Metrics::default();
         let mut policy = loaded.policy;
         metrics.adopt(&mut policy);
@@ -51,33 +63,12 @@ impl Shared {
             state,
             metrics,
             config_path,
-            unmatched: Mutex::new(HashSet::new()),
             reloading: Mutex::new(()),
-            decision_lines: Repeats::default(),
+            decisions: DecisionLog::default(),
+            watched,
+            command_line,
+            running,
         })
-    }
-
-    /// Warns, once per server_port and policy_context, that a request
-    /// matched no profile and was answered DUNNO unchecked.
-    pub fn warn_unmatched(&self, req: &Request, policy: &Policy) {
-        let key = (req.server_port.clone(), req.policy_context.clone());
-        {
-            let mut seen = self.unmatched.lock().unwrap_or_else(|e| e.into_inner());
-            if seen.len() >= UNMATCHED_WARNINGS || !seen.insert(key) {
-                return;
-            }
-        }
-        let profiles: Vec<String> = policy
-            .profiles
-            .iter()
-            .map(|p| format!("{} ({})", p.name, p.matcher))
-            .collect();
-        tracing::warn!(
-            "a request with server_port=\"{}\" policy_context=\"{}\" matches no profile and is answered DUNNO unchecked; profiles: {}; add a profile without match for a default",
-            Escaped(&req.server_port),
-            Escaped(&req.policy_context),
-            profiles.join(", ")
-        );
     }
 
     pub(super) fn current(&self) -> Current {

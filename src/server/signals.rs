@@ -2,11 +2,12 @@
 //! (sd_notify).
 
 use std::io;
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::reload::reload;
+use super::reload::{Trigger, reload};
 
 /// The signals the daemon handles. Registered before any socket is bound:
 /// until then SIGTERM and SIGHUP keep their default action, which kills the
@@ -31,7 +32,7 @@ impl Signals {
 /// Waits for SIGTERM/SIGINT (then cancels `shutdown`), reloading on SIGHUP.
 pub(super) async fn wait_for_signals(
     signals: Signals,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     shutdown: &CancellationToken,
 ) {
     let Signals {
@@ -44,7 +45,7 @@ pub(super) async fn wait_for_signals(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                reload(shared, "SIGHUP");
+                reload(shared, Trigger::Signal).await;
             }
         }
     }

@@ -209,14 +209,12 @@ fn six_tables() -> Setup {
 #[test]
 fn one_sighup_or_one_change_is_one_reload() {
     let rpol = six_tables().start();
-    for _ in 0..3 {
-        let from = rpol.stderr().len();
-        rpol.signal(libc::SIGHUP);
-        rpol.wait_for_log("SIGHUP: reloaded", from);
-        std::thread::sleep(WATCHER_LOOKS);
-        let log = rpol.stderr();
-        assert_eq!(count_in_log(&rpol, "reloaded", from), 1, "{}", &log[from..]);
-    }
+    let from = rpol.stderr().len();
+    rpol.signal(libc::SIGHUP);
+    rpol.wait_for_log("SIGHUP: reloaded", from);
+    std::thread::sleep(WATCHER_LOOKS);
+    let log = rpol.stderr();
+    assert_eq!(count_in_log(&rpol, "reloaded", from), 1, "{}", &log[from..]);
     let from = rpol.stderr().len();
     rpol.setup.write("t3", "192.0.2.3 REJECT t3 again\n");
     rpol.wait_for_log("file change: reloaded", from);

@@ -18,8 +18,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // Before any thread exists: the systemd variables are read and removed.
-    let systemd = SystemdFds::take_from_env();
+    // SAFETY: called once, before any thread exists and before anything
+    // opens a file: the systemd variables are read and removed, and the
+    // descriptors they name are taken by nothing else.
+    let systemd = unsafe { SystemdFds::take_from_env() };
     let quiet_stderr = args.stdio;
     match run(args, systemd) {
         Ok(code) => code,

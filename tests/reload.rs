@@ -1,12 +1,16 @@
 //! Site files and tables are reloaded when they change, without SIGHUP; a
 //! file that disappears keeps the old data and logs the error; a reload
-//! keeps the runtime state.
+//! keeps the runtime state. One SIGHUP or one change is one reload; a
+//! restart-only key is warned about while it differs from what runs; the
+//! load runs off the async workers.
 
 #[path = "support/dns.rs"]
 mod dns;
 #[path = "support/rpol.rs"]
 mod rpol;
 
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rpol::{Setup, ask, response};
@@ -168,4 +172,158 @@ fn a_reload_keeps_what_each_transaction_was_sent() {
         response("DUNNO")
     );
     drop(dns);
+}
+
+/// How long the file watcher (a look every 2 s) is given to reload
+/// unasked: two looks and a half.
+const WATCHER_LOOKS: Duration = Duration::from_millis(5_000);
+
+/// How many times `needle` is in the log after byte `from`.
+fn count_in_log(rpol: &rpol::Rpol, needle: &str, from: usize) -> usize {
+    rpol.stderr()
+        .get(from..)
+        .unwrap_or("")
+        .matches(needle)
+        .count()
+}
+
+/// Six tables of six sizes: the files a policy was built from were listed
+/// in another order at each load (a HashMap's), which the watcher took for
+/// a change as soon as two stamps side by side differed.
+fn six_tables() -> Setup {
+    let mut config = String::from("[dns]\nnameservers = [\"127.0.0.1:9\"]\n[tables]\n");
+    let mut rules = Vec::new();
+    for i in 0..6 {
+        config.push_str(&format!("t{i} = \"t{i}\"\n"));
+        rules.push(format!("\"check_client_access t{i}\""));
+    }
+    config.push_str(&format!("[profile.mx]\nclient = [{}]\n", rules.join(", ")));
+    let mut setup = Setup::new(&config);
+    for i in 0..6 {
+        let text = format!("192.0.2.{i} REJECT t{i}{}\n", "x".repeat(i));
+        setup = setup.file(&format!("t{i}"), &text);
+    }
+    setup
+}
+
+#[test]
+fn one_sighup_or_one_change_is_one_reload() {
+    let rpol = six_tables().start();
+    let from = rpol.stderr().len();
+    rpol.signal(libc::SIGHUP);
+    rpol.wait_for_log("SIGHUP: reloaded", from);
+    std::thread::sleep(WATCHER_LOOKS);
+    let log = rpol.stderr();
+    assert_eq!(count_in_log(&rpol, "reloaded", from), 1, "{}", &log[from..]);
+    let from = rpol.stderr().len();
+    rpol.setup.write("t3", "192.0.2.3 REJECT t3 again\n");
+    rpol.wait_for_log("file change: reloaded", from);
+    std::thread::sleep(WATCHER_LOOKS);
+    assert_eq!(count_in_log(&rpol, "reloaded", from), 1);
+}
+
+/// The config with `[server] user` (the account rpol runs as) and
+/// `threads`.
+fn server_config(user: &str, threads: usize) -> String {
+    format!(
+        "[server]\nuser = \"{user}\"\nthreads = {threads}\n\
+         [dns]\nnameservers = [\"127.0.0.1:9\"]\n\
+         [profile.mx]\nrecipient = [\"reject\"]\n"
+    )
+}
+
+#[test]
+fn a_restart_only_key_is_warned_about_while_it_differs_from_what_runs() {
+    // Without --user, so that `[server] user` is what runs: this account.
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .expect("the test's own account")
+        .name;
+    let setup = Setup::new(&server_config(&me, 1));
+    let socket = setup.path("rpol.sock");
+    let mut cmd = Command::new(rpol::RPOL);
+    cmd.arg("--config")
+        .arg(&setup.config)
+        .arg("--listen")
+        .arg(format!("unix:{}", socket.display()))
+        .env("RUST_LOG", "info")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDS")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null());
+    let rpol = setup.spawn(cmd);
+    rpol.wait_for_log("listening on", 0);
+    let reload = |text: &str| {
+        let from = rpol.stderr().len();
+        rpol.setup.write("policy.toml", text);
+        rpol.signal(libc::SIGHUP);
+        rpol.wait_for_log("SIGHUP: reloaded", from);
+        from
+    };
+
+    let from = reload(&server_config("nobody", 2));
+    let warning = rpol.wait_for_log("takes effect only after a restart", from);
+    assert!(warning.contains("server.user"), "{warning}");
+    assert!(warning.contains("server.threads"), "{warning}");
+
+    // Still different at the next reload: still said.
+    let from = reload(&server_config("nobody", 1));
+    let warning = rpol.wait_for_log("takes effect only after a restart", from);
+    assert!(warning.contains("server.user"), "{warning}");
+    assert!(!warning.contains("server.threads"), "{warning}");
+
+    // Back to what runs: nothing to say.
+    let from = reload(&server_config(&me, 1));
+    assert_eq!(
+        count_in_log(&rpol, "takes effect only after a restart", from),
+        0,
+        "{}",
+        &rpol.stderr()[from..]
+    );
+}
+
+/// A table big enough that loading it takes a while.
+fn big_table(entries: usize) -> String {
+    let mut text = String::with_capacity(entries * 32);
+    for i in 0..entries {
+        text.push_str(&format!("host{i}.example REJECT big\n"));
+    }
+    text
+}
+
+/// Loading and compiling the policy leaves the async worker free: a task
+/// on the same single-threaded runtime runs while the load does.
+#[test]
+fn a_reload_loads_off_the_async_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("policy.toml");
+    std::fs::write(
+        &config,
+        "[dns]\nnameservers = [\"127.0.0.1:9\"]\n\
+         [tables]\nbig = \"big\"\n\
+         [profile.mx]\nclient = [\"check_client_access big\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("big"), big_table(20_000)).unwrap();
+    let loaded = ::rpol::config::load(&config).expect("config loads");
+    let shared = Arc::new(::rpol::server::Shared::new(loaded, config).expect("runtime state"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (reloaded_at, ticked_at) = runtime.block_on(async {
+        let reload = async {
+            shared.reload().await.expect("reloads");
+            Instant::now()
+        };
+        let tick = async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Instant::now()
+        };
+        tokio::join!(reload, tick)
+    });
+    assert!(
+        ticked_at < reloaded_at,
+        "the runtime's one worker was held by the load"
+    );
 }

@@ -38,7 +38,8 @@ const AFTER_OPTIONS: &str = r#".SH SIGNALS
 .TP
 .B SIGHUP
 Reload the configuration and its tables (systemctl reload rpol).
-Keys that only a restart applies are named in the log.
+Keys that only a restart applies are named in the log while they differ
+from what runs.
 .TP
 .BR SIGTERM ", " SIGINT
 Stop accepting connections, let requests in flight finish

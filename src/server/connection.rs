@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::slots::Lease;
+use crate::config::ServerSettings;
 use crate::policy::evaluate;
 use crate::protocol::{Decoder, ProtocolError, Request, encode_response};
 
@@ -97,10 +98,12 @@ where
     serve_on(stream, peer, shared, shutdown, lease, Some(socket)).await
 }
 
-/// `socket`: the stream's descriptor, watched for a hang-up while a
-/// request is answered (it lives as long as `stream`).
+/// The serve loop: a request read, answered in time, the answer written,
+/// until the connection ends. `socket`: the stream's descriptor, watched
+/// for a hang-up while a request is answered (it lives as long as
+/// `stream`).
 async fn serve_on<S>(
-    mut stream: S,
+    stream: S,
     peer: &str,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
@@ -122,135 +125,235 @@ where
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     let _open = shared.metrics.connection();
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_RESERVE);
+    let mut conn = Connection::new(stream, peer, shared.settings().idle_timeout);
     let mut out: Vec<u8> = Vec::with_capacity(256);
-    let mut decoder = Decoder::new();
-    // When the request being read must be complete: request_timeout counts
-    // from its first bytes, not per read, so trickling bytes cannot hold it.
-    let mut request_deadline: Option<Instant> = None;
-    let mut last_answer = Instant::now();
-    // One timer for the connection's life. Moving it on every request
-    // would take it out of the timer wheel and put it back each time; it
-    // is moved only when a deadline comes earlier than it (a request's
-    // first bytes), or when it fires before the deadline that counts
-    // (the client kept busy), to that deadline.
-    let timer = tokio::time::sleep_until(last_answer + shared.settings().idle_timeout);
-    tokio::pin!(timer);
+    let limits = || Limits::of(&shared.settings());
     loop {
-        // Answer every complete request already buffered (pipelining).
+        let gone = (evicted.as_mut(), cancelled.as_mut());
+        let request = match conn.read_request(limits, gone).await {
+            Ok(request) => request,
+            Err(Unread::End(end)) => return end,
+            Err(Unread::Malformed(e)) => {
+                let gone = (evicted.as_mut(), cancelled.as_mut());
+                return refuse(&mut conn, &e, &shared, &mut out, gone).await;
+            }
+        };
+        let decoded = Instant::now();
+        out.clear();
+        if let Err(e) = request.check_kind(true) {
+            let gone = (evicted.as_mut(), cancelled.as_mut());
+            return refuse(&mut conn, &e, &shared, &mut out, gone).await;
+        }
+        // Not closed for a newcomer while a request is answered; one told
+        // to go (a pipelined request) answers no more.
+        if let Some(lease) = &lease
+            && !lease.busy()
+        {
+            tracing::debug!(peer, "closed to make room for a new client");
+            return End::Evicted;
+        }
+        // One look at the settings per request: a read lock and two
+        // reference counts.
+        let settings = shared.settings();
+        let answered = answer_in_time(&request, peer, &shared, &settings, &mut out, socket).await;
+        conn.recycle(request);
+        // Idle from here: the client may see the answer at once, and a
+        // newcomer right behind it must find us closable, also while the
+        // write waits for a client that does not read.
+        if let Some(lease) = &lease {
+            lease.idle();
+        }
+        if !answered {
+            return End::Gone;
+        }
+        let gone = (evicted.as_mut(), cancelled.as_mut());
+        match conn
+            .write_answer(&out, settings.request_timeout, gone)
+            .await
+        {
+            Ok(written) => shared.metrics.latency.observe(written - decoded),
+            Err(end) => return end,
+        }
+    }
+}
+
+/// What the connection gives way to while it waits: its slot wanted for a
+/// newcomer, and the server stopping.
+type Gone<'a, E, C> = (Pin<&'a mut E>, Pin<&'a mut C>);
+
+/// The read timeouts, read from the current settings at each wait, so
+/// that a reload applies to connections already waiting.
+#[derive(Clone, Copy)]
+struct Limits {
+    /// `idle_timeout`: between requests.
+    idle: Duration,
+    /// `request_timeout`: from a request's first bytes.
+    request: Duration,
+}
+
+impl Limits {
+    fn of(settings: &ServerSettings) -> Limits {
+        Limits {
+            idle: settings.idle_timeout,
+            request: settings.request_timeout,
+        }
+    }
+}
+
+/// Why [`Connection::read_request`] has no request.
+enum Unread {
+    /// The connection ended.
+    End(End),
+    /// The bytes are no request: answered `error_action`, then closed.
+    Malformed(ProtocolError),
+}
+
+/// One client's socket with its buffer and deadlines: requests in, each
+/// within its time, answers out, each within its time.
+struct Connection<'p, S> {
+    stream: S,
+    peer: &'p str,
+    /// Bytes read and not decoded yet (several requests when pipelined).
+    buf: Vec<u8>,
+    decoder: Decoder,
+    /// When the request being read must be complete: request_timeout
+    /// counts from its first bytes, not per read, so trickling bytes
+    /// cannot hold it.
+    request_deadline: Option<Instant>,
+    last_answer: Instant,
+    /// One timer for the connection's life. Moving it on every request
+    /// would take it out of the timer wheel and put it back each time; it
+    /// is moved only when a deadline comes earlier than it (a request's
+    /// first bytes), or when it fires before the deadline that counts (the
+    /// client kept busy), to that deadline.
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<'p, S: AsyncRead + AsyncWrite + Unpin> Connection<'p, S> {
+    fn new(stream: S, peer: &'p str, idle_timeout: Duration) -> Self {
+        let now = Instant::now();
+        Connection {
+            stream,
+            peer,
+            buf: Vec::with_capacity(READ_RESERVE),
+            decoder: Decoder::new(),
+            request_deadline: None,
+            last_answer: now,
+            timer: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
+        }
+    }
+
+    /// The next request: one already buffered (pipelining), else one read
+    /// within `idle_timeout` of the last answer, completed within
+    /// `request_timeout` of its first bytes. Between requests the
+    /// connection gives way to `gone`; a request begun is finished even
+    /// when the server stops.
+    async fn read_request<E, C>(
+        &mut self,
+        limits: impl Fn() -> Limits,
+        gone: Gone<'_, E, C>,
+    ) -> Result<Request, Unread>
+    where
+        E: Future<Output = ()>,
+        C: Future<Output = ()>,
+    {
+        let (mut evicted, mut cancelled) = gone;
+        let peer = self.peer;
         loop {
-            match decoder.decode(&mut buf) {
+            match self.decoder.decode(&mut self.buf) {
                 Ok(Some(request)) => {
-                    let decoded = Instant::now();
-                    request_deadline = None;
-                    out.clear();
-                    if let Err(e) = request.check_kind(true) {
-                        let gone = (evicted.as_mut(), cancelled.as_mut());
-                        return refuse(&mut stream, peer, &e, &shared, &mut out, gone).await;
-                    }
-                    // Not closed for a newcomer while a request is answered;
-                    // one told to go (a pipelined request) answers no more.
-                    if let Some(lease) = &lease
-                        && !lease.busy()
-                    {
-                        tracing::debug!(peer, "closed to make room for a new client");
-                        return End::Evicted;
-                    }
-                    // One look at the settings per request: a read lock and
-                    // two reference counts.
-                    let (answer_limit, write_limit) = {
-                        let settings = shared.settings();
-                        (settings.answer_timeout, settings.request_timeout)
-                    };
-                    let answered =
-                        answer_in_time(&request, peer, &shared, answer_limit, &mut out, socket)
-                            .await;
-                    decoder.recycle(request);
-                    // Idle from here: the client may see the answer at once,
-                    // and a newcomer right behind it must find us closable,
-                    // also while the write waits for a client that does not
-                    // read.
-                    if let Some(lease) = &lease {
-                        lease.idle();
-                    }
-                    if !answered {
-                        return End::Gone;
-                    }
-                    let gone = (evicted.as_mut(), cancelled.as_mut());
-                    if let Err(end) = deliver(&mut stream, peer, &out, write_limit, gone).await {
-                        return end;
-                    }
-                    last_answer = Instant::now();
-                    shared.metrics.latency.observe(last_answer - decoded);
+                    self.request_deadline = None;
+                    return Ok(request);
                 }
-                Ok(None) => {
-                    // A large request (up to 64 KiB) leaves a large buffer:
-                    // an idle connection gives it back.
-                    if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
-                        buf.shrink_to(READ_RESERVE);
-                    }
-                    break;
+                // A large request (up to 64 KiB) leaves a large buffer: an
+                // idle connection gives it back.
+                Ok(None) if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY => {
+                    self.buf.shrink_to(READ_RESERVE);
                 }
-                Err(e) => {
-                    out.clear();
-                    let gone = (evicted.as_mut(), cancelled.as_mut());
-                    return refuse(&mut stream, peer, &e, &shared, &mut out, gone).await;
-                }
+                Ok(None) => {}
+                Err(e) => return Err(Unread::Malformed(e)),
             }
-        }
-        let mid_request = !buf.is_empty();
-        let (limit, deadline) = {
-            let settings = shared.settings();
-            if mid_request {
-                let limit = settings.request_timeout;
-                let deadline = *request_deadline.get_or_insert_with(|| Instant::now() + limit);
-                (limit, deadline)
-            } else {
-                let limit = settings.idle_timeout;
-                (limit, last_answer + limit)
-            }
-        };
-        if deadline < timer.deadline() {
-            timer.as_mut().reset(deadline);
-        }
-        // Reading first: bytes already received when the server stops are
-        // a request in flight, to be finished and answered, not dropped.
-        let read = tokio::select! {
-            biased;
-            r = read_more(&mut stream, &mut buf) => r,
-            () = &mut timer => {
-                if Instant::now() < deadline {
-                    timer.as_mut().reset(deadline);
-                    continue;
-                }
+            let mid_request = !self.buf.is_empty();
+            let (limit, deadline) = {
+                let limits = limits();
                 if mid_request {
-                    tracing::warn!(peer, "request not finished within {limit:?}: closing");
-                    return End::SlowRequest;
+                    let limit = limits.request;
+                    let deadline = *self
+                        .request_deadline
+                        .get_or_insert_with(|| Instant::now() + limit);
+                    (limit, deadline)
+                } else {
+                    (limits.idle, self.last_answer + limits.idle)
                 }
-                tracing::debug!(peer, "idle for {limit:?}: closing");
-                return End::Idle;
+            };
+            if deadline < self.timer.deadline() {
+                self.timer.as_mut().reset(deadline);
             }
-            _ = &mut cancelled, if !mid_request => return End::Shutdown,
-            // Also a request still trickling in: Postfix writes a request
-            // at once, so one that is slow to arrive is not Postfix's.
-            _ = &mut evicted => {
-                tracing::debug!(peer, "closed to make room for a new client");
-                return End::Evicted;
-            }
-        };
-        match read {
-            Ok(0) if mid_request => {
-                tracing::warn!(peer, "connection closed in the middle of a request");
-                return End::ClosedMidRequest;
-            }
-            Ok(0) => return End::Closed,
-            // Appended to buf already.
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(peer, "read failed: {e}");
-                return End::Io;
+            // Reading first: bytes already received when the server stops
+            // are a request in flight, to be finished and answered, not
+            // dropped.
+            let read = tokio::select! {
+                biased;
+                r = read_more(&mut self.stream, &mut self.buf) => r,
+                () = &mut self.timer => {
+                    if Instant::now() < deadline {
+                        self.timer.as_mut().reset(deadline);
+                        continue;
+                    }
+                    if mid_request {
+                        tracing::warn!(peer, "request not finished within {limit:?}: closing");
+                        return Err(Unread::End(End::SlowRequest));
+                    }
+                    tracing::debug!(peer, "idle for {limit:?}: closing");
+                    return Err(Unread::End(End::Idle));
+                }
+                _ = cancelled.as_mut(), if !mid_request => return Err(Unread::End(End::Shutdown)),
+                // Also a request still trickling in: Postfix writes a
+                // request at once, so one that is slow to arrive is not
+                // Postfix's.
+                _ = evicted.as_mut() => {
+                    tracing::debug!(peer, "closed to make room for a new client");
+                    return Err(Unread::End(End::Evicted));
+                }
+            };
+            match read {
+                Ok(0) if mid_request => {
+                    tracing::warn!(peer, "connection closed in the middle of a request");
+                    return Err(Unread::End(End::ClosedMidRequest));
+                }
+                Ok(0) => return Err(Unread::End(End::Closed)),
+                // Appended to buf already.
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(peer, "read failed: {e}");
+                    return Err(Unread::End(End::Io));
+                }
             }
         }
+    }
+
+    /// Gives a request's buffers back to the decoder, for the next one.
+    fn recycle(&mut self, request: Request) {
+        self.decoder.recycle(request);
+    }
+
+    /// Writes `answer` within `limit` (`request_timeout`): a client that
+    /// does not take its answer (pipelining without reading) is not
+    /// Postfix. Gives way to `gone`, so a wedged client holds no slot.
+    /// Returns when the answer was written.
+    async fn write_answer<E, C>(
+        &mut self,
+        answer: &[u8],
+        limit: Duration,
+        gone: Gone<'_, E, C>,
+    ) -> Result<Instant, End>
+    where
+        E: Future<Output = ()>,
+        C: Future<Output = ()>,
+    {
+        deliver(&mut self.stream, self.peer, answer, limit, gone).await?;
+        self.last_answer = Instant::now();
+        Ok(self.last_answer)
     }
 }
 
@@ -270,12 +373,13 @@ async fn answer_in_time(
     request: &Request,
     peer: &str,
     shared: &Shared,
-    limit: Duration,
+    settings: &ServerSettings,
     out: &mut Vec<u8>,
     socket: Option<RawFd>,
 ) -> bool {
+    let limit = settings.answer_timeout;
     let answered = {
-        let answering = answer(request, shared, out);
+        let answering = answer(request, shared, settings, out);
         tokio::pin!(answering);
         // Most answers are ready at the first poll: the timer and the
         // hang-up checks are then never armed.
@@ -290,7 +394,7 @@ async fn answer_in_time(
         Answered::Ready => true,
         Answered::Late => {
             shared.metrics.abandoned(true);
-            let action = shared.settings().timeout_action().to_string();
+            let action = settings.timeout_action().to_string();
             tracing::warn!(
                 peer,
                 "no answer within {limit:?}: answering {action:?} (client={})",
@@ -337,13 +441,15 @@ async fn hung_up(socket: Option<RawFd>) {
 }
 
 /// Evaluates one request, logs the decision, and encodes the response.
-async fn answer(request: &Request, shared: &Shared, out: &mut Vec<u8>) {
+async fn answer(request: &Request, shared: &Shared, settings: &ServerSettings, out: &mut Vec<u8>) {
     let policy = shared.policy();
     let decision = evaluate(&policy, &shared.state, request, false).await;
     if decision.profile.is_none() {
-        shared.warn_unmatched(request, &policy);
+        shared.decisions.warn_unmatched(request, &policy);
     }
-    shared.log_decision(request, &decision);
+    shared
+        .decisions
+        .log(settings.log_decisions, request, &decision);
     encode_response(&decision.action, out);
 }
 
@@ -356,7 +462,7 @@ async fn deliver<S, E, C>(
     peer: &str,
     bytes: &[u8],
     limit: Duration,
-    gone: (Pin<&mut E>, Pin<&mut C>),
+    gone: Gone<'_, E, C>,
 ) -> Result<(), End>
 where
     S: AsyncWrite + Unpin,
@@ -387,31 +493,32 @@ where
 
 /// Answers a malformed request with the error action and ends the connection.
 async fn refuse<S, E, C>(
-    stream: &mut S,
-    peer: &str,
+    conn: &mut Connection<'_, S>,
     error: &ProtocolError,
     shared: &Shared,
     out: &mut Vec<u8>,
-    gone: (Pin<&mut E>, Pin<&mut C>),
+    gone: Gone<'_, E, C>,
 ) -> End
 where
-    S: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
     E: Future<Output = ()>,
     C: Future<Output = ()>,
 {
     shared.metrics.malformed();
+    out.clear();
     let settings = shared.settings();
     let action = settings.error_action.clone();
     tracing::warn!(
-        peer,
+        peer = conn.peer,
         "malformed request: {error}; answering {action:?} and closing"
     );
     encode_response(&action, out);
-    if deliver(stream, peer, out, settings.request_timeout, gone)
+    if conn
+        .write_answer(out, settings.request_timeout, gone)
         .await
         .is_ok()
     {
-        let _ = stream.shutdown().await;
+        let _ = conn.stream.shutdown().await;
     }
     End::Protocol
 }

@@ -382,15 +382,23 @@ fn lookup_group(name: &str) -> io::Result<Gid> {
 /// First file descriptor systemd passes (SD_LISTEN_FDS_START).
 const LISTEN_FDS_START: RawFd = 3;
 
-/// File descriptors passed by systemd socket activation, with their names.
-#[derive(Debug, Default, Clone)]
-pub struct SystemdFds(pub Vec<(RawFd, String)>);
+/// File descriptors passed by systemd socket activation, with their names:
+/// each owned here once, and handed on by [`SystemdFds::listeners`].
+#[derive(Debug, Default)]
+pub struct SystemdFds(Vec<(OwnedFd, String)>);
 
 impl SystemdFds {
-    /// Reads LISTEN_PID / LISTEN_FDS / LISTEN_FDNAMES and removes them so
-    /// that children do not inherit them. Call before any other thread
-    /// exists (i.e. before the tokio runtime starts).
-    pub fn take_from_env() -> SystemdFds {
+    /// Reads LISTEN_PID / LISTEN_FDS / LISTEN_FDNAMES, removes them so that
+    /// children do not inherit them, and takes the descriptors they name.
+    ///
+    /// # Safety
+    ///
+    /// Call at most once, before any other thread exists (before the tokio
+    /// runtime starts): it changes the environment, which another thread
+    /// could be reading, and it takes ownership of the descriptors from
+    /// `LISTEN_FDS_START` on, which nothing else in the process may use or
+    /// close.
+    pub unsafe fn take_from_env() -> SystemdFds {
         let pid_matches = std::env::var("LISTEN_PID")
             .ok()
             .and_then(|p| p.trim().parse::<u32>().ok())
@@ -402,8 +410,8 @@ impl SystemdFds {
         let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
             .map(|n| n.split(':').map(String::from).collect())
             .unwrap_or_default();
-        // SAFETY: the caller guarantees no other thread reads the
-        // environment yet (remove_var is unsafe only because of that).
+        // SAFETY: no other thread exists yet (this function's contract);
+        // remove_var is unsafe only because of them.
         unsafe {
             std::env::remove_var("LISTEN_PID");
             std::env::remove_var("LISTEN_FDS");
@@ -420,7 +428,10 @@ impl SystemdFds {
                         .get(i as usize)
                         .cloned()
                         .unwrap_or_else(|| format!("fd{fd}"));
-                    (fd, name)
+                    // SAFETY: systemd passed this descriptor to this
+                    // process, and nothing else takes it (this function's
+                    // contract: called once, before other code runs).
+                    (unsafe { OwnedFd::from_raw_fd(fd) }, name)
                 })
                 .collect(),
         )
@@ -431,40 +442,26 @@ impl SystemdFds {
     }
 
     /// Turns the descriptors into listeners (inside the runtime).
-    pub fn listeners(&self) -> io::Result<Vec<Listener>> {
+    pub fn listeners(self) -> io::Result<Vec<Listener>> {
         self.0
-            .iter()
-            .map(|(fd, name)| adopt_fd(*fd, name))
+            .into_iter()
+            .map(|(fd, name)| adopt_fd(fd, &name))
             .collect()
     }
 }
 
-fn adopt_fd(fd: RawFd, name: &str) -> io::Result<Listener> {
-    // SAFETY: the storage is zeroed and large enough for any address family;
-    // getsockname writes at most `len` bytes.
-    let family = unsafe {
-        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        if libc::getsockname(
-            fd,
-            (&mut storage as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        ) != 0
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "systemd fd {fd} ({name}) is not a socket: {}",
-                    io::Error::last_os_error()
-                ),
-            ));
-        }
-        storage.ss_family as libc::c_int
-    };
-    match family {
-        libc::AF_UNIX => {
-            // SAFETY: systemd passed this fd to us to own; nothing else uses it.
-            let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+fn adopt_fd(fd: OwnedFd, name: &str) -> io::Result<Listener> {
+    use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
+    let raw = fd.as_raw_fd();
+    let address = getsockname::<SockaddrStorage>(raw).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("systemd fd {raw} ({name}) is not a socket: {e}"),
+        )
+    })?;
+    match address.family() {
+        Some(AddressFamily::Unix) => {
+            let std_listener = std::os::unix::net::UnixListener::from(fd);
             std_listener.set_nonblocking(true)?;
             // The file systemd made (SocketUser=): its owner is the client.
             let owner = owner_of(std_listener.local_addr()?.as_pathname());
@@ -475,9 +472,8 @@ fn adopt_fd(fd: RawFd, name: &str) -> io::Result<Listener> {
                 owner,
             })
         }
-        libc::AF_INET | libc::AF_INET6 => {
-            // SAFETY: as above.
-            let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+        Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+            let std_listener = std::net::TcpListener::from(fd);
             std_listener.set_nonblocking(true)?;
             let label = format!("systemd:{name}:{}", std_listener.local_addr()?);
             Ok(Listener::Tcp {
@@ -487,7 +483,7 @@ fn adopt_fd(fd: RawFd, name: &str) -> io::Result<Listener> {
         }
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("systemd fd {fd} ({name}) has unsupported address family {other}"),
+            format!("systemd fd {raw} ({name}) has unsupported address family {other:?}"),
         )),
     }
 }

@@ -1,0 +1,195 @@
+//! The decision log line of each request, as `[log] decisions` asks, with
+//! identical lines folded into a count.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use super::Shared;
+use crate::log::{Decisions, Escaped, Repeats};
+use crate::policy::chain::RejectWarning;
+use crate::policy::tally::ActionClass;
+use crate::policy::{Decision, Policy};
+use crate::protocol::Request;
+
+/// Whether `action` refuses: a reject, a defer or a hangup.
+fn is_refusal(action: &str) -> bool {
+    matches!(
+        ActionClass::of(action),
+        ActionClass::Reject | ActionClass::Defer | ActionClass::DeferIfPermit | ActionClass::Hangup
+    ) || action
+        .get(..15)
+        .is_some_and(|w| w.eq_ignore_ascii_case("DEFER_IF_REJECT"))
+}
+
+/// The decision line, Postfix-style: queue id first, then the action and
+/// who it concerns.
+pub fn decision_line(req: &Request, decision: &Decision) -> String {
+    line(
+        req,
+        decision,
+        "",
+        &decision.action,
+        decision.rule.as_deref(),
+    )
+}
+
+/// The line of a refusal logged instead of answered: the decision line
+/// it would have been, marked as Postfix marks one (`NOQUEUE:
+/// reject_warning: ...`).
+pub fn reject_warning_line(req: &Request, decision: &Decision, warning: &RejectWarning) -> String {
+    line(
+        req,
+        decision,
+        "reject_warning: ",
+        &warning.action,
+        Some(&warning.rule),
+    )
+}
+
+fn line(
+    req: &Request,
+    decision: &Decision,
+    mark: &str,
+    action: &str,
+    rule: Option<&str>,
+) -> String {
+    let queue_id = if req.queue_id.is_empty() {
+        "NOQUEUE"
+    } else {
+        &req.queue_id
+    };
+    // Everything but the mark, the profile and rule names came from the client.
+    format!(
+        "{}: {mark}action={} client={} from=<{}> to=<{}> helo=<{}> profile={} rule={}",
+        Escaped(queue_id),
+        Escaped(action),
+        Escaped(&req.client_label()),
+        Escaped(&req.sender),
+        Escaped(&req.recipient),
+        Escaped(&req.helo_name),
+        decision
+            .profile
+            .as_deref()
+            .unwrap_or(crate::policy::NO_PROFILE),
+        rule.map_or("-".to_string(), |r| format!("\"{r}\"")),
+    )
+}
+
+/// The log of the decisions: one line each, identical ones in a window
+/// folded into a count, and a warning per kind of request no profile
+/// matched.
+#[derive(Default)]
+pub struct DecisionLog {
+    /// Decision lines of the current window, to fold identical ones.
+    lines: Repeats,
+    /// (server_port, policy_context) pairs already warned about as matching
+    /// no profile; at most [`UNMATCHED_WARNINGS`].
+    unmatched: Mutex<HashSet<(String, String)>>,
+}
+
+/// Distinct unmatched (port, policy_context) pairs warned about; a client
+/// choosing new values cannot make the set, or the log, grow without end.
+const UNMATCHED_WARNINGS: usize = 32;
+
+impl DecisionLog {
+    /// Warns, once per server_port and policy_context, that a request
+    /// matched no profile and was answered DUNNO unchecked.
+    pub fn warn_unmatched(&self, req: &Request, policy: &Policy) {
+        let key = (req.server_port.clone(), req.policy_context.clone());
+        {
+            let mut seen = self.unmatched.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.len() >= UNMATCHED_WARNINGS || !seen.insert(key) {
+                return;
+            }
+        }
+        let profiles: Vec<String> = policy
+            .profiles
+            .iter()
+            .map(|p| format!("{} ({})", p.name, p.matcher))
+            .collect();
+        tracing::warn!(
+            "a request with server_port=\"{}\" policy_context=\"{}\" matches no profile and is answered DUNNO unchecked; profiles: {}; add a profile without match for a default",
+            Escaped(&req.server_port),
+            Escaped(&req.policy_context),
+            profiles.join(", ")
+        );
+    }
+
+    /// Logs one decision as `[log] decisions` asks; a line identical to
+    /// one already written in this window is only counted
+    /// ([`Repeats`]), so a flood of one request costs a line a second.
+    /// Would-be refusals (`reject_warning`) are refusals here: each has a
+    /// line of its own before the decision's.
+    pub fn log(&self, decisions: Decisions, req: &Request, decision: &Decision) {
+        let all = match decisions {
+            Decisions::All => true,
+            Decisions::Refusals => false,
+            Decisions::None => return,
+        };
+        for warning in &decision.reject_warnings {
+            self.log_line(reject_warning_line(req, decision, warning));
+        }
+        if all || is_refusal(&decision.action) {
+            self.log_line(decision_line(req, decision));
+        }
+    }
+
+    fn log_line(&self, line: String) {
+        let (summaries, write) = self.lines.note(&line, std::time::Instant::now());
+        log_summaries(summaries);
+        if write {
+            tracing::info!(target: "rpol::decision", "{line}");
+        }
+    }
+
+    /// Writes the counts of the window of decision lines, when it is over
+    /// (or at once, with `force`).
+    pub fn flush(&self, force: bool) {
+        log_summaries(self.lines.flush(std::time::Instant::now(), force));
+    }
+}
+
+fn log_summaries(summaries: Vec<String>) {
+    for s in summaries {
+        tracing::info!(target: "rpol::decision", "{s}");
+    }
+}
+
+/// Writes the counts of folded decision lines once their window is over,
+/// also when no request comes to close it.
+pub(super) async fn flush_decision_lines(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(crate::log::REPEAT_WINDOW).await;
+        shared.decisions.flush(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_refusal;
+
+    #[test]
+    fn refusals_are_rejects_defers_and_hangups() {
+        for action in [
+            "REJECT",
+            "554 5.7.1 Access denied",
+            "450 4.7.1 Try later",
+            "DEFER_IF_PERMIT 4.7.1 Greylisted",
+            "defer_if_reject 4.7.1 x",
+            "DEFER 4.3.0 x",
+            "HANGUP",
+        ] {
+            assert!(is_refusal(action), "{action}");
+        }
+        for action in [
+            "DUNNO",
+            "OK",
+            "PREPEND X-A: b",
+            "HOLD",
+            "DISCARD x",
+            "WARN x",
+        ] {
+            assert!(!is_refusal(action), "{action}");
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The greylisting records of the embedded store: the triplets with their
+//! indexes (unconfirmed by first seen, overall and per network; passed by
+//! last seen), the clients counted for auto-whitelisting, and the write
+//! transactions and sweeps over them.
+
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use super::super::greylist::{
+    self, Client, GreylistParams, NotStored, Triplet, TripletKey, Verdict,
+};
+use super::super::{Limits, StoreError};
+use super::{SWEEP_BATCH, backend};
+
+/// Triplet digest -> (first seen, last seen).
+pub(super) const TRIPLETS: TableDefinition<[u8; 32], (u64, u64)> =
+    TableDefinition::new("greylist_triplets");
+/// (first seen, triplet digest) -> client network, for each triplet that
+/// never passed: the oldest first.
+pub(super) const UNCONFIRMED: TableDefinition<(u64, [u8; 32]), &str> =
+    TableDefinition::new("greylist_unconfirmed");
+/// Client network -> its unconfirmed triplets.
+pub(super) const NETWORKS: TableDefinition<&str, u64> = TableDefinition::new("greylist_networks");
+/// (client network, first seen, triplet digest), for each unconfirmed
+/// triplet: a network at its cap evicts its own oldest.
+pub(super) const BY_NETWORK: TableDefinition<(&str, u64, [u8; 32]), ()> =
+    TableDefinition::new("greylist_unconfirmed_by_network");
+/// (last seen, triplet digest), for each passed triplet: with nothing
+/// unconfirmed left, a full store evicts the least recently seen.
+pub(super) const PASSED: TableDefinition<(u64, [u8; 32]), ()> =
+    TableDefinition::new("greylist_passed");
+/// Client address -> (passes counted, last counted).
+pub(super) const CLIENTS: TableDefinition<&str, (u64, u64)> =
+    TableDefinition::new("greylist_clients");
+
+/// postgrey's default max_age, for a sweep without `[greylist]`.
+pub(super) const DEFAULT_MAX_AGE: u64 = 35 * 86_400;
+
+/// The triplets' indexes, open in one write transaction.
+pub(super) struct Indexes<'t> {
+    triplets: redb::Table<'t, [u8; 32], (u64, u64)>,
+    unconfirmed: redb::Table<'t, (u64, [u8; 32]), &'static str>,
+    networks: redb::Table<'t, &'static str, u64>,
+    by_network: redb::Table<'t, (&'static str, u64, [u8; 32]), ()>,
+    passed: redb::Table<'t, (u64, [u8; 32]), ()>,
+}
+
+impl<'t> Indexes<'t> {
+    pub(super) fn open(tx: &'t redb::WriteTransaction) -> Result<Indexes<'t>, StoreError> {
+        Ok(Indexes {
+            triplets: tx.open_table(TRIPLETS).map_err(backend)?,
+            unconfirmed: tx.open_table(UNCONFIRMED).map_err(backend)?,
+            networks: tx.open_table(NETWORKS).map_err(backend)?,
+            by_network: tx.open_table(BY_NETWORK).map_err(backend)?,
+            passed: tx.open_table(PASSED).map_err(backend)?,
+        })
+    }
+
+    /// Adds `delta` to a network's count of unconfirmed triplets.
+    fn add_network(&mut self, net: &str, delta: i64) -> Result<(), StoreError> {
+        let n = self
+            .networks
+            .get(net)
+            .map_err(backend)?
+            .map_or(0, |v| v.value());
+        match n.saturating_add_signed(delta) {
+            0 => self.networks.remove(net).map_err(backend).map(drop),
+            n => self.networks.insert(net, n).map_err(backend).map(drop),
+        }
+    }
+
+    /// Removes a triplet's index entries (unconfirmed or passed).
+    fn unindex(&mut self, key: [u8; 32], old: Triplet) -> Result<(), StoreError> {
+        self.passed.remove((old.last, key)).map_err(backend)?;
+        let net = self
+            .unconfirmed
+            .remove((old.first, key))
+            .map_err(backend)?
+            .map(|v| v.value().to_string());
+        if let Some(net) = net {
+            self.by_network
+                .remove((net.as_str(), old.first, key))
+                .map_err(backend)?;
+            self.add_network(&net, -1)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a triplet and its index entries; whether it was there.
+    fn evict(&mut self, key: [u8; 32]) -> Result<bool, StoreError> {
+        let old = self.triplets.remove(key).map_err(backend)?.map(|v| {
+            let (first, last) = v.value();
+            Triplet { first, last }
+        });
+        match old {
+            Some(old) => self.unindex(key, old).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Writes a triplet with its index entry: unconfirmed (of `net`) while
+    /// `pending`, else passed.
+    fn put(
+        &mut self,
+        key: [u8; 32],
+        t: Triplet,
+        net: &str,
+        pending: bool,
+    ) -> Result<(), StoreError> {
+        if pending {
+            self.unconfirmed
+                .insert((t.first, key), net)
+                .map_err(backend)?;
+            self.by_network
+                .insert((net, t.first, key), ())
+                .map_err(backend)?;
+            self.add_network(net, 1)?;
+        } else {
+            self.passed.insert((t.last, key), ()).map_err(backend)?;
+        }
+        self.triplets
+            .insert(key, (t.first, t.last))
+            .map_err(backend)
+            .map(drop)
+    }
+
+    /// Makes room for a new unconfirmed triplet of `net` at its cap: its
+    /// oldest unconfirmed one goes. False when none is indexed (a file
+    /// from before this index).
+    fn evict_oldest_of(&mut self, net: &str) -> Result<bool, StoreError> {
+        let oldest = self
+            .by_network
+            .range((net, 0, [0; 32])..=(net, u64::MAX, [0xff; 32]))
+            .map_err(backend)?
+            .next()
+            .transpose()
+            .map_err(backend)?
+            .map(|(k, _)| k.value().2);
+        match oldest {
+            Some(key) => self.evict(key),
+            None => Ok(false),
+        }
+    }
+
+    /// Makes room in a full store: the oldest unconfirmed triplet goes,
+    /// else the least recently seen passed one (one sender waits once
+    /// more, where refusing would defer every new sender). False when
+    /// neither index holds one.
+    fn evict_for_room(&mut self) -> Result<bool, StoreError> {
+        let oldest = self
+            .unconfirmed
+            .first()
+            .map_err(backend)?
+            .map(|(k, _)| k.value().1);
+        let oldest = match oldest {
+            Some(key) => Some(key),
+            None => self
+                .passed
+                .first()
+                .map_err(backend)?
+                .map(|(k, _)| k.value().1),
+        };
+        match oldest {
+            Some(key) => self.evict(key),
+            None => Ok(false),
+        }
+    }
+}
+
+/// Fills the per-network and passed indexes of a file written before
+/// they existed (every triplet is in one of the unconfirmed and passed
+/// indexes, so both empty beside triplets means an older file). Once, at
+/// start, in the opening transaction.
+pub(super) fn build_indexes(ix: &mut Indexes) -> Result<(), StoreError> {
+    if ix.triplets.is_empty().map_err(backend)?
+        || !ix.by_network.is_empty().map_err(backend)?
+        || !ix.passed.is_empty().map_err(backend)?
+    {
+        return Ok(());
+    }
+    for entry in ix.unconfirmed.iter().map_err(backend)? {
+        let (k, net) = entry.map_err(backend)?;
+        let (first, key) = k.value();
+        ix.by_network
+            .insert((net.value(), first, key), ())
+            .map_err(backend)?;
+    }
+    for entry in ix.triplets.iter().map_err(backend)? {
+        let (k, v) = entry.map_err(backend)?;
+        let (key, (first, last)) = (k.value(), v.value());
+        if ix.unconfirmed.get((first, key)).map_err(backend)?.is_none() {
+            ix.passed.insert((last, key), ()).map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
+/// One write transaction: read both records, decide, make room for a new
+/// triplet within the budgets, write back.
+pub(super) fn greylist_tx(
+    db: &Database,
+    key: TripletKey,
+    net: &str,
+    client: &str,
+    p: &GreylistParams,
+    limits: Limits,
+) -> Result<Verdict, StoreError> {
+    let mut tx = db.begin_write().map_err(backend)?;
+    tx.set_durability(Durability::Eventual);
+    let verdict = {
+        let mut ix = Indexes::open(&tx)?;
+        let mut clients = tx.open_table(CLIENTS).map_err(backend)?;
+        let old_t = ix
+            .triplets
+            .get(key.0)
+            .map_err(backend)?
+            .map(|v| v.value())
+            .map(|(first, last)| Triplet { first, last });
+        let old_c = clients
+            .get(client)
+            .map_err(backend)?
+            .map(|v| v.value())
+            .map(|(count, last)| Client { count, last });
+        let (mut verdict, mut writes) = greylist::decide(old_t, old_c, p);
+        let pending = matches!(verdict, Verdict::Greylisted { .. });
+        if let (Some(_), None) = (writes.triplet, old_t) {
+            let held_by_net = ix
+                .networks
+                .get(net)
+                .map_err(backend)?
+                .map_or(0, |v| v.value());
+            let mut not_stored = None;
+            if pending && held_by_net >= limits.unconfirmed_per_network {
+                if !ix.evict_oldest_of(net)? {
+                    not_stored = Some(NotStored::NetworkCap);
+                }
+            } else if ix.triplets.len().map_err(backend)? >= limits.triplets
+                && !ix.evict_for_room()?
+            {
+                not_stored = Some(NotStored::Full);
+            }
+            if let Some(why) = not_stored {
+                writes.triplet = None;
+                if let Verdict::Greylisted { missing, .. } = verdict {
+                    verdict = Verdict::NotStored { missing, why };
+                }
+            }
+        }
+        if let Some(t) = writes.triplet {
+            if let Some(old) = old_t {
+                ix.unindex(key.0, old)?;
+            }
+            ix.put(key.0, t, net, pending)?;
+        }
+        if writes.client.is_some()
+            && old_c.is_none()
+            && clients.len().map_err(backend)? >= limits.clients
+        {
+            // Not counted: the client waits for auto-whitelisting.
+            writes.client = None;
+            if let Verdict::Passed { delayed, .. } = verdict {
+                verdict = Verdict::Passed {
+                    delayed,
+                    whitelisted_now: false,
+                };
+            }
+        }
+        if let Some(c) = writes.client {
+            clients.insert(client, (c.count, c.last)).map_err(backend)?;
+        }
+        verdict
+    };
+    tx.commit().map_err(backend)?;
+    Ok(verdict)
+}
+
+/// One sweep transaction over the triplets after `after`: removes those
+/// postgrey's maintenance removes (without greylist settings, those unseen
+/// beyond its default max_age), with their index entries. Returns how many
+/// went, and where to go on (`None`: done).
+pub(super) fn sweep_triplets(
+    db: &Database,
+    after: Option<[u8; 32]>,
+    now: u64,
+    p: Option<GreylistParams>,
+) -> Result<(u64, Option<[u8; 32]>), StoreError> {
+    let (delay, retry_window, max_age) = match p {
+        Some(p) => (p.delay, p.retry_window, p.max_age),
+        None => (0, u64::MAX, DEFAULT_MAX_AGE),
+    };
+    let mut tx = db.begin_write().map_err(backend)?;
+    tx.set_durability(Durability::Eventual);
+    let (gone, next) = {
+        let mut ix = Indexes::open(&tx)?;
+        let mut gone = Vec::new();
+        let mut last = None;
+        let mut seen = 0;
+        let range = match after {
+            Some(k) => ix
+                .triplets
+                .range::<[u8; 32]>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+            None => ix.triplets.range::<[u8; 32]>(..),
+        }
+        .map_err(backend)?;
+        for entry in range.take(SWEEP_BATCH) {
+            let (k, v) = entry.map_err(backend)?;
+            let (first, last_seen) = v.value();
+            let t = Triplet {
+                first,
+                last: last_seen,
+            };
+            seen += 1;
+            last = Some(k.value());
+            if greylist::triplet_expired(&t, now, delay, retry_window, max_age) {
+                gone.push(k.value());
+            }
+        }
+        for k in &gone {
+            ix.evict(*k)?;
+        }
+        (gone.len() as u64, last.filter(|_| seen == SWEEP_BATCH))
+    };
+    tx.commit().map_err(backend)?;
+    Ok((gone, next))
+}
+
+/// One sweep transaction over the clients after `after`: removes those
+/// not counted within max_age.
+pub(super) fn sweep_clients(
+    db: &Database,
+    after: Option<&str>,
+    now: u64,
+    max_age: u64,
+) -> Result<(u64, Option<String>), StoreError> {
+    let mut tx = db.begin_write().map_err(backend)?;
+    tx.set_durability(Durability::Eventual);
+    let (gone, next) = {
+        let mut clients = tx.open_table(CLIENTS).map_err(backend)?;
+        let mut gone = Vec::new();
+        let mut last = None;
+        let mut seen = 0;
+        let range = match after {
+            Some(k) => {
+                clients.range::<&str>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))
+            }
+            None => clients.range::<&str>(..),
+        }
+        .map_err(backend)?;
+        for entry in range.take(SWEEP_BATCH) {
+            let (k, v) = entry.map_err(backend)?;
+            seen += 1;
+            last = Some(k.value().to_string());
+            if now.saturating_sub(v.value().1) > max_age {
+                gone.push(k.value().to_string());
+            }
+        }
+        for k in &gone {
+            clients.remove(k.as_str()).map_err(backend)?;
+        }
+        (gone.len() as u64, last.filter(|_| seen == SWEEP_BATCH))
+    };
+    tx.commit().map_err(backend)?;
+    Ok((gone, next))
+}

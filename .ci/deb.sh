@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The Debian package, for real (as root): build it with cargo deb, install it
-# with dpkg, check the installed config and units, serve from the installed
-# files as systemd would (socket activation, user rpol), run the real-Postfix
-# end-to-end suite against /usr/sbin/rpol, then remove and purge it and
-# check that nothing of it is left. systemd is not PID 1 on these machines:
+# The Debian package, for real (as root): build it (packaging/build-deb.sh),
+# check it with lintian (no error, no warning), install it with dpkg, remove
+# it and install it again (both units unmasked, the socket enabled), check
+# the installed config and units, serve from the installed files as systemd
+# would (socket activation, user rpol), run the real-Postfix end-to-end
+# suite against /usr/sbin/rpol, then remove and purge it and check that
+# nothing of it is left but a file the admin added. systemd is not PID 1 on these machines:
 # the units are verified and scored, not started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,12 +28,14 @@ fail() {
 if [ "$(id -u)" != 0 ]; then
     fail "needs root (dpkg -i)"
 fi
-# strace: the system-call check below. setpriv, systemd-socket-activate and
-# systemd-analyze come with util-linux and systemd.
-if ! command -v strace >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends strace >/dev/null ||
-        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends strace >/dev/null; }
-fi
+# strace: the system-call check below; lintian: the package's check.
+# setpriv, systemd-socket-activate and systemd-analyze come with util-linux
+# and systemd.
+for tool in strace lintian; do
+    command -v "$tool" >/dev/null && continue
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$tool" >/dev/null ||
+        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$tool" >/dev/null; }
+done
 
 if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
     # About 2 minutes on the 2-core machines.
@@ -39,20 +43,39 @@ if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; t
     step "installed cargo-deb $CARGO_DEB_VERSION"
 fi
 
-# ---- build and install
-deb=$(cargo deb | tail -n 1)
-[ -f "$deb" ] || fail "cargo deb printed no package path: $deb"
+# ---- build, lintian, install, remove and install again
+deb=$(bash packaging/build-deb.sh | tail -n 1)
+[ -f "$deb" ] || fail "packaging/build-deb.sh printed no package path: $deb"
 step "built $deb"
 dpkg-deb -c "$deb"
+dpkg-deb -I "$deb" md5sums | grep -q '  usr/sbin/rpol$' || fail "no md5sums for usr/sbin/rpol"
+# Every tag lintian prints is shown; an error or a warning fails.
+lintian --fail-on error,warning --display-info "$deb" || fail "lintian"
+step "lintian: no error, no warning"
 # A package left by an earlier run would turn this into an upgrade.
 if dpkg -s rpol >/dev/null 2>&1; then
     dpkg --purge rpol
 fi
+# The units as a reinstalled package must leave them: neither masked (a
+# masked rpol.service makes every socket activation fail), the socket
+# enabled.
+units_ready() {
+    local unit
+    for unit in rpol.socket rpol.service; do
+        [ ! -L "/etc/systemd/system/$unit" ] || fail "$1: $unit masked"
+    done
+    [ -L /etc/systemd/system/sockets.target.wants/rpol.socket ] || fail "$1: rpol.socket not enabled"
+}
 dpkg -i "$deb"
 getent passwd rpol >/dev/null || fail "no user rpol after dpkg -i"
-[ -L /etc/systemd/system/sockets.target.wants/rpol.socket ] || fail "rpol.socket not enabled"
+units_ready "dpkg -i"
 [ "$(stat -c %U:%G:%a /var/lib/rpol)" = rpol:rpol:750 ] || fail "/var/lib/rpol: $(stat -c %U:%G:%a /var/lib/rpol)"
-step "installed"
+dpkg --verify rpol || fail "dpkg --verify rpol"
+dpkg -r rpol
+[ -L /etc/systemd/system/rpol.service ] || fail "dpkg -r did not mask rpol.service"
+dpkg -i "$deb"
+units_ready "dpkg -i after dpkg -r"
+step "installed, removed, installed again"
 
 # A Postfix host: the package's policy.toml reads the site facts from
 # /etc/postfix (postconf). A machine whose Postfix was installed with "No
@@ -154,9 +177,19 @@ fi
 grep -E '^e2e: Postfix|passed, ' "$work/e2e"
 step "end-to-end suite against /usr/sbin/rpol"
 
-# ---- remove, purge: nothing of rpol is left
+# ---- remove, purge: nothing of rpol is left but what the admin added
+# A table the admin added, and a store rpol wrote (as the user rpol).
+admin_table=/etc/rpol/tables/admin-added
+echo "203.0.113.7 REJECT" >"$admin_table"
+setpriv --reuid=rpol --regid=rpol --clear-groups touch /var/lib/rpol/rpol.redb
 dpkg -r rpol
-dpkg --purge rpol
+[ -e /var/lib/rpol/rpol.redb ] || fail "dpkg -r removed the store"
+dpkg --purge rpol 2>"$work/purge"
+cat "$work/purge"
+[ -f "$admin_table" ] || fail "purge removed $admin_table, which the admin added"
+grep -qxF "  $admin_table" "$work/purge" || fail "purge did not name $admin_table"
+rm "$admin_table"
+rmdir /etc/rpol/tables /etc/rpol
 if dpkg -L rpol >/dev/null 2>&1; then fail "dpkg -L rpol still lists files"; fi
 left=()
 for path in /etc/rpol /var/lib/rpol /usr/sbin/rpol "${UNITS[@]}" /usr/share/doc/rpol \
@@ -170,4 +203,4 @@ while IFS= read -r path; do left+=("$path"); done < <(
 [ ${#left[@]} = 0 ] || fail "left after purge: ${left[*]}"
 # Debian keeps system accounts on purge (postrm says why).
 echo "deb: purged; kept, as Debian does: $(getent passwd rpol)"
-step "removed and purged"
+step "removed and purged (the admin's file kept and named)"

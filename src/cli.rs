@@ -8,8 +8,7 @@ use clap::{CommandFactory, Parser};
 
 use crate::config;
 
-/// Postfix policy delegation daemon: one ordered rule chain, Postfix-exact
-/// restrictions.
+/// Postfix policy delegation daemon with Postfix-exact restrictions and SPF.
 #[derive(Debug, Parser)]
 #[command(name = "rpol", version, about, long_about = None)]
 pub struct Args {
@@ -26,7 +25,7 @@ pub struct Args {
           conflicts_with_all = ["check_config", "stdio"])]
     pub test_request: Option<String>,
 
-    /// Check the configuration and exit (non-zero, with FILE:LINE:COLUMN errors, if invalid); with --stdio, for spawn(8)
+    /// Check the configuration and what it needs of this host (accounts, store, socket and table permissions), and exit (non-zero, with FILE:LINE:COLUMN errors, if invalid); with --stdio, for spawn(8)
     #[arg(long)]
     pub check_config: bool,
 
@@ -39,8 +38,12 @@ pub struct Args {
     pub stdio: bool,
 
     /// Send logs to syslog instead of stderr
-    #[arg(long)]
+    #[arg(long, conflicts_with = "journal")]
     pub syslog: bool,
+
+    /// Send logs to the systemd journal, each record with its priority and fields (the default when stderr is the journal)
+    #[arg(long)]
+    pub journal: bool,
 
     /// Started as root: run as USER once the sockets are bound (overrides [server] user; `root` stays root)
     #[arg(short, long, value_name = "USER")]

@@ -1,15 +1,20 @@
-//! Logging setup: stderr (journald picks it up under systemd) or syslog.
-//! In `--stdio` mode stderr is the client's socket (spawn(8)), so logs must
-//! go to syslog there. Colours only when stderr is a terminal: journald
-//! would store the escape codes. [`Escaped`] makes a client's text safe to
-//! put in a log line, [`Redacted`] keeps a URL's login out of one, and
-//! [`Repeats`] folds a flood of identical lines into a count.
+//! Logging setup: stderr, syslog or the systemd journal. Under systemd
+//! (stderr is the journal: `JOURNAL_STREAM`) or with `--journal`, records
+//! go to journald in its native protocol (tracing-journald), each with its
+//! priority and the fields of the event (a decision's RPOL_RULE,
+//! RPOL_ACTION, CLIENT, ...), so `journalctl -p warning` finds every
+//! warning. In `--stdio` mode stderr is the client's socket (spawn(8)), so
+//! logs must go to syslog there. Colours only when stderr is a terminal.
+//! [`Escaped`] makes a client's text safe to put in a log line,
+//! [`Quoted`] also quotes it, [`Redacted`] keeps a URL's login out of one,
+//! and [`Repeats`] folds a flood of identical lines into a count.
 
 use std::borrow::Cow;
 use std::ffi::CString;
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -23,14 +28,86 @@ use tracing_subscriber::fmt::MakeWriter;
 pub enum Target {
     Stderr,
     Syslog,
+    /// journald's native protocol, on its socket.
+    Journal,
+}
+
+/// Whether records go to the journal (set once, by [`init`]): a
+/// decision then carries its parts as fields of their own.
+static JOURNAL: AtomicBool = AtomicBool::new(false);
+
+/// Whether [`init`] sent the records to the journal.
+pub fn to_journal() -> bool {
+    JOURNAL.load(Ordering::Relaxed)
+}
+
+/// Whether stderr is connected to the journal: systemd says so in
+/// `JOURNAL_STREAM` (`DEVICE:INODE` of the stream it gave as stderr);
+/// the variable alone is not enough, since a child process inherits it
+/// with a stderr of its own (systemd.exec(5)).
+pub fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    nix::sys::stat::fstat(io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
+}
+
+/// journald priorities of the levels: syslog's, as the `Syslog` target
+/// and Postfix's own log use them (info is LOG_INFO, not tracing-journald's
+/// default LOG_NOTICE).
+fn journal_priorities() -> tracing_journald::PriorityMappings {
+    use tracing_journald::Priority;
+    tracing_journald::PriorityMappings {
+        error: Priority::Error,
+        warn: Priority::Warning,
+        info: Priority::Informational,
+        debug: Priority::Debug,
+        trace: Priority::Debug,
+    }
 }
 
 /// Installs the global subscriber. The level comes from `RUST_LOG`
-/// (default `info`).
+/// (default `info`). Without a journal to write to, `Journal` writes to
+/// stderr and says why.
 pub fn init(target: Target) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if target == Target::Journal {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                // Field names as they are (RPOL_RULE, CLIENT), not F_...;
+                // the identifier is the program's, whatever argv[0] says.
+                let layer = layer
+                    .with_field_prefix(None)
+                    .with_syslog_identifier("rpol".into())
+                    .with_priority_mappings(journal_priorities());
+                if tracing_subscriber::registry()
+                    .with(filter)
+                    .with(layer)
+                    .try_init()
+                    .is_ok()
+                {
+                    JOURNAL.store(true, Ordering::Relaxed);
+                }
+                return;
+            }
+            Err(e) => {
+                init(Target::Stderr);
+                tracing::warn!("cannot write to the journal ({e}): logging to stderr");
+                return;
+            }
+        }
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match target {
+        Target::Journal => Ok(()),
         Target::Stderr => builder
             .with_ansi(io::stderr().is_terminal())
             .with_writer(io::stderr)
@@ -86,6 +163,24 @@ pub struct Escaped<'a>(pub &'a str);
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&escape(self.0))
+    }
+}
+
+/// Displays a client-supplied value escaped (see [`escape`]) and in
+/// double quotes, a `"` in it as `\"`: a value with spaces (an action's
+/// text) cannot run into the next `name=` of the line.
+pub struct Quoted<'a>(pub &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let escaped = escape(self.0);
+        f.write_str("\"")?;
+        if escaped.contains('"') {
+            f.write_str(&escaped.replace('"', "\\\""))?;
+        } else {
+            f.write_str(&escaped)?;
+        }
+        f.write_str("\"")
     }
 }
 
@@ -323,6 +418,16 @@ mod tests {
         assert_eq!(escape("\u{202e}gnp.exe"), "\\u{202e}gnp.exe");
         assert_eq!(escape("a\\rb"), "a\\\\rb");
         assert_eq!(escape("été"), "été");
+    }
+
+    #[test]
+    fn quoted_values_cannot_end_early() {
+        let q = |t: &str| Quoted(t).to_string();
+        assert_eq!(q("PREPEND X-A: b c"), "\"PREPEND X-A: b c\"");
+        assert_eq!(q("a\" client=x"), "\"a\\\" client=x\"");
+        assert_eq!(q("a\\\" b"), "\"a\\\\\\\" b\"");
+        assert_eq!(q("x\ny"), "\"x\\ny\"");
+        assert_eq!(q(""), "\"\"");
     }
 
     #[test]

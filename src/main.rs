@@ -49,7 +49,7 @@ fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
         } else {
             config::Serving::Listener
         };
-        return match config::load_for(&args.config, serving) {
+        return match config::check(&args.config, serving, args.user.as_deref()) {
             Ok(loaded) => {
                 let sources = &loaded.policy.site.sources;
                 if !sources.is_empty() {
@@ -102,6 +102,8 @@ fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
     }
     log::init(if args.stdio || args.syslog {
         log::Target::Syslog
+    } else if args.journal || log::stderr_is_journal() {
+        log::Target::Journal
     } else {
         log::Target::Stderr
     });

@@ -226,3 +226,139 @@ fn readme_and_the_package_show_what_postfix_config_prints() {
         "README.md {hint}"
     );
 }
+
+/// Where each shipped file lands, from `cargo deb`'s assets (a destination
+/// ending in `/` is a directory; `dir/*` ships each file of `dir`).
+fn installed_files() -> Vec<(PathBuf, PathBuf)> {
+    let manifest: toml::Table = toml::from_str(&read("Cargo.toml")).unwrap();
+    let mut files = Vec::new();
+    for asset in manifest["package"]["metadata"]["deb"]["assets"]
+        .as_array()
+        .unwrap()
+    {
+        let asset = asset.as_array().unwrap();
+        let (source, dest) = (asset[0].as_str().unwrap(), asset[1].as_str().unwrap());
+        let sources: Vec<PathBuf> = match source.strip_suffix("/*") {
+            Some(dir) => std::fs::read_dir(root().join(dir))
+                .unwrap()
+                .map(|e| PathBuf::from(dir).join(e.unwrap().file_name()))
+                .collect(),
+            None => vec![PathBuf::from(source)],
+        };
+        for source in sources {
+            let to = match dest.strip_suffix('/') {
+                Some(dir) => Path::new("/").join(dir).join(source.file_name().unwrap()),
+                None => Path::new("/").join(dest),
+            };
+            files.push((source, to));
+        }
+    }
+    files
+}
+
+/// The relative link targets of a Markdown text (`](target)`), without
+/// their `#fragment`; links within the page and URLs left out.
+fn relative_links(markdown: &str) -> Vec<String> {
+    let mut links = Vec::new();
+    let mut rest = markdown;
+    while let Some(at) = rest.find("](") {
+        rest = &rest[at + 2..];
+        let Some(end) = rest.find(')') else { break };
+        let target = rest[..end].split('#').next().unwrap_or("");
+        if !target.is_empty() && !target.contains("://") && !target.starts_with("mailto:") {
+            links.push(target.to_string());
+        }
+        rest = &rest[end..];
+    }
+    links
+}
+
+/// `path` with its `.` and `..` steps resolved, without the file system.
+fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Issue 29 item 4: the shipped docs link only to what is shipped, where
+/// the link leads once installed (/usr/share/doc/rpol/...).
+#[test]
+fn shipped_docs_link_only_to_shipped_files() {
+    let files = installed_files();
+    let installed: Vec<&PathBuf> = files.iter().map(|(_, to)| to).collect();
+    let mut broken = Vec::new();
+    for (source, to) in &files {
+        if source.extension().is_none_or(|e| e != "md") {
+            continue;
+        }
+        for link in relative_links(&read(source.to_str().unwrap())) {
+            let target = normalise(&to.parent().unwrap().join(&link));
+            if !installed.contains(&&target) {
+                broken.push(format!(
+                    "{}: ({link}) -> {}",
+                    source.display(),
+                    target.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "links to files the package does not ship (add them to the assets in \
+         Cargo.toml, or drop the link):\n{}",
+        broken.join("\n")
+    );
+    // The checker finds links at all: README.md has some.
+    assert!(!relative_links(&read("README.md")).is_empty());
+}
+
+/// Issue 29 item 4: the synopsis is one phrase that fits Debian's 80
+/// columns (cargo-deb cuts a longer one mid-sentence).
+#[test]
+fn synopsis_fits_one_line() {
+    let synopsis = env!("CARGO_PKG_DESCRIPTION");
+    assert!(
+        synopsis.len() <= 80,
+        "{} characters: {synopsis}",
+        synopsis.len()
+    );
+    assert!(
+        !synopsis.contains('\n') && !synopsis.ends_with('.'),
+        "{synopsis:?}"
+    );
+}
+
+/// Issue 29 item 4: postrm masks units on removal; postinst must unmask
+/// each of them, or a reinstalled package leaves rpol.service masked and
+/// every socket activation fails. (.ci/deb.sh installs, removes and
+/// installs again for real.)
+#[test]
+fn postinst_unmasks_every_unit_postrm_masks() {
+    let postrm = read("packaging/debian/postrm");
+    let postinst = read("packaging/debian/postinst");
+    let masked: Vec<&str> = postrm
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("deb-systemd-helper mask "))
+        .flat_map(|rest| {
+            rest.split_whitespace()
+                .take_while(|w| w.ends_with(".socket") || w.ends_with(".service"))
+        })
+        .collect();
+    assert!(masked.contains(&"rpol.service"), "postrm masks {masked:?}");
+    for unit in masked {
+        assert!(
+            postinst.lines().any(|l| l
+                .trim()
+                .starts_with(&format!("deb-systemd-helper unmask {unit} "))),
+            "postinst does not unmask {unit}"
+        );
+    }
+}

@@ -351,7 +351,7 @@ fn new_keys_are_checked_with_positions() {
         ),
         (
             "postfix = 1\n",
-            "6:11: invalid type: integer `1`, expected a string",
+            "6:11: site.postfix: expected a string, found an integer `1`",
         ),
         (
             "postfix = \"\"\n",
@@ -364,7 +364,7 @@ fn new_keys_are_checked_with_positions() {
         ("mydestinaton = []\n", "6:1: site.mydestinaton: unknown key"),
         (
             "mydestination = \"a.example\"\n",
-            "6:17: invalid type: string \"a.example\", expected a sequence",
+            "6:17: site.mydestination: expected an array, found a string \"a.example\"",
         ),
         (
             "mydestination = [\"a..example\"]\n",

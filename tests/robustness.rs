@@ -71,7 +71,7 @@ fn client_text_cannot_forge_log_lines() {
     assert!(
         line.ends_with(
             "helo=<mx.example\\rNOQUEUE: action=OK forged\\x0b\\x1b[31m\\x85\\u{2028}\\u{2029}\\\\r> \
-             profile=mx rule=\"recipient: reject\""
+             sasl_username=<> protocol_state=RCPT instance= profile=mx rule=\"recipient: reject\""
         ),
         "{line}"
     );

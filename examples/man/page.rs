@@ -54,26 +54,41 @@ and DNS lookups.
 Sockets passed by systemd socket activation; they replace every listen
 address.
 .TP
+.B JOURNAL_STREAM
+Set by systemd when standard error is the journal; rpol then writes to
+the journal natively (when it names standard error's device and inode).
+.TP
 .B NOTIFY_SOCKET
 Set by systemd for \fBType=notify\fR: rpol reports READY, RELOADING and
 STOPPING.
 .SH LOGGING
-Logs go to standard error (the journal under systemd, without colour codes
-unless standard error is a terminal), or with \fB\-\-syslog\fR and always
-with \fB\-\-stdio\fR to syslog, facility mail.
+Under systemd (standard error is the journal: \fBJOURNAL_STREAM\fR) or
+with \fB\-\-journal\fR, records go to the journal in its native protocol,
+each with its priority (error 3, warning 4, info 6, debug 7:
+\fBjournalctl \-p warning \-u rpol\fR shows every warning and error).
+Otherwise they go to standard error (without colour codes unless it is a
+terminal), or with \fB\-\-syslog\fR and always with \fB\-\-stdio\fR to
+syslog, facility mail.
 One line per decision:
 .PP
 .EX
-NOQUEUE: action=554 5.7.1 ... client=unknown[203.0.113.9] from=<> \e
-  to=<a@example.com> helo=<> profile=submission rule="client: reject"
+NOQUEUE: action="554 5.7.1 ..." client=unknown[203.0.113.9] from=<> \e
+  to=<a@example.com> helo=<> sasl_username=<> protocol_state=RCPT \e
+  instance=1a2b.3c4d.5e6f.0 profile=submission rule="client: reject"
 .EE
 .PP
-Text that came from the client is escaped, so it cannot forge a line.
+Text that came from the client is escaped, so it cannot forge a line; the
+action is quoted, a \fB"\fR in it written \fB\e"\fR.
 \fB[log] decisions\fR chooses which answers get one (\fBall\fR,
 \fBrefusals\fR, \fBnone\fR). Identical lines within one second are
 written once, then counted in one \fBrepeated\fR \fIN\fR \fBmore
 time(s):\fR \fILINE\fR, so a flood of one request costs two lines a
 second.
+In the journal a decision also carries its parts as fields:
+\fBRPOL_RULE\fR, \fBRPOL_ACTION\fR, \fBRPOL_PROFILE\fR, \fBCLIENT\fR,
+\fBSENDER\fR, \fBRECIPIENT\fR, \fBSASL_USERNAME\fR, \fBINSTANCE\fR,
+\fBQUEUE_ID\fR and \fBPROTOCOL_STATE\fR (those the request left empty are
+left out), e.g. \fBjournalctl RPOL_RULE="client: reject"\fR.
 .SH EXIT STATUS
 0 when the server stopped on a signal, or when \fB\-\-check\-config\fR found
 the configuration valid; 1 on an error, which is printed as

@@ -103,6 +103,103 @@ pub(super) fn key_span(root: &DeTable<'_>, path: &str) -> Range<usize> {
     span
 }
 
+/// The dotted path of the innermost key whose value holds byte `offset`
+/// of the text `root` was parsed from (a table in an array by its index,
+/// as serde_ignored names it; an array of values by its own key), or `""`
+/// when none does: names the key of an error serde reports only by
+/// position (a value of the wrong type).
+pub(super) fn key_at(root: &DeTable<'_>, offset: usize) -> String {
+    let mut path = Vec::new();
+    if find_key(root, offset, &mut path) {
+        path.join(".")
+    } else {
+        String::new()
+    }
+}
+
+/// [`key_at`]'s walk. A table is searched whatever its span (a `[header]`
+/// table's span is its header, not its keys); a scalar or an array of
+/// values matches when its span holds `offset`.
+fn find_key(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
+    for (key, value) in table.iter() {
+        path.push(key.get_ref().to_string());
+        let found = match value.get_ref() {
+            DeValue::Table(t) => find_key(t, offset, path),
+            DeValue::Array(items) => {
+                items
+                    .iter()
+                    .enumerate()
+                    .any(|(index, item)| match item.get_ref() {
+                        DeValue::Table(t) => {
+                            path.push(index.to_string());
+                            let found = find_key(t, offset, path);
+                            if !found {
+                                path.pop();
+                            }
+                            found
+                        }
+                        _ => item.span().contains(&offset),
+                    })
+            }
+            _ => value.span().contains(&offset),
+        };
+        if found {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
+/// serde's message for a value of the wrong type or range, in TOML's words
+/// instead of Rust's: `invalid type: string "2", expected usize` becomes
+/// `expected an integer, found a string "2"`. Any other message is kept.
+pub(super) fn toml_message(message: &str) -> String {
+    let (found, expected) = if let Some(rest) = message.strip_prefix("invalid type: ") {
+        match rest.rsplit_once(", expected ") {
+            Some((found, expected)) => (found, expected),
+            None => return message.to_string(),
+        }
+    } else if let Some(rest) = message.strip_prefix("invalid value: ") {
+        match rest.rsplit_once(", expected ") {
+            Some((found, expected)) => (found, expected),
+            None => return message.to_string(),
+        }
+    } else {
+        return message.to_string();
+    };
+    let expected = match expected {
+        "usize" | "u64" => "an integer from 0 to 18446744073709551615".to_string(),
+        "u32" => "an integer from 0 to 4294967295".to_string(),
+        "u16" => "an integer from 0 to 65535".to_string(),
+        "u8" => "an integer from 0 to 255".to_string(),
+        "isize" | "i64" | "i32" | "i16" | "i8" => "an integer".to_string(),
+        "f64" | "f32" => "a number".to_string(),
+        "a boolean" | "bool" => "a boolean (true or false)".to_string(),
+        "a sequence" => "an array".to_string(),
+        "a map" => "a table".to_string(),
+        e if e.starts_with("struct ") => "a table".to_string(),
+        e => e.to_string(),
+    };
+    // An integer of the wrong range is still an integer: say only which.
+    let expected = match message.starts_with("invalid type: ") {
+        true => expected
+            .split_once(" from ")
+            .map_or(expected.clone(), |(kind, _)| kind.to_string()),
+        false => expected,
+    };
+    let found = found
+        .replace("floating point", "float")
+        .replace("sequence", "array")
+        .replace("map", "table");
+    let article = if found.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("expected {expected}, found {article} {found}")
+}
+
 /// 1-based lines and columns (in characters) of byte offsets of one text.
 /// The line starts are found once, and a column is counted on from the
 /// previous position when errors come in document order (unknown keys do),
@@ -154,6 +251,50 @@ mod tests {
         // A key that is not written: the nearest written ancestor.
         assert_eq!(at("a.list.1.w"), (3, 5));
         assert_eq!(at("nowhere"), (1, 1));
+    }
+
+    #[test]
+    fn keys_at_offsets() {
+        let text = "[a]\nx = \"2\"\n[[a.list]]\ny = 1\n[[a.list]]\nz = [1, \"w\"]\n";
+        let root = DeTable::parse(text).unwrap();
+        let at = |needle: &str| key_at(root.get_ref(), text.find(needle).unwrap());
+        assert_eq!(at("\"2\""), "a.x");
+        assert_eq!(at("1\n[[a"), "a.list.0.y");
+        assert_eq!(at("\"w\""), "a.list.1.z");
+        assert_eq!(key_at(root.get_ref(), 0), "");
+    }
+
+    #[test]
+    fn type_errors_in_toml_words() {
+        for (serde, want) in [
+            (
+                "invalid type: string \"2\", expected usize",
+                "expected an integer, found a string \"2\"",
+            ),
+            (
+                "invalid type: integer `1`, expected a string",
+                "expected a string, found an integer `1`",
+            ),
+            (
+                "invalid type: string \"yes\", expected a boolean",
+                "expected a boolean (true or false), found a string \"yes\"",
+            ),
+            (
+                "invalid type: string \"x\", expected a sequence",
+                "expected an array, found a string \"x\"",
+            ),
+            (
+                "invalid type: floating point `1.5`, expected u32",
+                "expected an integer, found a float `1.5`",
+            ),
+            (
+                "invalid value: integer `-1`, expected u32",
+                "expected an integer from 0 to 4294967295, found an integer `-1`",
+            ),
+            ("missing field `name`", "missing field `name`"),
+        ] {
+            assert_eq!(toml_message(serde), want, "{serde}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 mod dns;
 mod errors;
 mod greylist;
+mod host;
 mod postfix;
 mod postfix_site;
 mod profiles;
@@ -62,7 +63,28 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
 
 /// Reads and compiles a config file for the way rpol will serve it.
 pub fn load_for(path: &Path, serving: Serving) -> Result<Loaded, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    load_str_for(path, &read(path)?, serving)
+}
+
+/// `--check-config`: reads and compiles a config file as [`load_for`]
+/// does, then checks what it needs of this host (host.rs: the accounts
+/// it names, the store, socket directories and files that the account rpol
+/// serves as must reach). `user` is `--user`.
+pub fn check(path: &Path, serving: Serving, user: Option<&str>) -> Result<Loaded, ConfigErrors> {
+    let text = read(path)?;
+    let loaded = load_str_for(path, &text, serving)?;
+    let mut cx = Compiler::new(path, &text);
+    cx.host(&loaded, user);
+    cx.errors.sort_by_key(|e| (e.line, e.column));
+    if cx.errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(ConfigErrors(cx.errors))
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
         // No text to point into: the error is about the whole file (line 0).
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
@@ -71,8 +93,7 @@ pub fn load_for(path: &Path, serving: Serving) -> Result<Loaded, ConfigErrors> {
             key: String::new(),
             message: format!("cannot read config: {e}"),
         }])
-    })?;
-    load_str_for(path, &text, serving)
+    })
 }
 
 /// Compiles config text; `path` names it in errors and anchors relative paths.
@@ -81,16 +102,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
 }
 
 fn load_str_for(path: &Path, text: &str, serving: Serving) -> Result<Loaded, ConfigErrors> {
-    let mut cx = Compiler {
-        path: path.to_path_buf(),
-        base: path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".")),
-        text,
-        positions: errors::Positions::default(),
-        errors: Vec::new(),
-    };
+    let mut cx = Compiler::new(path, text);
     let parsed = toml::Deserializer::parse(text).and_then(|de| {
         let mut unknown = Vec::new();
         let file: ConfigFile =
@@ -116,8 +128,13 @@ fn load_str_for(path: &Path, text: &str, serving: Serving) -> Result<Loaded, Con
             file
         }
         Err(e) => {
+            // serde names no key and Rust's types: the key is found by the
+            // value's position, the types said in TOML's words.
             let span = e.span().unwrap_or(0..0);
-            cx.error(span, "", e.message().trim_end().to_string());
+            let key = document
+                .as_ref()
+                .map_or(String::new(), |d| errors::key_at(d.get_ref(), span.start));
+            cx.error(span, &key, errors::toml_message(e.message().trim_end()));
             return Err(ConfigErrors(cx.errors));
         }
     };
@@ -161,7 +178,20 @@ struct Compiler<'t> {
     errors: Vec<ConfigError>,
 }
 
-impl Compiler<'_> {
+impl<'t> Compiler<'t> {
+    fn new(path: &Path, text: &'t str) -> Compiler<'t> {
+        Compiler {
+            path: path.to_path_buf(),
+            base: path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+            text,
+            positions: errors::Positions::default(),
+            errors: Vec::new(),
+        }
+    }
+
     /// The policy, or `None` when the resolver could not be built (the
     /// error is recorded with the others).
     fn compile(&mut self, file: ConfigFile) -> Option<Loaded> {

@@ -14,6 +14,7 @@ use super::{Compiler, schema};
 use crate::log::Decisions;
 use crate::policy::tally::ActionClass;
 use crate::state::store::StoreSettings;
+use crate::vocab::outcome::{AccessCodes, parse_action};
 
 /// A listen address: `unix:PATH` or `tcp:HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,6 +342,15 @@ impl Compiler<'_> {
                     "server.error_action",
                     "must be one non-empty line",
                 );
+            } else if let Err(e) = parse_action(a, AccessCodes::default()) {
+                // Sent to Postfix as it is: one it cannot parse would turn
+                // each failure into Postfix's own 451 "Server configuration
+                // problem", found only on the first bad day.
+                self.error(
+                    action.span(),
+                    "server.error_action",
+                    format!("must be an access(5) action: {e}"),
+                );
             } else {
                 out.error_action = a.to_string();
             }
@@ -524,6 +534,34 @@ mod access_tests {
         assert_eq!(
             load("[server]\nallow_users = [\"\"]\n").unwrap_err(),
             ["p.toml:2:16: server.allow_users: no user \"\""]
+        );
+    }
+
+    /// Issue 29 item 3: an action Postfix could not parse is found when
+    /// the config is loaded, not on the first failure it should answer.
+    #[test]
+    fn error_action_is_an_access_action() {
+        for good in [
+            "DUNNO",
+            "451 4.3.5 Server configuration problem",
+            "DEFER_IF_PERMIT x",
+        ] {
+            let text = format!("[server]\nerror_action = \"{good}\"\n");
+            assert_eq!(load(&text).unwrap().error_action, good);
+        }
+        assert_eq!(
+            load("[server]\nerror_action = \"DEFFER later\"\n").unwrap_err(),
+            [
+                "p.toml:2:16: server.error_action: must be an access(5) action: \"DEFFER later\" is \
+                 not an access(5) action; restriction classes in table results are not supported by rpol"
+            ]
+        );
+        assert_eq!(
+            load("[server]\nerror_action = \"451\"\n").unwrap_err(),
+            [
+                "p.toml:2:16: server.error_action: must be an access(5) action: \"451\" needs text \
+                 after the code, else Postfix reads it as OK"
+            ]
         );
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use super::Shared;
-use crate::log::{Decisions, Escaped, Repeats};
+use crate::log::{Decisions, Escaped, Quoted, Repeats};
 use crate::policy::chain::RejectWarning;
 use crate::policy::tally::ActionClass;
 use crate::policy::{Decision, Policy};
@@ -58,21 +58,59 @@ fn line(
     } else {
         &req.queue_id
     };
-    // Everything but the mark, the profile and rule names came from the client.
+    // Everything but the mark, the profile and rule names came from the
+    // client. The action is quoted: its text has spaces.
     format!(
-        "{}: {mark}action={} client={} from=<{}> to=<{}> helo=<{}> profile={} rule={}",
+        "{}: {mark}action={} client={} from=<{}> to=<{}> helo=<{}> sasl_username=<{}> \
+         protocol_state={} instance={} profile={} rule={}",
         Escaped(queue_id),
-        Escaped(action),
+        Quoted(action),
         Escaped(&req.client_label()),
         Escaped(&req.sender),
         Escaped(&req.recipient),
         Escaped(&req.helo_name),
+        Escaped(&req.sasl_username),
+        Escaped(&req.protocol_state),
+        Escaped(&req.instance),
         decision
             .profile
             .as_deref()
             .unwrap_or(crate::policy::NO_PROFILE),
         rule.map_or("-".to_string(), |r| format!("\"{r}\"")),
     )
+}
+
+/// Writes a decision line; to the journal with its parts as fields of
+/// their own (RPOL_RULE, RPOL_ACTION, CLIENT, SENDER, RECIPIENT,
+/// SASL_USERNAME, INSTANCE, QUEUE_ID, PROTOCOL_STATE, RPOL_PROFILE;
+/// those the request left empty are left out), escaped as in the line.
+fn write_decision(
+    line: &str,
+    req: &Request,
+    decision: &Decision,
+    action: &str,
+    rule: Option<&str>,
+) {
+    use tracing::field::display;
+    if !crate::log::to_journal() {
+        tracing::info!(target: "rpol::decision", "{line}");
+        return;
+    }
+    let given = |v: &str| (!v.is_empty()).then(|| display(Escaped(v).to_string()));
+    tracing::info!(
+        target: "rpol::decision",
+        rpol_rule = rule.unwrap_or("-"),
+        rpol_action = %Escaped(action),
+        rpol_profile = decision.profile.as_deref().unwrap_or(crate::policy::NO_PROFILE),
+        client = %Escaped(&req.client_label()),
+        sender = given(&req.sender),
+        recipient = given(&req.recipient),
+        sasl_username = given(&req.sasl_username),
+        instance = given(&req.instance),
+        queue_id = given(&req.queue_id),
+        protocol_state = given(&req.protocol_state),
+        "{line}"
+    );
 }
 
 /// The log of the decisions: one line each, identical ones in a window
@@ -127,19 +165,26 @@ impl DecisionLog {
             Decisions::None => return,
         };
         for warning in &decision.reject_warnings {
-            self.log_line(reject_warning_line(req, decision, warning));
+            let line = reject_warning_line(req, decision, warning);
+            if self.log_line(&line) {
+                write_decision(&line, req, decision, &warning.action, Some(&warning.rule));
+            }
         }
         if all || is_refusal(&decision.action) {
-            self.log_line(decision_line(req, decision));
+            let line = decision_line(req, decision);
+            if self.log_line(&line) {
+                let rule = decision.rule.as_deref();
+                write_decision(&line, req, decision, &decision.action, rule);
+            }
         }
     }
 
-    fn log_line(&self, line: String) {
-        let (summaries, write) = self.lines.note(&line, std::time::Instant::now());
+    /// Counts `line` ([`Repeats`]) and writes the counts due; whether the
+    /// line itself is to be written.
+    fn log_line(&self, line: &str) -> bool {
+        let (summaries, write) = self.lines.note(line, std::time::Instant::now());
         log_summaries(summaries);
-        if write {
-            tracing::info!(target: "rpol::decision", "{line}");
-        }
+        write
     }
 
     /// Writes the counts of the window of decision lines, when it is over

@@ -985,15 +985,15 @@ dry_run() {
         "250 2.1.5 Ok | 250 2.0.0 Ok: queued"
     : >"$T/swaks.out"
     expect "port 2529: $name: rpol logged the refusal it did not answer" \
-        "$(grep -F "NOQUEUE: reject_warning: " "$RPOL_LOG" | grep -F "profile=trial" | grep -F "from=<$from>" | sed 's/.*NOQUEUE: /NOQUEUE: /' | tail -n 1)" \
+        "$(grep -F "NOQUEUE: reject_warning: " "$RPOL_LOG" | grep -F "profile=trial" | grep -F "from=<$from>" | sed -e 's/.*NOQUEUE: /NOQUEUE: /' -e 's/ instance=[^ ][^ ]* / instance=INSTANCE /' | tail -n 1)" \
         "$warned"
 }
 dry_run "client without PTR" "ADDR=198.51.100.12 $NOBODY" "$FROM" \
     "450 4.7.1 <$RCPT>: Recipient address rejected: Client host rejected: cannot find your reverse hostname, [198.51.100.12]" \
-    "NOQUEUE: reject_warning: action=450 4.7.1 Client host rejected: cannot find your reverse hostname, [198.51.100.12] client=unknown[198.51.100.12] from=<$FROM> to=<$RCPT> helo=<$HELO> profile=trial rule=\"client: reject_unknown_reverse_client_hostname\""
+    "NOQUEUE: reject_warning: action=\"450 4.7.1 Client host rejected: cannot find your reverse hostname, [198.51.100.12]\" client=unknown[198.51.100.12] from=<$FROM> to=<$RCPT> helo=<$HELO> sasl_username=<> protocol_state=RCPT instance=INSTANCE profile=trial rule=\"client: reject_unknown_reverse_client_hostname\""
 dry_run "SPF fail" "ADDR=198.51.100.7 $NOBODY" sender@spf-fail.e2e.example \
     "550 5.7.23 <$RCPT>: Recipient address rejected: SPF fail: domain of sender@spf-fail.e2e.example does not designate 198.51.100.7 as permitted sender" \
-    "NOQUEUE: reject_warning: action=550 5.7.23 SPF fail: domain of sender@spf-fail.e2e.example does not designate 198.51.100.7 as permitted sender client=unknown[198.51.100.7] from=<sender@spf-fail.e2e.example> to=<$RCPT> helo=<$HELO> profile=trial rule=\"recipient: check_spf\""
+    "NOQUEUE: reject_warning: action=\"550 5.7.23 SPF fail: domain of sender@spf-fail.e2e.example does not designate 198.51.100.7 as permitted sender\" client=unknown[198.51.100.7] from=<sender@spf-fail.e2e.example> to=<$RCPT> helo=<$HELO> sasl_username=<> protocol_state=RCPT instance=INSTANCE profile=trial rule=\"recipient: check_spf\""
 
 # 33e. The second instance, configured from `rpol --postfix-config`.
 # shellcheck source=postfix-config.sh

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use super::values::{millis, secs};
 use super::{Compiler, schema};
 use crate::log::Decisions;
-use crate::policy::tally::ActionClass;
+use crate::protocol::{Action, ActionClass};
 use crate::state::store::StoreSettings;
 
 /// A listen address: `unix:PATH` or `tcp:HOST:PORT`.
@@ -94,7 +94,7 @@ pub struct ServerSettings {
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
     /// Answer to a request that cannot be decoded.
-    pub error_action: String,
+    pub error_action: Action,
     /// `[metrics] listen`: where GET /metrics is served, if anywhere.
     pub metrics: Option<SocketAddr>,
     /// `[store]`, when configured.
@@ -147,6 +147,11 @@ pub const MAX_THREADS: usize = 256;
 /// still reject, otherwise the client is told to retry.
 pub const DEFAULT_ERROR_ACTION: &str = "DEFER_IF_PERMIT 4.3.5 Policy service error";
 
+/// [`DEFAULT_ERROR_ACTION`] as the action it is.
+pub fn default_error_action() -> Action {
+    Action::defer_if_permit("4.3.5", "Policy service error".into())
+}
+
 impl ServerSettings {
     /// The answer to a request whose checks ran out of `answer_timeout`:
     /// `error_action` when that is a temporary failure (DEFER,
@@ -155,16 +160,16 @@ impl ServerSettings {
     /// through (`error_action = "DUNNO"`), but a check that could not
     /// finish is never an accept: otherwise slowing the DNS or the store
     /// would switch the defences off.
-    pub fn timeout_action(&self) -> &str {
+    pub fn timeout_action(&self) -> Action {
         // Not DEFER_IF_REJECT: with nothing rejecting later, an accept.
         let temporary = matches!(
-            ActionClass::of(&self.error_action),
+            self.error_action.class(),
             ActionClass::Defer | ActionClass::DeferIfPermit
         );
         if temporary {
-            &self.error_action
+            self.error_action.clone()
         } else {
-            DEFAULT_ERROR_ACTION
+            default_error_action()
         }
     }
 }
@@ -185,7 +190,7 @@ impl Default for ServerSettings {
             request_timeout: Duration::from_secs(100),
             answer_timeout: answer_timeout_default(Duration::from_secs(100)),
             shutdown_timeout: Duration::from_secs(10),
-            error_action: DEFAULT_ERROR_ACTION.into(),
+            error_action: default_error_action(),
             metrics: None,
             store: None,
             allow: default_allow(),
@@ -327,7 +332,7 @@ impl Compiler<'_> {
                     "must be one non-empty line",
                 );
             } else {
-                out.error_action = a.to_string();
+                out.error_action = Action::parse(a);
             }
         }
         if let Some(allow) = allow {

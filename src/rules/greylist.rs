@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::Context;
 use super::dnscheck::{HostStatus, MAX_PTR_NAMES, Ptr, forward_confirm_names, lookup_ptr};
 use crate::greylist::{GreylistSettings, OnStoreError, normalise_sender};
-use crate::protocol::ProtocolState;
+use crate::protocol::{Action, ProtocolState};
 use crate::spf::{self, Identity};
 use crate::state::store::StoreError;
 use crate::state::store::greylist::{GreylistParams, TripletKey, Verdict};
@@ -116,7 +116,7 @@ pub async fn check_greylist(ctx: &mut Context<'_>) -> Outcome {
             match settings.header_line(delayed, now) {
                 // Postfix ignores PREPEND at END-OF-MESSAGE.
                 Some(_) if req.state() == ProtocolState::EndOfMessage => Outcome::Dunno,
-                Some(line) => Outcome::Pass(format!("PREPEND {line}")),
+                Some(line) => Outcome::Pass(Action::prepend(&line)),
                 None => Outcome::Dunno,
             }
         }

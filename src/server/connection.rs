@@ -290,10 +290,11 @@ async fn answer_in_time(
         Answered::Ready => true,
         Answered::Late => {
             shared.metrics.abandoned(true);
-            let action = shared.settings().timeout_action().to_string();
+            let action = shared.settings().timeout_action();
             tracing::warn!(
                 peer,
-                "no answer within {limit:?}: answering {action:?} (client={})",
+                "no answer within {limit:?}: answering {:?} (client={})",
+                action.to_string(),
                 crate::log::Escaped(&request.client_label())
             );
             out.clear();
@@ -401,12 +402,13 @@ where
 {
     shared.metrics.malformed();
     let settings = shared.settings();
-    let action = settings.error_action.clone();
+    let action = &settings.error_action;
     tracing::warn!(
         peer,
-        "malformed request: {error}; answering {action:?} and closing"
+        "malformed request: {error}; answering {:?} and closing",
+        action.to_string()
     );
-    encode_response(&action, out);
+    encode_response(action, out);
     if deliver(stream, peer, out, settings.request_timeout, gone)
         .await
         .is_ok()

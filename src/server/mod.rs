@@ -28,7 +28,6 @@ use crate::config::{self, ListenAddr, Loaded, ServerSettings};
 use crate::dns::Resolver;
 use crate::log::{Decisions, Escaped, Redacted, Repeats};
 use crate::policy::chain::RejectWarning;
-use crate::policy::tally::ActionClass;
 use crate::policy::{Decision, Policy};
 use crate::protocol::Request;
 use crate::state::State;
@@ -267,16 +266,6 @@ pub struct ServeOptions {
     pub user: Option<String>,
 }
 
-/// Whether `action` refuses: a reject, a defer or a hangup.
-fn is_refusal(action: &str) -> bool {
-    matches!(
-        ActionClass::of(action),
-        ActionClass::Reject | ActionClass::Defer | ActionClass::DeferIfPermit | ActionClass::Hangup
-    ) || action
-        .get(..15)
-        .is_some_and(|w| w.eq_ignore_ascii_case("DEFER_IF_REJECT"))
-}
-
 /// The decision line, Postfix-style: queue id first, then the action and
 /// who it concerns.
 pub fn decision_line(req: &Request, decision: &Decision) -> String {
@@ -284,7 +273,7 @@ pub fn decision_line(req: &Request, decision: &Decision) -> String {
         req,
         decision,
         "",
-        &decision.action,
+        &decision.action.to_string(),
         decision.rule.as_deref(),
     )
 }
@@ -297,7 +286,7 @@ pub fn reject_warning_line(req: &Request, decision: &Decision, warning: &RejectW
         req,
         decision,
         "reject_warning: ",
-        &warning.action,
+        &warning.action.to_string(),
         Some(&warning.rule),
     )
 }
@@ -346,7 +335,7 @@ impl Shared {
         for warning in &decision.reject_warnings {
             self.log_line(reject_warning_line(req, decision, warning));
         }
-        if all || is_refusal(&decision.action) {
+        if all || decision.action.refuses() {
             self.log_line(decision_line(req, decision));
         }
     }
@@ -770,35 +759,5 @@ fn notify_systemd(state: &str) {
     };
     if let Err(e) = result {
         tracing::debug!("sd_notify {state}: {e}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_refusal;
-
-    #[test]
-    fn refusals_are_rejects_defers_and_hangups() {
-        for action in [
-            "REJECT",
-            "554 5.7.1 Access denied",
-            "450 4.7.1 Try later",
-            "DEFER_IF_PERMIT 4.7.1 Greylisted",
-            "defer_if_reject 4.7.1 x",
-            "DEFER 4.3.0 x",
-            "HANGUP",
-        ] {
-            assert!(is_refusal(action), "{action}");
-        }
-        for action in [
-            "DUNNO",
-            "OK",
-            "PREPEND X-A: b",
-            "HOLD",
-            "DISCARD x",
-            "WARN x",
-        ] {
-            assert!(!is_refusal(action), "{action}");
-        }
     }
 }

@@ -2,7 +2,7 @@
 //! about a request ([`outcome::Outcome`]), the SMTP replies it makes
 //! ([`reply::Reply`]), and the Postfix reply codes and tempfail actions
 //! they use. Below rules/, tables/ and spf/; imports nothing of rpol but
-//! the protocol's request.
+//! the protocol's request and action.
 
 pub mod outcome;
 pub mod reply;

@@ -7,8 +7,12 @@
 //! bytes are kept, so a hostile client cannot make the buffer grow without
 //! bound.
 
+mod action;
+
 use std::fmt;
 use std::net::IpAddr;
+
+pub use action::{Action, ActionClass, MAX_REPLY_BYTES};
 
 /// Longest accepted line, in bytes, newline included. Postfix writes one
 /// attribute per line and its longest values (a certificate subject, a
@@ -511,15 +515,18 @@ fn truncate(text: &str, max: usize) -> String {
 /// Encodes the reply to one request: `action=<action>\n\n`. Newlines and
 /// other control characters in the action become spaces (they would end the
 /// attribute early). Nothing is cut here: Postfix reads an action line of
-/// any length; the SMTP reply limit is applied where replies are made
-/// (crate::vocab::reply), so a long PREPEND header goes out whole.
-pub fn encode_response(action: &str, out: &mut Vec<u8>) {
+/// any length; the SMTP reply limit is applied where a reply is made
+/// ([`Action::reply`]), so a long PREPEND header goes out whole.
+pub fn encode_response(action: &Action, out: &mut Vec<u8>) {
     out.extend_from_slice(b"action=");
-    // Almost every action is printable ASCII: copied as it is.
-    if printable_ascii(action.as_bytes()) {
-        out.extend_from_slice(action.as_bytes());
-    } else {
-        for ch in action.chars() {
+    let start = out.len();
+    action.write_to(out);
+    // Almost every action is printable ASCII: written as it is.
+    if !printable_ascii(&out[start..]) {
+        let written = out.split_off(start);
+        // Every piece of an action is a str, so this holds.
+        let text = String::from_utf8_lossy(&written);
+        for ch in text.chars() {
             let ch = if ch.is_control() { ' ' } else { ch };
             let mut tmp = [0u8; 4];
             out.extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
@@ -552,8 +559,8 @@ fn printable_ascii(bytes: &[u8]) -> bool {
 }
 
 /// The bytes of one response, for callers that want a fresh buffer.
-pub fn response_bytes(action: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(action.len() + 10);
+pub fn response_bytes(action: &Action) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
     encode_response(action, &mut out);
     out
 }
@@ -766,17 +773,23 @@ mod tests {
 
     #[test]
     fn response_is_lf_only_and_sanitised() {
-        assert_eq!(response_bytes("DUNNO"), b"action=DUNNO\n\n");
-        assert_eq!(response_bytes("550 a\nb\r"), b"action=550 a b \n\n");
+        let bytes = |action: &str| response_bytes(&Action::parse(action));
+        assert_eq!(bytes("DUNNO"), b"action=DUNNO\n\n");
+        assert_eq!(response_bytes(&Action::Dunno), b"action=DUNNO\n\n");
+        assert_eq!(bytes("550 a\nb\r"), b"action=550 a b \n\n");
+        assert_eq!(
+            response_bytes(&Action::reply(550, "5.7.1", "a\nb".into())),
+            b"action=550 5.7.1 a b\n\n"
+        );
         // Non-ASCII stays; C1 controls (U+0085) and DEL become spaces too.
         assert_eq!(
-            response_bytes("550 é\u{85}\u{7f}x"),
+            bytes("550 é\u{85}\u{7f}x"),
             "action=550 é  x\n\n".as_bytes()
         );
         // A long header is not cut (replies are cut where they are made).
         let header = format!("PREPEND X-Long: {}", "x".repeat(3000));
         assert_eq!(
-            response_bytes(&header),
+            response_bytes(&Action::prepend(&header["PREPEND ".len()..])),
             format!("action={header}\n\n").as_bytes()
         );
     }

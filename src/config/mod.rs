@@ -209,7 +209,6 @@ impl Compiler<'_> {
             return None;
         }
         let policy = Policy {
-            source: self.path.clone(),
             site,
             profiles: profiles.into_iter().map(|(p, _)| p).collect(),
             dns_config,

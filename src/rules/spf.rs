@@ -31,10 +31,7 @@ pub async fn check_spf(ctx: &mut Context<'_>) -> Outcome {
         ctx.note(|| format!("skipped: {ip} is in mynetworks"));
         return Outcome::Dunno;
     }
-    if settings.skip_authenticated
-        && !req.sasl_method.is_empty()
-        && !req.sasl_method.eq_ignore_ascii_case("anonymous")
-    {
+    if settings.skip_authenticated && req.is_authenticated() {
         let user = req.sasl_username.clone();
         ctx.note(|| format!("skipped: authenticated as {user:?}"));
         return Outcome::Dunno;

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use super::digest::{Digest, Digester};
 use crate::bounded::BoundedLru;
+use crate::common::lock;
 use crate::protocol::{Action, Request};
 
 /// Bytes of memory the per-transaction store may use. A transaction lives
@@ -134,10 +135,6 @@ impl Transactions {
         Some(self.digest(&[&req.instance, &req.client_address, &req.sender]))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BoundedLru<Digest, Memory>> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The request's transaction and `action`, hashed once for
     /// [`Transactions::was_sent`] and [`Transactions::record`]; `None` when
     /// the request names no instance, or the action is no pass-through
@@ -152,7 +149,7 @@ impl Transactions {
 
     /// Whether the ticket's action already went out in its transaction.
     pub fn was_sent(&self, ticket: &Ticket) -> bool {
-        self.lock()
+        lock(&self.seen)
             .get(&ticket.transaction)
             .is_some_and(|m| m.prepended.contains(&ticket.action))
     }
@@ -201,7 +198,7 @@ impl Transactions {
             return None;
         }
         let transaction = self.key(req)?;
-        let mut seen = self.lock();
+        let mut seen = lock(&self.seen);
         let best = |m: &Memory| {
             (m.pending.iter().enumerate())
                 .filter(|(_, k)| k.priority < below)
@@ -223,7 +220,7 @@ impl Transactions {
     /// Changes a transaction's memory (made empty if new) and charges its
     /// new weight.
     fn update(&self, transaction: Digest, change: impl FnOnce(&mut Memory)) {
-        let mut seen = self.lock();
+        let mut seen = lock(&self.seen);
         let mut memory = seen.pop(&transaction).unwrap_or_default();
         change(&mut memory);
         let weight = memory.weight();
@@ -232,7 +229,7 @@ impl Transactions {
 
     /// Transactions remembered now, and the bytes they are charged.
     pub fn usage(&self) -> (usize, usize) {
-        let seen = self.lock();
+        let seen = lock(&self.seen);
         (seen.len(), seen.bytes())
     }
 }

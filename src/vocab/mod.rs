@@ -85,6 +85,29 @@ impl TempfailAction {
     }
 }
 
+/// What a failed store call means for the request (`on_store_error` of
+/// `[greylist]` and of a `[[rate_limit]]`). The rule says what its
+/// deferral is: greylisting's own (as for a greylisted triplet), a rate
+/// limit's `451 4.3.0 Temporary lookup failure` (as Postfix's for a table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// The request goes on unchecked: mail never stops for the store.
+    Dunno,
+    /// The request is deferred.
+    Defer,
+}
+
+impl OnStoreError {
+    /// `"dunno"` or `"defer"`, as policy.toml writes it.
+    pub fn parse(text: &str) -> Option<OnStoreError> {
+        match text {
+            "dunno" => Some(OnStoreError::Dunno),
+            "defer" => Some(OnStoreError::Defer),
+            _ => None,
+        }
+    }
+}
+
 /// Reply codes and actions of Postfix parameters rpol reproduces (same
 /// names, same defaults; `[postfix]` in policy.toml).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

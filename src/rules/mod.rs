@@ -190,6 +190,8 @@ rule_table! {
     now reject_non_fqdn_sender: Sender => address::reject_non_fqdn_sender;
     later reject_unknown_sender_domain: Sender => address::reject_unknown_sender_domain;
     now reject_unlisted_sender: Sender => address::reject_unlisted_sender;
+    // The recipient count exists at DATA, where the sender stage runs.
+    now reject_multi_recipient_bounce: Sender => address::reject_multi_recipient_bounce;
     now reject_non_fqdn_recipient: Recipient => address::reject_non_fqdn_recipient;
     later reject_unknown_recipient_domain: Recipient => address::reject_unknown_recipient_domain;
     now reject_unlisted_recipient: Recipient => address::reject_unlisted_recipient;
@@ -349,7 +351,6 @@ const NOT_YET: &[&str] = &[
     "check_ccert_access",
     "permit_tls_clientcerts",
     "permit_tls_all_clientcerts",
-    "reject_multi_recipient_bounce",
 ];
 
 /// Resolves a table argument to a loaded table, and a rate-limit argument

@@ -133,6 +133,8 @@ pub struct Codes {
     pub unknown_virtual_mailbox_reject_code: u16,
     /// `unknown_virtual_alias_reject_code`, default 550.
     pub unknown_virtual_alias_reject_code: u16,
+    /// `multi_recipient_bounce_reject_code`, default 550.
+    pub multi_recipient_bounce_reject_code: u16,
     /// `unknown_helo_hostname_tempfail_action`, default `$reject_tempfail_action`.
     pub unknown_helo_hostname_tempfail_action: TempfailAction,
     /// `unknown_address_tempfail_action`, default `$reject_tempfail_action`.
@@ -153,6 +155,7 @@ impl Default for Codes {
             relay_domains_reject_code: 554,
             unknown_virtual_mailbox_reject_code: 550,
             unknown_virtual_alias_reject_code: 550,
+            multi_recipient_bounce_reject_code: 550,
             unknown_helo_hostname_tempfail_action: TempfailAction::DeferIfPermit,
             unknown_address_tempfail_action: TempfailAction::DeferIfPermit,
         }

@@ -12,16 +12,8 @@ use ipnet::IpNet;
 use regex::Regex;
 
 use crate::tables::greylist::{ClientWhitelist, RecipientWhitelist};
+use crate::vocab::OnStoreError;
 use crate::vocab::reply::Reply;
-
-/// What a store failure means for the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnStoreError {
-    /// Not greylisted: greylisting must never stop mail.
-    Dunno,
-    /// Deferred like a greylisted triplet (defer_if_permit).
-    Defer,
-}
 
 /// The reply to a greylisted triplet: `DEFER_IF_PERMIT` (a later reject
 /// still wins) or `DEFER`, with `%s` (seconds left) and `%r` (the

@@ -9,6 +9,7 @@
 
 pub mod bounded;
 pub mod cli;
+pub mod common;
 pub mod config;
 pub mod dns;
 pub mod greylist;

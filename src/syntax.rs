@@ -80,6 +80,18 @@ pub fn split_address(address: &str) -> Option<(&str, &str)> {
     Some((&address[..at], &address[at + 1..]))
 }
 
+/// The local part without its address extension (`user+ext` -> `user`),
+/// when it has one: Postfix splits at the first of the
+/// `recipient_delimiter` characters found, and a local part that starts
+/// with one has no extension.
+pub fn strip_extension<'a>(local: &'a str, delimiter: &str) -> Option<&'a str> {
+    if delimiter.is_empty() {
+        return None;
+    }
+    let cut = local.find(|c| delimiter.contains(c))?;
+    (cut > 0).then(|| &local[..cut])
+}
+
 /// `text` in lower case (as `str::to_lowercase`), borrowed when it already
 /// is: the usual case, on paths that run for every request.
 pub fn lowercase(text: &str) -> std::borrow::Cow<'_, str> {

@@ -9,7 +9,7 @@
 use std::io::{self, Read, Write};
 
 use crate::policy::{Policy, evaluate};
-use crate::protocol::{Decoder, encode_response};
+use crate::protocol::{Action, Decoder, encode_response};
 use crate::state::State;
 
 /// Evaluates every request in `input`. Returns the number answered, or the
@@ -18,7 +18,7 @@ use crate::state::State;
 pub async fn run(
     policy: &Policy,
     state: &State,
-    error_action: &str,
+    error_action: &Action,
     mut input: impl Read,
     out: &mut impl Write,
     trace: &mut impl Write,

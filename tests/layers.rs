@@ -16,6 +16,8 @@ use syn::visit::Visit;
 /// Lowest first. A module may use any module of a lower layer, none of its
 /// own layer or above.
 const LAYERS: &[&[&str]] = &[
+    // Helpers every layer shares: clock, lock, throttled warning.
+    &["common"],
     // Words: the request, syntax, the vocabulary of verdicts, logging.
     &["protocol", "syntax", "log", "bounded"],
     &["vocab"],

@@ -290,7 +290,7 @@ fn login_check(
         let store = Store::open(settings).unwrap();
         let key = RateKey::new("per_login", "sasl_username", login);
         let p = RateParams {
-            now: ::rpol::state::store::unix_now() + later,
+            now: ::rpol::common::unix_now() + later,
             window: 3600,
             messages: 2,
             recipients: 5,
@@ -582,7 +582,10 @@ fn the_shipped_commented_default_compiles() {
         .iter()
         .find(|p| &*p.name == "submission")
         .unwrap();
-    assert_eq!(submission.stages[2][0].text, "check_rate_limit per_login");
+    assert_eq!(
+        &*submission.stages[2][0].label,
+        "sender: check_rate_limit per_login"
+    );
 }
 
 /// Transactions the parallel tests run at once, each on its own connection.

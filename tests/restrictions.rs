@@ -246,6 +246,39 @@ async fn sender_syntax_and_domain() {
     assert_eq!(s.dns.query_count(), before);
 }
 
+/// Added as ARCHITECTURE.md's "Adding a rule" says (one function, one
+/// row): Postfix's reply, and a no-op where no recipient count is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_multi_recipient_bounce() {
+    let s = setup("sender = [\"reject_multi_recipient_bounce\"]", "").await;
+    let data = |sender: &'static str, count: &'static str| {
+        [
+            ("protocol_state", "DATA"),
+            ("sender", sender),
+            ("recipient", ""),
+            ("recipient_count", count),
+        ]
+    };
+    assert_eq!(
+        s.ask(&data("", "2")),
+        "550 5.5.3 <>: Sender address rejected: Multi-recipient bounce"
+    );
+    assert_eq!(s.ask(&data("", "1")), "DUNNO", "one recipient");
+    assert_eq!(s.ask(&data("someone@good.example", "2")), "DUNNO");
+    // At RCPT Postfix sends no count: nothing to judge.
+    assert_eq!(s.ask(&[("sender", ""), ("recipient_count", "0")]), "DUNNO");
+    let eom = [
+        ("protocol_state", "END-OF-MESSAGE"),
+        ("sender", ""),
+        ("recipient", ""),
+        ("recipient_count", "3"),
+    ];
+    assert_eq!(
+        s.ask(&eom),
+        "550 5.5.3 <>: Sender address rejected: Multi-recipient bounce"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tempfail_action_defer_answers_at_once() {
     let s = setup(

@@ -391,7 +391,10 @@ async fn through_rule(policy: &Policy, state: &State, case: &Case) -> Outcome {
         ("recipient", "postmaster@receiver.test"),
         ("instance", ""),
     ]);
-    let action = evaluate(policy, state, &request, false).await.action;
+    let action = evaluate(policy, state, &request, false)
+        .await
+        .action
+        .to_string();
     let word = action
         .strip_prefix("PREPEND Received-SPF: ")
         .and_then(|rest| rest.split(' ').next());

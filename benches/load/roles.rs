@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use rpol::protocol::{Decoder, encode_response};
+use rpol::protocol::{Action, Decoder, encode_response};
 
 use super::dns_server;
 
@@ -56,7 +56,7 @@ async fn floor_connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
                 Ok(Some(request)) => {
                     decoder.recycle(request);
                     out.clear();
-                    encode_response("DUNNO", &mut out);
+                    encode_response(&Action::Dunno, &mut out);
                     if stream.write_all(&out).await.is_err() {
                         return;
                     }

@@ -12,7 +12,7 @@
 //! its regressions in tests/fuzz_regressions.rs.
 
 use rpol::log::escape;
-use rpol::protocol::{Decoder, MAX_REQUEST_BYTES, ProtocolError, Request, encode_response};
+use rpol::protocol::{Action, Decoder, MAX_REQUEST_BYTES, ProtocolError, Request, encode_response};
 
 /// Feeds `chunks` to one decoder; the requests, and the error that ended
 /// the connection if one did.
@@ -80,7 +80,9 @@ pub fn run(data: &[u8]) {
             );
         }
         let mut out = Vec::new();
-        encode_response(&request.helo_name, &mut out);
+        // Client text in a reply, as a rule's reply may carry it.
+        let action = Action::reply(550, "5.7.1", request.helo_name.clone());
+        encode_response(&action, &mut out);
         assert!(out.ends_with(b"\n\n"));
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 2);
     }

@@ -32,7 +32,7 @@ use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, 
 use libfuzzer_sys::fuzz_target;
 use rpol::policy::Policy;
 use rpol::protocol::Decoder;
-use rpol::vocab::reply::MAX_REPLY_BYTES;
+use rpol::protocol::MAX_REPLY_BYTES;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::runtime::Runtime;
 
@@ -224,18 +224,19 @@ fuzz_target!(|data: &[u8]| {
     fixture.runtime.block_on(async {
         for _ in 0..2 {
             let decision = rpol::policy::evaluate(&fixture.policy, &state, &request, trace).await;
-            assert!(!decision.action.is_empty(), "empty action");
+            let action = decision.action.to_string();
+            assert!(!action.is_empty(), "empty action");
             if fixture.print {
                 eprintln!("{decision:#?}");
             }
             // A reject or defer reply leaves room for Postfix's prefix within
             // its 510-character SMTP reply; a PREPEND header is never cut.
-            let reply = decision.action.starts_with(|c: char| c.is_ascii_digit())
-                || decision.action.starts_with("DEFER_IF_PERMIT ");
+            let reply = action.starts_with(|c: char| c.is_ascii_digit())
+                || action.starts_with("DEFER_IF_PERMIT ");
             assert!(
-                !reply || decision.action.len() <= MAX_REPLY_BYTES,
+                !reply || action.len() <= MAX_REPLY_BYTES,
                 "reply of {} bytes",
-                decision.action.len()
+                action.len()
             );
             // The log line escapes whatever the client sent: one line.
             let line = rpol::server::decision_line(&request, &decision);

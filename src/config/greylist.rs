@@ -7,8 +7,9 @@ use toml::Spanned;
 
 use super::values::secs;
 use super::{Compiler, schema};
-use crate::greylist::{DEFAULT_ACTION, GreylistAction, GreylistSettings, OnStoreError};
+use crate::greylist::{DEFAULT_ACTION, GreylistAction, GreylistSettings};
 use crate::tables::greylist::ParseError;
+use crate::vocab::OnStoreError;
 use crate::vocab::outcome::{AccessCodes, Outcome, parse_action};
 
 /// Most passes `auto_whitelist_clients` may ask for.
@@ -165,10 +166,9 @@ impl Compiler<'_> {
         out.skip_spf_pass = skip_spf_pass.unwrap_or(out.skip_spf_pass);
         out.skip_fcrdns_match = skip_fcrdns_match.unwrap_or(out.skip_fcrdns_match);
         if let Some(v) = on_store_error {
-            match v.get_ref().as_str() {
-                "dunno" => out.on_store_error = OnStoreError::Dunno,
-                "defer" => out.on_store_error = OnStoreError::Defer,
-                _ => self.error(
+            match OnStoreError::parse(v.get_ref()) {
+                Some(on_error) => out.on_store_error = on_error,
+                None => self.error(
                     v.span(),
                     "greylist.on_store_error",
                     "expected \"dunno\" or \"defer\"",

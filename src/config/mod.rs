@@ -239,7 +239,6 @@ impl<'t> Compiler<'t> {
             return None;
         }
         let policy = Policy {
-            source: self.path.clone(),
             site,
             profiles: profiles.into_iter().map(|(p, _)| p).collect(),
             dns_config,

@@ -38,6 +38,7 @@ impl Compiler<'_> {
             relay_domains_reject_code,
             unknown_virtual_mailbox_reject_code,
             unknown_virtual_alias_reject_code,
+            multi_recipient_bounce_reject_code,
             reject_tempfail_action,
             unknown_helo_hostname_tempfail_action,
             unknown_address_tempfail_action,
@@ -99,6 +100,11 @@ impl Compiler<'_> {
             unknown_virtual_alias_reject_code: self.reply_code(
                 unknown_virtual_alias_reject_code,
                 "unknown_virtual_alias_reject_code",
+                ANY,
+            ),
+            multi_recipient_bounce_reject_code: self.reply_code(
+                multi_recipient_bounce_reject_code,
+                "multi_recipient_bounce_reject_code",
                 ANY,
             ),
             unknown_helo_hostname_tempfail_action,

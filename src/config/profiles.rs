@@ -250,7 +250,6 @@ impl Compiler<'_> {
                         stages[stage as usize].push(ChainRule {
                             label: format!("{stage}: {text}").into(),
                             warn: warn_next.take().is_some(),
-                            text,
                             rule: compiled,
                         })
                     }

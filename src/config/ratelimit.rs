@@ -10,7 +10,8 @@ use toml::Spanned;
 
 use super::values::secs;
 use super::{Compiler, schema};
-use crate::rules::ratelimit::{KeyKind, LimitAction, OnStoreError, RateLimit};
+use crate::rules::ratelimit::{KeyKind, LimitAction, RateLimit};
+use crate::vocab::OnStoreError;
 
 /// Longest limit name: it is a metrics label and part of the reply text.
 const MAX_NAME: usize = 64;
@@ -136,10 +137,11 @@ impl Compiler<'_> {
                     LimitAction::Defer
                 }
             };
-            let on_store_error = match on_store_error.as_ref().map(|a| a.get_ref().as_str()) {
-                None | Some("dunno") => OnStoreError::Dunno,
-                Some("defer") => OnStoreError::Defer,
-                Some(_) => {
+            let written = on_store_error.as_ref().map(|a| a.get_ref().as_str());
+            let on_store_error = match written.map(OnStoreError::parse) {
+                None => OnStoreError::Dunno,
+                Some(Some(on_error)) => on_error,
+                Some(None) => {
                     let a = on_store_error.as_ref().map_or(0..0, |a| a.span());
                     self.error(a, &at("on_store_error"), "expected \"dunno\" or \"defer\"");
                     OnStoreError::Dunno

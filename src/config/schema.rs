@@ -241,6 +241,7 @@ pub struct PostfixSection {
     pub relay_domains_reject_code: Spanned<u16>,
     pub unknown_virtual_mailbox_reject_code: Spanned<u16>,
     pub unknown_virtual_alias_reject_code: Spanned<u16>,
+    pub multi_recipient_bounce_reject_code: Spanned<u16>,
     pub reject_tempfail_action: Spanned<String>,
     /// Unset: `$reject_tempfail_action`.
     pub unknown_helo_hostname_tempfail_action: Option<Spanned<String>>,
@@ -265,6 +266,7 @@ impl Default for PostfixSection {
             relay_domains_reject_code: Spanned::new(0..0, 554),
             unknown_virtual_mailbox_reject_code: Spanned::new(0..0, 550),
             unknown_virtual_alias_reject_code: Spanned::new(0..0, 550),
+            multi_recipient_bounce_reject_code: Spanned::new(0..0, 550),
             reject_tempfail_action: Spanned::new(0..0, "defer_if_permit".into()),
             unknown_helo_hostname_tempfail_action: None,
             unknown_address_tempfail_action: None,

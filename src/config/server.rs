@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use super::values::{millis, secs};
 use super::{Compiler, schema};
 use crate::log::Decisions;
-use crate::policy::tally::ActionClass;
+use crate::protocol::{Action, ActionClass};
 use crate::state::store::StoreSettings;
 use crate::vocab::outcome::{AccessCodes, parse_action};
 
@@ -98,7 +98,7 @@ pub struct ServerSettings {
     /// and address lists are checked for changes (then reloaded).
     pub watch_interval: Duration,
     /// Answer to a request that cannot be decoded.
-    pub error_action: String,
+    pub error_action: Action,
     /// `[metrics] listen`: where GET /metrics is served, if anywhere.
     pub metrics: Option<SocketAddr>,
     /// `[metrics] timeout`: a scrape connection's whole life.
@@ -153,6 +153,11 @@ pub const MAX_THREADS: usize = 256;
 /// still reject, otherwise the client is told to retry.
 pub const DEFAULT_ERROR_ACTION: &str = "DEFER_IF_PERMIT 4.3.5 Policy service error";
 
+/// [`DEFAULT_ERROR_ACTION`] as the action it is.
+pub fn default_error_action() -> Action {
+    Action::defer_if_permit("4.3.5", "Policy service error".into())
+}
+
 impl ServerSettings {
     /// The answer to a request whose checks ran out of `answer_timeout`:
     /// `error_action` when that is a temporary failure (DEFER,
@@ -161,16 +166,16 @@ impl ServerSettings {
     /// through (`error_action = "DUNNO"`), but a check that could not
     /// finish is never an accept: otherwise slowing the DNS or the store
     /// would switch the defences off.
-    pub fn timeout_action(&self) -> &str {
+    pub fn timeout_action(&self) -> Action {
         // Not DEFER_IF_REJECT: with nothing rejecting later, an accept.
         let temporary = matches!(
-            ActionClass::of(&self.error_action),
+            self.error_action.class(),
             ActionClass::Defer | ActionClass::DeferIfPermit
         );
         if temporary {
-            &self.error_action
+            self.error_action.clone()
         } else {
-            DEFAULT_ERROR_ACTION
+            default_error_action()
         }
     }
 }
@@ -192,7 +197,7 @@ impl Default for ServerSettings {
             answer_timeout: answer_timeout_default(Duration::from_secs(100)),
             shutdown_timeout: Duration::from_secs(10),
             watch_interval: Duration::from_secs(2),
-            error_action: DEFAULT_ERROR_ACTION.into(),
+            error_action: default_error_action(),
             metrics: None,
             // Prometheus's own default scrape timeout.
             metrics_timeout: Duration::from_secs(10),
@@ -352,7 +357,7 @@ impl Compiler<'_> {
                     format!("must be an access(5) action: {e}"),
                 );
             } else {
-                out.error_action = a.to_string();
+                out.error_action = Action::parse(a);
             }
         }
         if let Some(allow) = allow {

@@ -19,7 +19,7 @@ mod upstream;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use self::cache::{CacheState, Key, TtlBounds};
 use self::upstream::Upstream;
+use crate::common::lock;
 
 /// Default time to wait for one answer from the name servers.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -368,14 +369,6 @@ struct Counters {
     coalesced: AtomicU64,
 }
 
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, CacheState> {
-        // A panic while holding the lock cannot leave the LRU half-updated
-        // in a way that matters to us; keep serving rather than panic too.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Resolver")
@@ -433,7 +426,7 @@ impl Resolver {
     pub async fn lookup(&self, name: &str, kind: RecordKind) -> Lookup {
         let now = Instant::now();
         let started = with_probe(name, kind, |probe| {
-            let mut st = self.inner.lock();
+            let mut st = lock(&self.inner.state);
             if let Some((name, outcome)) = st.get(probe, now) {
                 drop(st);
                 self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
@@ -488,7 +481,7 @@ impl Resolver {
 
     /// Current counters.
     pub fn stats(&self) -> CacheStats {
-        let entries = self.inner.lock().len();
+        let entries = lock(&self.inner.state).len();
         CacheStats {
             hits: self.inner.counters.hits.load(Ordering::Relaxed),
             misses: self.inner.counters.misses.load(Ordering::Relaxed),
@@ -500,7 +493,7 @@ impl Resolver {
     /// Drop every cached entry (queries in flight still complete and are
     /// cached). Counters are kept.
     pub fn clear(&self) {
-        self.inner.lock().clear();
+        lock(&self.inner.state).clear();
     }
 }
 
@@ -538,7 +531,7 @@ struct InflightGuard {
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         if self.armed {
-            self.inner.lock().inflight.remove(&self.key);
+            lock(&self.inner.state).inflight.remove(&self.key);
         }
     }
 }
@@ -555,7 +548,7 @@ async fn run_query(inner: Arc<Inner>, key: Key, tx: watch::Sender<Option<Outcome
         .query(guard.key.name(), guard.key.kind())
         .await;
     {
-        let mut st = inner.lock();
+        let mut st = lock(&inner.state);
         if let Some(ttl) = ttl.and_then(|t| inner.ttl.clamp(t)) {
             st.put(guard.key.clone(), outcome.clone(), Instant::now() + ttl);
         }

@@ -23,20 +23,19 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use super::tally::ActionClass;
 use super::{Mode, Policy, Profile};
-use crate::protocol::{ProtocolState, Request};
+use crate::protocol::{Action, ActionClass, ProtocolState, Request};
 use crate::rules::{Context, Started, ratelimit};
 use crate::state::State;
 use crate::vocab::Stage;
 use crate::vocab::outcome::Outcome;
-use crate::vocab::reply::{Reply, cut_reply};
+use crate::vocab::reply::Reply;
 
 /// The answer to one request, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// What goes after `action=`.
-    pub action: String,
+    pub action: Action,
     /// The profile that served the request, if any matched.
     pub profile: Option<Arc<str>>,
     /// `stage: rule text` of the rule that decided, if one did.
@@ -52,7 +51,7 @@ pub struct Decision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectWarning {
     /// What would have gone after `action=`.
-    pub action: String,
+    pub action: Action,
     /// `stage: rule text` of the rule that refused.
     pub rule: Arc<str>,
 }
@@ -86,7 +85,7 @@ pub async fn evaluate(policy: &Policy, state: &State, req: &Request, want_trace:
         }
         policy.unmatched.count(ActionClass::Dunno);
         return Decision {
-            action: "DUNNO".into(),
+            action: Action::Dunno,
             profile: None,
             rule: None,
             reject_warnings: Vec::new(),
@@ -145,24 +144,16 @@ pub async fn evaluate(policy: &Policy, state: &State, req: &Request, want_trace:
         None => run.final_action(state),
     };
     for warning in &run.reject_warnings {
-        profile
-            .reject_warnings
-            .count(ActionClass::of(&warning.action));
+        profile.reject_warnings.count(warning.action.class());
     }
-    let class = ActionClass::of(&action);
+    let class = action.class();
     // Rate limits count a message only when this answer lets it through;
     // a refusal releases what the refused transaction reserved.
     let counts = std::mem::take(&mut run.counts);
     if !counts.is_empty() {
         // Boxed: the store call's future is large, and unboxed it would
         // make every connection's task that much larger for its whole life.
-        if matches!(
-            class,
-            ActionClass::Reject
-                | ActionClass::Defer
-                | ActionClass::DeferIfPermit
-                | ActionClass::Hangup
-        ) {
+        if class.refuses() {
             run.step(|| "refused: the rate limits count nothing".into());
             Box::pin(ratelimit::release(state, counts, run.trace.as_mut())).await;
         } else {
@@ -194,7 +185,7 @@ struct Run<'a> {
     /// The first deferral (reply, stage, rule), answered at the end.
     defer_if_permit: Option<(Reply, Stage, Arc<str>)>,
     /// Actions passed through to Postfix (PREPEND, WARN, ...), with the rule.
-    passed: Vec<(String, Arc<str>)>,
+    passed: Vec<(Action, Arc<str>)>,
     /// Messages the rate limits count if the answer lets them through.
     counts: Vec<ratelimit::Count>,
     /// Refusals logged instead of answered.
@@ -210,8 +201,13 @@ impl Run<'_> {
 
     /// Logs `action` of `rule` as a would-be refusal (`why`: what turned
     /// it into one, for the trace).
-    fn would_refuse(&mut self, action: String, rule: Arc<str>, why: &str) {
-        self.step(|| format!("{why}: {rule} would answer {action:?}: reject_warning"));
+    fn would_refuse(&mut self, action: Action, rule: Arc<str>, why: &str) {
+        self.step(|| {
+            format!(
+                "{why}: {rule} would answer {:?}: reject_warning",
+                action.to_string()
+            )
+        });
         self.reject_warnings.push(RejectWarning { action, rule });
     }
 
@@ -326,7 +322,7 @@ impl Run<'_> {
     /// again (Postfix would add the header once per RCPT); one that is due
     /// but not sent is kept for the next request of the transaction that
     /// can carry it (the next RCPT, else DATA).
-    fn final_action(&mut self, state: &State) -> (String, Option<Arc<str>>) {
+    fn final_action(&mut self, state: &State) -> (Action, Option<Arc<str>>) {
         if self.profile.mode == Mode::Warn
             && let Some((reply, stage, rule)) = self.defer_if_permit.take()
         {
@@ -340,7 +336,7 @@ impl Run<'_> {
     /// the would-be refusal (see [`Run::final_action`]): a pending
     /// deferral, else the passed-through action that matters most, else a
     /// header kept from an earlier request, else DUNNO.
-    fn passed_action(&mut self, state: &State) -> (String, Option<Arc<str>>) {
+    fn passed_action(&mut self, state: &State) -> (Action, Option<Arc<str>>) {
         // The transaction memory serves RCPT and DATA: at MAIL Postfix may
         // still send the previous transaction's instance
         // (smtpd_delay_reject = no), and END-OF-MESSAGE carries no header
@@ -366,7 +362,12 @@ impl Run<'_> {
                     .as_ref()
                     .is_some_and(|t| state.transactions.was_sent(t))
             {
-                self.step(|| format!("{rule}: {action:?} already sent in this transaction"));
+                self.step(|| {
+                    format!(
+                        "{rule}: {:?} already sent in this transaction",
+                        action.to_string()
+                    )
+                });
                 tickets.push(None);
                 continue;
             }
@@ -405,13 +406,16 @@ impl Run<'_> {
                 }
                 answer = Some((action, rule));
             } else if let Some(ticket) = ticket.filter(|_| keeps) {
-                self.step(|| format!("{rule}: {action:?} kept for a later request"));
+                self.step(|| format!("{rule}: {:?} kept for a later request", action.to_string()));
                 state
                     .transactions
                     .keep_for_later(ticket, &action, rank as u8);
             } else {
                 self.step(|| {
-                    format!("{rule}: {action:?} dropped: one response carries one action")
+                    format!(
+                        "{rule}: {:?} dropped: one response carries one action",
+                        action.to_string()
+                    )
                 });
             }
         }
@@ -420,12 +424,17 @@ impl Run<'_> {
             return (action, Some(rule));
         }
         if let Some(kept) = kept {
-            self.step(|| format!("{kept:?}: kept from an earlier request, sent now"));
+            self.step(|| {
+                format!(
+                    "{:?}: kept from an earlier request, sent now",
+                    kept.to_string()
+                )
+            });
             return (kept, Some(Arc::from("kept from an earlier request")));
         }
         match answer {
             Some((action, rule)) => (action, Some(rule)),
-            None => ("DUNNO".into(), None),
+            None => (Action::Dunno, None),
         }
     }
 }
@@ -451,8 +460,8 @@ enum PassRank {
 }
 
 impl PassRank {
-    fn of(action: &str) -> PassRank {
-        match ActionClass::of(action) {
+    fn of(action: &Action) -> PassRank {
+        match action.class() {
             ActionClass::Hangup => PassRank::Hangup,
             ActionClass::Discard => PassRank::Discard,
             ActionClass::Hold => PassRank::Hold,
@@ -474,13 +483,9 @@ impl PassRank {
 /// `code dsn text`, the text prefixed with `<name>: <Class> rejected: ` when
 /// the deciding stage is not the Postfix list that called rpol (Postfix adds
 /// that list's own prefix itself).
-pub fn format_reply(reply: &Reply, stage: Stage, called_from: Stage, req: &Request) -> String {
-    cut_reply(format!(
-        "{} {} {}",
-        reply.code,
-        reply.dsn,
-        prefixed_text(reply, stage, called_from, req)
-    ))
+pub fn format_reply(reply: &Reply, stage: Stage, called_from: Stage, req: &Request) -> Action {
+    let text = prefixed_text(reply, stage, called_from, req);
+    Action::reply(reply.code, &reply.dsn, text)
 }
 
 /// The answer of a pending `defer_if_permit`.
@@ -489,9 +494,9 @@ fn defer_if_permit_action(
     stage: Stage,
     called_from: Stage,
     req: &Request,
-) -> String {
+) -> Action {
     let text = prefixed_text(reply, stage, called_from, req);
-    cut_reply(format!("DEFER_IF_PERMIT {} {text}", reply.dsn))
+    Action::defer_if_permit(&reply.dsn, text)
 }
 
 fn prefixed_text(reply: &Reply, stage: Stage, called_from: Stage, req: &Request) -> String {

@@ -106,7 +106,6 @@ pub enum Mode {
 /// A rule with the text it was written as, for traces and logs.
 #[derive(Debug)]
 pub struct ChainRule {
-    pub text: String,
     /// Written after `warn_if_reject`: a reject, defer or defer_if_permit
     /// of this rule is logged as `reject_warning` and the chain goes on.
     pub warn: bool,
@@ -153,8 +152,6 @@ impl Profile {
 /// Everything a request is evaluated against.
 #[derive(Debug)]
 pub struct Policy {
-    /// The config file this was loaded from.
-    pub source: PathBuf,
     pub site: Site,
     pub profiles: Vec<Profile>,
     /// `[dns]`: the resolver in the runtime state is built from it, and

@@ -8,86 +8,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use crate::protocol::ActionClass;
 use crate::rules::RULES;
 use crate::vocab::outcome::Outcome;
-
-/// The class of an answer, by its first word: what Postfix does with it.
-/// A label value, so never the answer's text (which may carry client text).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActionClass {
-    Dunno,
-    /// A 5xx reply.
-    Reject,
-    /// A 4xx reply.
-    Defer,
-    DeferIfPermit,
-    Prepend,
-    Warn,
-    Info,
-    Hold,
-    Filter,
-    Redirect,
-    Bcc,
-    Hangup,
-    Discard,
-    /// Anything else (the chain answers none; kept so nothing is dropped).
-    Other,
-}
-
-impl ActionClass {
-    pub const ALL: [ActionClass; 14] = [
-        ActionClass::Dunno,
-        ActionClass::Reject,
-        ActionClass::Defer,
-        ActionClass::DeferIfPermit,
-        ActionClass::Prepend,
-        ActionClass::Warn,
-        ActionClass::Info,
-        ActionClass::Hold,
-        ActionClass::Filter,
-        ActionClass::Redirect,
-        ActionClass::Bcc,
-        ActionClass::Hangup,
-        ActionClass::Discard,
-        ActionClass::Other,
-    ];
-
-    /// Postfix's word for the class.
-    pub fn name(self) -> &'static str {
-        match self {
-            ActionClass::Dunno => "DUNNO",
-            ActionClass::Reject => "REJECT",
-            ActionClass::Defer => "DEFER",
-            ActionClass::DeferIfPermit => "DEFER_IF_PERMIT",
-            ActionClass::Prepend => "PREPEND",
-            ActionClass::Warn => "WARN",
-            ActionClass::Info => "INFO",
-            ActionClass::Hold => "HOLD",
-            ActionClass::Filter => "FILTER",
-            ActionClass::Redirect => "REDIRECT",
-            ActionClass::Bcc => "BCC",
-            ActionClass::Hangup => "HANGUP",
-            ActionClass::Discard => "DISCARD",
-            ActionClass::Other => "OTHER",
-        }
-    }
-
-    /// The class of an `action=` value: its first word, a reply code by
-    /// its first digit.
-    pub fn of(action: &str) -> ActionClass {
-        let word = action.split([' ', '\t']).next().unwrap_or("");
-        match word.as_bytes().first() {
-            Some(b'4') => return ActionClass::Defer,
-            Some(b'5') => return ActionClass::Reject,
-            _ => {}
-        }
-        ActionClass::ALL[..ActionClass::ALL.len() - 1]
-            .iter()
-            .copied()
-            .find(|c| c.name().eq_ignore_ascii_case(word))
-            .unwrap_or(ActionClass::Other)
-    }
-}
 
 /// Requests answered, by action class: one block per profile (and one for
 /// requests that matched none).
@@ -187,32 +110,6 @@ impl RuleTally {
 mod tests {
     use super::*;
     use crate::vocab::reply::Reply;
-
-    #[test]
-    fn action_classes() {
-        let cases = [
-            ("DUNNO", ActionClass::Dunno),
-            (
-                "550 5.7.1 <x@y>: Sender address rejected",
-                ActionClass::Reject,
-            ),
-            ("450 4.7.1 Try again", ActionClass::Defer),
-            ("DEFER_IF_PERMIT 4.7.1 SPF", ActionClass::DeferIfPermit),
-            ("PREPEND Received-SPF: pass", ActionClass::Prepend),
-            ("prepend X: y", ActionClass::Prepend),
-            ("discard", ActionClass::Discard),
-            ("HOLD", ActionClass::Hold),
-            ("OTHER", ActionClass::Other),
-            ("frob", ActionClass::Other),
-            ("", ActionClass::Other),
-        ];
-        for (action, want) in cases {
-            assert_eq!(ActionClass::of(action), want, "{action}");
-        }
-        for (i, c) in ActionClass::ALL.iter().enumerate() {
-            assert_eq!(*c as usize, i);
-        }
-    }
 
     #[test]
     fn rule_results() {

@@ -8,6 +8,7 @@ use super::Context;
 use super::dnscheck::{self, HostStatus};
 use super::helo::tempfail;
 use crate::dns::RecordKind;
+use crate::protocol::ProtocolState;
 use crate::syntax::{strip_one_dot, valid_fqdn};
 use crate::vocab::Stage;
 use crate::vocab::outcome::Outcome;
@@ -224,4 +225,27 @@ pub fn permit_auth_destination(ctx: &mut Context<'_>) -> Outcome {
     } else {
         Outcome::Dunno
     }
+}
+/// `reject_multi_recipient_bounce`: `$multi_recipient_bounce_reject_code
+/// 5.5.3 Multi-recipient bounce` for the null sender with more than one
+/// recipient. A policy request carries the count (`recipient_count`) only
+/// at DATA and END-OF-MESSAGE; elsewhere the rule does nothing, as Postfix
+/// documents it outside smtpd_data_restrictions and
+/// smtpd_end_of_data_restrictions.
+pub fn reject_multi_recipient_bounce(ctx: &mut Context<'_>) -> Outcome {
+    let req = ctx.request;
+    let counted = matches!(
+        req.state(),
+        ProtocolState::Data | ProtocolState::EndOfMessage
+    );
+    let recipients: u64 = req.recipient_count.parse().unwrap_or(0);
+    if !req.sender.is_empty() || !counted || recipients < 2 {
+        return Outcome::Dunno;
+    }
+    ctx.note(|| format!("the null sender, {recipients} recipients"));
+    Outcome::Reject(Reply::new(
+        ctx.site.codes.multi_recipient_bounce_reject_code,
+        "5.5.3",
+        "Multi-recipient bounce",
+    ))
 }

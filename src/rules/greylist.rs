@@ -13,16 +13,17 @@
 //! socket, and a claimed name or HELO must never buy a pass.
 
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use super::Context;
 use super::dnscheck::{HostStatus, MAX_PTR_NAMES, Ptr, forward_confirm_names, lookup_ptr};
-use crate::greylist::{GreylistSettings, OnStoreError, normalise_sender};
-use crate::protocol::ProtocolState;
+use crate::greylist::{GreylistSettings, normalise_sender};
+use crate::protocol::{Action, ProtocolState};
 use crate::spf::{self, Identity};
 use crate::state::store::StoreError;
 use crate::state::store::greylist::{GreylistParams, TripletKey, Verdict};
 use crate::syntax::valid_hostname;
+use crate::vocab::OnStoreError;
 use crate::vocab::outcome::Outcome;
 use crate::vocab::reply::Reply;
 use viaspf::SpfResult;
@@ -62,7 +63,7 @@ pub async fn check_greylist(ctx: &mut Context<'_>) -> Outcome {
     let sender = normalise_sender(&req.sender);
     let key = TripletKey::new(&net, &sender, &req.recipient);
     let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = crate::common::unix_secs(now);
     let verdict = store
         .greylist(key, &net, &ip.to_string(), params(settings, secs))
         .await;
@@ -116,7 +117,7 @@ pub async fn check_greylist(ctx: &mut Context<'_>) -> Outcome {
             match settings.header_line(delayed, now) {
                 // Postfix ignores PREPEND at END-OF-MESSAGE.
                 Some(_) if req.state() == ProtocolState::EndOfMessage => Outcome::Dunno,
-                Some(line) => Outcome::Pass(format!("PREPEND {line}")),
+                Some(line) => Outcome::Pass(Action::prepend(&line)),
                 None => Outcome::Dunno,
             }
         }
@@ -160,7 +161,7 @@ async fn skip(ctx: &mut Context<'_>, s: &GreylistSettings, ip: IpAddr) -> Option
     if let Some(net) = ctx.site.mynetworks.find(ip) {
         return Some(format!("{ip} is in mynetworks ({net})"));
     }
-    if !req.sasl_method.is_empty() && !req.sasl_method.eq_ignore_ascii_case("anonymous") {
+    if req.is_authenticated() {
         return Some(format!("authenticated as {:?}", req.sasl_username));
     }
     if let Some(net) = s.whitelist_clients.network_of(ip) {

@@ -5,8 +5,8 @@
 //! site facts and the runtime state and returns an [`Outcome`]. Rules never
 //! touch sockets.
 //!
-//! Adding a rule: one function in its family file, one row in [`RULES`]
-//! (and, for a rule that waits, one [`Waits`] variant).
+//! Adding a rule, waiting or not: one function in its family file, one
+//! row in the table of [`rule_table!`] (ARCHITECTURE.md, "Adding a rule").
 
 pub mod access;
 pub mod address;
@@ -45,39 +45,6 @@ pub enum Run {
     /// Applies the `[[rate_limit]]` named by its one argument (waits for
     /// the store).
     Limit,
-}
-
-/// The rules that wait. Each runs in place, inside the chain's own future
-/// (which is as large as the largest of them, check_spf's, some 2 KB per
-/// connection): a boxed future per rule and request cost an allocation, a
-/// copy and a free each, five times per port-25 request.
-#[derive(Clone, Copy)]
-pub enum Waits {
-    UnknownClientHostname,
-    UnknownReverseClientHostname,
-    UnknownHeloHostname,
-    UnknownSenderDomain,
-    UnknownRecipientDomain,
-    Spf,
-    Greylist,
-    OutboundSpf,
-}
-
-impl Waits {
-    async fn run(self, ctx: &mut Context<'_>) -> Outcome {
-        match self {
-            Waits::UnknownClientHostname => client::reject_unknown_client_hostname(ctx).await,
-            Waits::UnknownReverseClientHostname => {
-                client::reject_unknown_reverse_client_hostname(ctx).await
-            }
-            Waits::UnknownHeloHostname => helo::reject_unknown_helo_hostname(ctx).await,
-            Waits::UnknownSenderDomain => address::reject_unknown_sender_domain(ctx).await,
-            Waits::UnknownRecipientDomain => address::reject_unknown_recipient_domain(ctx).await,
-            Waits::Spf => spf::check_spf(ctx).await,
-            Waits::Greylist => greylist::check_greylist(ctx).await,
-            Waits::OutboundSpf => submission::check_outbound_spf(ctx).await,
-        }
-    }
 }
 
 /// Site facts a rule cannot work without.
@@ -121,168 +88,131 @@ pub struct RuleSpec {
     pub run: Run,
 }
 
-const fn row(name: &'static str, earliest: Stage, run: Run) -> RuleSpec {
-    RuleSpec {
-        name,
-        earliest,
-        needs: Needs::Nothing,
-        run,
-    }
+/// Makes [`RULES`] from one row per rule, and for the rules that wait
+/// ([`Run::Later`]) the [`Waits`] enum that runs them. A row is
+/// `kind name: Stage [needs Need] => function;`, `kind` one of `now`,
+/// `later` (an `async fn`), `table` (its argument names an access table)
+/// or `limit` (its argument names a `[[rate_limit]]`).
+///
+/// The rules that wait run in place, inside the chain's own future (which
+/// is as large as the largest of them, check_spf's, some 2 KB per
+/// connection): a boxed future per rule and request cost an allocation, a
+/// copy and a free each, five times per port-25 request. So each is a
+/// variant of [`Waits`], named as the rule, which this macro writes.
+macro_rules! rule_table {
+    // All rows read: the table and the rules that wait.
+    (@rows [$($rows:tt)*] [$($waits:ident => $run:path,)*]) => {
+        /// Every rule rpol implements.
+        pub const RULES: &[RuleSpec] = &[$($rows)*];
+
+        /// The rules that wait, each named as its rule (see [`rule_table!`]).
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy)]
+        pub enum Waits {
+            $($waits,)*
+        }
+
+        impl Waits {
+            /// The rule's name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Waits::$waits => stringify!($waits),)*
+                }
+            }
+
+            async fn run(self, ctx: &mut Context<'_>) -> Outcome {
+                match self {
+                    $(Waits::$waits => $run(ctx).await,)*
+                }
+            }
+        }
+    };
+    (@rows [$($rows:tt)*] [$($waits:tt)*]
+        later $name:ident: $stage:ident $(needs $needs:ident)? => $run:path; $($rest:tt)*) => {
+        rule_table!(@rows
+            [$($rows)* rule_table!(@row $name, $stage, [$($needs)?], Run::Later(Waits::$name)),]
+            [$($waits)* $name => $run,]
+            $($rest)*);
+    };
+    (@rows [$($rows:tt)*] [$($waits:tt)*]
+        now $name:ident: $stage:ident $(needs $needs:ident)? => $run:path; $($rest:tt)*) => {
+        rule_table!(@rows
+            [$($rows)* rule_table!(@row $name, $stage, [$($needs)?], Run::Now($run)),]
+            [$($waits)*]
+            $($rest)*);
+    };
+    (@rows [$($rows:tt)*] [$($waits:tt)*]
+        table $name:ident: $stage:ident => $run:path; $($rest:tt)*) => {
+        rule_table!(@rows
+            [$($rows)* rule_table!(@row $name, $stage, [], Run::Table($run)),]
+            [$($waits)*]
+            $($rest)*);
+    };
+    (@rows [$($rows:tt)*] [$($waits:tt)*]
+        limit $name:ident: $stage:ident; $($rest:tt)*) => {
+        rule_table!(@rows
+            [$($rows)* rule_table!(@row $name, $stage, [], Run::Limit),]
+            [$($waits)*]
+            $($rest)*);
+    };
+    (@row $name:ident, $stage:ident, [$($needs:ident)?], $run:expr) => {
+        RuleSpec {
+            name: stringify!($name),
+            earliest: Stage::$stage,
+            needs: rule_table!(@needs $($needs)?),
+            run: $run,
+        }
+    };
+    (@needs) => { Needs::Nothing };
+    (@needs $needs:ident) => { Needs::$needs };
+    ($($rows:tt)*) => { rule_table!(@rows [] [] $($rows)*); };
 }
 
-const fn row_needing(name: &'static str, earliest: Stage, needs: Needs, run: Run) -> RuleSpec {
-    RuleSpec {
-        name,
-        earliest,
-        needs,
-        run,
-    }
-}
-
-use Run::{Later, Now, Table};
-use Stage::{Client, Helo, Recipient, Sender};
-
-/// Every rule rpol implements.
-pub const RULES: &[RuleSpec] = &[
-    row("permit", Client, Now(generic::permit)),
-    row("dunno", Client, Now(generic::dunno)),
-    row("reject", Client, Now(generic::reject)),
-    row("defer", Client, Now(generic::defer)),
-    row("defer_if_permit", Client, Now(generic::defer_if_permit)),
-    row("defer_if_reject", Client, Now(generic::defer_if_reject)),
-    row("permit_mynetworks", Client, Now(client::permit_mynetworks)),
-    row(
-        "permit_sasl_authenticated",
-        Client,
-        Now(sasl::permit_sasl_authenticated),
-    ),
-    row(
-        "check_client_access",
-        Client,
-        Table(access::check_client_access),
-    ),
-    row("check_helo_access", Helo, Table(access::check_helo_access)),
-    row(
-        "check_sender_access",
-        Sender,
-        Table(access::check_sender_access),
-    ),
-    row(
-        "check_recipient_access",
-        Recipient,
-        Table(access::check_recipient_access),
-    ),
-    row(
-        "reject_unknown_client_hostname",
-        Client,
-        Later(Waits::UnknownClientHostname),
-    ),
-    row(
-        "reject_unknown_reverse_client_hostname",
-        Client,
-        Later(Waits::UnknownReverseClientHostname),
-    ),
-    row(
-        "reject_invalid_helo_hostname",
-        Helo,
-        Now(helo::reject_invalid_helo_hostname),
-    ),
-    row(
-        "reject_non_fqdn_helo_hostname",
-        Helo,
-        Now(helo::reject_non_fqdn_helo_hostname),
-    ),
-    row(
-        "reject_unknown_helo_hostname",
-        Helo,
-        Later(Waits::UnknownHeloHostname),
-    ),
-    row(
-        "reject_non_fqdn_sender",
-        Sender,
-        Now(address::reject_non_fqdn_sender),
-    ),
-    row(
-        "reject_unknown_sender_domain",
-        Sender,
-        Later(Waits::UnknownSenderDomain),
-    ),
-    row(
-        "reject_unlisted_sender",
-        Sender,
-        Now(address::reject_unlisted_sender),
-    ),
-    row(
-        "reject_non_fqdn_recipient",
-        Recipient,
-        Now(address::reject_non_fqdn_recipient),
-    ),
-    row(
-        "reject_unknown_recipient_domain",
-        Recipient,
-        Later(Waits::UnknownRecipientDomain),
-    ),
-    row(
-        "reject_unlisted_recipient",
-        Recipient,
-        Now(address::reject_unlisted_recipient),
-    ),
-    row(
-        "reject_unauth_destination",
-        Recipient,
-        Now(address::reject_unauth_destination),
-    ),
-    row(
-        "defer_unauth_destination",
-        Recipient,
-        Now(address::defer_unauth_destination),
-    ),
-    row(
-        "permit_auth_destination",
-        Recipient,
-        Now(address::permit_auth_destination),
-    ),
+rule_table! {
+    now permit: Client => generic::permit;
+    now dunno: Client => generic::dunno;
+    now reject: Client => generic::reject;
+    now defer: Client => generic::defer;
+    now defer_if_permit: Client => generic::defer_if_permit;
+    now defer_if_reject: Client => generic::defer_if_reject;
+    now permit_mynetworks: Client => client::permit_mynetworks;
+    now permit_sasl_authenticated: Client => sasl::permit_sasl_authenticated;
+    table check_client_access: Client => access::check_client_access;
+    table check_helo_access: Helo => access::check_helo_access;
+    table check_sender_access: Sender => access::check_sender_access;
+    table check_recipient_access: Recipient => access::check_recipient_access;
+    later reject_unknown_client_hostname: Client => client::reject_unknown_client_hostname;
+    later reject_unknown_reverse_client_hostname: Client
+        => client::reject_unknown_reverse_client_hostname;
+    now reject_invalid_helo_hostname: Helo => helo::reject_invalid_helo_hostname;
+    now reject_non_fqdn_helo_hostname: Helo => helo::reject_non_fqdn_helo_hostname;
+    later reject_unknown_helo_hostname: Helo => helo::reject_unknown_helo_hostname;
+    now reject_non_fqdn_sender: Sender => address::reject_non_fqdn_sender;
+    later reject_unknown_sender_domain: Sender => address::reject_unknown_sender_domain;
+    now reject_unlisted_sender: Sender => address::reject_unlisted_sender;
+    // The recipient count exists at DATA, where the sender stage runs.
+    now reject_multi_recipient_bounce: Sender => address::reject_multi_recipient_bounce;
+    now reject_non_fqdn_recipient: Recipient => address::reject_non_fqdn_recipient;
+    later reject_unknown_recipient_domain: Recipient => address::reject_unknown_recipient_domain;
+    now reject_unlisted_recipient: Recipient => address::reject_unlisted_recipient;
+    now reject_unauth_destination: Recipient => address::reject_unauth_destination;
+    now defer_unauth_destination: Recipient => address::defer_unauth_destination;
+    now permit_auth_destination: Recipient => address::permit_auth_destination;
     // Needs HELO and MAIL FROM: the sender stage or later.
-    row("check_spf", Sender, Later(Waits::Spf)),
+    later check_spf: Sender => spf::check_spf;
     // The triplet needs the recipient.
-    row_needing(
-        "check_greylist",
-        Recipient,
-        Needs::Greylist,
-        Later(Waits::Greylist),
-    ),
-    row_needing(
-        "check_outbound_spf",
-        Sender,
-        Needs::Egress,
-        Later(Waits::OutboundSpf),
-    ),
-    row_needing(
-        "reject_authenticated_sender_login_mismatch",
-        Sender,
-        Needs::Logins,
-        Now(submission::reject_authenticated_sender_login_mismatch),
-    ),
-    row_needing(
-        "reject_unauthenticated_sender_login_mismatch",
-        Sender,
-        Needs::Logins,
-        Now(submission::reject_unauthenticated_sender_login_mismatch),
-    ),
-    row_needing(
-        "reject_sender_login_mismatch",
-        Sender,
-        Needs::Logins,
-        Now(submission::reject_sender_login_mismatch),
-    ),
-    row_needing(
-        "reject_known_sender_login_mismatch",
-        Sender,
-        Needs::Logins,
-        Now(submission::reject_known_sender_login_mismatch),
-    ),
-    row("check_rate_limit", Client, Run::Limit),
-];
+    later check_greylist: Recipient needs Greylist => greylist::check_greylist;
+    later check_outbound_spf: Sender needs Egress => submission::check_outbound_spf;
+    now reject_authenticated_sender_login_mismatch: Sender needs Logins
+        => submission::reject_authenticated_sender_login_mismatch;
+    now reject_unauthenticated_sender_login_mismatch: Sender needs Logins
+        => submission::reject_unauthenticated_sender_login_mismatch;
+    now reject_sender_login_mismatch: Sender needs Logins
+        => submission::reject_sender_login_mismatch;
+    now reject_known_sender_login_mismatch: Sender needs Logins
+        => submission::reject_known_sender_login_mismatch;
+    limit check_rate_limit: Client;
+}
 
 /// Postfix's older names for the same restrictions.
 const ALIASES: &[(&str, &str)] = &[
@@ -421,7 +351,6 @@ const NOT_YET: &[&str] = &[
     "check_ccert_access",
     "permit_tls_clientcerts",
     "permit_tls_all_clientcerts",
-    "reject_multi_recipient_bounce",
 ];
 
 /// Resolves a table argument to a loaded table, and a rate-limit argument
@@ -549,5 +478,31 @@ mod tests {
             Some("permit_mynetworks")
         );
         assert!(spec("no_such_rule").is_none());
+    }
+
+    /// The table's rows are what the recipe (ARCHITECTURE.md) says: a
+    /// rule that waits runs through its own `Waits` variant, named as
+    /// the rule; the others decide at once, from a table, or from a limit.
+    #[test]
+    fn each_row_runs_its_own_function() {
+        let mut waiting = 0;
+        for r in RULES {
+            match r.run {
+                Run::Later(w) => {
+                    assert_eq!(w.name(), r.name);
+                    waiting += 1;
+                }
+                Run::Limit => assert_eq!(r.name, "check_rate_limit"),
+                Run::Table(_) => {
+                    assert!(r.name.starts_with("check_") && r.name.ends_with("_access"))
+                }
+                Run::Now(_) => {}
+            }
+        }
+        assert_eq!(waiting, 8, "the rules that wait for DNS or the store");
+        let greylist = spec("check_greylist").map(|s| (s.earliest, s.needs));
+        assert_eq!(greylist, Some((Stage::Recipient, Needs::Greylist)));
+        let outbound = spec("check_outbound_spf").map(|s| (s.earliest, s.needs));
+        assert_eq!(outbound, Some((Stage::Sender, Needs::Egress)));
     }
 }

@@ -18,13 +18,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Context;
+use crate::common::unix_now;
 use crate::log::Escaped;
 use crate::protocol::{ProtocolState, Request};
 use crate::state::State;
+use crate::state::store::StoreError;
 use crate::state::store::rate::{
     self, Exceeded, Hold, RateKey, RateParams, Usage, instance_tag, network_of,
 };
-use crate::state::store::{StoreError, unix_now};
+use crate::vocab::OnStoreError;
 use crate::vocab::outcome::Outcome;
 use crate::vocab::reply::Reply;
 
@@ -86,15 +88,6 @@ pub enum LimitAction {
     Defer,
     /// `550 5.7.1`.
     Reject,
-}
-
-/// What a failed store call means for a MAIL or RCPT request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnStoreError {
-    /// The request goes on unchecked: mail never stops for the store.
-    Dunno,
-    /// `451 4.3.0 Temporary lookup failure`, as Postfix for a table.
-    Defer,
 }
 
 /// One `[[rate_limit]]`, compiled.

@@ -6,10 +6,9 @@ use crate::vocab::outcome::Outcome;
 /// `permit_sasl_authenticated`: OK when the client authenticated with a
 /// mechanism other than ANONYMOUS (Postfix smtpd_sasl_proto.c), else DUNNO.
 pub fn permit_sasl_authenticated(ctx: &mut Context<'_>) -> Outcome {
-    let method = &ctx.request.sasl_method;
-    if !method.is_empty() && !method.eq_ignore_ascii_case("anonymous") {
+    if ctx.request.is_authenticated() {
         let user = ctx.request.sasl_username.clone();
-        let method = method.clone();
+        let method = ctx.request.sasl_method.clone();
         ctx.note(|| format!("authenticated as {user:?} with {method}"));
         Outcome::Permit
     } else {

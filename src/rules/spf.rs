@@ -12,7 +12,7 @@ use super::Context;
 use super::dnscheck::{
     HostStatus, MAX_PTR_NAMES, Ptr, forward_confirm_names, forward_confirms, lookup_ptr,
 };
-use crate::protocol::ProtocolState;
+use crate::protocol::{Action, ProtocolState};
 use crate::spf::{self, Evaluation, HeaderKind, Identity, SpfAction, header};
 use crate::syntax::{valid_fqdn, valid_hostname};
 use crate::vocab::outcome::Outcome;
@@ -31,10 +31,7 @@ pub async fn check_spf(ctx: &mut Context<'_>) -> Outcome {
         ctx.note(|| format!("skipped: {ip} is in mynetworks"));
         return Outcome::Dunno;
     }
-    if settings.skip_authenticated
-        && !req.sasl_method.is_empty()
-        && !req.sasl_method.eq_ignore_ascii_case("anonymous")
-    {
+    if settings.skip_authenticated && req.is_authenticated() {
         let user = req.sasl_username.clone();
         ctx.note(|| format!("skipped: authenticated as {user:?}"));
         return Outcome::Dunno;
@@ -165,39 +162,29 @@ async fn judge(
 
 /// The accepted evaluation's header, as a PREPEND.
 fn accept(ctx: &mut Context<'_>, ip: IpAddr, e: &Evaluation, sender: &str) -> Outcome {
-    const PREPEND: &str = "PREPEND ";
     let settings = &ctx.site.spf;
     // Built after the action word, in the action's own string.
-    let prepend = || {
-        let mut action = String::with_capacity(320);
-        action.push_str(PREPEND);
-        action
-    };
     let action = match settings.header {
         HeaderKind::None => return Outcome::Dunno,
-        HeaderKind::ReceivedSpf => {
-            let mut action = prepend();
+        HeaderKind::ReceivedSpf => Action::prepend_with(312, |out| {
             header::push_received_spf(
-                &mut action,
+                out,
                 e,
                 ip,
                 sender,
                 &ctx.request.helo_name,
                 &settings.receiver,
             );
-            action
-        }
-        HeaderKind::AuthenticationResults => {
-            let mut action = prepend();
-            action.push_str(&header::authentication_results(
+        }),
+        HeaderKind::AuthenticationResults => Action::prepend_with(312, |out| {
+            out.push_str(&header::authentication_results(
                 e,
                 ip,
                 &settings.authserv_id,
             ));
-            action
-        }
+        }),
     };
-    let line = &action[PREPEND.len()..];
+    let line = action.header().unwrap_or_default();
     // Postfix ignores PREPEND at END-OF-MESSAGE (with a warning).
     if ctx.request.state() == ProtocolState::EndOfMessage {
         ctx.note(|| format!("no header at END-OF-MESSAGE (Postfix would ignore it): {line}"));

@@ -27,8 +27,8 @@ pub(super) async fn accept_loop(listener: Listener, serving: Serving) {
         shutdown,
         tracker,
     } = serving;
-    let mut refused = RateLimitedWarning::default();
-    let mut strangers = RateLimitedWarning::default();
+    let mut refused = crate::common::Throttled::default();
+    let mut strangers = crate::common::Throttled::default();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -92,30 +92,4 @@ pub(super) async fn accept_loop(listener: Listener, serving: Serving) {
         }
     }
     listener.cleanup();
-}
-
-/// A warning logged at most once per [`WARN_EVERY`], with how many times
-/// its cause happened since, so that a flood cannot flood the log.
-#[derive(Default)]
-struct RateLimitedWarning {
-    last: Option<tokio::time::Instant>,
-    count: u64,
-}
-
-/// The least time between two warnings of one [`RateLimitedWarning`].
-const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-impl RateLimitedWarning {
-    fn warn(&mut self, message: impl FnOnce(u64) -> String) {
-        self.count += 1;
-        let now = tokio::time::Instant::now();
-        if self
-            .last
-            .is_none_or(|t| now.duration_since(t) >= WARN_EVERY)
-        {
-            tracing::warn!("{}", message(self.count));
-            self.last = Some(now);
-            self.count = 0;
-        }
-    }
 }

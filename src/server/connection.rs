@@ -394,10 +394,11 @@ async fn answer_in_time(
         Answered::Ready => true,
         Answered::Late => {
             shared.metrics.abandoned(true);
-            let action = settings.timeout_action().to_string();
+            let action = settings.timeout_action();
             tracing::warn!(
                 peer,
-                "no answer within {limit:?}: answering {action:?} (client={})",
+                "no answer within {limit:?}: answering {:?} (client={})",
+                action.to_string(),
                 crate::log::Escaped(&request.client_label())
             );
             out.clear();
@@ -507,12 +508,13 @@ where
     shared.metrics.malformed();
     out.clear();
     let settings = shared.settings();
-    let action = settings.error_action.clone();
+    let action = &settings.error_action;
     tracing::warn!(
         peer = conn.peer,
-        "malformed request: {error}; answering {action:?} and closing"
+        "malformed request: {error}; answering {:?} and closing",
+        action.to_string()
     );
-    encode_response(&action, out);
+    encode_response(action, out);
     if conn
         .write_answer(out, settings.request_timeout, gone)
         .await

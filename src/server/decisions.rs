@@ -7,19 +7,8 @@ use std::sync::{Arc, Mutex};
 use super::Shared;
 use crate::log::{Decisions, Escaped, Quoted, Repeats};
 use crate::policy::chain::RejectWarning;
-use crate::policy::tally::ActionClass;
 use crate::policy::{Decision, Policy};
-use crate::protocol::Request;
-
-/// Whether `action` refuses: a reject, a defer or a hangup.
-fn is_refusal(action: &str) -> bool {
-    matches!(
-        ActionClass::of(action),
-        ActionClass::Reject | ActionClass::Defer | ActionClass::DeferIfPermit | ActionClass::Hangup
-    ) || action
-        .get(..15)
-        .is_some_and(|w| w.eq_ignore_ascii_case("DEFER_IF_REJECT"))
-}
+use crate::protocol::{Action, Request};
 
 /// The decision line, Postfix-style: queue id first, then the action and
 /// who it concerns.
@@ -28,7 +17,7 @@ pub fn decision_line(req: &Request, decision: &Decision) -> String {
         req,
         decision,
         "",
-        &decision.action,
+        &decision.action.to_string(),
         decision.rule.as_deref(),
     )
 }
@@ -41,7 +30,7 @@ pub fn reject_warning_line(req: &Request, decision: &Decision, warning: &RejectW
         req,
         decision,
         "reject_warning: ",
-        &warning.action,
+        &warning.action.to_string(),
         Some(&warning.rule),
     )
 }
@@ -88,7 +77,7 @@ fn write_decision(
     line: &str,
     req: &Request,
     decision: &Decision,
-    action: &str,
+    action: &Action,
     rule: Option<&str>,
 ) {
     use tracing::field::display;
@@ -100,7 +89,7 @@ fn write_decision(
     tracing::info!(
         target: "rpol::decision",
         rpol_rule = rule.unwrap_or("-"),
-        rpol_action = %Escaped(action),
+        rpol_action = %Escaped(&action.to_string()),
         rpol_profile = decision.profile.as_deref().unwrap_or(crate::policy::NO_PROFILE),
         client = %Escaped(&req.client_label()),
         sender = given(&req.sender),
@@ -170,7 +159,7 @@ impl DecisionLog {
                 write_decision(&line, req, decision, &warning.action, Some(&warning.rule));
             }
         }
-        if all || is_refusal(&decision.action) {
+        if all || decision.action.refuses() {
             let line = decision_line(req, decision);
             if self.log_line(&line) {
                 let rule = decision.rule.as_deref();
@@ -206,35 +195,5 @@ pub(super) async fn flush_decision_lines(shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(crate::log::REPEAT_WINDOW).await;
         shared.decisions.flush(false);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_refusal;
-
-    #[test]
-    fn refusals_are_rejects_defers_and_hangups() {
-        for action in [
-            "REJECT",
-            "554 5.7.1 Access denied",
-            "450 4.7.1 Try later",
-            "DEFER_IF_PERMIT 4.7.1 Greylisted",
-            "defer_if_reject 4.7.1 x",
-            "DEFER 4.3.0 x",
-            "HANGUP",
-        ] {
-            assert!(is_refusal(action), "{action}");
-        }
-        for action in [
-            "DUNNO",
-            "OK",
-            "PREPEND X-A: b",
-            "HOLD",
-            "DISCARD x",
-            "WARN x",
-        ] {
-            assert!(!is_refusal(action), "{action}");
-        }
     }
 }

@@ -22,7 +22,7 @@ pub(super) async fn sweep_store(shared: Arc<Shared>) {
             .site
             .greylist
             .as_ref()
-            .map(|g| crate::rules::greylist::params(g, crate::state::store::unix_now()));
+            .map(|g| crate::rules::greylist::params(g, crate::common::unix_now()));
         if let Ok(n) = store.sweep(params).await
             && n > 0
         {

@@ -23,6 +23,8 @@ use std::thread::JoinHandle;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use crate::common::lock;
+
 struct Shard {
     handle: Handle,
     /// Connections this shard serves now.
@@ -114,10 +116,6 @@ impl Drop for Shards {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pin_project_lite::pin_project! {

@@ -12,12 +12,14 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::common::lock;
 
 /// How long a new client may wait for a slot when every connection is
 /// answering a request (none can be closed); after that it is closed.
@@ -89,10 +91,6 @@ impl Slots {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn now(&self) -> u64 {
         self.start.elapsed().as_millis() as u64 + 1
     }
@@ -114,7 +112,7 @@ impl Slots {
             // between still wakes us.
             freed.as_mut().enable();
             {
-                let mut inner = self.lock();
+                let mut inner = lock(&self.inner);
                 let from_address = address
                     .and_then(|a| inner.per_address.get(&a).copied())
                     .unwrap_or(0);
@@ -214,7 +212,7 @@ impl Slots {
 
     /// Connections now.
     pub fn len(&self) -> usize {
-        self.lock().slots.len()
+        lock(&self.inner).slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -235,7 +233,7 @@ struct Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         if self.counted {
-            self.slots.lock().waiting -= 1;
+            lock(&self.slots.inner).waiting -= 1;
         }
     }
 }
@@ -280,7 +278,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let mut inner = self.slots.lock();
+        let mut inner = lock(&self.slots.inner);
         inner.slots.remove(&self.id);
         if let Some(a) = self.slot.address
             && let Some(n) = inner.per_address.get_mut(&a)

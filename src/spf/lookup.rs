@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use viaspf::lookup::{Lookup, LookupError, LookupResult, Name};
 
+use crate::common::lock;
 use crate::dns::{self, Answer, Outcome, RecordKind, Resolver};
 
 /// A `Lookup` that also remembers each lookup it made, for traces.
@@ -49,7 +50,7 @@ impl<'a> SpfLookup<'a> {
     /// The lookups made so far, one line each.
     pub fn take_log(&self) -> Vec<String> {
         match &self.log {
-            Some(log) => std::mem::take(&mut *log.lock().unwrap_or_else(|e| e.into_inner())),
+            Some(log) => std::mem::take(&mut *lock(log)),
             None => Vec::new(),
         }
     }
@@ -66,7 +67,7 @@ impl<'a> SpfLookup<'a> {
             if !lookup.from_cache {
                 line.push_str(" (queried)");
             }
-            log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            lock(log).push(line);
         }
     }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::bounded::BoundedLru;
+use crate::common::lock;
 use crate::state::store::rate::RateKey;
 
 /// Keys remembered as warned about. One beyond it may be warned about
@@ -38,7 +39,7 @@ impl RateEvents {
     /// `window_slot`; true the first time (then the caller logs, and the
     /// crossing is counted).
     pub fn crossed(&self, limit: &str, key: RateKey, window_slot: u64) -> bool {
-        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = lock(&self.0);
         let warned = inner
             .warned
             .get_or_insert_with(|| BoundedLru::new(WARNED_KEYS, usize::MAX));
@@ -55,7 +56,7 @@ impl RateEvents {
 
     /// Crossings per limit name since start.
     pub fn exceeded(&self) -> Vec<(String, u64)> {
-        let inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = lock(&self.0);
         inner
             .exceeded
             .iter()

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use super::digest::{Digest, Digester};
 use crate::bounded::BoundedLru;
+use crate::common::lock;
 use crate::spf::{self, Evaluation, Identity};
 
 /// Bytes of memory the SPF result cache may use, whatever `[spf]
@@ -95,10 +96,6 @@ impl SpfCache {
         )
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BoundedLru<Key, (Instant, Evaluation)>> {
-        self.results.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Where results for `local@domain` (`parts`) evaluated for `ip` with
     /// `helo` are kept: computed once for [`SpfCache::get`] and then
     /// [`SpfCache::put`].
@@ -136,7 +133,7 @@ impl SpfCache {
 
     fn find(&self, slot: &Slot<'_>, ttl: Duration) -> Option<Evaluation> {
         let now = Instant::now();
-        let mut cache = self.lock();
+        let mut cache = lock(&self.results);
         match cache.get(&slot.domain_key) {
             Some((at, e)) if now.duration_since(*at) < ttl => {
                 if !e.uses_local_part {
@@ -151,7 +148,7 @@ impl SpfCache {
         }
         drop(cache);
         let full_key = self.local_key(slot);
-        match self.lock().get(&full_key) {
+        match lock(&self.results).get(&full_key) {
             Some((at, e)) if now.duration_since(*at) < ttl => Some(e.for_identity(slot.parts)),
             _ => None,
         }
@@ -184,7 +181,7 @@ impl SpfCache {
         let weight = stored.heap_bytes();
         let full_key = e.uses_local_part.then(|| self.local_key(slot));
         let now = Instant::now();
-        let mut cache = self.lock();
+        let mut cache = lock(&self.results);
         if let Some(full_key) = full_key {
             // The domain entry only tells that the local part matters.
             cache.put(full_key, (now, stored.clone()), weight);
@@ -193,12 +190,12 @@ impl SpfCache {
     }
 
     pub fn clear(&self) {
-        self.lock().clear();
+        lock(&self.results).clear();
     }
 
     /// Entries kept now, and the bytes they are charged.
     pub fn usage(&self) -> (usize, usize) {
-        let cache = self.lock();
+        let cache = lock(&self.results);
         (cache.len(), cache.bytes())
     }
 }

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use super::digest::{Digest, Digester};
 use crate::bounded::BoundedLru;
-use crate::protocol::Request;
+use crate::common::lock;
+use crate::protocol::{Action, Request};
 
 /// Bytes of memory the per-transaction store may use. A transaction lives
 /// for seconds; at ~200 bytes an entry this keeps about 20,000 of them.
@@ -42,7 +43,7 @@ struct Memory {
 /// while it lives, wherever it goes (sent, or evicted with its entry).
 struct Kept {
     digest: Digest,
-    action: Box<str>,
+    action: Action,
     /// Lower goes first (the chain's rank of the action).
     priority: u8,
     _count: KeptCount,
@@ -65,7 +66,12 @@ impl Drop for KeptCount {
 
 impl Memory {
     fn weight(&self) -> usize {
-        MEMORY_WEIGHT + self.pending.iter().map(|k| k.action.len()).sum::<usize>()
+        MEMORY_WEIGHT
+            + self
+                .pending
+                .iter()
+                .map(|k| text_len(&k.action))
+                .sum::<usize>()
     }
 
     fn sent(&mut self, action: Digest) {
@@ -75,6 +81,11 @@ impl Memory {
         }
         self.prepended.push(action);
     }
+}
+
+/// Bytes of a pass-through action's text.
+fn text_len(action: &Action) -> usize {
+    action.passed_text().map_or(0, str::len)
 }
 
 /// One action of one transaction, as digests.
@@ -124,23 +135,21 @@ impl Transactions {
         Some(self.digest(&[&req.instance, &req.client_address, &req.sender]))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BoundedLru<Digest, Memory>> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The request's transaction and `action`, hashed once for
     /// [`Transactions::was_sent`] and [`Transactions::record`]; `None` when
-    /// the request names no instance (nothing is remembered then).
-    pub fn ticket(&self, req: &Request, action: &str) -> Option<Ticket> {
+    /// the request names no instance, or the action is no pass-through
+    /// (nothing is remembered then).
+    pub fn ticket(&self, req: &Request, action: &Action) -> Option<Ticket> {
+        let text = action.passed_text()?;
         Some(Ticket {
             transaction: self.key(req)?,
-            action: self.digest(&[action]),
+            action: self.digest(&[text]),
         })
     }
 
     /// Whether the ticket's action already went out in its transaction.
     pub fn was_sent(&self, ticket: &Ticket) -> bool {
-        self.lock()
+        lock(&self.seen)
             .get(&ticket.transaction)
             .is_some_and(|m| m.prepended.contains(&ticket.action))
     }
@@ -158,8 +167,8 @@ impl Transactions {
     /// transaction, unless it went out already, waits already, or is
     /// longer than [`MAX_PENDING_HEADER_BYTES`]. Of those kept, a lower
     /// `priority` goes out first.
-    pub fn keep_for_later(&self, ticket: Ticket, action: &str, priority: u8) {
-        if action.len() > MAX_PENDING_HEADER_BYTES {
+    pub fn keep_for_later(&self, ticket: Ticket, action: &Action, priority: u8) {
+        if text_len(action) > MAX_PENDING_HEADER_BYTES {
             return;
         }
         let Ticket {
@@ -172,7 +181,7 @@ impl Transactions {
             if !known && m.pending.len() < PREPENDS_PER_TRANSACTION {
                 m.pending.push(Kept {
                     digest,
-                    action: action.into(),
+                    action: action.clone(),
                     priority,
                     _count: KeptCount::new(&self.kept),
                 });
@@ -183,13 +192,13 @@ impl Transactions {
     /// The action kept for the request's transaction with the lowest
     /// priority below `below` (the oldest of equals), recorded as sent
     /// now; `None` when none waits.
-    pub fn take_kept(&self, req: &Request, below: u8) -> Option<String> {
+    pub fn take_kept(&self, req: &Request, below: u8) -> Option<Action> {
         // Most requests find nothing: no digest, no lock for them.
         if self.kept.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let transaction = self.key(req)?;
-        let mut seen = self.lock();
+        let mut seen = lock(&self.seen);
         let best = |m: &Memory| {
             (m.pending.iter().enumerate())
                 .filter(|(_, k)| k.priority < below)
@@ -201,7 +210,7 @@ impl Transactions {
         let taken = best(&memory).map(|i| {
             let kept = memory.pending.remove(i);
             memory.sent(kept.digest);
-            String::from(kept.action)
+            kept.action
         });
         let weight = memory.weight();
         seen.put(transaction, memory, weight);
@@ -211,7 +220,7 @@ impl Transactions {
     /// Changes a transaction's memory (made empty if new) and charges its
     /// new weight.
     fn update(&self, transaction: Digest, change: impl FnOnce(&mut Memory)) {
-        let mut seen = self.lock();
+        let mut seen = lock(&self.seen);
         let mut memory = seen.pop(&transaction).unwrap_or_default();
         change(&mut memory);
         let weight = memory.weight();
@@ -220,7 +229,7 @@ impl Transactions {
 
     /// Transactions remembered now, and the bytes they are charged.
     pub fn usage(&self) -> (usize, usize) {
-        let seen = self.lock();
+        let seen = lock(&self.seen);
         (seen.len(), seen.bytes())
     }
 }
@@ -230,13 +239,19 @@ mod tests {
     use super::*;
 
     fn rec(t: &Transactions, req: &Request, action: &str) {
-        if let Some(ticket) = t.ticket(req, action) {
+        if let Some(ticket) = t.ticket(req, &Action::parse(action)) {
             t.record(ticket);
         }
     }
 
     fn sent(t: &Transactions, req: &Request, action: &str) -> bool {
-        t.ticket(req, action).is_some_and(|k| t.was_sent(&k))
+        t.ticket(req, &Action::parse(action))
+            .is_some_and(|k| t.was_sent(&k))
+    }
+
+    fn keep(t: &Transactions, req: &Request, action: &str, priority: u8) {
+        let action = Action::parse(action);
+        t.keep_for_later(t.ticket(req, &action).unwrap(), &action, priority);
     }
 
     fn req(instance: &str, client: &str, sender: &str) -> Request {
@@ -303,28 +318,31 @@ mod tests {
         let t = Transactions::default();
         let a = req("a", "203.0.113.1", "x@example.com");
         for action in ["PREPEND X: 1", "PREPEND Y: 2", "PREPEND X: 1"] {
-            t.keep_for_later(t.ticket(&a, action).unwrap(), action, 1);
+            keep(&t, &a, action, 1);
         }
         // Sent meanwhile by its own rule: not sent again.
         rec(&t, &a, "PREPEND X: 1");
         // Kept later, but first: a lower priority.
-        t.keep_for_later(t.ticket(&a, "HOLD").unwrap(), "HOLD", 0);
+        keep(&t, &a, "HOLD", 0);
         assert_eq!(
             t.take_kept(&a, 1),
             Some("HOLD".into()),
             "nothing below 1 but HOLD"
         );
         assert_eq!(t.take_kept(&a, 1), None, "Y is not below 1");
-        assert_eq!(t.take_kept(&a, u8::MAX).as_deref(), Some("PREPEND Y: 2"));
+        assert_eq!(
+            t.take_kept(&a, u8::MAX).map(|k| k.to_string()).as_deref(),
+            Some("PREPEND Y: 2")
+        );
         assert!(sent(&t, &a, "PREPEND Y: 2"));
         assert_eq!(t.take_kept(&a, u8::MAX), None);
         // Another transaction sees none of it.
         let b = req("b", "203.0.113.1", "x@example.com");
-        t.keep_for_later(t.ticket(&a, "PREPEND Z: 3").unwrap(), "PREPEND Z: 3", 1);
+        keep(&t, &a, "PREPEND Z: 3", 1);
         assert_eq!(t.take_kept(&b, u8::MAX), None);
         // A header longer than the bound is not kept.
         let long = format!("PREPEND L: {}", "l".repeat(MAX_PENDING_HEADER_BYTES));
-        t.keep_for_later(t.ticket(&b, &long).unwrap(), &long, 1);
+        keep(&t, &b, &long, 1);
         assert_eq!(t.take_kept(&b, u8::MAX), None);
         // Z still waits; evicted with its transaction, it is no longer counted.
         assert_eq!(t.kept.load(Ordering::Relaxed), 1);

@@ -225,7 +225,7 @@ impl AccessTable {
             Some((l, d)) => (l, Some(d)),
             None => (&*address, None),
         };
-        let base = strip_extension(local, delimiter);
+        let base = crate::syntax::strip_extension(local, delimiter);
         if let Some(hit) = self.get(&address, false) {
             return Some(hit);
         }
@@ -252,16 +252,6 @@ impl AccessTable {
         }
         None
     }
-}
-
-/// The local part without its extension (`user+ext` -> `user`), when it has
-/// one. Postfix splits at the first delimiter character found.
-fn strip_extension<'a>(local: &'a str, delimiter: &str) -> Option<&'a str> {
-    if delimiter.is_empty() {
-        return None;
-    }
-    let cut = local.find(|c| delimiter.contains(c))?;
-    (cut > 0).then(|| &local[..cut])
 }
 
 /// The entries of a postmap source file: `key whitespace value`, `#`

@@ -113,7 +113,8 @@ impl Addresses {
     pub fn find(&self, address: &str, delimiter: &str) -> Option<Listed> {
         let address = crate::syntax::lowercase(address);
         let (local, domain) = crate::syntax::split_address(&address)?;
-        let base = extension_base(local, delimiter).map(|b| format!("{b}@{domain}"));
+        let base =
+            crate::syntax::strip_extension(local, delimiter).map(|b| format!("{b}@{domain}"));
         for key in std::iter::once(&*address).chain(base.as_deref()) {
             if self.mailboxes.contains(key) {
                 return Some(Listed::Mailbox(key.to_string()));
@@ -152,15 +153,6 @@ fn read(path: &Path) -> Result<String, TableError> {
         line: 0,
         message: format!("cannot read: {e}"),
     })
-}
-
-/// `user` of `user+ext`, if the local part has an extension.
-fn extension_base<'a>(local: &'a str, delimiter: &str) -> Option<&'a str> {
-    if delimiter.is_empty() {
-        return None;
-    }
-    let cut = local.find(|c| delimiter.contains(c))?;
-    (cut > 0).then(|| &local[..cut])
 }
 
 #[cfg(test)]

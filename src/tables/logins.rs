@@ -97,11 +97,7 @@ impl LoginMap {
     pub fn owners(&self, sender: &str, delimiter: &str, local: bool) -> Option<&[String]> {
         let sender = sender.to_lowercase();
         let (user, domain) = crate::syntax::split_address(&sender).unwrap_or((sender.as_str(), ""));
-        let base = (!delimiter.is_empty())
-            .then(|| user.find(|c| delimiter.contains(c)))
-            .flatten()
-            .filter(|&i| i > 0)
-            .map(|i| &user[..i]);
+        let base = crate::syntax::strip_extension(user, delimiter);
         let mut keys = vec![sender.clone()];
         if let Some(base) = base {
             keys.push(format!("{base}@{domain}"));

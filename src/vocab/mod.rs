@@ -2,7 +2,7 @@
 //! about a request ([`outcome::Outcome`]), the SMTP replies it makes
 //! ([`reply::Reply`]), and the Postfix reply codes and tempfail actions
 //! they use. Below rules/, tables/ and spf/; imports nothing of rpol but
-//! the protocol's request.
+//! the protocol's request and action.
 
 pub mod outcome;
 pub mod reply;
@@ -85,6 +85,29 @@ impl TempfailAction {
     }
 }
 
+/// What a failed store call means for the request (`on_store_error` of
+/// `[greylist]` and of a `[[rate_limit]]`). The rule says what its
+/// deferral is: greylisting's own (as for a greylisted triplet), a rate
+/// limit's `451 4.3.0 Temporary lookup failure` (as Postfix's for a table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// The request goes on unchecked: mail never stops for the store.
+    Dunno,
+    /// The request is deferred.
+    Defer,
+}
+
+impl OnStoreError {
+    /// `"dunno"` or `"defer"`, as policy.toml writes it.
+    pub fn parse(text: &str) -> Option<OnStoreError> {
+        match text {
+            "dunno" => Some(OnStoreError::Dunno),
+            "defer" => Some(OnStoreError::Defer),
+            _ => None,
+        }
+    }
+}
+
 /// Reply codes and actions of Postfix parameters rpol reproduces (same
 /// names, same defaults; `[postfix]` in policy.toml).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +133,8 @@ pub struct Codes {
     pub unknown_virtual_mailbox_reject_code: u16,
     /// `unknown_virtual_alias_reject_code`, default 550.
     pub unknown_virtual_alias_reject_code: u16,
+    /// `multi_recipient_bounce_reject_code`, default 550.
+    pub multi_recipient_bounce_reject_code: u16,
     /// `unknown_helo_hostname_tempfail_action`, default `$reject_tempfail_action`.
     pub unknown_helo_hostname_tempfail_action: TempfailAction,
     /// `unknown_address_tempfail_action`, default `$reject_tempfail_action`.
@@ -130,6 +155,7 @@ impl Default for Codes {
             relay_domains_reject_code: 554,
             unknown_virtual_mailbox_reject_code: 550,
             unknown_virtual_alias_reject_code: 550,
+            multi_recipient_bounce_reject_code: 550,
             unknown_helo_hostname_tempfail_action: TempfailAction::DeferIfPermit,
             unknown_address_tempfail_action: TempfailAction::DeferIfPermit,
         }

@@ -2,6 +2,7 @@
 //! becomes that (Postfix's check_table_result, reference section 1.3).
 
 use super::reply::{Reply, split_dsn};
+use crate::protocol::{Action, ActionClass};
 
 /// The result of one rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,9 +19,9 @@ pub enum Outcome {
     DeferIfReject(Reply),
     /// An action Postfix itself carries out (PREPEND, WARN, INFO, HOLD,
     /// FILTER, REDIRECT, BCC, HANGUP): passed through, evaluation goes on.
-    Pass(String),
+    Pass(Action),
     /// DISCARD: passed through, and like OK it ends the stage.
-    PassPermit(String),
+    PassPermit(Action),
 }
 
 impl Outcome {
@@ -85,6 +86,7 @@ pub fn parse_action(value: &str, codes: AccessCodes) -> Result<Outcome, ActionEr
         None => (value, ""),
     };
     let upper = word.to_ascii_uppercase();
+    let pass = |class| Outcome::Pass(Action::written(class, value));
     let with_text = |code: u16, default_dsn: &str, default_text: &str| {
         let (dsn, text) = split_dsn(rest);
         let text = if text.is_empty() { default_text } else { text };
@@ -100,15 +102,21 @@ pub fn parse_action(value: &str, codes: AccessCodes) -> Result<Outcome, ActionEr
         "DEFER_IF_REJECT" => {
             Outcome::DeferIfReject(with_text(codes.defer, "4.7.1", "Service unavailable"))
         }
-        "HANGUP" | "INFO" | "WARN" | "HOLD" => Outcome::Pass(value.to_string()),
-        "FILTER" if rest.contains(':') => Outcome::Pass(value.to_string()),
+        "HANGUP" => pass(ActionClass::Hangup),
+        "INFO" => pass(ActionClass::Info),
+        "WARN" => pass(ActionClass::Warn),
+        "HOLD" => pass(ActionClass::Hold),
+        "FILTER" if rest.contains(':') => pass(ActionClass::Filter),
         "FILTER" => return Err(ActionError::Malformed("FILTER", "transport:destination")),
-        "REDIRECT" | "BCC" if rest.contains('@') => Outcome::Pass(value.to_string()),
+        "REDIRECT" if rest.contains('@') => pass(ActionClass::Redirect),
+        "BCC" if rest.contains('@') => pass(ActionClass::Bcc),
         "REDIRECT" => return Err(ActionError::Malformed("REDIRECT", "user@domain")),
         "BCC" => return Err(ActionError::Malformed("BCC", "user@domain")),
-        "PREPEND" if header_like(rest) => Outcome::Pass(value.to_string()),
+        "PREPEND" if header_like(rest) => {
+            Outcome::Pass(Action::prepend_written(value, value.len() - rest.len()))
+        }
         "PREPEND" => return Err(ActionError::Malformed("PREPEND", "\"Name: text\"")),
-        "DISCARD" => Outcome::PassPermit(value.to_string()),
+        "DISCARD" => Outcome::PassPermit(Action::written(ActionClass::Discard, value)),
         "OK" | "RELAY" => Outcome::Permit,
         _ if word.bytes().all(|b| b.is_ascii_digit()) => numeric(word, rest)?,
         _ if value.contains(':') => return Err(ActionError::Table(value.to_string())),
@@ -200,12 +208,12 @@ mod tests {
         assert_eq!(p("550"), Err(ActionError::BareCode("550".into())));
         assert_eq!(
             p("PREPEND X-Test: yes"),
-            Ok(Outcome::Pass("PREPEND X-Test: yes".into()))
+            Ok(Outcome::Pass(Action::prepend("X-Test: yes")))
         );
         assert!(p("PREPEND nothing").is_err());
         assert_eq!(
             p("DISCARD spam"),
-            Ok(Outcome::PassPermit("DISCARD spam".into()))
+            Ok(Outcome::PassPermit(Action::parse("DISCARD spam")))
         );
         assert!(matches!(p("hash:/etc/x"), Err(ActionError::Table(_))));
         assert!(matches!(

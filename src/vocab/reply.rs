@@ -3,28 +3,10 @@
 //!
 //! Postfix forces the DSN class digit to match the reply code
 //! (smtpd_check_reject); rpol does the same before it answers so that the
-//! logged action is what the SMTP client will see.
+//! logged action is what the SMTP client will see. The chain makes the
+//! answer of a reply (`protocol::Action::reply`, cut to its byte limit).
 
 use std::fmt;
-
-/// Longest reject or defer action sent back, in bytes. Postfix cuts the
-/// final SMTP reply at 510 characters (smtpd_check_reject), and the prefix
-/// it adds (`<name>: <Class> rejected: `) needs room too.
-pub const MAX_REPLY_BYTES: usize = 450;
-
-/// Cuts a reply action to [`MAX_REPLY_BYTES`] at a character boundary.
-/// Only replies: a PREPEND header or another pass-through action is never
-/// cut.
-pub fn cut_reply(mut action: String) -> String {
-    if action.len() > MAX_REPLY_BYTES {
-        let mut end = MAX_REPLY_BYTES;
-        while !action.is_char_boundary(end) {
-            end -= 1;
-        }
-        action.truncate(end);
-    }
-    action
-}
 
 /// A reject or defer reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,15 +94,6 @@ pub fn split_dsn(text: &str) -> (Option<&str>, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replies_are_cut_at_a_character_boundary() {
-        assert_eq!(cut_reply("550 5.7.1 short".into()), "550 5.7.1 short");
-        let long = format!("550 5.7.1 {}", "é".repeat(400));
-        let cut = cut_reply(long.clone());
-        assert!(cut.len() <= MAX_REPLY_BYTES && cut.len() >= MAX_REPLY_BYTES - 1);
-        assert!(long.starts_with(&cut));
-    }
 
     #[test]
     fn dsn_class_follows_code() {

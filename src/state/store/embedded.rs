@@ -149,7 +149,7 @@ impl Embedded {
     /// Removes what postgrey's maintenance removes, and rate records whose
     /// window is over, [`SWEEP_BATCH`] records a transaction.
     pub async fn sweep(&self, p: Option<GreylistParams>) -> Result<u64, StoreError> {
-        let now = p.map_or_else(super::unix_now, |p| p.now);
+        let now = p.map_or_else(crate::common::unix_now, |p| p.now);
         let mut removed = 0;
         let mut after = None;
         loop {
@@ -393,7 +393,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let key = TripletKey::new("203.0.113.0", "a@x.example", "b@y.example");
-        let now = super::super::unix_now();
+        let now = crate::common::unix_now();
         {
             let s = Embedded::open(&path, limits(100), SECOND).unwrap();
             let v = s
@@ -423,7 +423,7 @@ mod tests {
     async fn rate_records_expire_with_their_window_and_are_swept() {
         let dir = tempfile::tempdir().unwrap();
         let s = Embedded::open(&dir.path().join("s.redb"), limits(100), SECOND).unwrap();
-        let now = super::super::unix_now();
+        let now = crate::common::unix_now();
         let p = |now| RateParams {
             now,
             window: 3600,
@@ -482,7 +482,7 @@ mod tests {
             ..limits(3)
         };
         let s = Embedded::open(&dir.path().join("s.redb"), caps, SECOND).unwrap();
-        let now = super::super::unix_now();
+        let now = crate::common::unix_now();
         let net = "203.0.113.0";
         let gl = async |key, net, at| greylisted(&s, key, net, at).await;
         let new = NEW;
@@ -535,7 +535,7 @@ mod tests {
         let s = Arc::new(
             Embedded::open(&dir.path().join("s.redb"), limits(10_000_000), SECOND).unwrap(),
         );
-        let now = super::super::unix_now();
+        let now = crate::common::unix_now();
         let old = now - 3 * 86_400;
         let tx = s.db.begin_write().unwrap();
         {
@@ -597,7 +597,7 @@ mod tests {
             let busy = tokio::task::spawn_blocking(|| std::thread::sleep(3 * SECOND / 4));
             tokio::task::yield_now().await;
             let key = TripletKey::new("203.0.113.0", "a@x.example", "b@y.example");
-            let now = super::super::unix_now();
+            let now = crate::common::unix_now();
             let v = s
                 .greylist(key, "203.0.113.0", "203.0.113.5", params(now))
                 .await;
@@ -614,7 +614,7 @@ mod tests {
     async fn opening_an_older_file_builds_the_new_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
-        let now = super::super::unix_now();
+        let now = crate::common::unix_now();
         let net = "203.0.113.0";
         let (passed, unconfirmed) = (triplet(net, 0), triplet(net, 1));
         {

@@ -17,8 +17,11 @@ pub mod redis;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+#[cfg(test)]
+use crate::common::unix_now;
+use crate::common::{Throttled, lock};
 use greylist::{GreylistParams, TripletKey, Verdict};
 use rate::{Hold, RateKey, RateParams};
 
@@ -156,48 +159,18 @@ pub struct Store {
     timeout: Duration,
     /// Failed calls (timeouts, errors, full, busy) since start.
     pub errors: AtomicU64,
-    warned: Mutex<Warned>,
+    /// Store failures are logged at most once per interval, with how
+    /// many happened since: a dead Redis must not flood the log.
+    warned: Mutex<Throttled>,
     /// New triplets deferred without being stored (no indexed triplet to
     /// make room), warned about apart.
-    unstored: Mutex<Warned>,
+    unstored: Mutex<Throttled>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.backend())
     }
-}
-
-/// Store failures are logged at most once per [`WARN_EVERY`], with how
-/// many happened since: a dead Redis must not flood the log.
-#[derive(Default)]
-struct Warned {
-    last: Option<std::time::Instant>,
-    since: u64,
-}
-
-impl Warned {
-    /// Counts one event; `Some(events since the last warning)` when it is
-    /// time to warn again.
-    fn due(cell: &Mutex<Warned>) -> Option<u64> {
-        let mut w = cell.lock().unwrap_or_else(|e| e.into_inner());
-        w.since += 1;
-        let now = std::time::Instant::now();
-        if w.last.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
-            return None;
-        }
-        w.last = Some(now);
-        Some(std::mem::take(&mut w.since))
-    }
-}
-
-const WARN_EVERY: Duration = Duration::from_secs(10);
-
-/// Seconds since the epoch, now.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The network a triplet of client network `net` counts against for
@@ -245,8 +218,8 @@ impl Store {
             inner,
             timeout: settings.timeout,
             errors: AtomicU64::new(0),
-            warned: Mutex::new(Warned::default()),
-            unstored: Mutex::new(Warned::default()),
+            warned: Mutex::default(),
+            unstored: Mutex::default(),
         })
     }
 
@@ -269,7 +242,7 @@ impl Store {
         let result = call.await;
         if let Err(e) = &result {
             self.errors.fetch_add(1, Ordering::Relaxed);
-            if let Some(since) = Warned::due(&self.warned) {
+            if let Some(since) = lock(&self.warned).due() {
                 tracing::warn!(
                     "store ({}): {what} failed: {e} ({since} failure(s) since the last warning)",
                     self.backend()
@@ -299,7 +272,7 @@ impl Store {
         };
         let verdict = self.guarded("greylist", call).await;
         if let Ok(Verdict::NotStored { why, .. }) = &verdict
-            && let Some(since) = Warned::due(&self.unstored)
+            && let Some(since) = lock(&self.unstored).due()
         {
             tracing::warn!(
                 "store ({}): new triplets deferred without being stored: {why} ({since} since the last warning)",

@@ -7,8 +7,11 @@
 //! bytes are kept, so a hostile client cannot make the buffer grow without
 //! bound.
 
-use std::fmt;
-use std::net::IpAddr;
+mod action;
+mod request;
+
+pub use action::{Action, ActionClass, MAX_REPLY_BYTES};
+pub use request::Request;
 
 /// Longest accepted line, in bytes, newline included. Postfix writes one
 /// attribute per line and its longest values (a certificate subject, a
@@ -87,242 +90,6 @@ impl ProtocolState {
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(value))
             .map_or(ProtocolState::Other, |&(_, state)| state)
-    }
-}
-
-/// One decoded request. The attributes rules read are fields, parsed once;
-/// the rest are kept in `other` so nothing is lost for logging. A missing
-/// attribute reads as empty, as Postfix itself sends unavailable values.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Request {
-    pub request: Option<String>,
-    pub protocol_state: String,
-    pub client_address: String,
-    pub client_name: String,
-    pub reverse_client_name: String,
-    pub client_port: String,
-    pub server_address: String,
-    pub server_port: String,
-    pub helo_name: String,
-    pub sender: String,
-    pub recipient: String,
-    pub recipient_count: String,
-    pub queue_id: String,
-    pub instance: String,
-    pub sasl_method: String,
-    pub sasl_username: String,
-    pub sasl_sender: String,
-    pub encryption_protocol: String,
-    pub policy_context: String,
-    /// Every attribute not named above, in arrival order, as
-    /// `name=value\n` lines in one string: Postfix sends a dozen that no
-    /// rule reads, and one allocation holds them all.
-    pub(crate) other: String,
-    /// `client_address` parsed, on first use: several rules ask per request.
-    pub(crate) client_ip: std::sync::OnceLock<Option<IpAddr>>,
-}
-
-impl Request {
-    /// Builds a request from `name=value` pairs; used by the decoder and by
-    /// tests. When a name repeats, the first value wins (Postfix never
-    /// repeats one; SMTPD_POLICY_README lets the server pick either).
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Request {
-        let mut req = Request::default();
-        let mut seen: u64 = 0;
-        for (name, value) in pairs {
-            req.set(name, value, &mut seen);
-        }
-        req
-    }
-
-    fn set(&mut self, name: &str, value: &str, seen: &mut u64) {
-        // The decoder cuts names at the first '=' and lines at '\n', so
-        // these hold for every request from the wire.
-        if !self.set_known(name, value, seen) && !name.contains('=') && !value.contains('\n') {
-            for part in [name, "=", value, "\n"] {
-                self.other.push_str(part);
-            }
-        }
-    }
-
-    /// Sets the field `name` names; false when no field does (the caller
-    /// keeps the attribute in `other`).
-    fn set_known(&mut self, name: &str, value: &str, seen: &mut u64) -> bool {
-        let (bit, slot): (u32, &mut String) = match name {
-            "protocol_state" => (1, &mut self.protocol_state),
-            "client_address" => (2, &mut self.client_address),
-            "client_name" => (3, &mut self.client_name),
-            "reverse_client_name" => (4, &mut self.reverse_client_name),
-            "client_port" => (5, &mut self.client_port),
-            "server_address" => (6, &mut self.server_address),
-            "server_port" => (7, &mut self.server_port),
-            "helo_name" => (8, &mut self.helo_name),
-            "sender" => (9, &mut self.sender),
-            "recipient" => (10, &mut self.recipient),
-            "recipient_count" => (11, &mut self.recipient_count),
-            "queue_id" => (12, &mut self.queue_id),
-            "instance" => (13, &mut self.instance),
-            "sasl_method" => (14, &mut self.sasl_method),
-            "sasl_username" => (15, &mut self.sasl_username),
-            "sasl_sender" => (16, &mut self.sasl_sender),
-            "encryption_protocol" => (17, &mut self.encryption_protocol),
-            "policy_context" => (18, &mut self.policy_context),
-            "request" => {
-                if *seen & 1 == 0 {
-                    *seen |= 1;
-                    match &mut self.request {
-                        Some(kind) => value.clone_into(kind),
-                        None => self.request = Some(value.to_string()),
-                    }
-                }
-                return true;
-            }
-            _ => return false,
-        };
-        if *seen & (1 << bit) == 0 {
-            *seen |= 1 << bit;
-            value.clone_into(slot);
-        }
-        true
-    }
-
-    /// Looks up any attribute by its Postfix name; absent reads as "".
-    pub fn get(&self, name: &str) -> &str {
-        match name {
-            "request" => self.request.as_deref().unwrap_or(""),
-            "protocol_state" => &self.protocol_state,
-            "client_address" => &self.client_address,
-            "client_name" => &self.client_name,
-            "reverse_client_name" => &self.reverse_client_name,
-            "client_port" => &self.client_port,
-            "server_address" => &self.server_address,
-            "server_port" => &self.server_port,
-            "helo_name" => &self.helo_name,
-            "sender" => &self.sender,
-            "recipient" => &self.recipient,
-            "recipient_count" => &self.recipient_count,
-            "queue_id" => &self.queue_id,
-            "instance" => &self.instance,
-            "sasl_method" => &self.sasl_method,
-            "sasl_username" => &self.sasl_username,
-            "sasl_sender" => &self.sasl_sender,
-            "encryption_protocol" => &self.encryption_protocol,
-            "policy_context" => &self.policy_context,
-            _ => self
-                .other
-                .lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
-                .unwrap_or(""),
-        }
-    }
-
-    pub fn state(&self) -> ProtocolState {
-        if self.protocol_state.is_empty() {
-            ProtocolState::Other
-        } else {
-            ProtocolState::parse(&self.protocol_state)
-        }
-    }
-
-    /// The client IP, if `client_address` holds one.
-    pub fn client_ip(&self) -> Option<IpAddr> {
-        *self
-            .client_ip
-            .get_or_init(|| self.client_address.parse().ok())
-    }
-
-    /// Every attribute string but `request`, each once (the destructuring
-    /// names every field, so a new one cannot be forgotten here).
-    fn texts(&mut self) -> ([&mut String; 19], &mut Option<String>) {
-        let Request {
-            request,
-            protocol_state,
-            client_address,
-            client_name,
-            reverse_client_name,
-            client_port,
-            server_address,
-            server_port,
-            helo_name,
-            sender,
-            recipient,
-            recipient_count,
-            queue_id,
-            instance,
-            sasl_method,
-            sasl_username,
-            sasl_sender,
-            encryption_protocol,
-            policy_context,
-            other,
-            client_ip: _,
-        } = self;
-        (
-            [
-                protocol_state,
-                client_address,
-                client_name,
-                reverse_client_name,
-                client_port,
-                server_address,
-                server_port,
-                helo_name,
-                sender,
-                recipient,
-                recipient_count,
-                queue_id,
-                instance,
-                sasl_method,
-                sasl_username,
-                sasl_sender,
-                encryption_protocol,
-                policy_context,
-                other,
-            ],
-            request,
-        )
-    }
-
-    /// Heap memory the attribute strings hold.
-    fn heap_bytes(&mut self) -> usize {
-        let (texts, request) = self.texts();
-        let kind = request.as_ref().map_or(0, String::capacity);
-        texts.iter().map(|s| s.capacity()).sum::<usize>() + kind
-    }
-
-    /// Empties every attribute, keeping the strings' memory for the next
-    /// request of the connection.
-    fn clear(&mut self) {
-        self.client_ip.take();
-        let (texts, request) = self.texts();
-        for text in texts {
-            text.clear();
-        }
-        if let Some(kind) = request {
-            kind.clear();
-        }
-    }
-
-    /// Checks the `request` attribute. The server requires it; the
-    /// `--test-request` mode lets it be absent so hand-written requests can
-    /// stay short.
-    pub fn check_kind(&self, required: bool) -> Result<(), ProtocolError> {
-        match &self.request {
-            Some(kind) if kind == REQUEST_KIND => Ok(()),
-            Some(kind) => Err(ProtocolError::WrongRequestType(kind.clone())),
-            None if required => Err(ProtocolError::MissingRequestType),
-            None => Ok(()),
-        }
-    }
-
-    /// `name[address]` as Postfix writes a client in logs and replies.
-    pub fn client_label(&self) -> String {
-        let name = if self.client_name.is_empty() {
-            "unknown"
-        } else {
-            &self.client_name
-        };
-        format!("{name}[{}]", self.client_address)
     }
 }
 
@@ -511,15 +278,18 @@ fn truncate(text: &str, max: usize) -> String {
 /// Encodes the reply to one request: `action=<action>\n\n`. Newlines and
 /// other control characters in the action become spaces (they would end the
 /// attribute early). Nothing is cut here: Postfix reads an action line of
-/// any length; the SMTP reply limit is applied where replies are made
-/// (crate::vocab::reply), so a long PREPEND header goes out whole.
-pub fn encode_response(action: &str, out: &mut Vec<u8>) {
+/// any length; the SMTP reply limit is applied where a reply is made
+/// ([`Action::reply`]), so a long PREPEND header goes out whole.
+pub fn encode_response(action: &Action, out: &mut Vec<u8>) {
     out.extend_from_slice(b"action=");
-    // Almost every action is printable ASCII: copied as it is.
-    if printable_ascii(action.as_bytes()) {
-        out.extend_from_slice(action.as_bytes());
-    } else {
-        for ch in action.chars() {
+    let start = out.len();
+    action.write_to(out);
+    // Almost every action is printable ASCII: written as it is.
+    if !printable_ascii(&out[start..]) {
+        let written = out.split_off(start);
+        // Every piece of an action is a str, so this holds.
+        let text = String::from_utf8_lossy(&written);
+        for ch in text.chars() {
             let ch = if ch.is_control() { ' ' } else { ch };
             let mut tmp = [0u8; 4];
             out.extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
@@ -552,40 +322,10 @@ fn printable_ascii(bytes: &[u8]) -> bool {
 }
 
 /// The bytes of one response, for callers that want a fresh buffer.
-pub fn response_bytes(action: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(action.len() + 10);
+pub fn response_bytes(action: &Action) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
     encode_response(action, &mut out);
     out
-}
-
-impl fmt::Display for Request {
-    /// The request in wire form (without the final empty line), for traces.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(kind) = &self.request {
-            writeln!(f, "request={kind}")?;
-        }
-        for name in [
-            "protocol_state",
-            "client_address",
-            "client_name",
-            "reverse_client_name",
-            "helo_name",
-            "sender",
-            "recipient",
-            "queue_id",
-            "instance",
-            "sasl_method",
-            "sasl_username",
-            "server_port",
-            "policy_context",
-        ] {
-            let value = self.get(name);
-            if !value.is_empty() {
-                writeln!(f, "{name}={value}")?;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -766,17 +506,23 @@ mod tests {
 
     #[test]
     fn response_is_lf_only_and_sanitised() {
-        assert_eq!(response_bytes("DUNNO"), b"action=DUNNO\n\n");
-        assert_eq!(response_bytes("550 a\nb\r"), b"action=550 a b \n\n");
+        let bytes = |action: &str| response_bytes(&Action::parse(action));
+        assert_eq!(bytes("DUNNO"), b"action=DUNNO\n\n");
+        assert_eq!(response_bytes(&Action::Dunno), b"action=DUNNO\n\n");
+        assert_eq!(bytes("550 a\nb\r"), b"action=550 a b \n\n");
+        assert_eq!(
+            response_bytes(&Action::reply(550, "5.7.1", "a\nb".into())),
+            b"action=550 5.7.1 a b\n\n"
+        );
         // Non-ASCII stays; C1 controls (U+0085) and DEL become spaces too.
         assert_eq!(
-            response_bytes("550 é\u{85}\u{7f}x"),
+            bytes("550 é\u{85}\u{7f}x"),
             "action=550 é  x\n\n".as_bytes()
         );
         // A long header is not cut (replies are cut where they are made).
         let header = format!("PREPEND X-Long: {}", "x".repeat(3000));
         assert_eq!(
-            response_bytes(&header),
+            response_bytes(&Action::prepend(&header["PREPEND ".len()..])),
             format!("action={header}\n\n").as_bytes()
         );
     }

@@ -11,6 +11,7 @@ pub mod bounded;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod dnsbl;
 pub mod greylist;
 pub mod log;
 pub mod policy;

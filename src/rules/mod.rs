@@ -11,6 +11,7 @@
 pub mod access;
 pub mod address;
 pub mod client;
+pub mod dnsbl;
 pub mod dnscheck;
 pub mod generic;
 pub mod greylist;
@@ -45,6 +46,9 @@ pub enum Run {
     /// Applies the `[[rate_limit]]` named by its one argument (waits for
     /// the store).
     Limit,
+    /// Looks the request up in the DNS list named by its one argument
+    /// (`domain` or `domain=filter`).
+    List(dnsbl::Dnsxl),
 }
 
 /// The rules that wait. Each runs in place, inside the chain's own future
@@ -139,8 +143,9 @@ const fn row_needing(name: &'static str, earliest: Stage, needs: Needs, run: Run
     }
 }
 
-use Run::{Later, Now, Table};
+use Run::{Later, List, Now, Table};
 use Stage::{Client, Helo, Recipient, Sender};
+use dnsbl::Dnsxl;
 
 /// Every rule rpol implements.
 pub const RULES: &[RuleSpec] = &[
@@ -282,6 +287,22 @@ pub const RULES: &[RuleSpec] = &[
         Now(submission::reject_known_sender_login_mismatch),
     ),
     row("check_rate_limit", Client, Run::Limit),
+    row("reject_rbl_client", Client, List(Dnsxl::RblClient)),
+    row("reject_rhsbl_client", Client, List(Dnsxl::RhsblClient)),
+    row(
+        "reject_rhsbl_reverse_client",
+        Client,
+        List(Dnsxl::RhsblReverseClient),
+    ),
+    row("reject_rhsbl_helo", Helo, List(Dnsxl::RhsblHelo)),
+    row("reject_rhsbl_sender", Sender, List(Dnsxl::RhsblSender)),
+    row(
+        "reject_rhsbl_recipient",
+        Recipient,
+        List(Dnsxl::RhsblRecipient),
+    ),
+    row("permit_dnswl_client", Client, List(Dnsxl::DnswlClient)),
+    row("permit_rhswl_client", Client, List(Dnsxl::RhswlClient)),
 ];
 
 /// Postfix's older names for the same restrictions.
@@ -291,6 +312,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("reject_non_fqdn_hostname", "reject_non_fqdn_helo_hostname"),
     ("reject_unknown_hostname", "reject_unknown_helo_hostname"),
     ("check_recipient_maps", "reject_unlisted_recipient"),
+    ("reject_rbl", "reject_rbl_client"),
 ];
 
 /// One compiled rule: its row, and its table when it takes one.
@@ -300,6 +322,7 @@ pub struct Rule {
     index: usize,
     table: Option<Arc<AccessTable>>,
     limit: Option<Arc<RateLimit>>,
+    list: Option<Arc<crate::dnsbl::List>>,
 }
 
 impl fmt::Debug for Rule {
@@ -350,13 +373,17 @@ impl Rule {
             (Run::Now(f), _) => Started::Done(f(ctx)),
             (Run::Table(f), Some(table)) => Started::Done(f(ctx, table)),
             (Run::Table(_), None) => Started::Done(misconfigured()),
-            (Run::Later(_) | Run::Limit, _) => Started::Waits,
+            (Run::Later(_) | Run::Limit | Run::List(_), _) => Started::Waits,
         }
     }
 
     /// Runs a rule that waits, to its outcome.
     pub async fn finish(&self, ctx: &mut Context<'_>) -> Outcome {
+        if let (Run::List(kind), Some(list)) = (self.spec.run, &self.list) {
+            return dnsbl::check(kind, ctx, list).await;
+        }
         match (self.spec.run, &self.limit) {
+            (Run::List(_), _) => misconfigured(),
             (Run::Later(rule), _) => rule.run(ctx).await,
             (Run::Limit, Some(limit)) => ratelimit::check_rate_limit(ctx, limit).await,
             (Run::Limit, None) => misconfigured(),
@@ -410,12 +437,6 @@ const REFUSED: &[(&str, &str)] = &[
 /// Postfix restrictions that later rpol work implements; named so that the
 /// loader says "not implemented yet" rather than "unknown".
 const NOT_YET: &[&str] = &[
-    "reject_rbl_client",
-    "reject_rhsbl_client",
-    "reject_rhsbl_sender",
-    "reject_rhsbl_helo",
-    "reject_rhsbl_recipient",
-    "permit_dnswl_client",
     "check_reverse_client_hostname_access",
     "check_sasl_access",
     "check_ccert_access",
@@ -474,7 +495,19 @@ pub fn compile(
             "{name} cannot work in the {stage} stage: it needs the {earliest} data, which the {stage} stage runs without (use it in the {earliest} stage or later)"
         )));
     }
+    let mut list = None;
     let (table, limit) = match (spec.run, args.as_slice()) {
+        (Run::List(_), [arg]) => {
+            let parsed =
+                crate::dnsbl::List::parse(arg).map_err(|e| RuleError(format!("{name}: {e}")))?;
+            list = Some(Arc::new(parsed));
+            (None, None)
+        }
+        (Run::List(_), _) => {
+            return Err(RuleError(format!(
+                "{name} takes exactly one argument: the list's domain, or domain=filter (as zen.spamhaus.org=127.0.0.[2..11])"
+            )));
+        }
         (Run::Table(_), [table]) => (Some(tables.table(table).map_err(RuleError)?), None),
         (Run::Table(_), _) => {
             return Err(RuleError(format!(
@@ -504,6 +537,7 @@ pub fn compile(
         index,
         table,
         limit,
+        list,
     })
 }
 

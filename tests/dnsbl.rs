@@ -324,3 +324,57 @@ fn config_errors() {
         "{got}"
     );
 }
+
+/// GET /metrics: the body.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .expect("read timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_per_list() {
+    let s = setup(
+        "client = [\"reject_rbl_client bl.test\"]",
+        "[metrics]\nlisten = \"127.0.0.1:0\"",
+    )
+    .await;
+    for addr in [
+        "203.0.113.5",
+        "203.0.113.50",
+        "203.0.113.51",
+        "203.0.113.7",
+        "203.0.113.8",
+    ] {
+        s.ask(&client(addr));
+    }
+    let line = s.daemon.wait_for_log("serving metrics on http://", 0);
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .expect("address")
+        .trim_end_matches("/metrics")
+        .trim()
+        .to_string();
+    let body = scrape(&addr);
+    let got: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("rpol_dnsbl_lookups_total{site=\"bl.test\""))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "rpol_dnsbl_lookups_total{site=\"bl.test\",answer=\"listed\"} 1",
+            "rpol_dnsbl_lookups_total{site=\"bl.test\",answer=\"not_listed\"} 2",
+            "rpol_dnsbl_lookups_total{site=\"bl.test\",answer=\"error_code\"} 1",
+            "rpol_dnsbl_lookups_total{site=\"bl.test\",answer=\"failed\"} 1",
+        ],
+        "{body}"
+    );
+}

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod common;
 pub mod config;
 pub mod dns;
+pub mod dnsbl;
 pub mod greylist;
 pub mod log;
 pub mod policy;

@@ -61,6 +61,9 @@ pub struct Site {
     pub outbound_spf: ResultActions,
     /// `[greylist]`: how check_greylist judges; `None` without the table.
     pub greylist: Option<GreylistSettings>,
+    /// The replies of the DNS list restrictions (`maps_rbl_reject_code`,
+    /// `default_rbl_reply`, `[dnsbl] reply`).
+    pub dnsbl_replies: crate::dnsbl::Replies,
     /// Where each fact came from, one line each, for `--check-config`;
     /// empty unless read from Postfix (`[site] postfix`).
     pub sources: Vec<String>,
@@ -293,6 +296,7 @@ impl Default for Site {
             egress: Vec::new(),
             outbound_spf: default_outbound_actions(),
             greylist: None,
+            dnsbl_replies: crate::dnsbl::Replies::default(),
             sources: Vec::new(),
         }
     }

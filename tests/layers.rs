@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["vocab"],
     // Facts and lookups: DNS, tables, SPF evaluation.
     &["dns", "tables"],
-    &["spf", "greylist"],
+    &["spf", "greylist", "dnsbl"],
     // What rules read: the site facts and the runtime state.
     &["site", "state"],
     &["rules"],

@@ -16,6 +16,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("SpfSection", "[spf]"),
     ("StoreSection", "[store]"),
     ("GreylistSection", "[greylist]"),
+    ("DnsblSection", "[dnsbl]"),
     (
         "SpfActionsSection",
         "[spf.mail_from], [spf.helo], [outbound_spf]",

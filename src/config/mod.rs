@@ -10,6 +10,7 @@
 //! serde shape, errors.rs the errors and their positions).
 
 mod dns;
+mod dnsbl;
 mod errors;
 mod greylist;
 mod host;
@@ -210,14 +211,17 @@ impl<'t> Compiler<'t> {
             metrics,
             log,
             rate_limit,
+            dnsbl,
         } = file;
         let mut server = self.server(server);
         self.metrics(metrics, &mut server);
         server.log_decisions = self.log(log);
         server.store = self.store(store);
         let postfix = self.postfix(postfix);
+        let (rbl_code, default_rbl_reply) = (postfix.rbl_code, postfix.default_rbl_reply.clone());
         let mut files = vec![self.path.clone()];
         let mut site = self.site(site, postfix, &mut files);
+        site.dnsbl_replies = self.dnsbl(dnsbl, rbl_code, default_rbl_reply);
         site.spf = self.spf(spf, &mut files);
         site.outbound_spf = self.outbound_spf(outbound_spf);
         site.greylist = self.greylist(
@@ -325,6 +329,10 @@ mod tests {
             (
                 "[store]\nbackend = \"embedded\"\nbogus = 1\n",
                 &["p.toml:3:1: store.bogus: unknown key"],
+            ),
+            (
+                "[dnsbl]\nreply = {}\nbogus = 1\n",
+                &["p.toml:3:1: dnsbl.bogus: unknown key"],
             ),
             (
                 "[store]\n[greylist]\ndelay = \"1s\"\nbogus = 1\n",

@@ -15,6 +15,10 @@ pub(super) struct Postfix {
     pub access_subdomains: bool,
     /// `smtpd_null_access_lookup_key`.
     pub null_access_key: String,
+    /// `maps_rbl_reject_code`.
+    pub rbl_code: u16,
+    /// `default_rbl_reply`, compiled.
+    pub default_rbl_reply: crate::dnsbl::Template,
 }
 
 /// First digits a reply code may have: `reject` must reject, `defer` must
@@ -44,7 +48,13 @@ impl Compiler<'_> {
             unknown_address_tempfail_action,
             parent_domain_matches_subdomains,
             smtpd_null_access_lookup_key,
+            maps_rbl_reject_code,
+            default_rbl_reply,
         } = p;
+        let rbl_code = self.reply_code(maps_rbl_reject_code, "maps_rbl_reject_code", ANY);
+        let default_rbl_reply = self
+            .rbl_template(default_rbl_reply, "postfix.default_rbl_reply", rbl_code)
+            .unwrap_or_else(|| crate::dnsbl::Replies::default().default);
         // Unset, the two specific actions are $reject_tempfail_action.
         let base = self.tempfail(reject_tempfail_action, "reject_tempfail_action");
         let unknown_helo_hostname_tempfail_action = match unknown_helo_hostname_tempfail_action {
@@ -116,6 +126,8 @@ impl Compiler<'_> {
                 .iter()
                 .any(|s| s == "smtpd_access_maps"),
             null_access_key: smtpd_null_access_lookup_key,
+            rbl_code,
+            default_rbl_reply,
         }
     }
 

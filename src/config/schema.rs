@@ -44,6 +44,18 @@ pub struct ConfigFile {
     /// `[[rate_limit]]`: budgets that check_rate_limit NAME applies.
     #[serde(default)]
     pub rate_limit: Vec<Spanned<RateLimitSection>>,
+    /// `[dnsbl]`: the DNS lists' replies.
+    #[serde(default)]
+    pub dnsbl: DnsblSection,
+}
+
+/// `[dnsbl]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct DnsblSection {
+    /// Postfix's rbl_reply_maps: a reply template per `domain=filter` or
+    /// per domain.
+    #[serde(default)]
+    pub reply: BTreeMap<String, Spanned<String>>,
 }
 
 /// One `[[rate_limit]]`.
@@ -249,6 +261,8 @@ pub struct PostfixSection {
     pub unknown_address_tempfail_action: Option<Spanned<String>>,
     pub parent_domain_matches_subdomains: Vec<String>,
     pub smtpd_null_access_lookup_key: String,
+    pub maps_rbl_reject_code: Spanned<u16>,
+    pub default_rbl_reply: Spanned<String>,
 }
 
 impl Default for PostfixSection {
@@ -283,6 +297,8 @@ impl Default for PostfixSection {
             .map(String::from)
             .to_vec(),
             smtpd_null_access_lookup_key: "<>".into(),
+            maps_rbl_reject_code: Spanned::new(0..0, crate::dnsbl::DEFAULT_REJECT_CODE),
+            default_rbl_reply: Spanned::new(0..0, crate::dnsbl::DEFAULT_RBL_REPLY.into()),
         }
     }
 }

@@ -56,6 +56,9 @@ impl Compiler<'_> {
             codes,
             access_subdomains,
             null_access_key,
+            // Compiled into the site's DNS list replies by config/dnsbl.rs.
+            rbl_code: _,
+            default_rbl_reply: _,
         } = postfix;
         let pf = postfix_dir.and_then(|d| self.read_postfix(d, files));
         let mut sources = Vec::new();
@@ -276,6 +279,7 @@ impl Compiler<'_> {
             egress,
             outbound_spf: crate::site::default_outbound_actions(),
             greylist: None,
+            dnsbl_replies: crate::dnsbl::Replies::default(),
             sources,
         }
     }

@@ -500,7 +500,7 @@ fn defer_if_permit_action(
 }
 
 fn prefixed_text(reply: &Reply, stage: Stage, called_from: Stage, req: &Request) -> String {
-    if stage == called_from {
+    if stage == called_from || reply.bare {
         return reply.text.clone();
     }
     if reply.named {

@@ -174,7 +174,7 @@ fn unknown_address(ctx: &Context<'_>, subject: Stage) -> Outcome {
 /// its domain is ours or a relay domain, and its local part holds no
 /// sender-specified routing (`@`, `%`, `!`; Postfix
 /// allow_untrusted_routing = no).
-fn authorized_destination(ctx: &mut Context<'_>) -> bool {
+pub(super) fn authorized_destination(ctx: &mut Context<'_>) -> bool {
     let rcpt = ctx.request.recipient.as_str();
     let Some((local, domain)) = crate::syntax::split_address(rcpt) else {
         // Postfix appends its own domain to a bare local part.

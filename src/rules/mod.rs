@@ -11,6 +11,7 @@
 pub mod access;
 pub mod address;
 pub mod client;
+pub mod dnsbl;
 pub mod dnscheck;
 pub mod generic;
 pub mod greylist;
@@ -31,6 +32,7 @@ use crate::tables::AccessTable;
 use crate::vocab::Stage;
 use crate::vocab::outcome::Outcome;
 use crate::vocab::reply::Reply;
+use dnsbl::Dnsxl;
 use ratelimit::RateLimit;
 
 /// How a rule runs, and what argument it takes.
@@ -45,6 +47,9 @@ pub enum Run {
     /// Applies the `[[rate_limit]]` named by its one argument (waits for
     /// the store).
     Limit,
+    /// Looks the request up in the DNS list named by its one argument
+    /// (`domain` or `domain=filter`).
+    List(dnsbl::Dnsxl),
 }
 
 /// Site facts a rule cannot work without.
@@ -91,8 +96,9 @@ pub struct RuleSpec {
 /// Makes [`RULES`] from one row per rule, and for the rules that wait
 /// ([`Run::Later`]) the [`Waits`] enum that runs them. A row is
 /// `kind name: Stage [needs Need] => function;`, `kind` one of `now`,
-/// `later` (an `async fn`), `table` (its argument names an access table)
-/// or `limit` (its argument names a `[[rate_limit]]`).
+/// `later` (an `async fn`), `table` (its argument names an access table),
+/// `limit` (its argument names a `[[rate_limit]]`) or `list` (its argument
+/// names a DNS list; the [`dnsbl::Dnsxl`] says how it is queried).
 ///
 /// The rules that wait run in place, inside the chain's own future (which
 /// is as large as the largest of them, check_spf's, some 2 KB per
@@ -145,6 +151,13 @@ macro_rules! rule_table {
         table $name:ident: $stage:ident => $run:path; $($rest:tt)*) => {
         rule_table!(@rows
             [$($rows)* rule_table!(@row $name, $stage, [], Run::Table($run)),]
+            [$($waits)*]
+            $($rest)*);
+    };
+    (@rows [$($rows:tt)*] [$($waits:tt)*]
+        list $name:ident: $stage:ident => $kind:path; $($rest:tt)*) => {
+        rule_table!(@rows
+            [$($rows)* rule_table!(@row $name, $stage, [], Run::List($kind)),]
             [$($waits)*]
             $($rest)*);
     };
@@ -212,6 +225,14 @@ rule_table! {
     now reject_known_sender_login_mismatch: Sender needs Logins
         => submission::reject_known_sender_login_mismatch;
     limit check_rate_limit: Client;
+    list reject_rbl_client: Client => Dnsxl::RblClient;
+    list reject_rhsbl_client: Client => Dnsxl::RhsblClient;
+    list reject_rhsbl_reverse_client: Client => Dnsxl::RhsblReverseClient;
+    list reject_rhsbl_helo: Helo => Dnsxl::RhsblHelo;
+    list reject_rhsbl_sender: Sender => Dnsxl::RhsblSender;
+    list reject_rhsbl_recipient: Recipient => Dnsxl::RhsblRecipient;
+    list permit_dnswl_client: Client => Dnsxl::DnswlClient;
+    list permit_rhswl_client: Client => Dnsxl::RhswlClient;
 }
 
 /// Postfix's older names for the same restrictions.
@@ -221,6 +242,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("reject_non_fqdn_hostname", "reject_non_fqdn_helo_hostname"),
     ("reject_unknown_hostname", "reject_unknown_helo_hostname"),
     ("check_recipient_maps", "reject_unlisted_recipient"),
+    ("reject_rbl", "reject_rbl_client"),
 ];
 
 /// One compiled rule: its row, and its table when it takes one.
@@ -230,6 +252,7 @@ pub struct Rule {
     index: usize,
     table: Option<Arc<AccessTable>>,
     limit: Option<Arc<RateLimit>>,
+    list: Option<Arc<crate::dnsbl::List>>,
 }
 
 impl fmt::Debug for Rule {
@@ -280,13 +303,17 @@ impl Rule {
             (Run::Now(f), _) => Started::Done(f(ctx)),
             (Run::Table(f), Some(table)) => Started::Done(f(ctx, table)),
             (Run::Table(_), None) => Started::Done(misconfigured()),
-            (Run::Later(_) | Run::Limit, _) => Started::Waits,
+            (Run::Later(_) | Run::Limit | Run::List(_), _) => Started::Waits,
         }
     }
 
     /// Runs a rule that waits, to its outcome.
     pub async fn finish(&self, ctx: &mut Context<'_>) -> Outcome {
+        if let (Run::List(kind), Some(list)) = (self.spec.run, &self.list) {
+            return dnsbl::check(kind, ctx, list).await;
+        }
         match (self.spec.run, &self.limit) {
+            (Run::List(_), _) => misconfigured(),
             (Run::Later(rule), _) => rule.run(ctx).await,
             (Run::Limit, Some(limit)) => ratelimit::check_rate_limit(ctx, limit).await,
             (Run::Limit, None) => misconfigured(),
@@ -340,12 +367,6 @@ const REFUSED: &[(&str, &str)] = &[
 /// Postfix restrictions that later rpol work implements; named so that the
 /// loader says "not implemented yet" rather than "unknown".
 const NOT_YET: &[&str] = &[
-    "reject_rbl_client",
-    "reject_rhsbl_client",
-    "reject_rhsbl_sender",
-    "reject_rhsbl_helo",
-    "reject_rhsbl_recipient",
-    "permit_dnswl_client",
     "check_reverse_client_hostname_access",
     "check_sasl_access",
     "check_ccert_access",
@@ -403,7 +424,19 @@ pub fn compile(
             "{name} cannot work in the {stage} stage: it needs the {earliest} data, which the {stage} stage runs without (use it in the {earliest} stage or later)"
         )));
     }
+    let mut list = None;
     let (table, limit) = match (spec.run, args.as_slice()) {
+        (Run::List(_), [arg]) => {
+            let parsed =
+                crate::dnsbl::List::parse(arg).map_err(|e| RuleError(format!("{name}: {e}")))?;
+            list = Some(Arc::new(parsed));
+            (None, None)
+        }
+        (Run::List(_), _) => {
+            return Err(RuleError(format!(
+                "{name} takes exactly one argument: the list's domain, or domain=filter (as zen.spamhaus.org=127.0.0.[2..11])"
+            )));
+        }
         (Run::Table(_), [table]) => (Some(tables.table(table).map_err(RuleError)?), None),
         (Run::Table(_), _) => {
             return Err(RuleError(format!(
@@ -433,6 +466,7 @@ pub fn compile(
         index,
         table,
         limit,
+        list,
     })
 }
 
@@ -485,7 +519,7 @@ mod tests {
     /// the rule; the others decide at once, from a table, or from a limit.
     #[test]
     fn each_row_runs_its_own_function() {
-        let mut waiting = 0;
+        let (mut waiting, mut lists) = (0, 0);
         for r in RULES {
             match r.run {
                 Run::Later(w) => {
@@ -496,10 +530,19 @@ mod tests {
                 Run::Table(_) => {
                     assert!(r.name.starts_with("check_") && r.name.ends_with("_access"))
                 }
+                Run::List(_) => {
+                    lists += 1;
+                    assert!(
+                        r.name.contains("bl_") || r.name.contains("wl_"),
+                        "{}",
+                        r.name
+                    );
+                }
                 Run::Now(_) => {}
             }
         }
         assert_eq!(waiting, 8, "the rules that wait for DNS or the store");
+        assert_eq!(lists, 8, "Postfix's DNS list rules");
         let greylist = spec("check_greylist").map(|s| (s.earliest, s.needs));
         assert_eq!(greylist, Some((Stage::Recipient, Needs::Greylist)));
         let outbound = spec("check_outbound_spf").map(|s| (s.earliest, s.needs));

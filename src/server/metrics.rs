@@ -417,6 +417,24 @@ impl Collector for Exposition {
         for (limit, n) in shared.state.rate_events.exceeded() {
             ConstCounter::new(n).encode(family.encode_family(&[("limit", limit.as_str())])?)?;
         }
+        let mut family = encoder.encode_descriptor(
+            "rpol_dnsbl_lookups",
+            "DNS list lookups by list and answer: listed, not_listed, error_code (an answer in 127.255.255.0/24, never a listing), failed (the DNS failed); every list named since rpol started.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (site, c) in crate::dnsbl::all_counters() {
+            for (answer, n) in [
+                ("listed", &c.listed),
+                ("not_listed", &c.not_listed),
+                ("error_code", &c.error_codes),
+                ("failed", &c.failures),
+            ] {
+                ConstCounter::new(n.load(Ordering::Relaxed)).encode(
+                    family.encode_family(&[("site", site.as_str()), ("answer", answer)])?,
+                )?;
+            }
+        }
         if let Some(store) = shared.state.store() {
             counter(
                 &mut encoder,

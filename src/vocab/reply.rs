@@ -19,6 +19,11 @@ pub struct Reply {
     /// reply. Postfix omits it for reject_unknown_client_hostname and
     /// reject_unknown_reverse_client_hostname (smtpd_check.c).
     pub named: bool,
+    /// Whether Postfix writes the text alone, with no `<name>: <Class>
+    /// rejected: ` before it: the DNS list restrictions
+    /// (smtpd_check.c rbl_reject_reply, DEFER_IF_REJECT of permit_dnswl_*),
+    /// whose text says what was listed.
+    pub bare: bool,
 }
 
 impl Reply {
@@ -29,6 +34,7 @@ impl Reply {
             dsn: fix_dsn_class(code, dsn),
             text: text.into(),
             named: true,
+            bare: false,
         }
     }
 
@@ -36,6 +42,14 @@ impl Reply {
     pub fn unnamed(code: u16, dsn: &str, text: impl Into<String>) -> Reply {
         Reply {
             named: false,
+            ..Reply::new(code, dsn, text)
+        }
+    }
+
+    /// A reply whose text Postfix writes alone, without any prefix.
+    pub fn bare(code: u16, dsn: &str, text: impl Into<String>) -> Reply {
+        Reply {
+            bare: true,
             ..Reply::new(code, dsn, text)
         }
     }

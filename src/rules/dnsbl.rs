@@ -1,0 +1,155 @@
+//! Postfix's DNS list restrictions: `reject_rbl_client`,
+//! `reject_rhsbl_client`, `reject_rhsbl_reverse_client`,
+//! `reject_rhsbl_helo`, `reject_rhsbl_sender`, `reject_rhsbl_recipient`,
+//! `permit_dnswl_client`, `permit_rhswl_client`, each taking `domain` or
+//! `domain=filter` (smtpd_check.c: reject_rbl_addr, reject_rbl_domain,
+//! permit_dnswl_addr, permit_dnswl_domain).
+//!
+//! A listing answers `rbl_reply_maps`' template or `default_rbl_reply`:
+//! `554 5.7.1 Service unavailable; Client host [IP] blocked using DOMAIN;
+//! TXT`, the text without a `<name>: <Class> rejected:` prefix. A
+//! blocklist whose DNS fails (or that answers an error code in
+//! 127.255.255.0/24) is passed by, as Postfix passes it by; an allowlist
+//! whose DNS fails sets defer_if_reject with `450 4.7.1 <what>: Client
+//! host rejected: Service unavailable`, as Postfix does.
+
+use std::sync::Arc;
+
+use super::Context;
+use super::address::authorized_destination;
+use crate::dnsbl::{self, List, Listing, Name, Subject};
+use crate::vocab::outcome::Outcome;
+use crate::vocab::reply::Reply;
+
+/// Which of Postfix's DNS list restrictions a rule is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dnsxl {
+    RblClient,
+    RhsblClient,
+    RhsblReverseClient,
+    RhsblHelo,
+    RhsblSender,
+    RhsblRecipient,
+    DnswlClient,
+    RhswlClient,
+}
+
+impl Dnsxl {
+    /// Postfix's `$rbl_class` for the restriction (smtpd_dsn_fix.h).
+    fn class(self) -> &'static str {
+        match self {
+            Dnsxl::RblClient | Dnsxl::RhsblClient | Dnsxl::DnswlClient | Dnsxl::RhswlClient => {
+                "Client host"
+            }
+            Dnsxl::RhsblReverseClient => "Unverified Client host",
+            Dnsxl::RhsblHelo => "Helo command",
+            Dnsxl::RhsblSender => "Sender address",
+            Dnsxl::RhsblRecipient => "Recipient address",
+        }
+    }
+
+    fn allows(self) -> bool {
+        matches!(self, Dnsxl::DnswlClient | Dnsxl::RhswlClient)
+    }
+}
+
+/// Runs one DNS list restriction.
+pub async fn check(kind: Dnsxl, ctx: &mut Context<'_>, list: &Arc<List>) -> Outcome {
+    let request = ctx.request;
+    // What is looked up, and the query name.
+    let (what, query) = match kind {
+        Dnsxl::RblClient | Dnsxl::DnswlClient => {
+            let Some(ip) = request.client_ip() else {
+                let addr = request.client_address.clone();
+                ctx.note(|| format!("client address {addr:?} is not an IP address"));
+                return Outcome::Dunno;
+            };
+            let ip = ip.to_canonical();
+            (ip.to_string(), dnsbl::address_query(ip, &list.domain))
+        }
+        _ => {
+            let what = match kind {
+                Dnsxl::RhsblClient | Dnsxl::RhswlClient => &request.client_name,
+                Dnsxl::RhsblReverseClient => &request.reverse_client_name,
+                Dnsxl::RhsblHelo => &request.helo_name,
+                Dnsxl::RhsblSender => &request.sender,
+                _ => &request.recipient,
+            };
+            // Postfix skips a client name it could not find.
+            let unknown = matches!(
+                kind,
+                Dnsxl::RhsblClient | Dnsxl::RhswlClient | Dnsxl::RhsblReverseClient
+            ) && what.eq_ignore_ascii_case("unknown");
+            let query = (!unknown)
+                .then(|| dnsbl::domain_query(what, &list.domain))
+                .flatten();
+            let Some(query) = query else {
+                ctx.note(|| format!("{what:?}: nothing to look up"));
+                return Outcome::Dunno;
+            };
+            (what.clone(), query)
+        }
+    };
+    // Postfix: an allowlist never lets an unauthorized recipient through.
+    if kind.allows()
+        && request.protocol_state.eq_ignore_ascii_case("RCPT")
+        && !request.recipient.is_empty()
+        && !authorized_destination(ctx)
+    {
+        ctx.note(|| "the recipient is not ours: no allowlisting".into());
+        return Outcome::Dunno;
+    }
+    let listing = dnsbl::look_up(ctx.dns, list, &query).await;
+    ctx.note(|| describe(&query, &listing));
+    match (listing, kind.allows()) {
+        (Listing::Listed { reason, .. }, false) => {
+            let values = |name: Name| request_value(request, name);
+            let subject = Subject {
+                what: &what,
+                class: kind.class(),
+                reason: &reason,
+                request: &values,
+            };
+            Outcome::Reject(ctx.site.dnsbl_replies.reply(list, &subject))
+        }
+        (Listing::Listed { .. }, true) => Outcome::Permit,
+        (Listing::NotListed, _) => Outcome::Dunno,
+        // A blocklist that cannot answer never rejects.
+        (Listing::Failed(_) | Listing::ErrorCode(_), false) => Outcome::Dunno,
+        // An allowlist that cannot answer: a later reject becomes a
+        // deferral (Postfix's DEFER_IF_REJECT3).
+        (Listing::Failed(_) | Listing::ErrorCode(_), true) => Outcome::DeferIfReject(Reply::bare(
+            450,
+            "4.7.1",
+            format!("<{what}>: {} rejected: Service unavailable", kind.class()),
+        )),
+    }
+}
+
+/// The request's value for a template name that is not the list's own.
+fn request_value(request: &crate::protocol::Request, name: Name) -> String {
+    match name {
+        Name::ClientAddress => request.client_address.clone(),
+        Name::ClientName => request.client_name.clone(),
+        Name::ReverseClientName => request.reverse_client_name.clone(),
+        Name::HeloName => request.helo_name.clone(),
+        Name::Sender => request.sender.clone(),
+        Name::Recipient => request.recipient.clone(),
+        _ => String::new(),
+    }
+}
+
+/// One trace line for a list's answer.
+pub fn describe(query: &str, listing: &Listing) -> String {
+    match listing {
+        Listing::Listed { addrs, reason } => {
+            let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            format!("{query}: listed ({}) {reason:?}", addrs.join(", "))
+        }
+        Listing::NotListed => format!("{query}: not listed"),
+        Listing::ErrorCode(code) => {
+            format!("{query}: error code {code} (not a listing; the list cannot answer)")
+        }
+        Listing::Failed(why) => format!("{query}: lookup failed ({why})"),
+    }
+}

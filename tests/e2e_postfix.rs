@@ -18,7 +18,22 @@ use std::process::Command;
 #[test]
 #[ignore = "needs root and a real Postfix (tests/e2e/setup.sh)"]
 fn postfix_end_to_end() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/run.sh");
+    run_script("tests/e2e/run.sh");
+}
+
+/// Postfix's own reject_rbl_client, reject_rhsbl_sender and
+/// permit_dnswl_client beside rpol's answers through the same Postfix, on
+/// the same zones (`tests/e2e/dnsbl.sh`).
+#[test]
+#[ignore = "needs root and a real Postfix (tests/e2e/setup.sh)"]
+fn dns_lists_answer_as_postfix_does() {
+    run_script("tests/e2e/dnsbl.sh");
+}
+
+/// Runs one of the e2e scripts with this build's rpol; fails with its
+/// output when it does.
+fn run_script(name: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
     let output = Command::new("bash")
         .arg(&script)
         .env("RPOL", env!("CARGO_BIN_EXE_rpol"))

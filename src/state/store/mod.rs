@@ -785,6 +785,23 @@ mod review {
         case(&redis(&server, limits)).await;
     }
 
+    /// Two tests of one case with the same limits: on the embedded store,
+    /// and (ignored unless asked) on a throw-away redis-server.
+    macro_rules! on_both_backends {
+        ($embedded:ident, $redis:ident, $case:ident, $limits:expr) => {
+            #[tokio::test]
+            async fn $embedded() {
+                on_embedded($limits, $case).await;
+            }
+
+            #[tokio::test]
+            #[ignore = "needs redis-server"]
+            async fn $redis() {
+                on_redis($limits, $case).await;
+            }
+        };
+    }
+
     const NEW: Verdict = Verdict::Greylisted {
         missing: 300,
         first_seen: true,
@@ -871,62 +888,35 @@ mod review {
         }
     }
 
-    #[tokio::test]
-    async fn passed_triplets_cannot_fill_the_store() {
-        let limits = Limits {
+    on_both_backends!(
+        passed_triplets_cannot_fill_the_store,
+        passed_triplets_cannot_fill_the_store_redis,
+        passed_triplets_cannot_fill_the_store_case,
+        Limits {
             triplets: 3,
             ..Limits::default()
-        };
-        on_embedded(limits, passed_triplets_cannot_fill_the_store_case).await;
-    }
+        }
+    );
 
-    #[tokio::test]
-    #[ignore = "needs redis-server"]
-    async fn passed_triplets_cannot_fill_the_store_redis() {
-        let limits = Limits {
-            triplets: 3,
-            ..Limits::default()
-        };
-        on_redis(limits, passed_triplets_cannot_fill_the_store_case).await;
-    }
-
-    #[tokio::test]
-    async fn one_v6_48_is_one_network() {
-        let limits = Limits {
+    on_both_backends!(
+        one_v6_48_is_one_network,
+        one_v6_48_is_one_network_redis,
+        one_v6_48_is_one_network_case,
+        Limits {
             unconfirmed_per_network: 2,
             ..Limits::default()
-        };
-        on_embedded(limits, one_v6_48_is_one_network_case).await;
-    }
+        }
+    );
 
-    #[tokio::test]
-    #[ignore = "needs redis-server"]
-    async fn one_v6_48_is_one_network_redis() {
-        let limits = Limits {
-            unconfirmed_per_network: 2,
-            ..Limits::default()
-        };
-        on_redis(limits, one_v6_48_is_one_network_case).await;
-    }
-
-    #[tokio::test]
-    async fn a_neighbour_cannot_lock_out_its_network() {
-        let limits = Limits {
+    on_both_backends!(
+        a_neighbour_cannot_lock_out_its_network,
+        a_neighbour_cannot_lock_out_its_network_redis,
+        a_neighbour_cannot_lock_out_its_network_case,
+        Limits {
             unconfirmed_per_network: 3,
             ..Limits::default()
-        };
-        on_embedded(limits, a_neighbour_cannot_lock_out_its_network_case).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs redis-server"]
-    async fn a_neighbour_cannot_lock_out_its_network_redis() {
-        let limits = Limits {
-            unconfirmed_per_network: 3,
-            ..Limits::default()
-        };
-        on_redis(limits, a_neighbour_cannot_lock_out_its_network_case).await;
-    }
+        }
+    );
 
     /// Review: a RCPT's hold on a new key, then refused (released), must
     /// not leave a record: each refused attempt with a new sender would
@@ -949,22 +939,13 @@ mod review {
         }
     }
 
-    #[tokio::test]
-    async fn released_attempts_take_no_room() {
-        let limits = Limits {
+    on_both_backends!(
+        released_attempts_take_no_room,
+        released_attempts_take_no_room_redis,
+        released_attempts_take_no_room_case,
+        Limits {
             rate_records: 2,
             ..Limits::default()
-        };
-        on_embedded(limits, released_attempts_take_no_room_case).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs redis-server"]
-    async fn released_attempts_take_no_room_redis() {
-        let limits = Limits {
-            rate_records: 2,
-            ..Limits::default()
-        };
-        on_redis(limits, released_attempts_take_no_room_case).await;
-    }
+        }
+    );
 }

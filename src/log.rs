@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
+use crate::common::lock;
 use lru::LruCache;
 use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
@@ -287,7 +288,7 @@ impl Repeats {
     /// whether `line` is to be written now: its first time in this window
     /// or since it made room.
     pub fn note(&self, line: &str, now: Instant) -> (Vec<String>, bool) {
-        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = lock(&self.0);
         let mut summaries = w.close_if_due(now, false);
         if w.started.is_none() {
             w.started = Some(now);
@@ -307,7 +308,7 @@ impl Repeats {
     /// The summaries of the window, if it is due (`now` past its end) or
     /// `force`d (at shutdown).
     pub fn flush(&self, now: Instant, force: bool) -> Vec<String> {
-        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = lock(&self.0);
         w.close_if_due(now, force)
     }
 }

@@ -20,18 +20,7 @@ use std::time::Duration;
 
 use fixture::daemon::Rpol;
 use fixture::dns_server::DEFAULT_ZONES;
-use fixture::{DNS_ADDR, Fixture, Spec};
-
-/// A RCPT from a client that good.example's SPF record authorizes.
-const RCPT: &[(&str, &str)] = &[
-    ("protocol_state", "RCPT"),
-    ("client_address", "203.0.113.10"),
-    ("client_name", "mail.good.example"),
-    ("reverse_client_name", "mail.good.example"),
-    ("helo_name", "mail.good.example"),
-    ("sender", "someone@good.example"),
-    ("recipient", "alice@example.com"),
-];
+use fixture::{DNS_ADDR, Fixture, RCPT, Spec};
 
 /// The same chain enforced (policy_context "mx") and dry-run ("trial",
 /// taken with `like`).

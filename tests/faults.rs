@@ -1170,19 +1170,25 @@ struct BigTable {
     filler: String,
 }
 
-/// The watcher looks 2 s after its previous look and reload.
-const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+/// The watcher looks this long after its previous look and reload
+/// (`[server] watch_interval` in [`BigTable::start`]): short, yet long
+/// enough to place a rename or a SIGHUP inside it.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 impl BigTable {
     /// A daemon with a table of `lines` lines.
     fn start(lines: usize) -> BigTable {
-        let config = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n\
-                      [tables]\nclients = \"clients\"\n\
-                      [profile.mx]\nclient = [\"check_client_access clients\"]\n";
+        let config = format!(
+            "[server]\nwatch_interval = \"{}ms\"\n\
+             [dns]\nnameservers = [\"127.0.0.1:9\"]\n\
+             [tables]\nclients = \"clients\"\n\
+             [profile.mx]\nclient = [\"check_client_access clients\"]\n",
+            WATCH_INTERVAL.as_millis()
+        );
         let filler: String = (0..lines)
             .map(|i| format!("host{i}.example REJECT filler\n"))
             .collect();
-        let rpol = Setup::new(config)
+        let rpol = Setup::new(&config)
             .file(
                 "clients",
                 &format!("{filler}partner.example REJECT table v1\n"),
@@ -1249,7 +1255,8 @@ impl BigTable {
     }
 
     /// Replaces the table with `text` and waits for the watcher to load
-    /// it; returns when that was seen: its next look is 2 s later.
+    /// it; returns when that was seen: its next look is [`WATCH_INTERVAL`]
+    /// later.
     fn watcher_loads(&self, text: &str) -> Instant {
         let from = self.rpol.stderr().len();
         self.replace(text);

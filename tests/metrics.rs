@@ -335,7 +335,8 @@ async fn concurrent_lookups_of_one_name_are_coalesced() {
     }
 }
 
-const RELOAD_CONFIG: &str = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n\
+const RELOAD_CONFIG: &str = "[server]\nwatch_interval = \"100ms\"\n\
+    [dns]\nnameservers = [\"127.0.0.1:9\"]\n\
     [site]\nmynetworks = [\"127.0.0.0/8\"]\n\
     [metrics]\nlisten = \"127.0.0.1:0\"\n\
     [profile.mx]\nrecipient = [\"permit_mynetworks\", \"reject\"]\n";
@@ -526,8 +527,8 @@ fn request_text_never_becomes_a_label() {
 fn odd_http_clients_get_their_answer_and_policy_goes_on() {
     // A scrape's whole life, shorter than the 10 s default, so that the
     // clients that never finish are closed sooner.
-    const TIMEOUT: Duration = Duration::from_secs(3);
-    let config = RELOAD_CONFIG.replace("[metrics]\n", "[metrics]\ntimeout = \"3s\"\n");
+    const TIMEOUT: Duration = Duration::from_millis(1_500);
+    let config = RELOAD_CONFIG.replace("[metrics]\n", "[metrics]\ntimeout = \"1500ms\"\n");
     let rpol = Setup::new(&config).start();
     let addr = metrics_addr(&rpol);
     let status = |raw: &[u8]| {

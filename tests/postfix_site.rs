@@ -63,6 +63,15 @@ impl PostfixDir {
         // Replaced whole, as an editor saves: never read half-written.
         let tmp = self.path().join(format!(".{name}.tmp"));
         std::fs::write(&tmp, text).unwrap();
+        // Dated a few seconds back, as a file an admin saved is by the
+        // time it is read: postconf rereads a main.cf modified within the
+        // last second or so every 300 ms until it is older (Postfix's
+        // dict_load_file waits for a file to settle).
+        let written = std::fs::File::options().write(true).open(&tmp).unwrap();
+        written
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(10))
+            .unwrap();
+        drop(written);
         std::fs::rename(&tmp, self.path().join(name)).unwrap();
     }
 }

@@ -17,23 +17,12 @@ use std::time::{Duration, Instant};
 
 use fixture::daemon::{Setup, ask, response};
 use fixture::dns_server::{DEFAULT_ZONES, SERVFAIL_NAME, TIMEOUT_NAME};
-use fixture::{DNS_ADDR, Fixture, Spec};
+use fixture::{DNS_ADDR, Fixture, RCPT, Spec};
 use rpol::config;
 
 const MAILBOXES: &str =
     "alice@example.com  example.com/alice/\nbob@example.com  example.com/bob/\n";
 const ALIASES: &str = "postmaster@example.com alice@example.com\nshared@example.com alice@example.com, bob@example.com\n";
-
-/// A typical RCPT request; each question replaces or adds attributes.
-const RCPT: &[(&str, &str)] = &[
-    ("protocol_state", "RCPT"),
-    ("client_address", "203.0.113.10"),
-    ("client_name", "mail.good.example"),
-    ("reverse_client_name", "mail.good.example"),
-    ("helo_name", "mail.good.example"),
-    ("sender", "someone@good.example"),
-    ("recipient", "alice@example.com"),
-];
 
 /// A policy whose only profile has `stages` (TOML lines), with `extra`
 /// TOML prepended, resolving through the test DNS server (the default

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use super::Shared;
+use crate::common::lock;
 use crate::log::{Decisions, Escaped, Quoted, Repeats};
 use crate::policy::chain::RejectWarning;
 use crate::policy::{Decision, Policy};
@@ -124,7 +125,7 @@ impl DecisionLog {
     pub fn warn_unmatched(&self, req: &Request, policy: &Policy) {
         let key = (req.server_port.clone(), req.policy_context.clone());
         {
-            let mut seen = self.unmatched.lock().unwrap_or_else(|e| e.into_inner());
+            let mut seen = lock(&self.unmatched);
             if seen.len() >= UNMATCHED_WARNINGS || !seen.insert(key) {
                 return;
             }

@@ -32,6 +32,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use crate::common::lock;
 use crate::policy::tally::{ActionClass, ActionCounts, RuleResult, RuleTally};
 use crate::policy::{NO_PROFILE, Policy};
 use crate::rules::RULES;
@@ -108,7 +109,7 @@ impl Metrics {
     /// counted into before (new blocks for new names). Runs at start and
     /// at reload, never per request.
     pub fn adopt(&self, policy: &mut Policy) {
-        let mut profiles = self.profiles.lock().unwrap_or_else(|e| e.into_inner());
+        let mut profiles = lock(&self.profiles);
         for p in &mut policy.profiles {
             let counts = profiles.entry(p.name.to_string()).or_default();
             p.requests = counts.requests.clone();
@@ -220,10 +221,7 @@ impl Collector for Exposition {
             None,
             MetricType::Counter,
         )?;
-        let profiles: Vec<(String, ProfileCounts)> = metrics
-            .profiles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let profiles: Vec<(String, ProfileCounts)> = lock(&metrics.profiles)
             .iter()
             .map(|(n, c)| (n.clone(), c.clone()))
             .collect();

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::signals::notify_systemd;
+use crate::common::lock;
 use crate::config::{self, ListenAddr, Loaded, ServerSettings};
 use crate::policy::Policy;
 use crate::state::store::StoreSettings;
@@ -145,7 +146,7 @@ impl Shared {
     /// was built from changed since it was loaded (then `None`). Blocks:
     /// for the blocking pool.
     fn reload_if(&self, only_if_changed: bool) -> Option<Result<(), config::ConfigErrors>> {
-        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = lock(&self.reloading);
         let watched = self.watched();
         // Taken before the files are read: one replaced while it is being
         // read is loaded again at the watcher's next look.
@@ -166,17 +167,14 @@ impl Shared {
                 (f.clone(), s)
             })
             .collect();
-        *self.watched.lock().unwrap_or_else(|e| e.into_inner()) = now;
+        *lock(&self.watched) = now;
         notify_systemd("READY=1");
         Some(result)
     }
 
     /// The stamps the watcher compares with.
     fn watched(&self) -> Stamps {
-        self.watched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.watched).clone()
     }
 
     /// One load compared with what runs and swapped in.

@@ -14,15 +14,11 @@
 # is Postfix's with that one prefix added (or the same when it accepts).
 # Prints "N passed, M failed"; needs root, postfix, swaks, knotd, kdig.
 
-set -u
-export PATH=$PATH:/usr/sbin:/sbin
-unset MAIL_CONFIG
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
+. "$HERE/lib.sh"
 
 if [ "${1:-}" != "--inside" ]; then
-    RPOL=${RPOL:-$ROOT/target/debug/rpol}
-    case $RPOL in /*) ;; *) RPOL=$PWD/$RPOL ;; esac
+    absolute_rpol
     [ "$(id -u)" = 0 ] || { echo "dnsbl e2e: must run as root" >&2; exit 2; }
     T=$(mktemp -d /tmp/rpol-dnsbl.XXXXXX) || exit 2
     chmod 0755 "$T"
@@ -46,16 +42,8 @@ cleanup() {
 }
 trap cleanup EXIT
 die() { echo "dnsbl e2e: FATAL: $*" >&2; tail -n 20 "$T/maillog" "$T/rpol.log" "$T/knot.log" 2>/dev/null >&2; exit 1; }
-wait_for() {
-    local i
-    for ((i = 0; i < $2; i++)); do eval "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
-    return 1
-}
 
-ip link set lo up || die "lo"
-printf 'nameserver 127.0.0.53\noptions timeout:1 attempts:1\n' >"$T/resolv.conf"
-mount --bind "$T/resolv.conf" /etc/resolv.conf || die "resolv.conf"
-[ "$(ip -o link show | wc -l)" = 1 ] || die "unexpected interfaces"
+isolate_network
 
 mkdir -p "$KNOT"
 # knotd wants RFC 1035 escapes for bytes outside ASCII (hickory's zone

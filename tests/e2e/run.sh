@@ -30,17 +30,12 @@
 #
 # Prints "N passed, M failed" and exits non-zero on any failure.
 
-set -u
-export PATH=$PATH:/usr/sbin:/sbin
-unset MAIL_CONFIG
-
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
+. "$HERE/lib.sh"
 
 # ---------------------------------------------------------------- outside --
 if [ "${1:-}" != "--inside" ]; then
-    RPOL=${RPOL:-$ROOT/target/debug/rpol}
-    case $RPOL in /*) ;; *) RPOL=$PWD/$RPOL ;; esac
+    absolute_rpol
     if [ "$(id -u)" != 0 ]; then
         echo "e2e: must run as root (network namespace, Postfix)" >&2
         exit 2
@@ -179,24 +174,10 @@ die() {
     exit 1
 }
 
-# Waits up to $2 tenths of a second for command $1 to succeed.
-wait_for() {
-    local what=$1 tenths=$2 i
-    for ((i = 0; i < tenths; i++)); do
-        eval "$what" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # ---- network namespace: lo, private resolv.conf
-ip link set lo up || die "ip link set lo up"
-printf 'nameserver 127.0.0.53\noptions timeout:1 attempts:1\n' >"$T/resolv.conf"
-mount --bind "$T/resolv.conf" /etc/resolv.conf || die "cannot bind-mount resolv.conf"
-# The namespace has only lo: nothing can leave the machine from here.
-[ "$(ip -o link show | wc -l)" = 1 ] || die "unexpected interfaces: $(ip -o link show)"
+isolate_network
 
 # ---- knot: the test zones on 127.0.0.53:53
 # Each zone of tests/zones/ (example. and the reverse zones), with the e2e

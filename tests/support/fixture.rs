@@ -25,6 +25,19 @@ use rpol::state::State;
 /// a server off this machine (shared/TESTING.md).
 pub const DNS_ADDR: &str = "@DNS@";
 
+/// A RCPT request from mail.good.example (203.0.113.10, which
+/// good.example's SPF record in the default zones authorizes): the base
+/// request of the policy tests; each question replaces or adds attributes.
+pub const RCPT: &[(&str, &str)] = &[
+    ("protocol_state", "RCPT"),
+    ("client_address", "203.0.113.10"),
+    ("client_name", "mail.good.example"),
+    ("reverse_client_name", "mail.good.example"),
+    ("helo_name", "mail.good.example"),
+    ("sender", "someone@good.example"),
+    ("recipient", "alice@example.com"),
+];
+
 /// What to start.
 pub struct Spec<'a> {
     /// The zones served, as (origin, RFC 1035 zone text).

@@ -25,7 +25,7 @@ pub struct Args {
           conflicts_with_all = ["check_config", "stdio"])]
     pub test_request: Option<String>,
 
-    /// Check the configuration and what it needs of this host (accounts, store, socket and table permissions), and exit (non-zero, with FILE:LINE:COLUMN errors, if invalid); with --stdio, for spawn(8)
+    /// Check the configuration and what it needs of this host (accounts, store, socket and table permissions; our egress on the DNS blocklists), and exit (non-zero, with FILE:LINE:COLUMN errors, if invalid); with --stdio, for spawn(8)
     #[arg(long)]
     pub check_config: bool,
 

@@ -36,6 +36,56 @@ fn main() -> ExitCode {
     }
 }
 
+/// How long `--check-config` may spend on the egress watch.
+const CHECK_EGRESS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `--check-config`'s egress watch: once, within a deadline, our egress
+/// addresses and HELO name looked up in the configured blocklists (after
+/// the lists' probes, so that a list that lists the world is left out).
+/// A listing is a warning; the config is still fine.
+fn check_egress(path: &std::path::Path, policy: &rpol::policy::Policy) -> Result<(), String> {
+    use rpol::dnsbl::health::{self, EgressResult};
+    let site = &policy.site;
+    let settings = &site.dnsbl_health;
+    let lists = policy.dns_lists();
+    let helo = (!site.myhostname.is_empty()).then_some(site.myhostname.as_str());
+    if !settings.watch_egress
+        || !lists.iter().any(|l| l.blocks)
+        || (site.egress.is_empty() && helo.is_none())
+    {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let state = server::runtime_state(policy).map_err(|e| e.to_string())?;
+    let dns = state.resolver();
+    let deadline = dns.lookup_bound() * 3;
+    let found = runtime.block_on(async {
+        let watch = async {
+            if settings.probe {
+                health::probe_all(&dns, &lists, deadline).await;
+            }
+            health::watch_egress(&dns, &lists, &site.egress, helo, deadline).await
+        };
+        tokio::time::timeout(CHECK_EGRESS_DEADLINE, watch).await
+    });
+    let shown = path.display();
+    let Ok(found) = found else {
+        eprintln!("{shown}: warning: egress watch: no answer within {CHECK_EGRESS_DEADLINE:?}");
+        return Ok(());
+    };
+    println!("{shown}: egress watch:");
+    for f in &found {
+        println!("  {f}");
+        if matches!(f.result, EgressResult::Listed(..)) {
+            eprintln!("{shown}: warning: our egress {f}");
+        }
+    }
+    Ok(())
+}
+
 fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
     if args.postfix_config {
         let loaded = config::load(&args.config).map_err(|e| e.to_string())?;
@@ -61,6 +111,7 @@ fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
                 for warning in loaded.policy.warnings() {
                     eprintln!("{}: warning: {warning}", args.config.display());
                 }
+                check_egress(&args.config, &loaded.policy)?;
                 println!("{}: ok", args.config.display());
                 Ok(ExitCode::SUCCESS)
             }

@@ -64,6 +64,12 @@ pub struct Site {
     /// The replies of the DNS list restrictions (`maps_rbl_reject_code`,
     /// `default_rbl_reply`, `[dnsbl] reply`).
     pub dnsbl_replies: crate::dnsbl::Replies,
+    /// `[dnsbl]`'s probes, circuit breaker and egress watch.
+    pub dnsbl_health: crate::dnsbl::health::Settings,
+    /// The name our SMTP client says in HELO (`[site] myhostname`, else
+    /// Postfix's myhostname with `[site] postfix`; empty: not known):
+    /// the egress watch looks it up in the domain blocklists.
+    pub myhostname: String,
     /// Where each fact came from, one line each, for `--check-config`;
     /// empty unless read from Postfix (`[site] postfix`).
     pub sources: Vec<String>,
@@ -297,6 +303,8 @@ impl Default for Site {
             outbound_spf: default_outbound_actions(),
             greylist: None,
             dnsbl_replies: crate::dnsbl::Replies::default(),
+            dnsbl_health: crate::dnsbl::health::Settings::default(),
+            myhostname: String::new(),
             sources: Vec::new(),
         }
     }

@@ -37,7 +37,7 @@ const RCPT: &[(&str, &str)] = &[
 
 async fn setup(stages: &str, extra: &str) -> Fixture {
     let config = format!(
-        "{extra}\n[dns]\nnameservers = [\"{DNS_ADDR}\"]\ntimeout = \"300ms\"\nattempts = 1\n\
+        "[dnsbl]\nprobe = false\n{extra}\n[dns]\nnameservers = [\"{DNS_ADDR}\"]\ntimeout = \"300ms\"\nattempts = 1\n\
          [site]\ndomains = [\"example.com\"]\n[profile.test]\n{stages}\n"
     );
     let s = Fixture::start(Spec {

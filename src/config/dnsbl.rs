@@ -1,12 +1,15 @@
 //! `[dnsbl]` and the DNS-list parameters of `[postfix]`
 //! (`maps_rbl_reject_code`, `default_rbl_reply`): the replies of
-//! reject_rbl_client and its kin, compiled into the site facts.
+//! reject_rbl_client and its kin, and the lists' probes, circuit breaker
+//! and egress watch, compiled into the site facts.
 
 use std::collections::BTreeMap;
 
 use toml::Spanned;
 
+use super::values::secs;
 use super::{Compiler, schema};
+use crate::dnsbl::health::Settings;
 use crate::dnsbl::{Name, Replies, Template};
 
 impl Compiler<'_> {
@@ -15,13 +18,66 @@ impl Compiler<'_> {
         section: schema::DnsblSection,
         code: u16,
         default: Template,
-    ) -> Replies {
-        let schema::DnsblSection { reply } = section;
-        Replies {
+    ) -> (Replies, Settings) {
+        let schema::DnsblSection {
+            reply,
+            probe,
+            probe_interval,
+            watch_egress,
+            watch_interval,
+            timeout_pause,
+        } = section;
+        let health = self.dnsbl_health_settings(
+            probe,
+            probe_interval,
+            watch_egress,
+            watch_interval,
+            timeout_pause,
+        );
+        let replies = Replies {
             code,
             default,
             by_list: self.rbl_reply_maps(reply, code),
-        }
+        };
+        (replies, health)
+    }
+
+    /// `[dnsbl] probe`, `probe_interval`, `watch_egress`,
+    /// `watch_interval`, `timeout_pause`.
+    fn dnsbl_health_settings(
+        &mut self,
+        probe: Option<bool>,
+        probe_interval: Option<Spanned<String>>,
+        watch_egress: Option<bool>,
+        watch_interval: Option<Spanned<String>>,
+        timeout_pause: Option<Spanned<String>>,
+    ) -> Settings {
+        let mut s = Settings {
+            probe: probe.unwrap_or(true),
+            watch_egress: watch_egress.unwrap_or(true),
+            ..Settings::default()
+        };
+        // At least a second between rounds (tests use that); at most a day.
+        let range = secs(1)..=secs(86_400);
+        self.duration(
+            probe_interval,
+            "dnsbl.probe_interval",
+            range.clone(),
+            &mut s.probe_every,
+        );
+        self.duration(
+            watch_interval,
+            "dnsbl.watch_interval",
+            range.clone(),
+            &mut s.watch_every,
+        );
+        self.duration(
+            timeout_pause,
+            "dnsbl.timeout_pause",
+            range,
+            &mut s.timeout_pause,
+        );
+        s
     }
 
     fn rbl_reply_maps(

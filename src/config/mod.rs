@@ -221,7 +221,7 @@ impl<'t> Compiler<'t> {
         let (rbl_code, default_rbl_reply) = (postfix.rbl_code, postfix.default_rbl_reply.clone());
         let mut files = vec![self.path.clone()];
         let mut site = self.site(site, postfix, &mut files);
-        site.dnsbl_replies = self.dnsbl(dnsbl, rbl_code, default_rbl_reply);
+        (site.dnsbl_replies, site.dnsbl_health) = self.dnsbl(dnsbl, rbl_code, default_rbl_reply);
         site.spf = self.spf(spf, &mut files);
         site.outbound_spf = self.outbound_spf(outbound_spf);
         site.greylist = self.greylist(

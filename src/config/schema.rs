@@ -56,6 +56,14 @@ pub struct DnsblSection {
     /// per domain.
     #[serde(default)]
     pub reply: BTreeMap<String, Spanned<String>>,
+    /// Probe each list with RFC 5782's test entries (default true).
+    pub probe: Option<bool>,
+    pub probe_interval: Option<Spanned<String>>,
+    /// Look our egress up in the blocklists (default true).
+    pub watch_egress: Option<bool>,
+    pub watch_interval: Option<Spanned<String>>,
+    /// How long a list that keeps timing out is skipped.
+    pub timeout_pause: Option<Spanned<String>>,
 }
 
 /// One `[[rate_limit]]`.
@@ -144,6 +152,8 @@ pub struct SiteSection {
     /// Where our mail leaves from, as the world sees it.
     #[serde(default)]
     pub egress: Vec<Spanned<String>>,
+    /// The name our SMTP client says in HELO (Postfix's myhostname).
+    pub myhostname: Option<Spanned<String>>,
     /// Foreign addresses a login may send as, relayed through their own
     /// provider's submission server.
     #[serde(default)]

@@ -50,6 +50,7 @@ impl Compiler<'_> {
             login_map,
             login_from_aliases,
             egress,
+            myhostname,
             foreign_sender,
         } = s;
         let Postfix {
@@ -253,6 +254,36 @@ impl Compiler<'_> {
         files.extend(alias_paths);
         let mut logins = self.logins(login_map, login_from_aliases, &addresses, files);
         let egress = self.ip_addrs(egress, "site.egress");
+        let myhostname = match (myhostname, &pf) {
+            (Some(m), _) => {
+                let m = self
+                    .domains(vec![m], "site.myhostname")
+                    .pop()
+                    .unwrap_or_default();
+                note("myhostname", m.clone(), &written("myhostname"));
+                m
+            }
+            (None, Some(pf)) => {
+                let m = pf
+                    .params
+                    .get("myhostname")
+                    .trim_end_matches('.')
+                    .to_lowercase();
+                // Not needed to serve: an odd one is left out, not an error.
+                let m = if crate::syntax::valid_hostname(&m) {
+                    m
+                } else {
+                    String::new()
+                };
+                note(
+                    "myhostname",
+                    m.clone(),
+                    &format!("{}: myhostname", pf.origin),
+                );
+                m
+            }
+            (None, None) => String::new(),
+        };
         let foreign_senders = self.foreign_senders(foreign_sender);
         // A registered foreign address is owned by its login, so the
         // sender-login checks protect it from other users too.
@@ -280,6 +311,8 @@ impl Compiler<'_> {
             outbound_spf: crate::site::default_outbound_actions(),
             greylist: None,
             dnsbl_replies: crate::dnsbl::Replies::default(),
+            dnsbl_health: crate::dnsbl::health::Settings::default(),
+            myhostname,
             sources,
         }
     }

@@ -12,6 +12,7 @@
 //! like a DNS failure, never turns into a reject.
 
 pub mod filter;
+pub mod health;
 pub mod template;
 
 use std::collections::HashMap;
@@ -125,8 +126,18 @@ pub fn domain_query(what: &str, domain: &str) -> Option<String> {
 
 /// Looks `query` up in `list`: an A query, and when it is a listing, a
 /// TXT query for the reason. Counts the outcome.
+/// A list switched off by its probes, or whose breaker is open, is not
+/// asked: the lookup fails ([`health`]).
 pub async fn look_up(dns: &Resolver, list: &List, query: &str) -> Listing {
-    let listing = look_up_uncounted(dns, list, query).await;
+    let health = &list.counters.health;
+    let listing = match health.gate(&list.domain) {
+        Some(why) => Listing::Failed(why),
+        None => {
+            let listing = look_up_uncounted(dns, list, query).await;
+            health.answered(&listing, &list.domain);
+            listing
+        }
+    };
     list.counters.count(&listing, &list.domain, query);
     listing
 }
@@ -285,6 +296,8 @@ pub struct Counters {
     /// When the last warning was written, in seconds since [`epoch`] + 1
     /// (0: never).
     warned: AtomicU64,
+    /// The probes' verdict, the circuit breaker, the egress watch.
+    pub health: health::Health,
 }
 
 impl Counters {

@@ -4,6 +4,7 @@
 //! learns while it runs is not here but in [`crate::state`].
 
 pub mod chain;
+mod lists;
 pub mod tally;
 
 use std::fmt;

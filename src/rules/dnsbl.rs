@@ -48,7 +48,14 @@ impl Dnsxl {
         }
     }
 
-    fn allows(self) -> bool {
+    /// Whether the list is queried with the client's address (rather
+    /// than a name).
+    pub fn by_address(self) -> bool {
+        matches!(self, Dnsxl::RblClient | Dnsxl::DnswlClient)
+    }
+
+    /// Whether the list is an allowlist.
+    pub fn allows(self) -> bool {
         matches!(self, Dnsxl::DnswlClient | Dnsxl::RhswlClient)
     }
 }

@@ -295,6 +295,14 @@ impl Rule {
         self.spec.name
     }
 
+    /// The DNS list the rule names, and how it queries it.
+    pub fn dns_list(&self) -> Option<(&Arc<crate::dnsbl::List>, Dnsxl)> {
+        match (self.spec.run, &self.list) {
+            (Run::List(kind), Some(list)) => Some((list, kind)),
+            _ => None,
+        }
+    }
+
     /// Runs a rule that decides at once (most of a chain), with no future
     /// made, polled and dropped around it; for one that waits, says so:
     /// [`Rule::finish`] runs it.

@@ -433,6 +433,29 @@ impl Collector for Exposition {
                 )?;
             }
         }
+        let lists = policy.dns_lists();
+        let mut family = encoder.encode_descriptor(
+            "rpol_dnsbl_disabled",
+            "1 while the running policy's DNS list is switched off by its RFC 5782 probes (it lists 127.0.0.1, or its probes keep failing): its rules act as when its DNS fails.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for list in &lists {
+            ConstGauge::new(i64::from(list.health().is_off()))
+                .encode(family.encode_family(&[("site", list.domain.as_str())])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "rpol_egress_listed",
+            "1 when the blocklist lists one of our egress addresses or our HELO name, 0 when not, at the last egress watch ([dnsbl] watch_egress); absent before it looked.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for list in &lists {
+            if let Some(listed) = list.health().egress_listed() {
+                ConstGauge::new(i64::from(listed))
+                    .encode(family.encode_family(&[("site", list.domain.as_str())])?)?;
+            }
+        }
         if let Some(store) = shared.state.store() {
             counter(
                 &mut encoder,

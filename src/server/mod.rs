@@ -35,7 +35,7 @@ use crate::state::store::{Backend, Store};
 use accept::{Serving, accept_loop};
 use decisions::flush_decision_lines;
 pub use decisions::{decision_line, reject_warning_line};
-use housekeeping::{log_stats, log_stats_periodically, sweep_store};
+use housekeeping::{log_stats, log_stats_periodically, sweep_store, watch_dns_lists};
 pub use listener::SystemdFds;
 pub use reload::CommandLine;
 use reload::{return_freed_memory, watch_files};
@@ -159,11 +159,13 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
     let sweeper = tokio::spawn(sweep_store(shared.clone()));
     let stats = tokio::spawn(log_stats_periodically(shared.clone()));
     let flusher = tokio::spawn(flush_decision_lines(shared.clone()));
+    let dns_lists = tokio::spawn(watch_dns_lists(shared.clone()));
 
     wait_for_signals(signals, &shared, &shutdown).await;
     watcher.abort();
     sweeper.abort();
     stats.abort();
+    dns_lists.abort();
     tracing::info!("stopping: no new connections; waiting for requests in flight");
     notify_systemd("STOPPING=1");
     for task in accept_tasks {

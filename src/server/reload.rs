@@ -220,6 +220,7 @@ impl Shared {
             );
         }
         self.metrics.adopt(&mut new);
+        new.configure_dns_lists();
         let swapped = (Arc::new(new_server), Arc::new(new));
         match self.current.write() {
             Ok(mut c) => *c = swapped,

@@ -58,6 +58,7 @@ impl Shared {
         let metrics = metrics::Metrics::default();
         let mut policy = loaded.policy;
         metrics.adopt(&mut policy);
+        policy.configure_dns_lists();
         Ok(Shared {
             current: RwLock::new((Arc::new(loaded.server), Arc::new(policy))),
             state,

@@ -64,6 +64,9 @@ pub struct Site {
     /// The replies of the DNS list restrictions (`maps_rbl_reject_code`,
     /// `default_rbl_reply`, `[dnsbl] reply`).
     pub dnsbl_replies: crate::dnsbl::Replies,
+    /// `[dnsbl] sites` and their thresholds, for check_dnsbl_score and
+    /// greylisting by score; `None` when no sites are written.
+    pub dnsbl_sites: Option<std::sync::Arc<crate::dnsbl::score::Sites>>,
     /// Where each fact came from, one line each, for `--check-config`;
     /// empty unless read from Postfix (`[site] postfix`).
     pub sources: Vec<String>,
@@ -297,6 +300,7 @@ impl Default for Site {
             outbound_spf: default_outbound_actions(),
             greylist: None,
             dnsbl_replies: crate::dnsbl::Replies::default(),
+            dnsbl_sites: None,
             sources: Vec::new(),
         }
     }

@@ -280,6 +280,7 @@ impl Compiler<'_> {
             outbound_spf: crate::site::default_outbound_actions(),
             greylist: None,
             dnsbl_replies: crate::dnsbl::Replies::default(),
+            dnsbl_sites: None,
             sources,
         }
     }

@@ -43,6 +43,15 @@ impl<K: Hash + Eq, V> BoundedLru<K, V> {
         self.map.get(key).map(|(v, _)| v)
     }
 
+    /// The value for `key`, without marking it as used.
+    pub fn peek<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.peek(key).map(|(v, _)| v)
+    }
+
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         self.map.get_mut(key).map(|(v, _)| v)
     }

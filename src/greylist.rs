@@ -53,6 +53,12 @@ pub struct GreylistSettings {
     pub skip_spf_pass: bool,
     pub skip_fcrdns_match: bool,
     pub on_store_error: OnStoreError,
+    /// Greylist only clients whose `[dnsbl] sites` score is at least this;
+    /// `None`: every client.
+    pub min_dnsbl_score: Option<i64>,
+    /// Never greylist a client whose score is at or below `[dnsbl]
+    /// allowlist_threshold`.
+    pub skip_dnswl: bool,
 }
 
 impl Default for GreylistSettings {
@@ -79,6 +85,8 @@ impl Default for GreylistSettings {
             skip_spf_pass: false,
             skip_fcrdns_match: false,
             on_store_error: OnStoreError::Dunno,
+            min_dnsbl_score: None,
+            skip_dnswl: false,
         }
     }
 }

@@ -70,6 +70,9 @@ pub struct Site {
     /// Postfix's myhostname with `[site] postfix`; empty: not known):
     /// the egress watch looks it up in the domain blocklists.
     pub myhostname: String,
+    /// `[dnsbl] sites` and their thresholds, for check_dnsbl_score and
+    /// greylisting by score; `None` when no sites are written.
+    pub dnsbl_sites: Option<std::sync::Arc<crate::dnsbl::score::Sites>>,
     /// Where each fact came from, one line each, for `--check-config`;
     /// empty unless read from Postfix (`[site] postfix`).
     pub sources: Vec<String>,
@@ -305,6 +308,7 @@ impl Default for Site {
             dnsbl_replies: crate::dnsbl::Replies::default(),
             dnsbl_health: crate::dnsbl::health::Settings::default(),
             myhostname: String::new(),
+            dnsbl_sites: None,
             sources: Vec::new(),
         }
     }

@@ -36,6 +36,9 @@ const RCPT: &[(&str, &str)] = &[
 ];
 
 async fn setup(stages: &str, extra: &str) -> Fixture {
+    // The probes stay off (world.test lists the world on purpose); an extra
+    // `[dnsbl]` joins that table.
+    let extra = extra.strip_prefix("[dnsbl]\n").unwrap_or(extra);
     let config = format!(
         "[dnsbl]\nprobe = false\n{extra}\n[dns]\nnameservers = [\"{DNS_ADDR}\"]\ntimeout = \"300ms\"\nattempts = 1\n\
          [site]\ndomains = [\"example.com\"]\n[profile.test]\n{stages}\n"
@@ -377,4 +380,310 @@ async fn metrics_per_list() {
         ],
         "{body}"
     );
+}
+
+/// `[dnsbl] sites` of the score tests: two blocklists (sc1 filtered,
+/// weight 2; sc2 unfiltered, weight 1) and an allowlist (swl, -3).
+const SCORE_SITES: &str = "[dnsbl]\n\
+    sites = [\"sc1.test=127.0.0.[2..11]*2\", \"sc2.test\", \"swl.test=127.0.10.[0..255]*-3\"]\n\
+    threshold = 3\nallowlist_threshold = -2\n";
+
+/// The score fixture: check_dnsbl_score, then `reject` to show whether
+/// the client stage went on (DUNNO) or was ended by a permit.
+async fn score_setup(extra: &str) -> Fixture {
+    let s = setup(
+        "client = [\"check_dnsbl_score\", \"reject\"]",
+        &format!("{SCORE_SITES}{extra}"),
+    )
+    .await;
+    s.dns.inject_servfail("35.113.0.203.swl.test");
+    s.dns.inject_servfail("36.113.0.203.sc1.test");
+    s.dns.inject_silence("37.113.0.203.sc1.test");
+    for list in ["sc1", "sc2", "swl"] {
+        s.dns.inject_servfail(&format!("38.113.0.203.{list}.test"));
+    }
+    s
+}
+
+/// The generic `reject` after check_dnsbl_score: the stage went on.
+fn went_on(ip: &str) -> String {
+    format!("554 5.7.1 <mail.good.example[{ip}]>: Client host rejected: Access denied")
+}
+
+/// postscreen's reply (postscreen_early.c, PSC_DNSBL_FORMAT with
+/// postscreen_dnsbl_action = enforce: "%s 5.7.1 Service unavailable;
+/// client [%s] blocked using %s", code 550).
+fn blocked(ip: &str, list: &str) -> String {
+    format!("550 5.7.1 Service unavailable; client [{ip}] blocked using {list}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_dnsbl_score_weights_and_thresholds() {
+    let s = score_setup("").await;
+    s.check(&[
+        (
+            "2 (two sc1 records, one pattern: once) + 1 = 3: at the threshold",
+            client("203.0.113.30"),
+            blocked("203.0.113.30", "sc1.test"),
+        ),
+        (
+            "2: below the threshold",
+            client("203.0.113.31"),
+            went_on("203.0.113.31"),
+        ),
+        (
+            "-3: at or below the allowlist threshold",
+            client("203.0.113.32"),
+            "DUNNO".into(),
+        ),
+        (
+            "2 - 3 = -1: neither",
+            client("203.0.113.33"),
+            went_on("203.0.113.33"),
+        ),
+        (
+            "0: nothing listed",
+            client("203.0.113.50"),
+            went_on("203.0.113.50"),
+        ),
+        (
+            "127.0.0.12 is outside sc1's filter: sc2's 1 only",
+            client("203.0.113.39"),
+            went_on("203.0.113.39"),
+        ),
+        (
+            "sc2's error code adds nothing (postscreen would add 1: 3)",
+            client("203.0.113.34"),
+            went_on("203.0.113.34"),
+        ),
+        (
+            "3, but the allowlist failed: a temporary reply, never a reject",
+            client("203.0.113.35"),
+            "450 4.7.1 Service unavailable; client [203.0.113.35] blocked using sc1.test".into(),
+        ),
+        (
+            "-3 but sc1 failed (it could make -1): no permit",
+            client("203.0.113.36"),
+            went_on("203.0.113.36"),
+        ),
+        (
+            "sc1 silent: sc2's 1",
+            client("203.0.113.37"),
+            went_on("203.0.113.37"),
+        ),
+        (
+            "every list fails: 0, DUNNO",
+            client("203.0.113.38"),
+            went_on("203.0.113.38"),
+        ),
+        (
+            "IPv6 queried by nibbles, not listed",
+            client("2001:db8::77"),
+            went_on("2001:db8::77"),
+        ),
+    ]);
+    // The trace lists each list's answer and each site's weight.
+    let trace = s.trace(&client("203.0.113.34")).await;
+    for want in [
+        "34.113.0.203.sc1.test: 127.0.0.2; sc1.test=127.0.0.[2..11]*2 weight 2: matched",
+        "34.113.0.203.sc2.test: error code 127.255.255.254 (not a listing; the list cannot answer); sc2.test weight 1: adds nothing",
+        "34.113.0.203.swl.test: not listed; swl.test=127.0.10.[0..255]*-3 weight -3: not matched",
+        "DNS list score 2 (between 2 and 3 had the failed lists answered)",
+    ] {
+        assert!(trace.contains(want), "{want}\n{trace}");
+    }
+    let trace = s.trace(&client("203.0.113.37")).await;
+    assert!(
+        trace.contains("37.113.0.203.sc1.test: lookup failed"),
+        "{trace}"
+    );
+}
+
+/// The lists of one client are asked at once: three silent lists cost
+/// one timeout, not three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_dnsbl_score_asks_every_list_at_once() {
+    let s = score_setup("").await;
+    for list in ["sc1", "sc2", "swl"] {
+        s.dns.inject_silence(&format!("40.113.0.203.{list}.test"));
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(s.ask(&client("203.0.113.40")), went_on("203.0.113.40"));
+    // [dns] timeout is 300 ms with one attempt: one after the other would
+    // take 900 ms at least.
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_millis(850), "{took:?}");
+    // Each list was asked once.
+    for list in ["sc1", "sc2", "swl"] {
+        assert_eq!(
+            s.dns.queries_for(&format!("40.113.0.203.{list}.test")),
+            1,
+            "{list}"
+        );
+    }
+}
+
+/// A score is kept for at least min_ttl though its answer's TTL (1 s) has
+/// run out, and is computed once per request however many rules ask; a
+/// score with a failed list is not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_are_kept_for_their_ttl_and_computed_once() {
+    let s = Fixture::start(Spec {
+        zones: ZONES,
+        config: &format!(
+            "{SCORE_SITES}min_ttl = \"30s\"\n\
+             [dns]\nnameservers = [\"{DNS_ADDR}\"]\ntimeout = \"300ms\"\nattempts = 1\nmin_ttl = \"1s\"\n\
+             [site]\ndomains = [\"example.com\"]\n[profile.test]\n\
+             client = [\"check_dnsbl_score\"]\nrecipient = [\"check_dnsbl_score\"]\n"
+        ),
+        files: &[],
+        base: RCPT,
+    })
+    .await;
+    let first = s.trace(&client("203.0.113.31")).await;
+    assert!(first.contains("DNS list score 2\n"), "{first}");
+    assert!(
+        first.contains("DNS list score 2 (scored earlier in this request)"),
+        "{first}"
+    );
+    let asked = s.dns.queries_for("31.113.0.203.sc1.test");
+    assert_eq!(asked, 1, "{first}");
+    // The A record's TTL (1 s, and [dns] min_ttl 1 s) runs out; the score
+    // (min_ttl 30 s) stays.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let again = s.trace(&client("203.0.113.31")).await;
+    assert!(
+        again.contains("DNS list score 2 (kept from an earlier request)"),
+        "{again}"
+    );
+    assert_eq!(s.dns.queries_for("31.113.0.203.sc1.test"), asked);
+    // A failed list: asked again by the next request, once per request.
+    s.dns.inject_servfail("41.113.0.203.sc1.test");
+    s.trace(&client("203.0.113.41")).await;
+    s.trace(&client("203.0.113.41")).await;
+    assert_eq!(s.dns.queries_for("41.113.0.203.sc1.test"), 2);
+}
+
+/// `[dnsbl] reply` words the score's reply as it does reject_rbl_client's:
+/// a secret query domain is not shown (postscreen_dnsbl_reply_map).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_dnsbl_score_reply_map() {
+    let s = score_setup(
+        "[dnsbl.reply]\n\"sc1.test\" = \"$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using zen.example\"\n",
+    )
+    .await;
+    s.check(&[(
+        "the template by domain",
+        client("203.0.113.30"),
+        blocked("203.0.113.30", "zen.example"),
+    )]);
+    let s = score_setup(
+        "[dnsbl.reply]\n\"sc1.test=127.0.0.[2..11]\" = \"$rbl_code 5.7.25 listed, see https://lists.example/$rbl_what\"\n",
+    )
+    .await;
+    s.check(&[(
+        "the template by domain=filter",
+        client("203.0.113.30"),
+        "550 5.7.25 listed, see https://lists.example/203.0.113.30".into(),
+    )]);
+}
+
+/// Each mistake in `[dnsbl]`'s score keys is a config error at its place.
+#[test]
+fn score_config_errors() {
+    let errors = |text: &str| match config::load_str(Path::new("p.toml"), text) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    };
+    let tail = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n[profile.p]\nclient = [\"dunno\"]\n";
+    for (text, want) in [
+        (
+            "[dnsbl]\nsites = [\"a.test\", \"b.test*x\"]\n",
+            "p.toml:2:20: dnsbl.sites: bad DNSBL weight factor \"x\" in \"b.test*x\"",
+        ),
+        (
+            "[dnsbl]\nsites = [\"a.test=127.0.0.[2..x]\"]\n",
+            "p.toml:2:10: dnsbl.sites: bad DNSBL filter syntax",
+        ),
+        (
+            "[dnsbl]\nsites = [\"a.test\"]\nthreshold = 0\n",
+            "p.toml:3:13: dnsbl.threshold: must be between 1 and 1000000",
+        ),
+        (
+            "[dnsbl]\nsites = [\"a.test\"]\nallowlist_threshold = 1\n",
+            "p.toml:3:23: dnsbl.allowlist_threshold: must be between -1000000 and 0",
+        ),
+        (
+            "[dnsbl]\nsites = [\"a.test\"]\nmin_ttl = \"2h\"\n",
+            "p.toml:2:9: dnsbl.max_ttl: must not be less than min_ttl (7200s)",
+        ),
+        (
+            "[dnsbl]\nthreshold = 2\n",
+            "p.toml:2:13: dnsbl.threshold: needs [dnsbl] sites",
+        ),
+        (
+            "[store]\n[greylist]\nmin_dnsbl_score = 1\n",
+            "p.toml:3:19: greylist.min_dnsbl_score: needs [dnsbl] sites",
+        ),
+        (
+            "[store]\n[greylist]\nskip_dnswl = true\n",
+            "p.toml:3:14: greylist.skip_dnswl: needs [dnsbl] sites",
+        ),
+        (
+            "[dnsbl]\nsites = [\"a.test\"]\n[store]\n[greylist]\nskip_dnswl = true\n",
+            "p.toml:5:14: greylist.skip_dnswl: needs [dnsbl] allowlist_threshold",
+        ),
+    ] {
+        let got = errors(&format!("{text}{tail}"));
+        assert!(got.contains(want), "{text}: {got}");
+    }
+    let got = errors(
+        "[dns]\nnameservers = [\"127.0.0.1:9\"]\n[profile.p]\nclient = [\"check_dnsbl_score\"]\n",
+    );
+    assert!(
+        got.contains("p.toml:4:11: profile.p.client: needs [dnsbl] sites"),
+        "{got}"
+    );
+}
+
+/// The commented `[dnsbl]` example of the shipped policy.toml (kept in
+/// step with packaging/policy.toml by tests/packaging.rs) compiles once
+/// uncommented, with check_dnsbl_score in the client list.
+#[test]
+fn the_shipped_commented_score_example_compiles() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (mut out, mut in_block, mut uncommented) = (String::new(), false, 0);
+    for line in text.lines() {
+        in_block = line == "# [dnsbl]" || (in_block && line.starts_with("# "));
+        let line = match line.strip_prefix("# ") {
+            Some(rest) if in_block => {
+                uncommented += 1;
+                rest.to_string()
+            }
+            _ if line.trim() == "# \"check_dnsbl_score\"," => {
+                uncommented += 1;
+                "  \"check_dnsbl_score\",".to_string()
+            }
+            _ => line.to_string(),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    assert_eq!(uncommented, 7, "{out}");
+    let loaded = config::load_str(&path, &out).unwrap_or_else(|e| panic!("{e}"));
+    let sites = loaded.policy.site.dnsbl_sites.expect("[dnsbl] sites");
+    let written: Vec<(&str, i64)> = sites
+        .sites
+        .iter()
+        .map(|s| (s.written.as_str(), s.weight))
+        .collect();
+    assert_eq!(
+        written,
+        [
+            ("zen.spamhaus.org=127.0.0.[2..11]*3", 3),
+            ("list.dnswl.org=127.0.[0..255].[1..3]*-2", -2)
+        ]
+    );
+    assert_eq!((sites.threshold, sites.allowlist_threshold), (3, -1));
 }

@@ -738,3 +738,149 @@ async fn a_network_at_its_cap_churns_its_own_triplets() {
 async fn a_network_at_its_cap_churns_its_own_triplets_redis() {
     on_redis(a_network_at_its_cap_churns_its_own_triplets_on).await;
 }
+
+/// The DNS lists of the score (tests/zones/dnsbl.test.zone: sc1 weight 2,
+/// sc2 weight 1, swl -3) beside the standard zones.
+const SCORE_ZONES: &[(&str, &str)] = &[
+    DEFAULT_ZONES[0],
+    ("test.", include_str!("zones/dnsbl.test.zone")),
+];
+
+/// check_greylist with `[dnsbl] sites` and `greylist` in `[greylist]`.
+async fn score_setup(greylist: &str) -> Fixture {
+    let config = format!(
+        "[dns]\nnameservers = [\"{DNS_ADDR}\"]\ntimeout = \"300ms\"\nattempts = 1\n\
+         [site]\nmynetworks = [\"127.0.0.0/8\"]\ndomains = [\"example.com\"]\n\
+         [store]\npath = \"greylist.redb\"\n\
+         [dnsbl]\nsites = [\"sc1.test=127.0.0.[2..11]*2\", \"sc2.test\", \"swl.test=127.0.10.[0..255]*-3\"]\n\
+         threshold = 3\nallowlist_threshold = -2\n\
+         [greylist]\ndelay = \"2s\"\n{greylist}\n\
+         [profile.mx]\nrecipient = [\"check_greylist\"]\n"
+    );
+    let f = Fixture::start(Spec {
+        zones: SCORE_ZONES,
+        config: &config,
+        files: &[],
+        base: RCPT,
+    })
+    .await;
+    f.dns.inject_servfail("36.113.0.203.sc1.test");
+    f.dns.inject_silence("37.113.0.203.sc1.test");
+    f
+}
+
+/// A request from `ip`, to a recipient of its own (the clients share one
+/// /24, so one triplet but for the recipient).
+fn from(ip: &'static str) -> Vec<(&'static str, &'static str)> {
+    let recipient = match ip {
+        "203.0.113.31" => "r31@example.com",
+        "203.0.113.32" => "r32@example.com",
+        "203.0.113.33" => "r33@example.com",
+        "203.0.113.36" => "r36@example.com",
+        "203.0.113.37" => "r37@example.com",
+        _ => "r50@example.com",
+    };
+    vec![("client_address", ip), ("recipient", recipient)]
+}
+
+/// An embedded store of the in-process policy's own (the daemon holds the
+/// one its config names), for counting what the rule writes.
+fn own_store(f: &Fixture, dir: &std::path::Path) -> std::sync::Arc<rpol::state::store::Store> {
+    let settings = rpol::state::store::StoreSettings {
+        backend: rpol::state::store::Backend::Embedded {
+            path: dir.join("own.redb"),
+        },
+        ..Default::default()
+    };
+    let store = std::sync::Arc::new(rpol::state::store::Store::open(&settings).expect("store"));
+    f.state.set_store(store.clone());
+    store
+}
+
+/// `min_dnsbl_score`: only clients whose score reaches it are greylisted;
+/// a list that fails never spares one; the store is not written for the
+/// others; the trace says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn min_dnsbl_score_greylists_only_the_suspicious() {
+    let f = score_setup("min_dnsbl_score = 2\n").await;
+    let rows: &[Case<'_>] = &[
+        ("score 0 < 2: not greylisted", from("203.0.113.50"), "DUNNO"),
+        ("score 2 >= 2: greylisted", from("203.0.113.31"), DEFER_2),
+        (
+            "score 1, but sc1 timed out (it could be 3): greylisted",
+            from("203.0.113.37"),
+            DEFER_2,
+        ),
+    ];
+    for (what, attrs, want) in rows {
+        assert_eq!(f.ask(attrs), *want, "{what}");
+    }
+    let trace = f.trace(&from("203.0.113.50")).await;
+    assert!(
+        trace.contains("not greylisted: min_dnsbl_score: DNS list score 0 < 2"),
+        "{trace}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = own_store(&f, dir.path());
+    f.decide(&from("203.0.113.50")).await;
+    f.decide(&from("203.0.113.50")).await;
+    assert_eq!(
+        store.entries().await,
+        Some(0),
+        "no record for a client not greylisted"
+    );
+    let trace = f.trace(&from("203.0.113.31")).await;
+    assert!(
+        trace.contains("min_dnsbl_score: DNS list score 2 >= 2: greylisting applies"),
+        "{trace}"
+    );
+    assert!(trace.contains("greylisted (new)"), "{trace}");
+    assert!(store.entries().await.unwrap_or(0) > 0);
+}
+
+/// `skip_dnswl`: a client at or below the allowlist threshold is never
+/// greylisted (unless an allowlisting rests on a list that failed); the
+/// others are, as without it.
+#[tokio::test(flavor = "multi_thread")]
+async fn skip_dnswl_spares_allowlisted_clients() {
+    let f = score_setup("skip_dnswl = true\n").await;
+    let rows: &[Case<'_>] = &[
+        (
+            "score -3 <= -2: not greylisted",
+            from("203.0.113.32"),
+            "DUNNO",
+        ),
+        ("score -1: greylisted", from("203.0.113.33"), DEFER_2),
+        (
+            "score -3, but sc1 failed (it could be -1): greylisted",
+            from("203.0.113.36"),
+            DEFER_2,
+        ),
+        (
+            "score 0: greylisted, as without skip_dnswl",
+            from("203.0.113.50"),
+            DEFER_2,
+        ),
+    ];
+    for (what, attrs, want) in rows {
+        assert_eq!(f.ask(attrs), *want, "{what}");
+    }
+    let trace = f.trace(&from("203.0.113.32")).await;
+    assert!(
+        trace.contains("not greylisted: skip_dnswl: DNS list score -3 <= allowlist_threshold -2"),
+        "{trace}"
+    );
+    let trace = f.trace(&from("203.0.113.33")).await;
+    assert!(
+        trace.contains("skip_dnswl: DNS list score -1 is above allowlist_threshold -2"),
+        "{trace}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = own_store(&f, dir.path());
+    f.decide(&from("203.0.113.32")).await;
+    assert_eq!(
+        store.entries().await,
+        Some(0),
+        "no record for an allowlisted client"
+    );
+}

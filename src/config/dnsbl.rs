@@ -1,7 +1,8 @@
 //! `[dnsbl]` and the DNS-list parameters of `[postfix]`
 //! (`maps_rbl_reject_code`, `default_rbl_reply`): the replies of
-//! reject_rbl_client and its kin, and the lists' probes, circuit breaker
-//! and egress watch, compiled into the site facts.
+//! reject_rbl_client and its kin, the weighted sites of check_dnsbl_score
+//! (postscreen_dnsbl_*), and the lists' probes, circuit breaker and
+//! egress watch, compiled into the site facts.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,13 @@ use toml::Spanned;
 use super::values::secs;
 use super::{Compiler, schema};
 use crate::dnsbl::health::Settings;
+use crate::dnsbl::score::Sites;
 use crate::dnsbl::{Name, Replies, Template};
+
+/// Most `[dnsbl] sites`: each is a query per client.
+const MAX_SITES: usize = 32;
+/// Largest threshold or weight written (postscreen takes an int).
+const MAX_SCORE: i64 = 1_000_000;
 
 impl Compiler<'_> {
     pub(super) fn dnsbl(
@@ -18,7 +25,7 @@ impl Compiler<'_> {
         section: schema::DnsblSection,
         code: u16,
         default: Template,
-    ) -> (Replies, Settings) {
+    ) -> (Replies, Settings, Option<Sites>) {
         let schema::DnsblSection {
             reply,
             probe,
@@ -26,6 +33,11 @@ impl Compiler<'_> {
             watch_egress,
             watch_interval,
             timeout_pause,
+            sites,
+            threshold,
+            allowlist_threshold,
+            min_ttl,
+            max_ttl,
         } = section;
         let health = self.dnsbl_health_settings(
             probe,
@@ -39,7 +51,8 @@ impl Compiler<'_> {
             default,
             by_list: self.rbl_reply_maps(reply, code),
         };
-        (replies, health)
+        let sites = self.dnsbl_sites(sites, threshold, allowlist_threshold, min_ttl, max_ttl);
+        (replies, health, sites)
     }
 
     /// `[dnsbl] probe`, `probe_interval`, `watch_egress`,
@@ -78,6 +91,110 @@ impl Compiler<'_> {
             &mut s.timeout_pause,
         );
         s
+    }
+
+    /// postscreen_dnsbl_sites and its companions; `None` without sites
+    /// (a companion written without them is an error: it would do nothing).
+    fn dnsbl_sites(
+        &mut self,
+        sites: Option<Spanned<Vec<Spanned<String>>>>,
+        threshold: Option<Spanned<i64>>,
+        allowlist_threshold: Option<Spanned<i64>>,
+        min_ttl: Option<Spanned<String>>,
+        max_ttl: Option<Spanned<String>>,
+    ) -> Option<Sites> {
+        let Some(sites) = sites.filter(|s| !s.get_ref().is_empty()) else {
+            let spans = [
+                ("dnsbl.threshold", threshold.map(|v| v.span())),
+                (
+                    "dnsbl.allowlist_threshold",
+                    allowlist_threshold.map(|v| v.span()),
+                ),
+                ("dnsbl.min_ttl", min_ttl.map(|v| v.span())),
+                ("dnsbl.max_ttl", max_ttl.map(|v| v.span())),
+            ];
+            for (key, span) in spans {
+                if let Some(span) = span {
+                    self.error(span, key, "needs [dnsbl] sites: the lists it scores with");
+                }
+            }
+            return None;
+        };
+        let span = sites.span();
+        let entries = sites.into_inner();
+        if entries.len() > MAX_SITES {
+            self.error(
+                span,
+                "dnsbl.sites",
+                format!("must be at most {MAX_SITES} sites"),
+            );
+            return None;
+        }
+        let texts: Vec<&str> = entries.iter().map(|e| e.get_ref().as_str()).collect();
+        let mut out = match Sites::parse(&texts) {
+            Ok(out) => out,
+            Err((i, e)) => {
+                self.error(entries[i].span(), "dnsbl.sites", e);
+                return None;
+            }
+        };
+        if let Some(site) = entries
+            .iter()
+            .zip(&out.sites)
+            .find(|(_, s)| s.weight.abs() > MAX_SCORE)
+        {
+            self.error(
+                site.0.span(),
+                "dnsbl.sites",
+                format!("a weight must be between -{MAX_SCORE} and {MAX_SCORE}"),
+            );
+        }
+        if let Some(t) = threshold {
+            // postscreen refuses a threshold below 1: every client would
+            // be listed.
+            match *t.get_ref() {
+                n @ 1..=MAX_SCORE => out.threshold = n,
+                _ => self.error(
+                    t.span(),
+                    "dnsbl.threshold",
+                    format!("must be between 1 and {MAX_SCORE}"),
+                ),
+            }
+        }
+        if let Some(t) = allowlist_threshold {
+            // Only a negative threshold allowlists (postscreen_early.c).
+            match *t.get_ref() {
+                n if (-MAX_SCORE..=0).contains(&n) => out.allowlist_threshold = n,
+                _ => self.error(
+                    t.span(),
+                    "dnsbl.allowlist_threshold",
+                    format!(
+                        "must be between -{MAX_SCORE} and 0 (0: off; a client at or below it is allowlisted)"
+                    ),
+                ),
+            }
+        }
+        let max_span = max_ttl.as_ref().map(|v| v.span());
+        self.duration(
+            min_ttl,
+            "dnsbl.min_ttl",
+            secs(0)..=secs(86_400),
+            &mut out.min_ttl,
+        );
+        self.duration(
+            max_ttl,
+            "dnsbl.max_ttl",
+            secs(1)..=secs(7 * 86_400),
+            &mut out.max_ttl,
+        );
+        if out.min_ttl > out.max_ttl {
+            self.error(
+                max_span.unwrap_or(span),
+                "dnsbl.max_ttl",
+                format!("must not be less than min_ttl ({}s)", out.min_ttl.as_secs()),
+            );
+        }
+        Some(out)
     }
 
     fn rbl_reply_maps(

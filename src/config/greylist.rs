@@ -7,6 +7,7 @@ use toml::Spanned;
 
 use super::values::secs;
 use super::{Compiler, schema};
+use crate::dnsbl::score::Sites;
 use crate::greylist::{DEFAULT_ACTION, GreylistAction, GreylistSettings};
 use crate::tables::greylist::ParseError;
 use crate::vocab::OnStoreError;
@@ -21,6 +22,7 @@ impl Compiler<'_> {
         section: Option<Spanned<schema::GreylistSection>>,
         has_store: bool,
         codes: AccessCodes,
+        dnsbl: Option<&Sites>,
         files: &mut Vec<PathBuf>,
     ) -> Option<GreylistSettings> {
         let section = section?;
@@ -45,6 +47,8 @@ impl Compiler<'_> {
             skip_spf_pass,
             skip_fcrdns_match,
             on_store_error,
+            min_dnsbl_score,
+            skip_dnswl,
         } = section.into_inner();
         // Where a delay that leaves no room to retry is reported.
         let delay_span = delay.as_ref().or(retry_window.as_ref()).map(|v| v.span());
@@ -174,6 +178,32 @@ impl Compiler<'_> {
                     "expected \"dunno\" or \"defer\"",
                 ),
             }
+        }
+        if let Some(v) = min_dnsbl_score {
+            if dnsbl.is_none() {
+                self.error(
+                    v.span(),
+                    "greylist.min_dnsbl_score",
+                    "needs [dnsbl] sites: the lists that score the client",
+                );
+            }
+            out.min_dnsbl_score = Some(*v.get_ref());
+        }
+        if let Some(v) = skip_dnswl {
+            match dnsbl {
+                None => self.error(
+                    v.span(),
+                    "greylist.skip_dnswl",
+                    "needs [dnsbl] sites: the lists that score the client",
+                ),
+                Some(sites) if *v.get_ref() && sites.allowlist_threshold == 0 => self.error(
+                    v.span(),
+                    "greylist.skip_dnswl",
+                    "needs [dnsbl] allowlist_threshold (below 0): no score is an allowlisting without it",
+                ),
+                Some(_) => {}
+            }
+            out.skip_dnswl = *v.get_ref();
         }
         Some(out)
     }

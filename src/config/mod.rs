@@ -221,13 +221,18 @@ impl<'t> Compiler<'t> {
         let (rbl_code, default_rbl_reply) = (postfix.rbl_code, postfix.default_rbl_reply.clone());
         let mut files = vec![self.path.clone()];
         let mut site = self.site(site, postfix, &mut files);
-        (site.dnsbl_replies, site.dnsbl_health) = self.dnsbl(dnsbl, rbl_code, default_rbl_reply);
+        let (dnsbl_replies, dnsbl_health, dnsbl_sites) =
+            self.dnsbl(dnsbl, rbl_code, default_rbl_reply);
+        site.dnsbl_replies = dnsbl_replies;
+        site.dnsbl_health = dnsbl_health;
+        site.dnsbl_sites = dnsbl_sites.map(std::sync::Arc::new);
         site.spf = self.spf(spf, &mut files);
         site.outbound_spf = self.outbound_spf(outbound_spf);
         site.greylist = self.greylist(
             greylist,
             server.store.is_some(),
             site.codes.access,
+            site.dnsbl_sites.as_deref(),
             &mut files,
         );
         let dns_config = self.dns(dns);

@@ -64,6 +64,16 @@ pub struct DnsblSection {
     pub watch_interval: Option<Spanned<String>>,
     /// How long a list that keeps timing out is skipped.
     pub timeout_pause: Option<Spanned<String>>,
+    /// postscreen_dnsbl_sites: `domain[=filter][*weight]`, scored by
+    /// check_dnsbl_score.
+    pub sites: Option<Spanned<Vec<Spanned<String>>>>,
+    /// postscreen_dnsbl_threshold.
+    pub threshold: Option<Spanned<i64>>,
+    /// postscreen_dnsbl_allowlist_threshold.
+    pub allowlist_threshold: Option<Spanned<i64>>,
+    /// postscreen_dnsbl_min_ttl and max_ttl.
+    pub min_ttl: Option<Spanned<String>>,
+    pub max_ttl: Option<Spanned<String>>,
 }
 
 /// One `[[rate_limit]]`.
@@ -201,6 +211,10 @@ pub struct GreylistSection {
     pub skip_spf_pass: Option<bool>,
     pub skip_fcrdns_match: Option<bool>,
     pub on_store_error: Option<Spanned<String>>,
+    /// Greylist only clients whose `[dnsbl] sites` score is at least this.
+    pub min_dnsbl_score: Option<Spanned<i64>>,
+    /// Never greylist a client at or below `[dnsbl] allowlist_threshold`.
+    pub skip_dnswl: Option<Spanned<bool>>,
 }
 
 /// `[dns]`: the one resolver.

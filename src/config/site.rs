@@ -313,6 +313,7 @@ impl Compiler<'_> {
             dnsbl_replies: crate::dnsbl::Replies::default(),
             dnsbl_health: crate::dnsbl::health::Settings::default(),
             myhostname,
+            dnsbl_sites: None,
             sources,
         }
     }

@@ -99,6 +99,12 @@ impl CacheState {
         None
     }
 
+    /// When the entry for `probe` expires, if there is one (expired or
+    /// not); it is not marked as used.
+    pub(crate) fn expires(&self, probe: &[u8]) -> Option<Instant> {
+        self.lru.peek(probe).map(|e| e.expires)
+    }
+
     /// Cache `outcome` until `expires`, evicting the least recently used
     /// entry when full.
     pub(crate) fn put(&mut self, key: Key, outcome: Outcome, expires: Instant) {

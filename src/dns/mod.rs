@@ -468,6 +468,15 @@ impl Resolver {
         finish(key.name().into(), kind, outcome, false)
     }
 
+    /// How much longer the cache keeps its answer for `name` and `kind`,
+    /// or `None` when it holds none (never asked, a temporary failure, a
+    /// TTL of zero, evicted). Counts nothing.
+    pub fn cached_ttl(&self, name: &str, kind: RecordKind) -> Option<Duration> {
+        let now = Instant::now();
+        with_probe(name, kind, |probe| lock(&self.inner.state).expires(probe))
+            .and_then(|expires| expires.checked_duration_since(now))
+    }
+
     /// The longest one lookup may take (`[dns] attempts` x `timeout`, plus
     /// a slack): lookups made at once are all done within it.
     pub fn lookup_bound(&self) -> Duration {

@@ -13,6 +13,7 @@
 
 pub mod filter;
 pub mod health;
+pub mod score;
 pub mod template;
 
 use std::collections::HashMap;
@@ -88,6 +89,23 @@ pub enum Listing {
     Failed(String),
 }
 
+impl Listing {
+    /// One trace line for the answer to `query`.
+    pub fn describe(&self, query: &str) -> String {
+        match self {
+            Listing::Listed { addrs, reason } => {
+                let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                format!("{query}: listed ({}) {reason:?}", addrs.join(", "))
+            }
+            Listing::NotListed => format!("{query}: not listed"),
+            Listing::ErrorCode(code) => {
+                format!("{query}: error code {code} (not a listing; the list cannot answer)")
+            }
+            Listing::Failed(why) => format!("{query}: lookup failed ({why})"),
+        }
+    }
+}
+
 /// The query name for an address: its octets reversed (IPv4) or its 32
 /// nibbles reversed (IPv6), then the list's domain. An IPv4-mapped IPv6
 /// address is queried as IPv4, as Postfix sees the client.
@@ -129,11 +147,23 @@ pub fn domain_query(what: &str, domain: &str) -> Option<String> {
 /// A list switched off by its probes, or whose breaker is open, is not
 /// asked: the lookup fails ([`health`]).
 pub async fn look_up(dns: &Resolver, list: &List, query: &str) -> Listing {
+    look_up_gated(dns, list, query, true).await
+}
+
+/// [`look_up`] without the TXT query: a listing's reason is empty (the
+/// score of `[dnsbl] sites` needs the A records only, in one round trip).
+pub async fn look_up_addresses(dns: &Resolver, list: &List, query: &str) -> Listing {
+    look_up_gated(dns, list, query, false).await
+}
+
+/// Asks the list unless its health says not to, tells its health what it
+/// answered, and counts the outcome.
+async fn look_up_gated(dns: &Resolver, list: &List, query: &str, reason: bool) -> Listing {
     let health = &list.counters.health;
     let listing = match health.gate(&list.domain) {
         Some(why) => Listing::Failed(why),
         None => {
-            let listing = look_up_uncounted(dns, list, query).await;
+            let listing = look_up_uncounted(dns, list, query, reason).await;
             health.answered(&listing, &list.domain);
             listing
         }
@@ -142,7 +172,7 @@ pub async fn look_up(dns: &Resolver, list: &List, query: &str) -> Listing {
     listing
 }
 
-async fn look_up_uncounted(dns: &Resolver, list: &List, query: &str) -> Listing {
+async fn look_up_uncounted(dns: &Resolver, list: &List, query: &str, reason: bool) -> Listing {
     let a = dns.lookup(query, RecordKind::A).await;
     let addrs = match &a.outcome {
         DnsOutcome::Found(answer) => match &**answer {
@@ -162,7 +192,11 @@ async fn look_up_uncounted(dns: &Resolver, list: &List, query: &str) -> Listing 
     if matched.is_empty() {
         return Listing::NotListed;
     }
-    let reason = txt_reason(dns, query).await;
+    let reason = if reason {
+        txt_reason(dns, query).await
+    } else {
+        String::new()
+    };
     Listing::Listed {
         addrs: matched,
         reason,

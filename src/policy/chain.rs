@@ -126,6 +126,7 @@ pub async fn evaluate(policy: &Policy, state: &State, req: &Request, want_trace:
         defer_if_permit: None,
         passed: Vec::new(),
         counts: Vec::new(),
+        dnsbl_score: None,
         reject_warnings: Vec::new(),
     };
     let verdict = run.stages(policy, state).await;
@@ -188,6 +189,8 @@ struct Run<'a> {
     passed: Vec<(Action, Arc<str>)>,
     /// Messages the rate limits count if the answer lets them through.
     counts: Vec<ratelimit::Count>,
+    /// The client's DNS list score, computed once per request.
+    dnsbl_score: Option<Arc<crate::dnsbl::score::Score>>,
     /// Refusals logged instead of answered.
     reject_warnings: Vec<RejectWarning>,
 }
@@ -248,6 +251,7 @@ impl Run<'_> {
                         state,
                         notes: self.trace.is_some().then_some(&mut notes),
                         counts: &mut self.counts,
+                        dnsbl_score: &mut self.dnsbl_score,
                     };
                     match chain_rule.rule.start(&mut ctx) {
                         Started::Done(outcome) => outcome,

@@ -6,8 +6,8 @@ use super::Policy;
 use crate::dnsbl::health::Watched;
 
 impl Policy {
-    /// Every list domain a rule names, once, in domain order, with how
-    /// the rules query it.
+    /// Every list domain a rule or `[dnsbl] sites` names, once, in domain
+    /// order, with how they query it.
     pub fn dns_lists(&self) -> Vec<Watched> {
         let mut out: Vec<Watched> = Vec::new();
         let rules = self.profiles.iter().flat_map(|p| p.stages.iter().flatten());
@@ -15,26 +15,22 @@ impl Policy {
             let Some((list, kind)) = rule.rule.dns_list() else {
                 continue;
             };
-            let i = match out.iter().position(|w| w.domain == list.domain) {
-                Some(i) => i,
-                None => {
-                    out.push(Watched {
-                        domain: list.domain.clone(),
-                        counters: list.counters.clone(),
-                        addresses: false,
-                        names: false,
-                        blocks: false,
-                    });
-                    out.len() - 1
-                }
-            };
-            let w = &mut out[i];
+            let w = watched(&mut out, list);
             if kind.by_address() {
                 w.addresses = true;
             } else {
                 w.names = true;
             }
             w.blocks |= !kind.allows();
+        }
+        // The score's sites are client addresses; a site blocks when one of
+        // its entries weighs more than nothing.
+        if let Some(sites) = &self.site.dnsbl_sites {
+            for (i, list) in sites.lists.iter().enumerate() {
+                let w = watched(&mut out, list);
+                w.addresses = true;
+                w.blocks |= sites.sites.iter().any(|s| s.list == i && s.weight > 0);
+            }
         }
         out.sort_by(|a, b| a.domain.cmp(&b.domain));
         out
@@ -48,4 +44,22 @@ impl Policy {
             list.health().set_pause(pause);
         }
     }
+}
+
+/// The entry of `list`'s domain in `out`, added when it is not there yet.
+fn watched<'a>(out: &'a mut Vec<Watched>, list: &crate::dnsbl::List) -> &'a mut Watched {
+    let i = match out.iter().position(|w| w.domain == list.domain) {
+        Some(i) => i,
+        None => {
+            out.push(Watched {
+                domain: list.domain.clone(),
+                counters: list.counters.clone(),
+                addresses: false,
+                names: false,
+                blocks: false,
+            });
+            out.len() - 1
+        }
+    };
+    &mut out[i]
 }

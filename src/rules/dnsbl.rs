@@ -12,11 +12,15 @@
 //! 127.255.255.0/24) is passed by, as Postfix passes it by; an allowlist
 //! whose DNS fails sets defer_if_reject with `450 4.7.1 <what>: Client
 //! host rejected: Service unavailable`, as Postfix does.
+//!
+//! And `check_dnsbl_score`, postscreen's weighted score of `[dnsbl] sites`
+//! (dnsbl/score.rs) as a client restriction.
 
 use std::sync::Arc;
 
 use super::Context;
 use super::address::authorized_destination;
+use crate::dnsbl::score::{self, Score};
 use crate::dnsbl::{self, List, Listing, Name, Subject};
 use crate::vocab::outcome::Outcome;
 use crate::vocab::reply::Reply;
@@ -107,7 +111,7 @@ pub async fn check(kind: Dnsxl, ctx: &mut Context<'_>, list: &Arc<List>) -> Outc
         return Outcome::Dunno;
     }
     let listing = dnsbl::look_up(ctx.dns, list, &query).await;
-    ctx.note(|| describe(&query, &listing));
+    ctx.note(|| listing.describe(&query));
     match (listing, kind.allows()) {
         (Listing::Listed { reason, .. }, false) => {
             let values = |name: Name| request_value(request, name);
@@ -146,17 +150,81 @@ fn request_value(request: &crate::protocol::Request, name: Name) -> String {
     }
 }
 
-/// One trace line for a list's answer.
-pub fn describe(query: &str, listing: &Listing) -> String {
-    match listing {
-        Listing::Listed { addrs, reason } => {
-            let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-            format!("{query}: listed ({}) {reason:?}", addrs.join(", "))
+/// The client's `[dnsbl] sites` score: computed once per request however
+/// many rules ask (kept in the [`Context`]), and between requests for its
+/// TTL (`state::dnsbl_scores`). `None` without sites or without a client
+/// IP address. Every list's answer and every site's weight go to the
+/// trace.
+pub async fn client_score(ctx: &mut Context<'_>) -> Option<Arc<Score>> {
+    let sites = ctx.site.dnsbl_sites.clone()?;
+    let Some(ip) = ctx.request.client_ip().map(|ip| ip.to_canonical()) else {
+        let addr = ctx.request.client_address.clone();
+        ctx.note(|| format!("client address {addr:?} is not an IP address: no DNS list score"));
+        return None;
+    };
+    let (score, whence) = if let Some(score) = ctx.dnsbl_score.clone() {
+        (score, " (scored earlier in this request)")
+    } else if let Some(score) = ctx.state.dnsbl_scores.get(ip, sites.id) {
+        (score, " (kept from an earlier request)")
+    } else {
+        let score = Arc::new(score::compute(ctx.dns, &sites, ip).await);
+        ctx.state.dnsbl_scores.put(ip, sites.id, score.clone());
+        (score, "")
+    };
+    *ctx.dnsbl_score = Some(score.clone());
+    ctx.note(|| {
+        let mut lines = score.describe(&sites, ip);
+        if let Some(last) = lines.last_mut() {
+            last.push_str(whence);
         }
-        Listing::NotListed => format!("{query}: not listed"),
-        Listing::ErrorCode(code) => {
-            format!("{query}: error code {code} (not a listing; the list cannot answer)")
+        lines.join("\n      ")
+    });
+    Some(score)
+}
+
+/// `check_dnsbl_score`: postscreen's DNSBL test as a rule. A score at or
+/// above `threshold` answers postscreen's `550 5.7.1 Service unavailable;
+/// client [IP] blocked using DOMAIN` (the matched site of the highest
+/// weight; a `[dnsbl] reply` template may word it), or `450 4.7.1` with
+/// the same text when a failed allowlist could have taken the score below
+/// the threshold; a score at or below a negative `allowlist_threshold`,
+/// however the failed lists would have answered, permits the rest of the
+/// stage; else DUNNO. A list that fails adds nothing: when all fail the
+/// score is 0, DUNNO.
+pub async fn check_dnsbl_score(ctx: &mut Context<'_>) -> Outcome {
+    let Some(score) = client_score(ctx).await else {
+        return Outcome::Dunno;
+    };
+    let Some(sites) = ctx.site.dnsbl_sites.as_deref() else {
+        return Outcome::Dunno;
+    };
+    let Some(ip) = ctx.request.client_ip().map(|ip| ip.to_canonical()) else {
+        return Outcome::Dunno;
+    };
+    if score.total >= sites.threshold {
+        let temporary = score.lowest < sites.threshold;
+        if temporary {
+            ctx.note(|| {
+                format!(
+                    "score {} >= threshold {}, but a failed allowlist could have taken it to {}: a temporary reply",
+                    score.total, sites.threshold, score.lowest
+                )
+            });
         }
-        Listing::Failed(why) => format!("{query}: lookup failed ({why})"),
+        return Outcome::Reject(score.reply(sites, &ctx.site.dnsbl_replies, ip, temporary));
     }
+    if sites.allowlists(&score) {
+        let at = sites.allowlist_threshold;
+        ctx.note(|| format!("score {} <= allowlist_threshold {at}: permit", score.total));
+        return Outcome::Permit;
+    }
+    if sites.allowlist_threshold < 0 && score.total <= sites.allowlist_threshold {
+        ctx.note(|| {
+            format!(
+                "score {} <= allowlist_threshold, but a failed list could have taken it to {}: no permit",
+                score.total, score.highest
+            )
+        });
+    }
+    Outcome::Dunno
 }

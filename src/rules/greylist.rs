@@ -173,6 +173,9 @@ async fn skip(ctx: &mut Context<'_>, s: &GreylistSettings, ip: IpAddr) -> Option
             r.as_str()
         ));
     }
+    if let Some(why) = by_dnsbl_score(ctx, s).await {
+        return Some(why);
+    }
     let sender_domain = crate::syntax::split_address(&req.sender)
         .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
         .filter(|d| !d.is_empty());
@@ -227,6 +230,52 @@ async fn skip(ctx: &mut Context<'_>, s: &GreylistSettings, ip: IpAddr) -> Option
             }
             return Some(format!("SPF pass for {sender} from {ip}"));
         }
+    }
+    None
+}
+
+/// Why the client's `[dnsbl] sites` score spares it greylisting
+/// (`skip_dnswl`, `min_dnsbl_score`), if it does. The score's most (had
+/// every failed list listed it) decides: a list that fails never spares a
+/// client. The trace says which setting applied, either way.
+async fn by_dnsbl_score(ctx: &mut Context<'_>, s: &GreylistSettings) -> Option<String> {
+    if s.min_dnsbl_score.is_none() && !s.skip_dnswl {
+        return None;
+    }
+    let sites = ctx.site.dnsbl_sites.clone()?;
+    let score = super::dnsbl::client_score(ctx).await?;
+    let failed = if score.highest == score.total {
+        String::new()
+    } else {
+        format!(", {} had the failed lists listed it", score.highest)
+    };
+    if s.skip_dnswl && sites.allowlists(&score) {
+        return Some(format!(
+            "skip_dnswl: DNS list score {} <= allowlist_threshold {}",
+            score.total, sites.allowlist_threshold
+        ));
+    }
+    if s.skip_dnswl {
+        ctx.note(|| {
+            format!(
+                "skip_dnswl: DNS list score {}{failed} is above allowlist_threshold {}",
+                score.total, sites.allowlist_threshold
+            )
+        });
+    }
+    if let Some(min) = s.min_dnsbl_score {
+        if score.highest < min {
+            return Some(format!(
+                "min_dnsbl_score: DNS list score {} < {min}",
+                score.total
+            ));
+        }
+        ctx.note(|| {
+            format!(
+                "min_dnsbl_score: DNS list score {}{failed} >= {min}: greylisting applies",
+                score.total
+            )
+        });
     }
     None
 }

@@ -62,6 +62,8 @@ pub enum Needs {
     Egress,
     /// `[greylist]` (which itself needs a `[store]`).
     Greylist,
+    /// `[dnsbl] sites`.
+    DnsblSites,
 }
 
 impl Needs {
@@ -76,6 +78,9 @@ impl Needs {
             }
             Needs::Greylist if site.greylist.is_none() => {
                 Some("needs a [greylist] table (and a [store] for its records)")
+            }
+            Needs::DnsblSites if site.dnsbl_sites.is_none() => {
+                Some("needs [dnsbl] sites: the DNS lists it scores the client with")
             }
             _ => None,
         }
@@ -225,6 +230,8 @@ rule_table! {
     now reject_known_sender_login_mismatch: Sender needs Logins
         => submission::reject_known_sender_login_mismatch;
     limit check_rate_limit: Client;
+    // postscreen's weighted score of [dnsbl] sites.
+    later check_dnsbl_score: Client needs DnsblSites => dnsbl::check_dnsbl_score;
     list reject_rbl_client: Client => Dnsxl::RblClient;
     list reject_rhsbl_client: Client => Dnsxl::RhsblClient;
     list reject_rhsbl_reverse_client: Client => Dnsxl::RhsblReverseClient;
@@ -273,6 +280,9 @@ pub struct Context<'a> {
     /// Messages to count once the chain has not refused them (rate limits
     /// at END-OF-MESSAGE).
     pub counts: &'a mut Vec<ratelimit::Count>,
+    /// The client's `[dnsbl] sites` score, once a rule of this request
+    /// has asked for it (`dnsbl::client_score`).
+    pub dnsbl_score: &'a mut Option<Arc<crate::dnsbl::score::Score>>,
 }
 
 impl Context<'_> {
@@ -549,7 +559,7 @@ mod tests {
                 Run::Now(_) => {}
             }
         }
-        assert_eq!(waiting, 8, "the rules that wait for DNS or the store");
+        assert_eq!(waiting, 9, "the rules that wait for DNS or the store");
         assert_eq!(lists, 8, "Postfix's DNS list rules");
         let greylist = spec("check_greylist").map(|s| (s.earliest, s.needs));
         assert_eq!(greylist, Some((Stage::Recipient, Needs::Greylist)));

@@ -1,11 +1,12 @@
 //! Runtime state: what rpol learns while it runs, as opposed to the
 //! [`crate::policy::Policy`] the admin wrote. One `State` is owned by the
 //! server beside the swappable policy and outlives every reload: the
-//! resolver and its cache, the SPF result cache, and the per-transaction
+//! resolver and its cache, the SPF result cache, the DNS list scores, and the per-transaction
 //! memory, and the greylisting store. Every part is bounded in bytes (the
 //! store by its per-kind budgets and expiry).
 
 pub mod digest;
+pub mod dnsbl_scores;
 pub mod rate_events;
 pub mod spf_cache;
 pub mod store;
@@ -23,6 +24,8 @@ pub struct State {
     /// Replaced only when a reload changes `[dns]`.
     resolver: RwLock<Resolver>,
     pub spf_results: SpfCache,
+    /// `[dnsbl] sites` scores by client.
+    pub dnsbl_scores: dnsbl_scores::ScoreCache,
     pub transactions: Transactions,
     /// Rate limits: warned keys and crossings counted.
     pub rate_events: rate_events::RateEvents,
@@ -36,6 +39,7 @@ impl State {
         State {
             resolver: RwLock::new(resolver),
             spf_results: SpfCache::new(spf_cache_entries),
+            dnsbl_scores: Default::default(),
             transactions: Transactions::default(),
             rate_events: Default::default(),
             store: OnceLock::new(),
@@ -63,6 +67,7 @@ impl State {
     /// Swaps in a resolver built from new `[dns]` settings; its cache
     /// starts empty, since the servers or TTL bounds changed.
     pub fn replace_resolver(&self, resolver: Resolver) {
+        self.dnsbl_scores.clear();
         match self.resolver.write() {
             Ok(mut r) => *r = resolver,
             Err(poisoned) => *poisoned.into_inner() = resolver,

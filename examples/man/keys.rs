@@ -21,6 +21,7 @@ const SECTIONS: &[(&str, &str)] = &[
         "SpfActionsSection",
         "[spf.mail_from], [spf.helo], [outbound_spf]",
     ),
+    ("SpfMailFromSection", "[spf.mail_from]"),
     ("ProfileSection", "[profile.NAME]"),
     ("MatchSection", "[profile.NAME.match]"),
     ("MetricsSection", "[metrics]"),

@@ -270,6 +270,57 @@ mod tests {
         }
     }
 
+    /// reject_unless_dmarc only where DMARC can rescue a result; the
+    /// domains and the suffix list checked at load.
+    #[test]
+    fn spf_dmarc_settings() {
+        assert_eq!(
+            errors("[spf.helo]\nfail = \"reject_unless_dmarc\"\n"),
+            [
+                "p.toml:2:8: spf.helo.fail: \"reject_unless_dmarc\" is only for [spf.mail_from] fail and softfail"
+            ]
+        );
+        assert_eq!(
+            errors("[spf.mail_from]\nneutral = \"reject_unless_dmarc\"\n"),
+            [
+                "p.toml:2:11: spf.mail_from.neutral: \"reject_unless_dmarc\" is only for [spf.mail_from] fail and softfail"
+            ]
+        );
+        assert_eq!(
+            errors("[outbound_spf]\nfail = \"reject_unless_dmarc\"\n"),
+            [
+                "p.toml:2:8: outbound_spf.fail: \"reject_unless_dmarc\" is only for [spf.mail_from] fail and softfail"
+            ]
+        );
+        assert_eq!(
+            errors("[spf.mail_from]\nfail = \"reject_unless_dmark\"\n"),
+            [
+                "p.toml:2:8: spf.mail_from.fail: expected \"accept\", \"reject\", \"reject_unless_dmarc\", \"defer\" or \"defer_if_permit\""
+            ]
+        );
+        assert_eq!(
+            errors(
+                "[spf.mail_from]\nreject_not_pass_domains = [\"ok.example\", \"bad..example\"]\n"
+            ),
+            [
+                "p.toml:2:42: spf.mail_from.reject_not_pass_domains: \"bad..example\" is not a valid domain name"
+            ]
+        );
+        let e = errors("[spf]\npublic_suffix_list = \"/nonexistent/psl.dat\"\n");
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].starts_with(
+                "p.toml:2:22: spf.public_suffix_list: /nonexistent/psl.dat: cannot read:"
+            ),
+            "{e:?}"
+        );
+        assert!(errors(
+            "[spf.mail_from]\nfail = \"reject_unless_dmarc\"\nsoftfail = \"reject_unless_dmarc\"\n\
+             reject_not_pass_domains = [\"bücher.example\"]\n"
+        )
+        .is_empty());
+    }
+
     /// One spurious key in each table of the schema: the error names its
     /// dotted path and the position of the key itself. A row per table
     /// (and per way of writing it: header, inline, array element).
@@ -322,6 +373,10 @@ mod tests {
             (
                 "[spf.helo]\nfail = \"reject\"\nbogus = 1\n",
                 &["p.toml:3:1: spf.helo.bogus: unknown key"],
+            ),
+            (
+                "[spf.helo]\nreject_not_pass_domains = []\n",
+                &["p.toml:2:1: spf.helo.reject_not_pass_domains: unknown key"],
             ),
             (
                 "[spf]\nhelo = { fail = \"reject\", bogus = 1 }\n",

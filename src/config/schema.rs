@@ -244,8 +244,24 @@ pub struct SpfSection {
     pub timeout: Option<Spanned<String>>,
     pub cache_ttl: Option<Spanned<String>>,
     pub cache_size: Option<Spanned<usize>>,
-    pub mail_from: Option<SpfActionsSection>,
+    pub public_suffix_list: Option<Spanned<String>>,
+    pub mail_from: Option<SpfMailFromSection>,
     pub helo: Option<SpfActionsSection>,
+}
+
+/// `[spf.mail_from]`: the actions per result, and the domains that must
+/// pass.
+#[derive(Debug, Default, Deserialize)]
+pub struct SpfMailFromSection {
+    pub pass: Option<Spanned<String>>,
+    pub fail: Option<Spanned<String>>,
+    pub softfail: Option<Spanned<String>>,
+    pub neutral: Option<Spanned<String>>,
+    pub none: Option<Spanned<String>>,
+    pub temperror: Option<Spanned<String>>,
+    pub permerror: Option<Spanned<String>>,
+    #[serde(default)]
+    pub reject_not_pass_domains: Vec<Spanned<String>>,
 }
 
 /// Action per SPF result: accept, reject, defer or defer_if_permit.

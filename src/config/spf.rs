@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use super::values::{millis, secs};
 use super::{Compiler, schema};
+use crate::spf::dmarc::SuffixList;
 use crate::spf::{HeaderKind, ResultActions, SpfAction, SpfSettings, Whitelist};
 
 impl Compiler<'_> {
@@ -20,6 +21,7 @@ impl Compiler<'_> {
             timeout,
             cache_ttl,
             cache_size,
+            public_suffix_list,
             mail_from,
             helo,
         } = s;
@@ -93,12 +95,71 @@ impl Compiler<'_> {
             1..=10_000_000,
             &mut out.cache_size,
         );
+        if let Some(p) = public_suffix_list {
+            let path = self.base.join(p.get_ref());
+            let key = "spf.public_suffix_list";
+            match std::fs::read_to_string(&path) {
+                Ok(text) => match SuffixList::parse(&text) {
+                    Ok(list) => out.public_suffix_list = list,
+                    Err(msg) => self.error(p.span(), key, format!("{}: {msg}", path.display())),
+                },
+                Err(e) => self.error(
+                    p.span(),
+                    key,
+                    format!("{}: cannot read: {e}", path.display()),
+                ),
+            }
+            // Reloaded when the file changes (an update of the list).
+            files.push(path);
+        }
         if let Some(a) = mail_from {
-            out.mail_from = self.spf_actions(a, "spf.mail_from", out.mail_from);
+            let schema::SpfMailFromSection {
+                pass,
+                fail,
+                softfail,
+                neutral,
+                none,
+                temperror,
+                permerror,
+                reject_not_pass_domains,
+            } = a;
+            let actions = schema::SpfActionsSection {
+                pass,
+                fail,
+                softfail,
+                neutral,
+                none,
+                temperror,
+                permerror,
+            };
+            out.mail_from = self.spf_actions(actions, "spf.mail_from", out.mail_from);
+            out.reject_not_pass_domains = self.ascii_domains(
+                reject_not_pass_domains,
+                "spf.mail_from.reject_not_pass_domains",
+            );
         }
         if let Some(a) = helo {
             out.helo = self.spf_actions(a, "spf.helo", out.helo);
         }
+        out
+    }
+
+    /// Domain names as SPF checks them (lowercase A-labels, no trailing
+    /// dot: `Bücher.Example.` is `xn--bcher-kva.example`), sorted, each once.
+    fn ascii_domains(&mut self, list: Vec<toml::Spanned<String>>, key: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in list {
+            match crate::spf::ascii_domain(d.get_ref().trim()) {
+                Some(name) => out.push(name),
+                None => self.error(
+                    d.span(),
+                    key,
+                    format!("{:?} is not a valid domain name", d.get_ref()),
+                ),
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
         out
     }
 
@@ -123,6 +184,14 @@ impl Compiler<'_> {
             temperror,
             permerror,
         } = a;
+        // Only a MAIL FROM fail or softfail may wait for DMARC: the
+        // results forwarding breaks (RFC 7489 10.1), of the identity DMARC
+        // aligns (4.1).
+        let dmarc_keys: &[&str] = if section == "spf.mail_from" {
+            &["fail", "softfail"]
+        } else {
+            &[]
+        };
         for (value, name, slot) in [
             (pass, "pass", &mut out.pass),
             (fail, "fail", &mut out.fail),
@@ -134,7 +203,19 @@ impl Compiler<'_> {
         ] {
             if let Some(v) = value {
                 match SpfAction::parse(v.get_ref()) {
+                    Some(SpfAction::RejectUnlessDmarc) if !dmarc_keys.contains(&name) => self
+                        .error(
+                            v.span(),
+                            &format!("{section}.{name}"),
+                            "\"reject_unless_dmarc\" is only for [spf.mail_from] fail and softfail",
+                        ),
                     Some(action) => *slot = action,
+                    None if dmarc_keys.contains(&name) => self.error(
+                        v.span(),
+                        &format!("{section}.{name}"),
+                        "expected \"accept\", \"reject\", \"reject_unless_dmarc\", \"defer\" \
+                         or \"defer_if_permit\"",
+                    ),
                     None => self.error(
                         v.span(),
                         &format!("{section}.{name}"),

@@ -13,6 +13,7 @@ use super::dnscheck::{
     HostStatus, MAX_PTR_NAMES, Ptr, forward_confirm_names, forward_confirms, lookup_ptr,
 };
 use crate::protocol::{Action, ProtocolState};
+use crate::spf::dmarc::{self, Discovery};
 use crate::spf::{self, Evaluation, HeaderKind, Identity, SpfAction, header};
 use crate::syntax::{valid_fqdn, valid_hostname};
 use crate::vocab::outcome::Outcome;
@@ -154,9 +155,75 @@ async fn judge(
         Actions::Helo => &settings.helo,
         Actions::MailFrom => &settings.mail_from,
     };
+    // policyd-spf's Reject_Not_Pass_Domains, whatever the table says;
+    // temperror and permerror keep their own actions, as there.
+    let not_pass = matches!(
+        e.result,
+        SpfResult::Fail(_) | SpfResult::Softfail | SpfResult::Neutral | SpfResult::None
+    );
+    if matches!(actions, Actions::MailFrom) && not_pass && settings.must_pass(&e.domain) {
+        let domain = e.domain.clone();
+        ctx.note(|| format!("{domain} is in reject_not_pass_domains: its mail must pass SPF"));
+        return Err(refuse_not_pass(&e, ip));
+    }
     match table.for_result(&e.result) {
         SpfAction::Accept => Ok(e),
+        SpfAction::RejectUnlessDmarc => unless_dmarc(ctx, e, ip).await,
         action => Err(refuse(action, &e, ip)),
+    }
+}
+
+/// `reject_unless_dmarc`: the evaluation (accepted with its header) when
+/// the domain or its organisational domain publishes a DMARC policy, so
+/// that the DMARC verifier after DATA decides (DKIM may pass where a
+/// forwarder broke SPF, RFC 7489 10.1); the reject of `"reject"` when
+/// neither does; a temporary failure when the DNS cannot say.
+async fn unless_dmarc(
+    ctx: &mut Context<'_>,
+    e: Evaluation,
+    ip: IpAddr,
+) -> Result<Evaluation, Outcome> {
+    // A fail or softfail was evaluated for a valid domain, so this is
+    // always there; were it not, nothing could publish a policy for it.
+    let Some(domain) = spf::ascii_domain(&e.domain) else {
+        return Err(refuse(SpfAction::Reject, &e, ip));
+    };
+    let (dns, settings) = (ctx.dns, &ctx.site.spf);
+    let mut lookups = ctx.notes.is_some().then(Vec::new);
+    let found = dmarc::discover(dns, &settings.public_suffix_list, &domain, lookups.as_mut()).await;
+    ctx.note(|| {
+        let verdict = match &found {
+            Discovery::Published { name, record } => format!(
+                "DMARC policy at {name} ({:?}): not rejected, the DMARC verifier after DATA decides",
+                record
+            ),
+            Discovery::Absent(why) => format!("DMARC: {why} for {domain}: rejected"),
+            Discovery::Unknown { name, why } => {
+                format!("DMARC: the lookup of {name} failed ({why}): temporary failure")
+            }
+        };
+        let mut line = format!("reject_unless_dmarc: {verdict}");
+        for l in lookups.unwrap_or_default() {
+            line.push_str(&format!("\n        DNS {l}"));
+        }
+        line
+    });
+    match found {
+        Discovery::Published { .. } => Ok(e),
+        Discovery::Absent(_) => Err(refuse(SpfAction::Reject, &e, ip)),
+        Discovery::Unknown { name, why } => {
+            // The SPF rule's temporary-failure action, but never an accept
+            // (the fail unchecked) nor a reject (our DNS's fault).
+            let action = match ctx.site.spf.mail_from.temperror {
+                SpfAction::Defer => SpfAction::Defer,
+                _ => SpfAction::DeferIfPermit,
+            };
+            let text = format!(
+                "{}; DMARC record lookup of {name} failed ({why}); try again later",
+                result_text(&e, ip)
+            );
+            Err(answer(action, "5.7.24", text))
+        }
     }
 }
 
@@ -248,11 +315,42 @@ pub(super) async fn evaluation(
 
 /// The reply for a result whose action is not accept.
 fn refuse(action: SpfAction, e: &Evaluation, ip: IpAddr) -> Outcome {
-    let who = match e.identity {
+    // RFC 7372: x.7.23 SPF validation failed, x.7.24 SPF validation error.
+    let dsn = match &e.result {
+        SpfResult::Fail(_) | SpfResult::Softfail => "5.7.23",
+        SpfResult::Temperror | SpfResult::Permerror => "5.7.24",
+        _ => "5.7.1",
+    };
+    answer(action, dsn, result_text(e, ip))
+}
+
+/// `reject_not_pass_domains`: policyd-spf's "Receiver policy for SPF
+/// Neutral" in rpol's words, with policyd-spf's 550 5.7.23.
+fn refuse_not_pass(e: &Evaluation, ip: IpAddr) -> Outcome {
+    let mut text = format!(
+        "Receiver policy for SPF {}: {} must designate {ip} as permitted sender",
+        e.result_name(),
+        who(e)
+    );
+    if let SpfResult::Fail(viaspf::ExplanationString::External(exp)) = &e.result {
+        text.push_str(": ");
+        text.push_str(&ascii(exp));
+    }
+    Outcome::Reject(Reply::new(550, "5.7.23", text))
+}
+
+/// The identity a reply speaks of.
+fn who(e: &Evaluation) -> String {
+    match e.identity {
         Identity::MailFrom => format!("domain of {}", e.sender),
         Identity::Helo => format!("HELO {}", e.domain),
-    };
-    let text = match &e.result {
+    }
+}
+
+/// What a refusal says of the result.
+fn result_text(e: &Evaluation, ip: IpAddr) -> String {
+    let who = who(e);
+    match &e.result {
         SpfResult::Fail(exp) => {
             let mut t = format!("SPF fail: {who} does not designate {ip} as permitted sender");
             if let viaspf::ExplanationString::External(exp) = exp {
@@ -273,15 +371,15 @@ fn refuse(action: SpfAction, e: &Evaluation, ip: IpAddr) -> Outcome {
             e.problem.as_deref().unwrap_or("invalid record")
         ),
         other => format!("SPF {}: {who}, client {ip}", spf::result_name(other)),
-    };
-    // RFC 7372: x.7.23 SPF validation failed, x.7.24 SPF validation error.
-    let dsn = match &e.result {
-        SpfResult::Fail(_) | SpfResult::Softfail => "5.7.23",
-        SpfResult::Temperror | SpfResult::Permerror => "5.7.24",
-        _ => "5.7.1",
-    };
+    }
+}
+
+/// `text` answered as `action` says.
+fn answer(action: SpfAction, dsn: &str, text: String) -> Outcome {
     match action {
-        SpfAction::Reject => Outcome::Reject(Reply::new(550, dsn, text)),
+        SpfAction::Reject | SpfAction::RejectUnlessDmarc => {
+            Outcome::Reject(Reply::new(550, dsn, text))
+        }
         SpfAction::Defer => Outcome::Reject(Reply::new(451, dsn, text)),
         SpfAction::DeferIfPermit => Outcome::DeferIfPermit(Reply::new(451, dsn, text)),
         SpfAction::Accept => Outcome::Dunno,

@@ -171,7 +171,8 @@ pub async fn check_outbound_spf(ctx: &mut Context<'_>) -> Outcome {
             SpfAction::Accept => 0,
             SpfAction::DeferIfPermit => 1,
             SpfAction::Defer => 2,
-            SpfAction::Reject => 3,
+            // Not in [outbound_spf] (the loader refuses it there).
+            SpfAction::Reject | SpfAction::RejectUnlessDmarc => 3,
         };
         if worst
             .as_ref()
@@ -210,7 +211,9 @@ fn refuse(action: SpfAction, e: &Evaluation, ip: IpAddr, domain: &str) -> Outcom
     };
     match action {
         SpfAction::Accept => Outcome::Dunno,
-        SpfAction::Reject => Outcome::Reject(Reply::new(550, dsn, text)),
+        SpfAction::Reject | SpfAction::RejectUnlessDmarc => {
+            Outcome::Reject(Reply::new(550, dsn, text))
+        }
         SpfAction::Defer => Outcome::Reject(Reply::new(451, dsn, text)),
         SpfAction::DeferIfPermit => Outcome::DeferIfPermit(Reply::new(451, dsn, text)),
     }

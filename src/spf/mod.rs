@@ -1,8 +1,11 @@
 //! SPF (RFC 7208) through viaspf and rpol's cached resolver: evaluation of
 //! the HELO and MAIL FROM identities, the per-result actions, the
-//! whitelist, and the Received-SPF / Authentication-Results header. The
-//! result cache is runtime state (crate::state::spf_cache).
+//! whitelist, the Received-SPF / Authentication-Results header, and
+//! whether a domain publishes a DMARC policy (`dmarc`, for
+//! `reject_unless_dmarc`). The result cache is runtime state
+//! (crate::state::spf_cache).
 
+pub mod dmarc;
 pub mod header;
 pub mod lookup;
 
@@ -46,6 +49,11 @@ pub enum SpfAction {
     Defer,
     /// `DEFER_IF_PERMIT 4.7.24`: a later reject wins.
     DeferIfPermit,
+    /// Reject as [`SpfAction::Reject`] when neither the domain nor its
+    /// organisational domain publishes a DMARC policy; accept otherwise,
+    /// and let the DMARC verifier after DATA decide. Only for
+    /// `[spf.mail_from]` fail and softfail.
+    RejectUnlessDmarc,
 }
 
 impl SpfAction {
@@ -55,6 +63,7 @@ impl SpfAction {
             "reject" => Some(SpfAction::Reject),
             "defer" => Some(SpfAction::Defer),
             "defer_if_permit" => Some(SpfAction::DeferIfPermit),
+            "reject_unless_dmarc" => Some(SpfAction::RejectUnlessDmarc),
             _ => None,
         }
     }
@@ -132,7 +141,14 @@ pub struct SpfSettings {
     /// Clients and domains SPF is not checked for.
     pub whitelist: Whitelist,
     pub mail_from: ResultActions,
+    /// `[spf.mail_from] reject_not_pass_domains` (policyd-spf's
+    /// Reject_Not_Pass_Domains): MAIL FROM domains whose mail is rejected
+    /// unless SPF passes. Lowercase A-labels, no trailing dot, sorted.
+    pub reject_not_pass_domains: Vec<String>,
     pub helo: ResultActions,
+    /// The Public Suffix List for DMARC's organisational domain
+    /// (`reject_unless_dmarc`).
+    pub public_suffix_list: dmarc::SuffixList,
     /// Overall time for one evaluation (RFC 7208 4.6.4: at least 20 s).
     pub timeout: Duration,
     /// How long an evaluation is reused for the same client, sender, HELO.
@@ -152,7 +168,9 @@ impl Default for SpfSettings {
             skip_authenticated: true,
             whitelist: Whitelist::default(),
             mail_from: ResultActions::default(),
+            reject_not_pass_domains: Vec::new(),
             helo: ResultActions::default(),
+            public_suffix_list: dmarc::SuffixList::default(),
             timeout: Duration::from_secs(20),
             cache_ttl: Duration::from_secs(600),
             cache_size: SPF_CACHE_ENTRIES,
@@ -224,6 +242,29 @@ impl Whitelist {
 
     pub fn is_empty(&self) -> bool {
         self == &Whitelist::default()
+    }
+}
+
+/// `domain` as DNS queries spell it: lowercase A-labels (RFC 7208 4.3,
+/// viaspf's own conversion), no trailing dot; `None` for what is not a
+/// valid multi-label domain name.
+pub fn ascii_domain(domain: &str) -> Option<String> {
+    let name = viaspf::DomainName::new(domain.trim_end_matches('.')).ok()?;
+    let mut text = name.to_string();
+    if text.ends_with('.') {
+        text.pop();
+    }
+    Some(text)
+}
+
+impl SpfSettings {
+    /// Whether `domain` (as the request spells it) is in
+    /// `reject_not_pass_domains`: the domain itself, not its subdomains,
+    /// as policyd-spf matches.
+    pub fn must_pass(&self, domain: &str) -> bool {
+        !self.reject_not_pass_domains.is_empty()
+            && ascii_domain(domain)
+                .is_some_and(|d| self.reject_not_pass_domains.binary_search(&d).is_ok())
     }
 }
 
@@ -556,6 +597,26 @@ mod tests {
         assert_eq!(Whitelist::parse("\nhelo:\n").unwrap_err().0, 2);
         assert_eq!(Whitelist::parse("ptr:nodots\n").unwrap_err().0, 1);
         assert!(Whitelist::parse("# nothing\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn ascii_domains_and_must_pass() {
+        assert_eq!(
+            ascii_domain("Bücher.Example.").unwrap(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(ascii_domain("x.example").unwrap(), "x.example");
+        assert_eq!(ascii_domain("nodot"), None);
+        assert_eq!(ascii_domain(&format!("{}x", "a.".repeat(200))), None);
+        let settings = SpfSettings {
+            reject_not_pass_domains: vec!["bank.example".into(), "xn--bcher-kva.example".into()],
+            ..SpfSettings::default()
+        };
+        assert!(settings.must_pass("BANK.example."));
+        assert!(settings.must_pass("bücher.example"));
+        assert!(!settings.must_pass("x.bank.example"));
+        assert!(!settings.must_pass("bank.example.com"));
+        assert!(!SpfSettings::default().must_pass("bank.example"));
     }
 
     #[test]

@@ -520,7 +520,7 @@ mod tests {
             ),
             (
                 "[store]\nbackend = \"redis\"\nurl = \"http://x\"\n",
-                "p.toml:3:7: store.url: expected redis://HOST[:PORT][/DB] or redis+unix:///PATH",
+                "p.toml:3:7: store.url: expected redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB], redis+unix:///PATH or redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB]",
             ),
             (
                 "[store]\nurl = \"redis://x\"\n",

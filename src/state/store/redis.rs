@@ -3,9 +3,10 @@
 //! an expiry so Redis forgets old records by itself, and every key starts
 //! with `[store] prefix`. The size cap is Redis's own `maxmemory`.
 //!
-//! Standalone Redis (or a replicated primary) only, version 5 or later
-//! (ZPOPMIN): the greylist script touches keys it does not declare (an
-//! evicted triplet, its network's index), which Redis Cluster refuses.
+//! Standalone Redis (or a replicated primary, Sentinel's included) only,
+//! version 5 or later (ZPOPMIN): the greylist script touches keys it does
+//! not declare (an evicted triplet, its network's index), which Redis
+//! Cluster refuses.
 //!
 //! The connection ([`redis_connect::Link`]: one server, or the master a
 //! Sentinel names) is made on first use and remade after a failure, so

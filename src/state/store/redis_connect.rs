@@ -178,11 +178,26 @@ impl Link {
     }
 }
 
+/// rustls's refusal of a certificate, said as what it means here.
+fn explain(e: RedisError) -> RedisError {
+    let text = e.to_string();
+    if text.contains("invalid peer certificate") {
+        RedisError::from((
+            ErrorKind::Io,
+            "TLS: the server's certificate is refused (not from tls_ca or the system's CA \
+             certificates, or not naming the host)",
+            text,
+        ))
+    } else {
+        e
+    }
+}
+
 impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Link::Direct(m) => m.req_packed_command(cmd),
-            Link::Sentinel(s) => Box::pin(s.command(cmd)),
+            Link::Direct(m) => Box::pin(async { m.req_packed_command(cmd).await.map_err(explain) }),
+            Link::Sentinel(s) => Box::pin(async { s.command(cmd).await.map_err(explain) }),
         }
     }
 

@@ -240,6 +240,12 @@ impl Compiler<'_> {
                 self.error(span("store.path"), "store.path", format!("the store: {p}"));
             }
         }
+        // Read at start, as the run-as account.
+        if let Some(ca) = server.store.as_ref().and_then(|s| s.tls_ca.as_ref())
+            && let Some(p) = denied(&run_as, ca, Want::Read)
+        {
+            self.error(span("store.tls_ca"), "store.tls_ca", p);
+        }
         // Each unix socket is created as socket_owner/socket_group when
         // set (setfsuid), else as the account that starts rpol: checked
         // for this one.

@@ -580,11 +580,23 @@ mod tests {
             ),
             (
                 "[store]\nbackend = \"redis\"\nurl = \"http://x\"\n",
-                "p.toml:3:7: store.url: expected redis://HOST[:PORT][/DB] or redis+unix:///PATH",
+                "p.toml:3:7: store.url: expected redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB], redis+unix:///PATH or redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB]",
             ),
             (
                 "[store]\nurl = \"redis://x\"\n",
                 "p.toml:2:7: store.url: only with backend = \"redis\"",
+            ),
+            (
+                "[store]\nbackend = \"redis\"\nurl = \"rediss://x/#insecure\"\n",
+                "p.toml:3:7: store.url: #insecure turns off the TLS certificate check: give the server's CA as tls_ca instead",
+            ),
+            (
+                "[store]\nbackend = \"redis\"\nurl = \"redis+sentinel://s1:26379,s2\"\n",
+                "p.toml:3:7: store.url: names no master: redis+sentinel://HOST:PORT/MASTER",
+            ),
+            (
+                "[store]\nbackend = \"redis\"\nurl = \"redis://x\"\ntls_ca = \"ca.pem\"\n",
+                "p.toml:4:10: store.tls_ca: only with a TLS url (rediss:// or rediss+sentinel://)",
             ),
             (
                 "[store]\n[greylist]\ndelay = \"0s\"\n",

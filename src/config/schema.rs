@@ -185,6 +185,8 @@ pub struct StoreSection {
     pub backend: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
+    /// CA certificates (PEM) for a TLS url, in place of the system's.
+    pub tls_ca: Option<Spanned<String>>,
     pub prefix: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
     /// Refused with a pointer to the per-kind budgets below.

@@ -5,7 +5,7 @@
 
 use super::values::{millis, secs};
 use super::{Compiler, schema};
-use crate::state::store::{Backend, StoreSettings};
+use crate::state::store::{Backend, StoreSettings, redis_connect};
 
 /// Most records one `max_*` budget may allow: ~170 bytes each on disk,
 /// so 17 GB.
@@ -14,12 +14,47 @@ pub const MAX_RECORDS: usize = 100_000_000;
 /// Longest Redis key prefix: it is repeated in every key.
 const MAX_PREFIX: usize = 64;
 
+/// The line a PEM certificate starts with.
+const PEM_CERT: &[u8] = b"-----BEGIN CERTIFICATE-----";
+
+/// Whether a Redis url connects with TLS.
+fn is_tls(url: &str) -> bool {
+    url.starts_with("rediss://") || url.starts_with("rediss+sentinel://")
+}
+
+/// What `[store] url` may be; the error says what is wrong with it.
+fn check_url(url: &str) -> Result<(), String> {
+    const FORMS: &str = "expected redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB], \
+         redis+unix:///PATH or redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB]";
+    if redis_connect::is_sentinel(url) {
+        return redis_connect::parse_sentinel(url).map(|_| ());
+    }
+    if !["redis://", "rediss://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|s| url.starts_with(s))
+    {
+        return Err(FORMS.into());
+    }
+    if url.ends_with("#insecure") {
+        return Err(
+            "#insecure turns off the TLS certificate check: give the server's CA as \
+             tls_ca instead"
+                .into(),
+        );
+    }
+    // redis's own reading, as at start (its errors name no part of the url).
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 impl Compiler<'_> {
     pub(super) fn store(&mut self, s: Option<schema::StoreSection>) -> Option<StoreSettings> {
         let schema::StoreSection {
             backend,
             path,
             url,
+            tls_ca,
             prefix,
             timeout,
             max_entries,
@@ -58,25 +93,44 @@ impl Compiler<'_> {
                     self.error(p.span(), "store.path", "only with backend = \"embedded\"");
                 }
                 match url {
-                    Some(u)
-                        if u.get_ref().starts_with("redis://")
-                            || u.get_ref().starts_with("rediss://")
-                            || u.get_ref().starts_with("redis+unix://")
-                            || u.get_ref().starts_with("unix://") =>
-                    {
-                        out.backend = Backend::Redis {
-                            url: u.into_inner(),
+                    Some(u) => {
+                        if let Err(e) = check_url(u.get_ref()) {
+                            self.error(u.span(), "store.url", e);
+                        } else {
+                            out.backend = Backend::Redis {
+                                url: u.into_inner(),
+                            }
                         }
                     }
-                    Some(u) => self.error(
-                        u.span(),
-                        "store.url",
-                        "expected redis://HOST[:PORT][/DB] or redis+unix:///PATH",
-                    ),
                     None => {
                         let b = backend.as_ref().map_or(0..0, |b| b.span());
                         self.error(b, "store.url", "backend = \"redis\" needs a url");
                     }
+                }
+            }
+        }
+        if let Some(ca) = tls_ca {
+            let tls = matches!(&out.backend, Backend::Redis { url } if is_tls(url));
+            if !tls {
+                self.error(
+                    ca.span(),
+                    "store.tls_ca",
+                    "only with a TLS url (rediss:// or rediss+sentinel://)",
+                );
+            } else {
+                let path = self.base.join(ca.get_ref());
+                match std::fs::read(&path) {
+                    Err(e) => self.error(
+                        ca.span(),
+                        "store.tls_ca",
+                        format!("{}: {e}", path.display()),
+                    ),
+                    Ok(pem) if !pem.windows(PEM_CERT.len()).any(|w| w == PEM_CERT) => self.error(
+                        ca.span(),
+                        "store.tls_ca",
+                        format!("{}: no PEM certificate in it", path.display()),
+                    ),
+                    Ok(_) => out.tls_ca = Some(path),
                 }
             }
         }

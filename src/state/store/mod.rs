@@ -13,6 +13,7 @@ pub mod embedded;
 pub mod greylist;
 pub mod rate;
 pub mod redis;
+pub mod redis_connect;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -60,7 +61,9 @@ pub const DEFAULT_PREFIX: &str = "rpol:";
 pub enum Backend {
     /// A redb file on local disk.
     Embedded { path: PathBuf },
-    /// A Redis server (`redis://host:port/db`, `redis+unix:///path`).
+    /// A Redis server (`redis://host:port/db`, `rediss://` with TLS,
+    /// `redis+unix:///path`), or the master a Sentinel names
+    /// (`redis+sentinel://host:port,.../master/db`, [`redis_connect`]).
     Redis { url: String },
 }
 
@@ -87,6 +90,9 @@ pub struct StoreSettings {
     pub limits: Limits,
     /// Prefix of Redis keys, so deployments can share one server.
     pub prefix: String,
+    /// `[store] tls_ca`: the CA certificates (PEM) a Redis server's TLS
+    /// certificate must chain to, in place of the system's roots.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Default for StoreSettings {
@@ -98,6 +104,7 @@ impl Default for StoreSettings {
             timeout: DEFAULT_TIMEOUT,
             limits: Limits::default(),
             prefix: DEFAULT_PREFIX.into(),
+            tls_ca: None,
         }
     }
 }
@@ -196,6 +203,21 @@ async fn within<T>(
         .unwrap_or(Err(StoreError::Timeout(timeout)))
 }
 
+/// The PEM text of `[store] tls_ca`: unreadable, or holding no
+/// certificate, stops the start.
+fn read_tls_ca(path: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(path) = path else { return Ok(None) };
+    let pem = std::fs::read(path)
+        .map_err(|e| StoreError::Backend(format!("tls_ca {}: {e}", path.display())))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(StoreError::Backend(format!(
+            "tls_ca {}: no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        )));
+    }
+    Ok(Some(pem))
+}
+
 impl Store {
     /// Opens the embedded file (an error here stops the start: the path or
     /// its permissions are wrong) or sets up the Redis client (which
@@ -209,6 +231,7 @@ impl Store {
             )?),
             Backend::Redis { url } => Inner::Redis(redis::RedisStore::new(
                 url,
+                read_tls_ca(settings.tls_ca.as_deref())?.as_deref(),
                 &settings.prefix,
                 settings.timeout,
                 settings.limits,

@@ -3,21 +3,21 @@
 //! an expiry so Redis forgets old records by itself, and every key starts
 //! with `[store] prefix`. The size cap is Redis's own `maxmemory`.
 //!
-//! Standalone Redis (or a replicated primary) only, version 5 or later
-//! (ZPOPMIN): the greylist script touches keys it does not declare (an
-//! evicted triplet, its network's index), which Redis Cluster refuses.
+//! Standalone Redis (or a replicated primary, Sentinel's included) only,
+//! version 5 or later (ZPOPMIN): the greylist script touches keys it does
+//! not declare (an evicted triplet, its network's index), which Redis
+//! Cluster refuses.
 //!
-//! The connection is a `ConnectionManager`: made on first use and remade
-//! after a failure, so rpol starts, and keeps answering, while Redis is
-//! down. Times come from the rpol host (keep MX hosts on NTP, as mail
-//! needs anyway).
+//! The connection ([`redis_connect::Link`]: one server, or the master a
+//! Sentinel names) is made on first use and remade after a failure, so
+//! rpol starts, and keeps answering, while Redis is down. Times come from
+//! the rpol host (keep MX hosts on NTP, as mail needs anyway).
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
 use super::greylist::{AWL_INCREMENT_EVERY, GreylistParams, NotStored, TripletKey, Verdict};
 use super::rate::{self, Hold, RateKey, RateParams};
+use super::redis_connect::Link;
 use super::{Limits, StoreError};
 
 /// Stale index entries a script removes per call: more than the one a call
@@ -155,7 +155,7 @@ return answer
 "#;
 
 pub struct RedisStore {
-    manager: ConnectionManager,
+    manager: Link,
     prefix: String,
     limits: Limits,
     greylist: redis::Script,
@@ -167,20 +167,15 @@ fn backend(e: redis::RedisError) -> StoreError {
 
 impl RedisStore {
     /// Checks the URL and prepares the connection; connects on first use.
+    /// `tls_ca`: the PEM text of `[store] tls_ca`.
     pub fn new(
         url: &str,
+        tls_ca: Option<&[u8]>,
         prefix: &str,
         timeout: Duration,
         limits: Limits,
     ) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url).map_err(backend)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            // Reconnect attempts happen per call; the store's timeout bounds them.
-            .set_number_of_retries(1)
-            .set_max_delay(timeout);
-        let manager = ConnectionManager::new_lazy_with_config(client, config).map_err(backend)?;
+        let manager = Link::new(url, tls_ca, timeout).map_err(backend)?;
         Ok(RedisStore {
             manager,
             prefix: prefix.to_string(),

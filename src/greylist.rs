@@ -53,6 +53,9 @@ pub struct GreylistSettings {
     pub skip_spf_pass: bool,
     pub skip_fcrdns_match: bool,
     pub on_store_error: OnStoreError,
+    /// Keep a triplet's sender and recipient as digests in its details
+    /// (postgrey --privacy); the network and sender domain stay readable.
+    pub privacy: bool,
 }
 
 impl Default for GreylistSettings {
@@ -79,6 +82,7 @@ impl Default for GreylistSettings {
             skip_spf_pass: false,
             skip_fcrdns_match: false,
             on_store_error: OnStoreError::Dunno,
+            privacy: false,
         }
     }
 }

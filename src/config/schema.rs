@@ -191,6 +191,7 @@ pub struct GreylistSection {
     pub skip_spf_pass: Option<bool>,
     pub skip_fcrdns_match: Option<bool>,
     pub on_store_error: Option<Spanned<String>>,
+    pub privacy: Option<bool>,
 }
 
 /// `[dns]`: the one resolver.

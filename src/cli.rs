@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config;
 
@@ -13,7 +13,7 @@ use crate::config;
 #[command(name = "rpol", version, about, long_about = None)]
 pub struct Args {
     /// Configuration file
-    #[arg(short, long, value_name = "PATH", default_value = config::DEFAULT_CONFIG)]
+    #[arg(short, long, value_name = "PATH", default_value = config::DEFAULT_CONFIG, global = true)]
     pub config: PathBuf,
 
     /// Listen on ADDR (unix:PATH or tcp:HOST:PORT) instead of [server] listen; repeatable
@@ -48,6 +48,57 @@ pub struct Args {
     /// Started as root: run as USER once the sockets are bound (overrides [server] user; `root` stays root)
     #[arg(short, long, value_name = "USER")]
     pub user: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What rpol does instead of serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect and change the greylisting and rate-limit records of [store]; the embedded file only while rpol is stopped
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// `rpol store ...`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Count the records of each kind
+    Stats {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List greylisting triplets and auto-whitelisted clients (--greylist), rate-limit records (--rate), or both
+    List {
+        /// Only greylisting triplets and clients
+        #[arg(long, conflicts_with = "rate")]
+        greylist: bool,
+        /// Only rate-limit records
+        #[arg(long)]
+        rate: bool,
+        /// Print JSON, one object per record
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete the records KEY names (a triplet's or rate record's key from `list`, 8 hex digits or more, or a client's address), or with --older-than every triplet and client last seen longer ago
+    Delete {
+        #[arg(
+            value_name = "KEY",
+            required_unless_present = "older_than",
+            conflicts_with = "older_than"
+        )]
+        key: Option<String>,
+        /// A duration as in the configuration (30d, 12h, 300s)
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
+    },
+    /// Import postgrey's triplets and auto-whitelist counts from its DB directory (postgrey.db, postgrey_clients.db) or one of those files, read with db_dump (Debian's db-util); stop postgrey first
+    ImportPostgrey {
+        #[arg(value_name = "DIR_OR_DB")]
+        path: PathBuf,
+    },
 }
 
 /// The clap command, for generators (the manual page).

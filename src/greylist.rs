@@ -59,6 +59,9 @@ pub struct GreylistSettings {
     /// Never greylist a client whose score is at or below `[dnsbl]
     /// allowlist_threshold`.
     pub skip_dnswl: bool,
+    /// Keep a triplet's sender and recipient as digests in its details
+    /// (postgrey --privacy); the network and sender domain stay readable.
+    pub privacy: bool,
 }
 
 impl Default for GreylistSettings {
@@ -87,6 +90,7 @@ impl Default for GreylistSettings {
             on_store_error: OnStoreError::Dunno,
             min_dnsbl_score: None,
             skip_dnswl: false,
+            privacy: false,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod server;
 pub mod site;
 pub mod spf;
 pub mod state;
+pub mod storecmd;
 pub mod syntax;
 pub mod tables;
 pub mod testreq;

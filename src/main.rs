@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use rpol::cli::Args;
+use rpol::cli::{Args, Command};
 use rpol::config::{self, ListenAddr};
 use rpol::log;
 use rpol::server::{self, ServeOptions, SystemdFds};
@@ -87,6 +87,10 @@ fn check_egress(path: &std::path::Path, policy: &rpol::policy::Policy) -> Result
 }
 
 fn run(args: Args, systemd: SystemdFds) -> Result<ExitCode, String> {
+    if let Some(Command::Store(command)) = args.command {
+        let mut out = std::io::stdout().lock();
+        return rpol::storecmd::run(&args.config, command, &mut out).map(|()| ExitCode::SUCCESS);
+    }
     if args.postfix_config {
         let loaded = config::load(&args.config).map_err(|e| e.to_string())?;
         let text = rpol::postfix_config::render(&loaded.server, &loaded.policy, &args.config);

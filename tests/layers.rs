@@ -33,6 +33,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     // Front ends (cli: the command line, read by the binary and the man page).
     &["server", "postfix_config", "cli"],
+    &["storecmd"],
     &["testreq"],
 ];
 

@@ -175,6 +175,80 @@ and in main.cf \fBrpol_time_limit = 3600\fR.
 "#;
 
 /// rpol(8) as roff.
+/// Text for roff: backslashes and hyphens escaped.
+fn roff(text: &str) -> String {
+    text.replace('\\', "\\e").replace('-', "\\-")
+}
+
+/// STORE COMMANDS: each `rpol store` subcommand from the clap definition,
+/// with its arguments, and what the page must add (what is stored, the
+/// running daemon, postgrey's files).
+fn store_commands(out: &mut Vec<u8>) {
+    let cli = rpol::cli::command();
+    let store = cli.find_subcommand("store").expect("rpol store");
+    out.extend_from_slice(b".SH STORE COMMANDS\n");
+    out.extend_from_slice(STORE_INTRO.as_bytes());
+    for sub in store.get_subcommands() {
+        let mut synopsis = format!("\\fBrpol store {}\\fR", roff(sub.get_name()));
+        for arg in sub.get_arguments() {
+            if arg.is_hide_set() || matches!(arg.get_id().as_str(), "help" | "config") {
+                continue;
+            }
+            match arg.get_long() {
+                Some(long) => {
+                    let value = arg
+                        .get_value_names()
+                        .filter(|_| arg.get_action().takes_values())
+                        .map(|v| format!(" \\fI{}\\fR", v.join(" ")))
+                        .unwrap_or_default();
+                    synopsis.push_str(&format!(" [\\fB\\-\\-{}\\fR{value}]", roff(long)));
+                }
+                None => {
+                    let name = arg
+                        .get_value_names()
+                        .map_or_else(|| arg.get_id().to_string(), |v| v.join(" "));
+                    let name = format!("\\fI{}\\fR", roff(&name));
+                    if arg.is_required_set() {
+                        synopsis.push_str(&format!(" {name}"));
+                    } else {
+                        synopsis.push_str(&format!(" [{name}]"));
+                    }
+                }
+            }
+        }
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        out.extend_from_slice(format!(".TP\n{synopsis}\n{}\n", roff(&about)).as_bytes());
+    }
+    out.extend_from_slice(STORE_OUTRO.as_bytes());
+}
+
+/// Before the store subcommands.
+const STORE_INTRO: &str = r#".PP
+\fBrpol store\fR reads \fB[store]\fR and \fB[greylist]\fR of the configuration
+(\fB\-c\fR) and works on the embedded file or on Redis.
+The embedded file is opened by one process at a time: while rpol runs, the
+commands refuse, naming its pid; stop it (\fBsystemctl stop rpol\fR), run
+the command, start it again. Redis needs no stop.
+.PP
+What is stored per greylisting triplet: its key (a SHA\-256 of client
+network, normalised sender and recipient), first and last seen, the
+requests seen since first seen, and for the listing the client network,
+the sender's domain, and the sender and recipient (each cut at 256 bytes;
+with \fB[greylist] privacy = true\fR only as \fBsha256:\fR digests).
+Per auto\-whitelisted client: its address, passes counted, last counted.
+Rate\-limit records hold counts and networks, keyed by a digest.
+"#;
+
+/// After the store subcommands.
+const STORE_OUTRO: &str = r#".PP
+\fBimport\-postgrey\fR runs \fBdb_dump \-p\fR (Debian's \fIdb\-util\fR) on
+\fIpostgrey.db\fR ("net/sender/recipient" \(-> "first,last") and
+\fIpostgrey_clients.db\fR (client \(-> "count,last"), at most 300 seconds
+each. Stop postgrey first. Records already held, expired ones, and keys
+postgrey hashed (\fB\-\-privacy\fR) are not imported, and the budgets of
+\fB[store]\fR hold; the command says how many of each.
+"#;
+
 pub fn render() -> Vec<u8> {
     let man = Man::new(rpol::cli::command())
         .section("8")
@@ -187,6 +261,7 @@ pub fn render() -> Vec<u8> {
     out.extend_from_slice(b".SH DESCRIPTION\n");
     out.extend_from_slice(DESCRIPTION.as_bytes());
     man.render_options_section(&mut out).expect("render");
+    store_commands(&mut out);
     out.extend_from_slice(AFTER_OPTIONS.as_bytes());
     man.render_version_section(&mut out).expect("render");
     out

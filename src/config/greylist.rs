@@ -49,6 +49,7 @@ impl Compiler<'_> {
             on_store_error,
             min_dnsbl_score,
             skip_dnswl,
+            privacy,
         } = section.into_inner();
         // Where a delay that leaves no room to retry is reported.
         let delay_span = delay.as_ref().or(retry_window.as_ref()).map(|v| v.span());
@@ -169,6 +170,7 @@ impl Compiler<'_> {
         }
         out.skip_spf_pass = skip_spf_pass.unwrap_or(out.skip_spf_pass);
         out.skip_fcrdns_match = skip_fcrdns_match.unwrap_or(out.skip_fcrdns_match);
+        out.privacy = privacy.unwrap_or(out.privacy);
         if let Some(v) = on_store_error {
             match OnStoreError::parse(v.get_ref()) {
                 Some(on_error) => out.on_store_error = on_error,

@@ -217,6 +217,7 @@ pub struct GreylistSection {
     pub min_dnsbl_score: Option<Spanned<i64>>,
     /// Never greylist a client at or below `[dnsbl] allowlist_threshold`.
     pub skip_dnswl: Option<Spanned<bool>>,
+    pub privacy: Option<bool>,
 }
 
 /// `[dns]`: the one resolver.

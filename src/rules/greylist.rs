@@ -21,7 +21,7 @@ use crate::greylist::{GreylistSettings, normalise_sender};
 use crate::protocol::{Action, ProtocolState};
 use crate::spf::{self, Identity};
 use crate::state::store::StoreError;
-use crate::state::store::greylist::{GreylistParams, TripletKey, Verdict};
+use crate::state::store::greylist::{GreylistParams, TripletInfo, TripletKey, Verdict};
 use crate::syntax::valid_hostname;
 use crate::vocab::OnStoreError;
 use crate::vocab::outcome::Outcome;
@@ -62,10 +62,17 @@ pub async fn check_greylist(ctx: &mut Context<'_>) -> Outcome {
     let net = settings.client_net(ip).addr().to_string();
     let sender = normalise_sender(&req.sender);
     let key = TripletKey::new(&net, &sender, &req.recipient);
+    let info = TripletInfo::new(&net, &sender, &req.recipient, settings.privacy);
     let now = SystemTime::now();
     let secs = crate::common::unix_secs(now);
     let verdict = store
-        .greylist(key, &net, &ip.to_string(), params(settings, secs))
+        .greylist_noting(
+            key,
+            Some(info),
+            &net,
+            &ip.to_string(),
+            params(settings, secs),
+        )
         .await;
     let triplet = || format!("triplet {net}/{sender}/{}", req.recipient.to_lowercase());
     match verdict {

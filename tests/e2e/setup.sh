@@ -18,6 +18,9 @@ command -v script   >/dev/null 2>&1 || need="$need bsdutils"
 command -v unshare  >/dev/null 2>&1 || need="$need util-linux"
 # The greylisting store's Redis backend: tests start throw-away instances.
 command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
+# rpol store import-postgrey reads Berkeley DB with db_dump; tests/store_cli.rs
+# makes postgrey's files with db_load.
+{ command -v db_dump && command -v db_load; } >/dev/null 2>&1 || need="$need db-util"
 # Cyrus SASL mechanisms, so that smtpd can enable SASL on the submission port.
 ls /usr/lib/*/sasl2/libplain.so >/dev/null 2>&1 || need="$need libsasl2-modules"
 # The instance configured from --postfix-config: real AUTH over TLS on 587

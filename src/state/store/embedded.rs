@@ -30,10 +30,11 @@ use std::time::Duration;
 
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::greylist::{GreylistParams, TripletKey, Verdict};
+use super::greylist::{GreylistParams, TripletInfo, TripletKey, Verdict};
 use super::rate::{self, Check, Counted, Hold, RateKey, RateParams, Record};
 use super::{Limits, MAX_QUEUE_WAIT, StoreError};
 
+mod admin;
 mod triplets;
 
 #[cfg(test)]
@@ -140,9 +141,21 @@ impl Embedded {
         client: &str,
         p: GreylistParams,
     ) -> Result<Verdict, StoreError> {
+        self.greylist_noting(key, None, net, client, p).await
+    }
+
+    /// [`Self::greylist`], keeping `info` as the triplet's details.
+    pub async fn greylist_noting(
+        &self,
+        key: TripletKey,
+        info: Option<TripletInfo>,
+        net: &str,
+        client: &str,
+        p: GreylistParams,
+    ) -> Result<Verdict, StoreError> {
         let (net, client) = (net.to_string(), client.to_string());
         let limits = self.limits;
-        self.write(move |db| greylist_tx(db, key, &net, &client, &p, limits))
+        self.write(move |db| greylist_tx(db, key, info.as_ref(), &net, &client, &p, limits))
             .await
     }
 

@@ -33,6 +33,102 @@ impl TripletKey {
     }
 }
 
+/// Longest address a triplet's details keep (RFC 5321's path limit); a
+/// longer one is cut to this with `...` at its end, so a hostile 64 KB
+/// sender costs what a 256-byte one costs.
+pub const MAX_DETAIL_ADDRESS: usize = 256;
+/// Longest sender domain kept (RFC 1035's name limit).
+pub const MAX_DETAIL_DOMAIN: usize = 255;
+/// Longest client network kept (an IPv6 address is at most 39).
+pub const MAX_DETAIL_NETWORK: usize = 45;
+/// The most a triplet's details take, encoded: a report costs at most
+/// this beside each triplet's 32-byte key and two times.
+pub const MAX_DETAILS: usize = MAX_DETAIL_NETWORK + MAX_DETAIL_DOMAIN + 2 * MAX_DETAIL_ADDRESS + 3;
+
+/// What a report shows of a triplet beside its times (postgreyreport's
+/// columns): the client network, the sender's domain, and the sender and
+/// recipient, in full or, with `[greylist] privacy`, as digests. Each
+/// field is bounded and holds no tab or control character, so the encoded
+/// form ([`Self::encode`], tab-separated) is at most [`MAX_DETAILS`]
+/// bytes and safe to print.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TripletInfo {
+    pub net: String,
+    pub sender_domain: String,
+    pub sender: String,
+    pub recipient: String,
+}
+
+/// `s` without control characters, at most `max` bytes (cut at a character
+/// boundary, `...` marking the cut).
+fn bounded(s: &str, max: usize) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if clean.len() <= max {
+        return clean;
+    }
+    let mut end = max - 3;
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &clean[..end])
+}
+
+/// An address as `privacy` keeps it: `sha256:` and the first 16 bytes of
+/// the digest of the lowercased address, in hex (postgrey --privacy keeps
+/// SHA-1 digests).
+pub fn private_address(address: &str) -> String {
+    let d = Sha256::digest(address.to_lowercase().as_bytes());
+    let hex: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+impl TripletInfo {
+    /// The details of the triplet of `net`, the normalised `sender` and
+    /// `recipient`, lowercased as the key is; with `privacy` the two
+    /// addresses are digests (the domain and network stay readable).
+    pub fn new(net: &str, sender: &str, recipient: &str, privacy: bool) -> TripletInfo {
+        let (sender, recipient) = (sender.to_lowercase(), recipient.to_lowercase());
+        let domain = sender.rsplit_once('@').map_or("", |(_, d)| d);
+        let address = |a: &str| {
+            if privacy {
+                private_address(a)
+            } else {
+                bounded(a, MAX_DETAIL_ADDRESS)
+            }
+        };
+        TripletInfo {
+            net: bounded(net, MAX_DETAIL_NETWORK),
+            sender_domain: bounded(domain, MAX_DETAIL_DOMAIN),
+            sender: address(&sender),
+            recipient: address(&recipient),
+        }
+    }
+
+    /// Tab-separated fields, as both backends store them.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}\t{}\t{}\t{}",
+            self.net, self.sender_domain, self.sender, self.recipient
+        )
+    }
+
+    /// The fields of [`Self::encode`]d text; `None` for anything else (a
+    /// record written without details).
+    pub fn decode(text: &str) -> Option<TripletInfo> {
+        let mut f = text.split('\t');
+        let info = TripletInfo {
+            net: f.next()?.to_string(),
+            sender_domain: f.next()?.to_string(),
+            sender: f.next()?.to_string(),
+            recipient: f.next()?.to_string(),
+        };
+        f.next().is_none().then_some(info)
+    }
+}
+
 /// The settings one check uses, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GreylistParams {
@@ -318,6 +414,29 @@ mod tests {
             step(&mut r, t0 + 5000),
             Verdict::AutoWhitelisted { count: 2 }
         );
+    }
+
+    #[test]
+    fn details_are_bounded_and_private_on_request() {
+        let huge = format!("{}@x.example", "a\t".repeat(32_768));
+        let info = TripletInfo::new("203.0.113.0", &huge, "B@Y.example", false);
+        assert!(
+            info.sender.len() <= MAX_DETAIL_ADDRESS,
+            "{}",
+            info.sender.len()
+        );
+        assert!(info.sender.ends_with("..."));
+        assert!(!info.sender.contains('\t'));
+        assert_eq!(info.sender_domain, "x.example");
+        assert_eq!(info.recipient, "b@y.example");
+        assert!(info.encode().len() <= MAX_DETAILS);
+        assert_eq!(TripletInfo::decode(&info.encode()), Some(info));
+        let private = TripletInfo::new("203.0.113.0", "a@x.example", "b@y.example", true);
+        assert_eq!(private.sender_domain, "x.example");
+        assert_eq!(private.sender, private_address("A@x.example"));
+        assert!(private.sender.starts_with("sha256:") && !private.sender.contains('@'));
+        assert!(!private.encode().contains("b@y"));
+        assert_eq!(TripletInfo::decode("300,400"), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! redis.rs. What a failed call means for the request (`on_store_error`)
 //! is the rule's decision, not the store's.
 
+pub mod admin;
 pub mod embedded;
 pub mod greylist;
 pub mod rate;
@@ -23,7 +24,7 @@ use std::time::Duration;
 #[cfg(test)]
 use crate::common::unix_now;
 use crate::common::{Throttled, lock};
-use greylist::{GreylistParams, TripletKey, Verdict};
+use greylist::{GreylistParams, TripletInfo, TripletKey, Verdict};
 use rate::{Hold, RateKey, RateParams};
 
 /// Default `[store] path`: the Debian package's StateDirectory.
@@ -284,12 +285,27 @@ impl Store {
         client: &str,
         params: GreylistParams,
     ) -> Result<Verdict, StoreError> {
+        self.greylist_noting(triplet, None, net, client, params)
+            .await
+    }
+
+    /// [`Self::greylist`], keeping `info` as the triplet's details for
+    /// `rpol store list` (a call without keeps those stored).
+    pub async fn greylist_noting(
+        &self,
+        triplet: TripletKey,
+        info: Option<TripletInfo>,
+        net: &str,
+        client: &str,
+        params: GreylistParams,
+    ) -> Result<Verdict, StoreError> {
         let net = &cap_network(net);
         let call = async {
             match &self.inner {
-                Inner::Embedded(e) => e.greylist(triplet, net, client, params).await,
+                Inner::Embedded(e) => e.greylist_noting(triplet, info, net, client, params).await,
                 Inner::Redis(r) => {
-                    within(self.timeout, r.greylist(triplet, net, client, params)).await
+                    let call = r.greylist(triplet, info.as_ref(), net, client, params);
+                    within(self.timeout, call).await
                 }
             }
         };

@@ -13,9 +13,13 @@
 //! rpol starts, and keeps answering, while Redis is down. Times come from
 //! the rpol host (keep MX hosts on NTP, as mail needs anyway).
 
+mod admin;
+
 use std::time::Duration;
 
-use super::greylist::{AWL_INCREMENT_EVERY, GreylistParams, NotStored, TripletKey, Verdict};
+use super::greylist::{
+    AWL_INCREMENT_EVERY, GreylistParams, NotStored, TripletInfo, TripletKey, Verdict,
+};
 use super::rate::{self, Hold, RateKey, RateParams};
 use super::redis_connect::Link;
 use super::{Limits, StoreError};
@@ -30,8 +34,12 @@ pub const INDEX_TRIM: u64 = 100;
 /// seen), client index (address by last count). ARGV: now, delay,
 /// retry_window, max_age, auto_whitelist_clients, awl increment period,
 /// network, triplet hex, client address, key prefix, max_triplets,
-/// max_unconfirmed_per_network, max_clients, INDEX_TRIM.
-/// Records are "first,last" and "count,last", as postgrey stores them.
+/// max_unconfirmed_per_network, max_clients, INDEX_TRIM, the triplet's
+/// encoded details (TripletInfo, "" for none).
+/// Records are "first,last" and "count,last", as postgrey stores them; a
+/// triplet's goes on with ",seen,details" (requests seen since first
+/// seen, the details at most MAX_DETAILS bytes), which older records lack
+/// until their next write.
 /// Returns {kind, a, b}: 1 auto-whitelisted (count), 2 greylisted
 /// (missing, first seen), 3 passed (delayed, whitelisted now), 4 known,
 /// 5 not stored (missing, NotStored code).
@@ -42,6 +50,7 @@ local now, delay, retry, max_age, awl, every =
 local net, hex, ip, prefix = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local max_t, max_net, max_c, trim =
   tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+local info = ARGV[15]
 local function trim_before(key, cutoff)
   local old = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. cutoff, 'LIMIT', 0, trim)
   if #old > 0 then redis.call('ZREM', key, unpack(old)) end
@@ -53,7 +62,7 @@ trim_before(KEYS[6], now - max_age)
 local function record(key)
   local v = redis.call('GET', key)
   if not v then return nil end
-  local a, b = string.match(v, '^(%d+),(%d+)$')
+  local a, b = string.match(v, '^(%d+),(%d+)')
   if not a then return nil end
   a, b = tonumber(a), tonumber(b)
   if now - b > max_age then return nil end
@@ -61,6 +70,23 @@ local function record(key)
 end
 local function put(key, a, b, ttl)
   redis.call('SET', key, string.format('%d,%d', a, b), 'EX', ttl)
+end
+-- The triplet with its details: seen once more (once if it started over),
+-- this call's details, else those stored.
+local old_seen, old_info = 0, ''
+do
+  local v = redis.call('GET', KEYS[1])
+  if v then
+    local n, rest = string.match(v, '^%d+,%d+,(%d+),(.*)$')
+    if n then old_seen, old_info = tonumber(n), rest end
+  end
+end
+local function put_triplet(first, old_first, ttl)
+  local seen = old_seen + 1
+  if old_first ~= first then seen = 1 end
+  local text = info
+  if text == '' then text = old_info end
+  redis.call('SET', KEYS[1], string.format('%d,%d,%d,', first, now, seen) .. text, 'EX', ttl)
 end
 local function put_client(count)
   if count == 1 and redis.call('ZSCORE', KEYS[6], ip) == false
@@ -83,6 +109,7 @@ local function run()
   end
   local exists = redis.call('EXISTS', KEYS[1]) == 1
   local first, last = record(KEYS[1])
+  local old_first = first
   local known = false
   if not first then
     first = now
@@ -126,7 +153,7 @@ local function run()
   local member = net .. ' ' .. hex
   if pending then
     -- Not passed yet: useless once the retry window is over.
-    put(KEYS[1], first, now, math.min(max_age, retry + 1))
+    put_triplet(first, old_first, math.min(max_age, retry + 1))
     redis.call('ZADD', KEYS[3], first, member)
     redis.call('ZADD', KEYS[4], first, hex)
     redis.call('EXPIRE', KEYS[4], retry + 1)
@@ -135,7 +162,7 @@ local function run()
     if first == now then fresh = 1 end
     return {2, delay - waited, fresh}
   end
-  put(KEYS[1], first, now, max_age)
+  put_triplet(first, old_first, max_age)
   redis.call('ZREM', KEYS[3], member)
   redis.call('ZREM', KEYS[4], hex)
   redis.call('ZADD', KEYS[5], now, hex)
@@ -187,6 +214,7 @@ impl RedisStore {
     pub async fn greylist(
         &self,
         key: TripletKey,
+        info: Option<&TripletInfo>,
         net: &str,
         client: &str,
         p: GreylistParams,
@@ -215,6 +243,7 @@ impl RedisStore {
             .arg(self.limits.unconfirmed_per_network)
             .arg(self.limits.clients)
             .arg(INDEX_TRIM)
+            .arg(info.map(TripletInfo::encode).unwrap_or_default())
             .invoke_async(&mut con)
             .await
             .map_err(backend)?;

@@ -6,7 +6,7 @@
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::super::greylist::{
-    self, Client, GreylistParams, NotStored, Triplet, TripletKey, Verdict,
+    self, Client, GreylistParams, NotStored, Triplet, TripletInfo, TripletKey, Verdict,
 };
 use super::super::{Limits, StoreError};
 use super::{SWEEP_BATCH, backend};
@@ -28,6 +28,12 @@ pub(super) const BY_NETWORK: TableDefinition<(&str, u64, [u8; 32]), ()> =
 /// unconfirmed left, a full store evicts the least recently seen.
 pub(super) const PASSED: TableDefinition<(u64, [u8; 32]), ()> =
     TableDefinition::new("greylist_passed");
+/// Triplet digest -> (requests seen since its first seen, its
+/// [`TripletInfo::encode`]d details), for the reports; at most
+/// [`greylist::MAX_DETAILS`] bytes. A triplet stored before this table
+/// (or by a call without details) has none until it is seen again.
+pub(super) const DETAILS: TableDefinition<[u8; 32], (u64, &str)> =
+    TableDefinition::new("greylist_details");
 /// Client address -> (passes counted, last counted).
 pub(super) const CLIENTS: TableDefinition<&str, (u64, u64)> =
     TableDefinition::new("greylist_clients");
@@ -42,6 +48,7 @@ pub(super) struct Indexes<'t> {
     networks: redb::Table<'t, &'static str, u64>,
     by_network: redb::Table<'t, (&'static str, u64, [u8; 32]), ()>,
     passed: redb::Table<'t, (u64, [u8; 32]), ()>,
+    details: redb::Table<'t, [u8; 32], (u64, &'static str)>,
 }
 
 impl<'t> Indexes<'t> {
@@ -52,6 +59,7 @@ impl<'t> Indexes<'t> {
             networks: tx.open_table(NETWORKS).map_err(backend)?,
             by_network: tx.open_table(BY_NETWORK).map_err(backend)?,
             passed: tx.open_table(PASSED).map_err(backend)?,
+            details: tx.open_table(DETAILS).map_err(backend)?,
         })
     }
 
@@ -85,8 +93,10 @@ impl<'t> Indexes<'t> {
         Ok(())
     }
 
-    /// Removes a triplet and its index entries; whether it was there.
-    fn evict(&mut self, key: [u8; 32]) -> Result<bool, StoreError> {
+    /// Removes a triplet, its index entries and its details; whether it
+    /// was there.
+    pub(super) fn evict(&mut self, key: [u8; 32]) -> Result<bool, StoreError> {
+        self.details.remove(key).map_err(backend)?;
         let old = self.triplets.remove(key).map_err(backend)?.map(|v| {
             let (first, last) = v.value();
             Triplet { first, last }
@@ -97,9 +107,93 @@ impl<'t> Indexes<'t> {
         }
     }
 
+    /// Unconfirmed triplets `net` holds.
+    pub(super) fn held_by(&self, net: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .networks
+            .get(net)
+            .map_err(backend)?
+            .map_or(0, |v| v.value()))
+    }
+
+    /// Whether a triplet is stored.
+    pub(super) fn holds(&self, key: [u8; 32]) -> Result<bool, StoreError> {
+        Ok(self.triplets.get(key).map_err(backend)?.is_some())
+    }
+
+    /// Triplets stored.
+    pub(super) fn len(&self) -> Result<u64, StoreError> {
+        self.triplets.len().map_err(backend)
+    }
+
+    /// The triplet keys from `lo` to `hi`.
+    pub(super) fn keys_in(&self, lo: [u8; 32], hi: [u8; 32]) -> Result<Vec<[u8; 32]>, StoreError> {
+        self.triplets
+            .range(lo..=hi)
+            .map_err(backend)?
+            .map(|e| e.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()
+            .map_err(backend)
+    }
+
+    /// Up to `n` triplets last seen before `cutoff`.
+    pub(super) fn seen_before(&self, cutoff: u64, n: usize) -> Result<Vec<[u8; 32]>, StoreError> {
+        let mut old = Vec::new();
+        for entry in self.triplets.iter().map_err(backend)? {
+            let (k, v) = entry.map_err(backend)?;
+            if v.value().1 < cutoff {
+                old.push(k.value());
+                if old.len() >= n {
+                    break;
+                }
+            }
+        }
+        Ok(old)
+    }
+
+    /// Writes an imported triplet's details, seen once.
+    pub(super) fn put_details(
+        &mut self,
+        key: [u8; 32],
+        info: &TripletInfo,
+    ) -> Result<(), StoreError> {
+        self.details
+            .insert(key, (1, info.encode().as_str()))
+            .map_err(backend)
+            .map(drop)
+    }
+
+    /// Writes a triplet's details: `info` if given (else the stored
+    /// ones), seen once more, or once if the record started over.
+    fn note(
+        &mut self,
+        key: [u8; 32],
+        info: Option<&TripletInfo>,
+        restarted: bool,
+    ) -> Result<(), StoreError> {
+        let old = self
+            .details
+            .get(key)
+            .map_err(backend)?
+            .map(|v| (v.value().0, v.value().1.to_string()));
+        let seen = match &old {
+            Some((n, _)) if !restarted => n.saturating_add(1),
+            _ => 1,
+        };
+        let text = match (info, old) {
+            (Some(info), _) => info.encode(),
+            (None, Some((_, text))) => text,
+            (None, None) => return Ok(()),
+        };
+        self.details
+            .insert(key, (seen, text.as_str()))
+            .map_err(backend)
+            .map(drop)
+    }
+
     /// Writes a triplet with its index entry: unconfirmed (of `net`) while
     /// `pending`, else passed.
-    fn put(
+    pub(super) fn put(
         &mut self,
         key: [u8; 32],
         t: Triplet,
@@ -199,6 +293,7 @@ pub(super) fn build_indexes(ix: &mut Indexes) -> Result<(), StoreError> {
 pub(super) fn greylist_tx(
     db: &Database,
     key: TripletKey,
+    info: Option<&TripletInfo>,
     net: &str,
     client: &str,
     p: &GreylistParams,
@@ -250,6 +345,7 @@ pub(super) fn greylist_tx(
                 ix.unindex(key.0, old)?;
             }
             ix.put(key.0, t, net, pending)?;
+            ix.note(key.0, info, old_t.is_none_or(|o| o.first != t.first))?;
         }
         if writes.client.is_some()
             && old_c.is_none()

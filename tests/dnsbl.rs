@@ -687,3 +687,25 @@ fn the_shipped_commented_score_example_compiles() {
     );
     assert_eq!((sites.threshold, sites.allowlist_threshold), (3, -1));
 }
+
+/// The score's sites are lists of the policy like those the rules name:
+/// probed, behind the circuit breaker and watched for our egress (as
+/// address lists; a blocklist when an entry weighs more than nothing).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scores_sites_are_probed_and_watched() {
+    let s = score_setup("").await;
+    let lists: Vec<(String, bool, bool, bool)> = s
+        .policy
+        .dns_lists()
+        .into_iter()
+        .map(|w| (w.domain, w.addresses, w.names, w.blocks))
+        .collect();
+    assert_eq!(
+        lists,
+        [
+            ("sc1.test".to_string(), true, false, true),
+            ("sc2.test".to_string(), true, false, true),
+            ("swl.test".to_string(), true, false, false),
+        ]
+    );
+}

@@ -367,6 +367,7 @@ fn import_then_check(setup: &Setup, settings: StoreSettings) {
 }
 
 #[test]
+#[ignore = "needs db_load and db_dump (db-util)"]
 fn import_postgrey_into_the_embedded_store() {
     let setup = Setup::new(&config(EMBEDDED, ""));
     let settings = embedded(&setup.path("greylist.redb"));

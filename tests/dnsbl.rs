@@ -16,23 +16,12 @@ mod fixture;
 use std::path::Path;
 
 use fixture::dns_server::DEFAULT_ZONES;
-use fixture::{DNS_ADDR, Fixture, Spec};
+use fixture::{DNS_ADDR, Fixture, Spec, UNLISTED_RCPT as RCPT};
 use rpol::config;
 
 const ZONES: &[(&str, &str)] = &[
     DEFAULT_ZONES[0],
     ("test.", include_str!("zones/dnsbl.test.zone")),
-];
-
-/// A RCPT request from an unlisted client; each question changes it.
-const RCPT: &[(&str, &str)] = &[
-    ("protocol_state", "RCPT"),
-    ("client_address", "203.0.113.50"),
-    ("client_name", "mail.good.example"),
-    ("reverse_client_name", "mail.good.example"),
-    ("helo_name", "mail.good.example"),
-    ("sender", "someone@good.example"),
-    ("recipient", "alice@example.com"),
 ];
 
 async fn setup(stages: &str, extra: &str) -> Fixture {

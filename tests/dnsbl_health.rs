@@ -12,21 +12,11 @@ mod fixture;
 use std::time::Duration;
 
 use fixture::dns_server::DEFAULT_ZONES;
-use fixture::{DNS_ADDR, Fixture, Spec};
+use fixture::{DNS_ADDR, Fixture, Spec, UNLISTED_RCPT as RCPT};
 
 const ZONES: &[(&str, &str)] = &[
     DEFAULT_ZONES[0],
     ("lists.", include_str!("zones/dnsbl-health.test.zone")),
-];
-
-const RCPT: &[(&str, &str)] = &[
-    ("protocol_state", "RCPT"),
-    ("client_address", "203.0.113.50"),
-    ("client_name", "mail.good.example"),
-    ("reverse_client_name", "mail.good.example"),
-    ("helo_name", "mail.good.example"),
-    ("sender", "someone@good.example"),
-    ("recipient", "alice@example.com"),
 ];
 
 /// The config, with [`DNS_ADDR`] for the server; `site` goes in `[site]`.

@@ -38,6 +38,18 @@ pub const RCPT: &[(&str, &str)] = &[
     ("recipient", "alice@example.com"),
 ];
 
+/// [`RCPT`] from 203.0.113.50, a client the DNS list tests' zones do not
+/// list; each question changes it.
+pub const UNLISTED_RCPT: &[(&str, &str)] = &[
+    ("protocol_state", "RCPT"),
+    ("client_address", "203.0.113.50"),
+    ("client_name", "mail.good.example"),
+    ("reverse_client_name", "mail.good.example"),
+    ("helo_name", "mail.good.example"),
+    ("sender", "someone@good.example"),
+    ("recipient", "alice@example.com"),
+];
+
 /// What to start.
 pub struct Spec<'a> {
     /// The zones served, as (origin, RFC 1035 zone text).

@@ -318,18 +318,6 @@ fn config_errors() {
 }
 
 /// GET /metrics: the body.
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
-        .expect("read timeout");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_per_list() {
     let s = setup(
@@ -346,15 +334,7 @@ async fn metrics_per_list() {
     ] {
         s.ask(&client(addr));
     }
-    let line = s.daemon.wait_for_log("serving metrics on http://", 0);
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .expect("address")
-        .trim_end_matches("/metrics")
-        .trim()
-        .to_string();
-    let body = scrape(&addr);
+    let body = s.daemon.metrics();
     let got: Vec<&str> = body
         .lines()
         .filter(|l| l.starts_with("rpol_dnsbl_lookups_total{site=\"bl.test\""))

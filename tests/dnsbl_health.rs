@@ -52,23 +52,9 @@ fn blocked(ip: &str, list: &str) -> String {
 
 /// The metrics lines of `name` as `labels value`, from GET /metrics.
 fn metric(s: &Fixture, name: &str) -> Vec<String> {
-    use std::io::{Read, Write};
-    let line = s.daemon.wait_for_log("serving metrics on http://", 0);
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .expect("address")
-        .trim_end_matches("/metrics")
-        .trim()
-        .to_string();
-    let mut c = std::net::TcpStream::connect(addr).expect("connect to metrics");
-    c.set_read_timeout(Some(Duration::from_secs(15)))
-        .expect("read timeout");
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("write");
-    let mut body = String::new();
-    c.read_to_string(&mut body).expect("read");
-    body.lines()
+    s.daemon
+        .metrics()
+        .lines()
         .filter_map(|l| l.strip_prefix(name))
         .filter(|l| l.starts_with('{'))
         .map(str::to_string)

@@ -13,12 +13,8 @@
 #[path = "support/fixture.rs"]
 mod fixture;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::time::Duration;
 
-use fixture::daemon::Rpol;
 use fixture::dns_server::DEFAULT_ZONES;
 use fixture::{DNS_ADDR, Fixture, RCPT, Spec};
 
@@ -44,20 +40,6 @@ async fn start() -> Fixture {
         base: RCPT,
     })
     .await
-}
-
-/// The exposition of the daemon's GET /metrics.
-fn metrics(rpol: &Rpol) -> String {
-    let line = rpol.wait_for_log("serving metrics on http://", 0);
-    let addr = line.split("http://").nth(1).expect("address");
-    let mut s = TcpStream::connect(addr.trim_end_matches("/metrics")).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("write");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
 }
 
 /// The value of one sample line of an exposition (0 when absent).
@@ -117,7 +99,7 @@ async fn a_warn_mode_profile_passes_what_the_same_chain_refuses() {
         "{line}"
     );
     // Counted as a would-be refusal, and answered as what went out.
-    let m = metrics(&s.daemon);
+    let m = s.daemon.metrics();
     let count = |metric: &str, profile: &str, action: &str| {
         let series = format!("rpol_{metric}_total{{profile=\"{profile}\",action=\"{action}\"}}");
         sample(&m, &series)

@@ -11,12 +11,9 @@ mod redis;
 #[path = "support/rpol.rs"]
 mod rpol;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Barrier;
-use std::time::Duration;
 
 use rpol::{Rpol, Setup, ask_action};
 
@@ -159,23 +156,6 @@ fn refused(budget: &str) -> String {
     )
 }
 
-/// The address the daemon serves metrics on.
-fn metrics(rpol: &Rpol) -> String {
-    let line = rpol.wait_for_log("serving metrics on http://", 0);
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches("/metrics");
-    let mut s = TcpStream::connect(addr).expect("connect to metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 #[test]
 fn a_spent_budget_refuses_at_mail_and_rcpt_and_other_logins_go_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,7 +197,7 @@ fn a_spent_budget_refuses_at_mail_and_rcpt_and_other_logins_go_on() {
         "{line}"
     );
     assert_eq!(rpol.stderr().matches("reached its budget").count(), 1);
-    let body = metrics(&rpol);
+    let body = rpol.metrics();
     assert!(
         body.contains("rpol_rate_limit_exceeded_total{limit=\"per_login\"} 1\n"),
         "{body}"
@@ -443,7 +423,7 @@ fn many_senders_as_keys_do_not_grow_the_store_beyond_max_rate_records() {
         "rate limit check failed: full: 5 rate-limit records (max_rate_records)",
         0,
     );
-    let body = metrics(&rpol);
+    let body = rpol.metrics();
     assert!(body.contains("rpol_store_errors_total 7\n"), "{body}");
     rpol.signal(libc::SIGTERM);
     rpol.wait_exit();

@@ -211,6 +211,26 @@ impl Rpol {
         }
     }
 
+    /// The whole response to GET /metrics (the daemon was given a metrics
+    /// port 0: its address is the one it logs).
+    pub fn metrics(&self) -> String {
+        let line = self.wait_for_log("serving metrics on http://", 0);
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .expect("address in the log line")
+            .trim_end_matches("/metrics")
+            .trim();
+        let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+        s.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("read timeout");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read the metrics");
+        out
+    }
+
     /// The exit status, if the process has exited.
     pub fn try_status(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {

@@ -59,8 +59,7 @@ end
 trim_before(KEYS[3], now - retry)
 trim_before(KEYS[5], now - max_age)
 trim_before(KEYS[6], now - max_age)
-local function record(key)
-  local v = redis.call('GET', key)
+local function parse(v)
   if not v then return nil end
   local a, b = string.match(v, '^(%d+),(%d+)')
   if not a then return nil end
@@ -68,19 +67,15 @@ local function record(key)
   if now - b > max_age then return nil end
   return a, b
 end
+local function record(key)
+  return parse(redis.call('GET', key))
+end
 local function put(key, a, b, ttl)
   redis.call('SET', key, string.format('%d,%d', a, b), 'EX', ttl)
 end
 -- The triplet with its details: seen once more (once if it started over),
--- this call's details, else those stored.
+-- this call's details, else those stored (read by run with its times).
 local old_seen, old_info = 0, ''
-do
-  local v = redis.call('GET', KEYS[1])
-  if v then
-    local n, rest = string.match(v, '^%d+,%d+,(%d+),(.*)$')
-    if n then old_seen, old_info = tonumber(n), rest end
-  end
-end
 local function put_triplet(first, old_first, ttl)
   local seen = old_seen + 1
   if old_first ~= first then seen = 1 end
@@ -107,8 +102,14 @@ local function run()
     if now >= clast + every or clast > now then put_client(ccount + 1) end
     return {1, ccount, 0}
   end
-  local exists = redis.call('EXISTS', KEYS[1]) == 1
-  local first, last = record(KEYS[1])
+  -- The triplet's value, read once: its times, requests seen, details.
+  local value = redis.call('GET', KEYS[1])
+  local exists = value ~= false
+  if value then
+    local n, rest = string.match(value, '^%d+,%d+,(%d+),(.*)$')
+    if n then old_seen, old_info = tonumber(n), rest end
+  end
+  local first, last = parse(value)
   local old_first = first
   local known = false
   if not first then

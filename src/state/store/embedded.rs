@@ -2,19 +2,20 @@
 //! unlike SQLite through rusqlite), ACID with one writer, and crash-safe by
 //! copy-on-write; rpol needs key-value records, not SQL.
 //!
-//! Calls run on tokio's blocking pool. Updates commit with
-//! `Durability::Eventual`: written to the file at once (a crash of rpol
-//! loses nothing) but not fsynced, so a power loss may lose the last
-//! seconds of greylisting state; that costs a retry at worst, where an
-//! fsync per RCPT would cost throughput.
+//! Reads run on tokio's blocking pool, beside the writer: redb's readers
+//! see the last commit and never wait for a write.
 //!
-//! redb has one writer. Writes take turns at an async lock first, so a
-//! queue of them waits on the runtime (no blocking thread each, and no
-//! store timeout for the wait: that would answer a busy store as a broken
-//! one), up to [`MAX_QUEUE_WAIT`]; the turn is held until the transaction
-//! ends, even when its caller stopped waiting. Every write transaction is
-//! bounded (one request's records, or a sweep batch of [`SWEEP_BATCH`]),
-//! so a turn is milliseconds.
+//! redb has one writer. Every write goes to one thread
+//! ([`writer`]), which runs the writes queued while it committed the last
+//! ones in one transaction (group commit), and fsyncs within a second
+//! rather than at each commit: a crash of rpol or a power loss may lose
+//! the last second of greylisting state, which costs a retry at worst,
+//! where an fsync per RCPT would cost most of the throughput. A queue of
+//! writes waits on the runtime (no blocking thread each, and no store
+//! timeout for the wait: that would answer a busy store as a broken one),
+//! up to [`MAX_QUEUE_WAIT`]; a write still runs, in its turn, when its
+//! caller stopped waiting. Every write is bounded (one request's records,
+//! or a sweep batch of [`SWEEP_BATCH`]), so a commit is milliseconds.
 //!
 //! Budgets per kind ([`Limits`]): triplets, clients and rate records each
 //! have their own, so a flood of one never takes another's room. The
@@ -28,7 +29,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 use super::greylist::{GreylistParams, TripletInfo, TripletKey, Verdict};
 use super::rate::{self, Check, Counted, Hold, RateKey, RateParams, Record};
@@ -36,6 +37,7 @@ use super::{Limits, MAX_QUEUE_WAIT, StoreError};
 
 mod admin;
 mod triplets;
+mod writer;
 
 #[cfg(test)]
 use triplets::{BY_NETWORK, NETWORKS, PASSED, UNCONFIRMED};
@@ -53,8 +55,8 @@ pub const SWEEP_BATCH: usize = 256;
 
 pub struct Embedded {
     db: Arc<Database>,
-    /// The writer's turns, in order of arrival (tokio's mutex is fair).
-    writer: Arc<tokio::sync::Mutex<()>>,
+    /// The one writer, which commits queued writes together.
+    writer: writer::Writer,
     limits: Limits,
     /// Longest one transaction may take once it has the writer.
     timeout: Duration,
@@ -74,9 +76,10 @@ impl Embedded {
         tx.open_table(RATES).map_err(backend)?;
         build_indexes(&mut Indexes::open(&tx)?)?;
         tx.commit().map_err(backend)?;
+        let db = Arc::new(db);
         Ok(Embedded {
-            db: Arc::new(db),
-            writer: Arc::new(tokio::sync::Mutex::new(())),
+            writer: writer::Writer::start(db.clone(), writer::FLUSH_INTERVAL)?,
+            db,
             limits,
             timeout,
         })
@@ -116,22 +119,20 @@ impl Embedded {
             .await
     }
 
-    /// A write transaction on the blocking pool once it is this call's
-    /// turn at the writer and a thread is free (both waited for up to
-    /// [`MAX_QUEUE_WAIT`] together); the work itself within the timeout.
+    /// `f` in the writer's next transaction ([`writer::Writer::write`]).
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let queued = tokio::time::Instant::now() + MAX_QUEUE_WAIT;
-        let turn = tokio::time::timeout_at(queued, self.writer.clone().lock_owned())
-            .await
-            .map_err(|_| StoreError::Busy(MAX_QUEUE_WAIT))?;
-        self.run(queued, move |db| {
-            let _turn = turn;
-            f(db)
-        })
-        .await
+        self.writer.write(false, self.timeout, f).await
+    }
+
+    /// [`Self::write`], committed with an fsync: the admin's changes.
+    async fn write_durable<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.writer.write(true, self.timeout, f).await
     }
 
     pub async fn greylist(
@@ -155,7 +156,7 @@ impl Embedded {
     ) -> Result<Verdict, StoreError> {
         let (net, client) = (net.to_string(), client.to_string());
         let limits = self.limits;
-        self.write(move |db| greylist_tx(db, key, info.as_ref(), &net, &client, &p, limits))
+        self.write(move |tx| greylist_tx(tx, key, info.as_ref(), &net, &client, &p, limits))
             .await
     }
 
@@ -167,7 +168,7 @@ impl Embedded {
         let mut after = None;
         loop {
             let (n, next) = self
-                .write(move |db| sweep_triplets(db, after, now, p))
+                .write(move |tx| sweep_triplets(tx, after, now, p))
                 .await?;
             removed += n;
             match next {
@@ -179,7 +180,7 @@ impl Embedded {
         let mut after: Option<String> = None;
         loop {
             let (n, next) = self
-                .write(move |db| sweep_clients(db, after.as_deref(), now, max_age))
+                .write(move |tx| sweep_clients(tx, after.as_deref(), now, max_age))
                 .await?;
             removed += n;
             match next {
@@ -189,7 +190,7 @@ impl Embedded {
         }
         let mut after = None;
         loop {
-            let (n, next) = self.write(move |db| sweep_rates(db, after, now)).await?;
+            let (n, next) = self.write(move |tx| sweep_rates(tx, after, now)).await?;
             removed += n;
             match next {
                 Some(_) => after = next,
@@ -197,6 +198,11 @@ impl Embedded {
             }
         }
         Ok(removed)
+    }
+
+    /// An empty commit with an fsync: what was committed before is durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write_durable(|_| Ok(())).await
     }
 
     pub async fn entries(&self) -> Result<u64, StoreError> {
@@ -214,12 +220,10 @@ impl Embedded {
 /// One sweep transaction over the rate records after `after`: removes
 /// those whose window is over.
 fn sweep_rates(
-    db: &Database,
+    tx: &WriteTransaction,
     after: Option<[u8; 32]>,
     now: u64,
 ) -> Result<(u64, Option<[u8; 32]>), StoreError> {
-    let mut tx = db.begin_write().map_err(backend)?;
-    tx.set_durability(Durability::Eventual);
     let (gone, next) = {
         let mut rates = tx.open_table(RATES).map_err(backend)?;
         let mut gone = Vec::new();
@@ -245,7 +249,6 @@ fn sweep_rates(
         }
         (gone.len() as u64, last.filter(|_| seen == SWEEP_BATCH))
     };
-    tx.commit().map_err(backend)?;
     Ok((gone, next))
 }
 
@@ -282,7 +285,7 @@ impl Embedded {
         op: impl FnOnce(Option<Record>) -> (T, Option<Record>) + Send + 'static,
     ) -> Result<T, StoreError> {
         let max = self.limits.rate_records;
-        self.write(move |db| rate_tx(db, key, &p, max, op)).await
+        self.write(move |tx| rate_tx(tx, key, &p, max, op)).await?
     }
 
     /// [`rate::hold`] in one write transaction.
@@ -340,40 +343,36 @@ fn live_record(value: &[u8], now: u64) -> Option<Record> {
 /// write it back with its expiry ([`Record::expires`]), or remove it when
 /// it holds nothing. Only rate records count against `max_rate_records`.
 fn rate_tx<T>(
-    db: &Database,
+    tx: &WriteTransaction,
     key: RateKey,
     p: &RateParams,
     max_rate_records: u64,
     op: impl FnOnce(Option<Record>) -> (T, Option<Record>),
-) -> Result<T, StoreError> {
-    let mut tx = db.begin_write().map_err(backend)?;
-    tx.set_durability(Durability::Eventual);
-    let answer = {
-        let mut rates = tx.open_table(RATES).map_err(backend)?;
-        let stored = rates
-            .get(key.0)
-            .map_err(backend)?
-            .map(|v| v.value().to_vec());
-        let old = stored.as_deref().and_then(|v| live_record(v, p.now));
-        let (answer, write) = op(old);
-        match write.as_ref().map(|r| (r, r.expires(p))) {
-            None => {}
-            Some((_, None)) => {
-                rates.remove(key.0).map_err(backend)?;
-            }
-            Some((record, Some(expires))) => {
-                if stored.is_none() && rates.len().map_err(backend)? >= max_rate_records {
-                    return Err(StoreError::Full(max_rate_records));
-                }
-                let mut value = expires.to_be_bytes().to_vec();
-                value.extend_from_slice(&record.encode());
-                rates.insert(key.0, value.as_slice()).map_err(backend)?;
-            }
+) -> Result<Result<T, StoreError>, StoreError> {
+    let mut rates = tx.open_table(RATES).map_err(backend)?;
+    let stored = rates
+        .get(key.0)
+        .map_err(backend)?
+        .map(|v| v.value().to_vec());
+    let old = stored.as_deref().and_then(|v| live_record(v, p.now));
+    let (answer, write) = op(old);
+    match write.as_ref().map(|r| (r, r.expires(p))) {
+        None => {}
+        Some((_, None)) => {
+            rates.remove(key.0).map_err(backend)?;
         }
-        answer
-    };
-    tx.commit().map_err(backend)?;
-    Ok(answer)
+        Some((record, Some(expires))) => {
+            if stored.is_none() && rates.len().map_err(backend)? >= max_rate_records {
+                // Refused before anything was written: the rest of the
+                // transaction commits.
+                return Ok(Err(StoreError::Full(max_rate_records)));
+            }
+            let mut value = expires.to_be_bytes().to_vec();
+            value.extend_from_slice(&record.encode());
+            rates.insert(key.0, value.as_slice()).map_err(backend)?;
+        }
+    }
+    Ok(Ok(answer))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! the postgrey import, each a bounded read or write transaction (writes
 //! of [`SWEEP_BATCH`] records at most, as the sweep's).
 
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
+use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::super::admin::{ClientRow, Import, Imported, RateRow, Stats, TripletRow};
 use super::super::greylist::{self, TripletInfo};
@@ -111,13 +111,11 @@ impl Embedded {
     /// Removes the triplets and rate records whose key starts with the hex
     /// `prefix`, or the client `address`; how many went.
     pub async fn delete(&self, key: String) -> Result<u64, StoreError> {
-        self.write(move |db| {
-            let mut tx = db.begin_write().map_err(backend)?;
-            tx.set_durability(Durability::Immediate);
+        self.write_durable(move |tx| {
             let gone = {
                 let mut gone = 0;
                 if let Some((lo, hi)) = hex_range(&key) {
-                    let mut ix = Indexes::open(&tx)?;
+                    let mut ix = Indexes::open(tx)?;
                     let keys = ix.keys_in(lo, hi)?;
                     for k in keys {
                         gone += u64::from(ix.evict(k)?);
@@ -137,7 +135,6 @@ impl Embedded {
                 gone += u64::from(clients.remove(key.as_str()).map_err(backend)?.is_some());
                 gone
             };
-            tx.commit().map_err(backend)?;
             Ok(gone)
         })
         .await
@@ -149,11 +146,9 @@ impl Embedded {
         let mut removed = 0;
         loop {
             let n = self
-                .write(move |db| {
-                    let mut tx = db.begin_write().map_err(backend)?;
-                    tx.set_durability(Durability::Immediate);
+                .write_durable(move |tx| {
                     let n = {
-                        let mut ix = Indexes::open(&tx)?;
+                        let mut ix = Indexes::open(tx)?;
                         let old = ix.seen_before(cutoff, SWEEP_BATCH)?;
                         for k in &old {
                             ix.evict(*k)?;
@@ -174,7 +169,6 @@ impl Embedded {
                         }
                         (old.len() + gone.len()) as u64
                     };
-                    tx.commit().map_err(backend)?;
                     Ok(n)
                 })
                 .await?;
@@ -195,19 +189,23 @@ impl Embedded {
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(SWEEP_BATCH));
             let chunk = std::mem::replace(&mut rest, tail);
-            let done = self.write(move |db| import_tx(db, &chunk, limits)).await?;
+            let done = self
+                .write_durable(move |tx| import_tx(tx, &chunk, limits))
+                .await?;
             total.add(&done);
         }
         Ok(total)
     }
 }
 
-fn import_tx(db: &Database, batch: &[Import], limits: Limits) -> Result<Imported, StoreError> {
-    let mut tx = db.begin_write().map_err(backend)?;
-    tx.set_durability(Durability::Immediate);
+fn import_tx(
+    tx: &WriteTransaction,
+    batch: &[Import],
+    limits: Limits,
+) -> Result<Imported, StoreError> {
     let mut done = Imported::default();
     {
-        let mut ix = Indexes::open(&tx)?;
+        let mut ix = Indexes::open(tx)?;
         let mut clients = tx.open_table(CLIENTS).map_err(backend)?;
         for item in batch {
             match item {
@@ -261,7 +259,6 @@ fn import_tx(db: &Database, batch: &[Import], limits: Limits) -> Result<Imported
             }
         }
     }
-    tx.commit().map_err(backend)?;
     Ok(done)
 }
 

@@ -3,7 +3,7 @@
 //! last seen), the clients counted for auto-whitelisting, and the write
 //! transactions and sweeps over them.
 
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 use super::super::greylist::{
     self, Client, GreylistParams, NotStored, Triplet, TripletInfo, TripletKey, Verdict,
@@ -291,7 +291,7 @@ pub(super) fn build_indexes(ix: &mut Indexes) -> Result<(), StoreError> {
 /// One write transaction: read both records, decide, make room for a new
 /// triplet within the budgets, write back.
 pub(super) fn greylist_tx(
-    db: &Database,
+    tx: &WriteTransaction,
     key: TripletKey,
     info: Option<&TripletInfo>,
     net: &str,
@@ -299,10 +299,8 @@ pub(super) fn greylist_tx(
     p: &GreylistParams,
     limits: Limits,
 ) -> Result<Verdict, StoreError> {
-    let mut tx = db.begin_write().map_err(backend)?;
-    tx.set_durability(Durability::Eventual);
     let verdict = {
-        let mut ix = Indexes::open(&tx)?;
+        let mut ix = Indexes::open(tx)?;
         let mut clients = tx.open_table(CLIENTS).map_err(backend)?;
         let old_t = ix
             .triplets
@@ -365,7 +363,6 @@ pub(super) fn greylist_tx(
         }
         verdict
     };
-    tx.commit().map_err(backend)?;
     Ok(verdict)
 }
 
@@ -374,7 +371,7 @@ pub(super) fn greylist_tx(
 /// beyond its default max_age), with their index entries. Returns how many
 /// went, and where to go on (`None`: done).
 pub(super) fn sweep_triplets(
-    db: &Database,
+    tx: &WriteTransaction,
     after: Option<[u8; 32]>,
     now: u64,
     p: Option<GreylistParams>,
@@ -383,10 +380,8 @@ pub(super) fn sweep_triplets(
         Some(p) => (p.delay, p.retry_window, p.max_age),
         None => (0, u64::MAX, DEFAULT_MAX_AGE),
     };
-    let mut tx = db.begin_write().map_err(backend)?;
-    tx.set_durability(Durability::Eventual);
     let (gone, next) = {
-        let mut ix = Indexes::open(&tx)?;
+        let mut ix = Indexes::open(tx)?;
         let mut gone = Vec::new();
         let mut last = None;
         let mut seen = 0;
@@ -415,20 +410,17 @@ pub(super) fn sweep_triplets(
         }
         (gone.len() as u64, last.filter(|_| seen == SWEEP_BATCH))
     };
-    tx.commit().map_err(backend)?;
     Ok((gone, next))
 }
 
 /// One sweep transaction over the clients after `after`: removes those
 /// not counted within max_age.
 pub(super) fn sweep_clients(
-    db: &Database,
+    tx: &WriteTransaction,
     after: Option<&str>,
     now: u64,
     max_age: u64,
 ) -> Result<(u64, Option<String>), StoreError> {
-    let mut tx = db.begin_write().map_err(backend)?;
-    tx.set_durability(Durability::Eventual);
     let (gone, next) = {
         let mut clients = tx.open_table(CLIENTS).map_err(backend)?;
         let mut gone = Vec::new();
@@ -454,6 +446,5 @@ pub(super) fn sweep_clients(
         }
         (gone.len() as u64, last.filter(|_| seen == SWEEP_BATCH))
     };
-    tx.commit().map_err(backend)?;
     Ok((gone, next))
 }

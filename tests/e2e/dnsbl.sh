@@ -12,10 +12,13 @@
 # through Postfix's policy client, which puts `<name>: <Class> rejected: `
 # before any text a policy server answers; a case passes when rpol's reply
 # is Postfix's with that one prefix added (or the same when it accepts).
+# Then postscreen's DNSBL score beside rpol's check_dnsbl_score
+# (postscreen.sh, sourced: see there).
 # Prints "N passed, M failed"; needs root, postfix, swaks, knotd, kdig.
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
+. "$HERE/postscreen.sh"
 
 if [ "${1:-}" != "--inside" ]; then
     absolute_rpol
@@ -35,7 +38,7 @@ PASSED=0
 FAILED=0
 cleanup() {
     postfix -c "$ETC" stop >/dev/null 2>&1
-    for f in "$T/rpol.pid" "$T/knot.pid"; do
+    for f in "$T"/rpol*.pid "$T/knot.pid" "$T/silent.pid"; do
         [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null
     done
     sleep 0.5
@@ -58,6 +61,14 @@ database:
 log:
   - target: stderr
     any: info
+remote:
+  - id: silent
+    address: 127.0.0.54@53
+mod-dnsproxy:
+  - id: silent
+    remote: silent
+    timeout: 1500
+    fallback: off
 template:
   - id: default
     storage: "$KNOT"
@@ -67,11 +78,24 @@ zone:
     file: "test.zone"
   - domain: broken.test
     file: "broken.test.zone-does-not-exist"
+  - domain: timeout.test
+    file: "timeout.test.zone"
+    module: mod-dnsproxy/silent
 EOF
+# timeout.test, as run.sh's timeout.example: every query is forwarded to
+# 127.0.0.54:53, where a socket is bound that never answers.
+printf '$ORIGIN timeout.test.\n@ 300 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60\n@ 300 IN NS ns.test.\n' \
+    >"$KNOT/timeout.test.zone"
+perl -MIO::Socket::INET -e '
+    my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.54", LocalPort => 53, Proto => "udp")
+        or die "silent responder: bind 127.0.0.54:53: $!\n";
+    sleep 600;' >"$T/silent.log" 2>&1 &
+echo $! >"$T/silent.pid"
 knotd -c "$KNOT/knot.conf" >"$T/knot.log" 2>&1 &
 echo $! >"$T/knot.pid"
 wait_for 'kdig @127.0.0.53 +short +timeout=1 +retry=0 5.113.0.203.bl.test A | grep -q 127.0.0.2' 50 \
     || die "knotd does not answer"
+wait_for 'ss -Hlun src 127.0.0.54:53 | grep -q .' 50 || die "the silent responder is not bound"
 
 mkdir -p "$ETC" "$T/spool" "$T/data"
 chown postfix "$T/data"
@@ -97,6 +121,7 @@ default_transport = discard:nothing
 virtual_transport = discard:nothing
 smtpd_end_of_data_restrictions = check_client_access static:HOLD
 EOF
+postscreen_main_cf >>"$ETC/main.cf"
 # Port 26NN: Postfix's own restriction; 27NN: the same through rpol
 # (profile cNN, called from the same list).
 {
@@ -131,6 +156,9 @@ EOF
 127.0.0.1:2706 inet n - n - - smtpd
   -o smtpd_policy_service_policy_context=c06
   -o { smtpd_client_restrictions = check_policy_service unix:private/rpol }
+EOF
+    postscreen_master_cf
+    cat <<'EOF'
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -170,6 +198,8 @@ NO_COLOR=1 RUST_LOG=info "$RPOL" --config "$T/policy.toml" --listen "unix:$T/spo
     --user nobody >"$T/rpol.log" 2>&1 &
 echo $! >"$T/rpol.pid"
 wait_for '[ -S "$T/spool/private/rpol" ]' 100 || die "rpol did not start"
+postscreen_start_rpol
+postscreen_begin
 
 # reply PORT ADDR FROM: Postfix's reply to RCPT TO (or the first refusal).
 reply() {
@@ -216,5 +246,6 @@ case_ 04 203.0.113.50 bob@good.example "reject_rhsbl_sender: error code 127.255.
 case_ 05 203.0.113.20 a@good.example "permit_dnswl_client: listed"
 case_ 05 203.0.113.21 a@good.example "permit_dnswl_client: not listed"
 case_ 06 203.0.113.21 a@good.example "permit_dnswl_client: SERVFAIL"
+postscreen_cases
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]

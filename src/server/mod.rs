@@ -180,10 +180,6 @@ pub async fn run(options: ServeOptions) -> io::Result<()> {
         );
     }
     let _ = tokio::task::spawn_blocking(move || shards.stop()).await;
-    if let Some(store) = shared.state.store() {
-        // Logged by the store if it fails; the exit goes on.
-        let _ = store.flush().await;
-    }
     flusher.abort();
     shared.decisions.flush(true);
     log_stats(&shared);
@@ -217,9 +213,6 @@ pub async fn run_stdio(config_path: PathBuf, user: Option<String>) -> io::Result
     let end = connection::serve(stream, "stdio", shared.clone(), shutdown).await;
     tracing::debug!("stdio connection ended: {end:?}");
     signal_task.abort();
-    if let Some(store) = shared.state.store() {
-        let _ = store.flush().await;
-    }
     flusher.abort();
     shared.decisions.flush(true);
     Ok(())

@@ -7,10 +7,8 @@
 //!
 //! redb has one writer. Every write goes to one thread
 //! ([`writer`]), which runs the writes queued while it committed the last
-//! ones in one transaction (group commit), and fsyncs within a second
-//! rather than at each commit: a crash of rpol or a power loss may lose
-//! the last second of greylisting state, which costs a retry at worst,
-//! where an fsync per RCPT would cost most of the throughput. A queue of
+//! ones in one transaction (group commit): one fsync for them all, where
+//! a transaction each made an fsync per RCPT. A queue of
 //! writes waits on the runtime (no blocking thread each, and no store
 //! timeout for the wait: that would answer a busy store as a broken one),
 //! up to [`MAX_QUEUE_WAIT`]; a write still runs, in its turn, when its
@@ -49,6 +47,10 @@ use triplets::{
 /// Rate-limit key digest -> expiry (8 bytes, big-endian) + [`Record::encode`].
 const RATES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("rate_limits");
 
+/// redb's page cache: its default (1 GiB) would grow with the file into
+/// rpol's memory; the kernel's page cache holds the rest of the file.
+const CACHE_SIZE: usize = 16 << 20;
+
 /// Records a sweep looks at per write transaction: a turn at the writer of
 /// a few milliseconds, so a request waits for one batch at most.
 pub const SWEEP_BATCH: usize = 256;
@@ -69,7 +71,9 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 impl Embedded {
     /// Opens (or creates) the file and its tables.
     pub fn open(path: &Path, limits: Limits, timeout: Duration) -> Result<Embedded, StoreError> {
-        let db = Database::create(path)
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_SIZE)
+            .create(path)
             .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(backend)?;
         tx.open_table(CLIENTS).map_err(backend)?;
@@ -78,7 +82,7 @@ impl Embedded {
         tx.commit().map_err(backend)?;
         let db = Arc::new(db);
         Ok(Embedded {
-            writer: writer::Writer::start(db.clone(), writer::FLUSH_INTERVAL)?,
+            writer: writer::Writer::start(db.clone())?,
             db,
             limits,
             timeout,
@@ -124,15 +128,7 @@ impl Embedded {
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.writer.write(false, self.timeout, f).await
-    }
-
-    /// [`Self::write`], committed with an fsync: the admin's changes.
-    async fn write_durable<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        self.writer.write(true, self.timeout, f).await
+        self.writer.write(self.timeout, f).await
     }
 
     pub async fn greylist(
@@ -198,11 +194,6 @@ impl Embedded {
             }
         }
         Ok(removed)
-    }
-
-    /// An empty commit with an fsync: what was committed before is durable.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.write_durable(|_| Ok(())).await
     }
 
     pub async fn entries(&self) -> Result<u64, StoreError> {

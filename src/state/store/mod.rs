@@ -417,15 +417,6 @@ impl Store {
         }
     }
 
-    /// Makes what was committed durable (the embedded store's fsync, due
-    /// within a second anyway): on stop. Redis persists as it is set to.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        match &self.inner {
-            Inner::Embedded(e) => self.guarded("flush", e.flush()).await,
-            Inner::Redis(_) => Ok(()),
-        }
-    }
-
     /// Records held now (embedded), for the log and tests.
     pub async fn entries(&self) -> Option<u64> {
         match &self.inner {

@@ -111,7 +111,7 @@ impl Embedded {
     /// Removes the triplets and rate records whose key starts with the hex
     /// `prefix`, or the client `address`; how many went.
     pub async fn delete(&self, key: String) -> Result<u64, StoreError> {
-        self.write_durable(move |tx| {
+        self.write(move |tx| {
             let gone = {
                 let mut gone = 0;
                 if let Some((lo, hi)) = hex_range(&key) {
@@ -146,7 +146,7 @@ impl Embedded {
         let mut removed = 0;
         loop {
             let n = self
-                .write_durable(move |tx| {
+                .write(move |tx| {
                     let n = {
                         let mut ix = Indexes::open(tx)?;
                         let old = ix.seen_before(cutoff, SWEEP_BATCH)?;
@@ -189,9 +189,7 @@ impl Embedded {
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(SWEEP_BATCH));
             let chunk = std::mem::replace(&mut rest, tail);
-            let done = self
-                .write_durable(move |tx| import_tx(tx, &chunk, limits))
-                .await?;
+            let done = self.write(move |tx| import_tx(tx, &chunk, limits)).await?;
             total.add(&done);
         }
         Ok(total)

@@ -8,17 +8,16 @@
 //! that holds its write, never from state a failed commit could lose, and
 //! each write sees those queued before it (one order, as before).
 //!
-//! redb's `Durability::Eventual` is an fsync on Linux like `Immediate`, so
-//! the writer commits with `Durability::None` and makes what it committed
-//! durable (an fsync) at most [`FLUSH_INTERVAL`] later, and when it stops:
-//! a crash of rpol, or a power loss, loses at most that last second of
-//! greylisting and rate state, which costs a retry or a second's count at
-//! worst. An fsync per request would cost most of the throughput.
+//! Every commit is durable (fsynced): redb's `Durability::Eventual` is an
+//! fsync on Linux like `Immediate`, and commits without one
+//! (`Durability::None`) cannot free pages, which grew the file tenfold
+//! under a flood (BENCHMARKS.md). What a caller was answered survives a
+//! crash.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -33,8 +32,6 @@ const MAX_BATCH: usize = 256;
 /// kilobyte at most); beyond it a caller waits for room, within
 /// [`MAX_QUEUE_WAIT`].
 const QUEUE: usize = 4096;
-/// Longest a commit stays without an fsync.
-pub(super) const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a write does once its transaction's fate is known: hands its
 /// answer, or the commit's error, to its caller.
@@ -53,7 +50,6 @@ struct Job {
     /// Its room in the queue, given back when the job is done.
     _room: OwnedSemaphorePermit,
     started: oneshot::Sender<()>,
-    durable: bool,
     run: Run,
 }
 
@@ -68,14 +64,14 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread; what it commits is fsynced within `flush`.
-    pub(super) fn start(db: Arc<Database>, flush: Duration) -> Result<Writer, StoreError> {
+    /// Starts the writer thread.
+    pub(super) fn start(db: Arc<Database>) -> Result<Writer, StoreError> {
         let (queue, jobs) = mpsc::channel();
         let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = commits.clone();
         let thread = std::thread::Builder::new()
             .name("rpol-store-writer".into())
-            .spawn(move || serve(&db, &jobs, flush, &counted))
+            .spawn(move || serve(&db, &jobs, &counted))
             .map_err(backend)?;
         Ok(Writer {
             queue: Some(queue),
@@ -90,13 +86,10 @@ impl Writer {
     /// for the transaction to start together take up to
     /// [`MAX_QUEUE_WAIT`] (then [`StoreError::Busy`], which defers: a busy
     /// store slows the answer, it never skips the check); from its start,
-    /// the transaction has `timeout` to commit. `durable` commits with an
-    /// fsync (the admin's commands); otherwise the fsync follows within
-    /// the flush interval. A caller that stops waiting leaves its write
-    /// queued: it still runs, in order.
+    /// the transaction has `timeout` to commit. A caller that stops waiting
+    /// leaves its write queued: it still runs, in order.
     pub(super) async fn write<T: Send + 'static>(
         &self,
-        durable: bool,
         timeout: Duration,
         f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -123,7 +116,6 @@ impl Writer {
         let job = Job {
             _room: room,
             started,
-            durable,
             run,
         };
         let queue = self.queue.as_ref().ok_or_else(stopped)?;
@@ -152,37 +144,14 @@ fn stopped() -> StoreError {
 }
 
 /// The writer thread: takes what is queued, up to [`MAX_BATCH`], and
-/// commits it; makes its commits durable within `flush`; until the queue
-/// closes, then once more.
-fn serve(
-    db: &Database,
-    jobs: &mpsc::Receiver<Job>,
-    flush: Duration,
-    commits: &std::sync::atomic::AtomicU64,
-) {
+/// commits it; until the queue closes.
+fn serve(db: &Database, jobs: &mpsc::Receiver<Job>, commits: &std::sync::atomic::AtomicU64) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    // When the oldest commit not yet fsynced was made.
-    let mut unsynced: Option<Instant> = None;
     loop {
         if batch.is_empty() {
-            let next = match unsynced {
-                None => jobs
-                    .recv()
-                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-                Some(since) => jobs.recv_timeout(flush.saturating_sub(since.elapsed())),
-            };
-            match next {
+            match jobs.recv() {
                 Ok(job) => batch.push(job),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    unsynced = sync(db).map_or(unsynced, |()| None);
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    if unsynced.is_some() {
-                        let _ = sync(db);
-                    }
-                    return;
-                }
+                Err(_) => return,
             }
         }
         while batch.len() < MAX_BATCH {
@@ -192,39 +161,23 @@ fn serve(
             }
         }
         let taken = std::mem::take(&mut batch);
-        let durable = taken.iter().any(|j| j.durable)
-            || unsynced.is_some_and(|since| since.elapsed() >= flush);
         // A panic in a write (a bug) fails its batch, not the store: the
         // callers' answers are dropped, which they read as an error.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| commit(db, taken, durable))) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| commit(db, taken))) {
             Ok((rest, committed)) => {
                 batch = rest;
                 commits.fetch_add(u64::from(committed), std::sync::atomic::Ordering::Relaxed);
-                if committed && durable {
-                    unsynced = None;
-                } else if committed {
-                    unsynced = unsynced.or_else(|| Some(Instant::now()));
-                }
             }
             Err(_) => tracing::error!("store writer: a write panicked; its batch was not written"),
         }
     }
 }
 
-/// An empty durable commit: fsyncs the commits before it.
-fn sync(db: &Database) -> Result<(), ()> {
-    let result = db.begin_write().map_err(backend).and_then(|mut tx| {
-        tx.set_durability(Durability::Immediate);
-        tx.commit().map_err(backend)
-    });
-    result.map_err(|e| tracing::error!("store writer: fsync of the last commits failed: {e}"))
-}
-
 /// Runs `jobs` in one transaction and commits it. A write that fails part
 /// way drops the transaction: it and the writes before it in the batch
 /// fail, and the writes after it are returned, to run in the next.
-/// Whether it committed: `durable` with an fsync, otherwise without.
-fn commit(db: &Database, jobs: Vec<Job>, durable: bool) -> (Vec<Job>, bool) {
+/// Whether it committed.
+fn commit(db: &Database, jobs: Vec<Job>) -> (Vec<Job>, bool) {
     let mut tx = match db.begin_write() {
         Ok(tx) => tx,
         Err(e) => {
@@ -238,11 +191,7 @@ fn commit(db: &Database, jobs: Vec<Job>, durable: bool) -> (Vec<Job>, bool) {
             return (Vec::new(), false);
         }
     };
-    tx.set_durability(if durable {
-        Durability::Immediate
-    } else {
-        Durability::None
-    });
+    tx.set_durability(Durability::Immediate);
     let mut finishes = Vec::with_capacity(jobs.len());
     let mut jobs = jobs.into_iter();
     while let Some(job) = jobs.next() {
@@ -284,9 +233,9 @@ mod tests {
     const T: TableDefinition<u64, u64> = TableDefinition::new("t");
     const SECOND: Duration = Duration::from_secs(1);
 
-    fn open(dir: &tempfile::TempDir, flush: Duration) -> (Arc<Database>, Writer) {
+    fn open(dir: &tempfile::TempDir) -> (Arc<Database>, Writer) {
         let db = Arc::new(Database::create(dir.path().join("w.redb")).unwrap());
-        let writer = Writer::start(db.clone(), flush).unwrap();
+        let writer = Writer::start(db.clone()).unwrap();
         (db, writer)
     }
 
@@ -315,7 +264,7 @@ mod tests {
         let (running, on_running) = oneshot::channel();
         let w = writer.clone();
         let held = tokio::spawn(async move {
-            w.write(false, 10 * SECOND, move |_| {
+            w.write(10 * SECOND, move |_| {
                 let _ = running.send(());
                 let _ = wait.recv();
                 Ok(())
@@ -330,14 +279,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_queued_during_a_commit_share_the_next() {
         let dir = tempfile::tempdir().unwrap();
-        let (db, writer) = open(&dir, SECOND);
+        let (db, writer) = open(&dir);
         let writer = Arc::new(writer);
         let (release, held) = hold(&writer).await;
         let mut calls = Vec::new();
         for k in 0..100 {
             let w = writer.clone();
             calls.push(tokio::spawn(async move {
-                w.write(false, SECOND, move |tx| put(tx, k)).await
+                w.write(SECOND, move |tx| put(tx, k)).await
             }));
         }
         // All queued (each holds its room) before the held write ends.
@@ -359,13 +308,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_write_fails_its_batch_so_far_and_no_more() {
         let dir = tempfile::tempdir().unwrap();
-        let (db, writer) = open(&dir, SECOND);
+        let (db, writer) = open(&dir);
         let writer = Arc::new(writer);
         let (release, held) = hold(&writer).await;
         let queue = |k: u64, fail: bool| {
             let w = writer.clone();
             tokio::spawn(async move {
-                w.write(false, SECOND, move |tx| {
+                w.write(SECOND, move |tx| {
                     put(tx, k)?;
                     if fail {
                         return Err(StoreError::Backend("broken part way".into()));
@@ -405,15 +354,15 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
         let dir = tempfile::tempdir().unwrap();
-        let (db, writer) = open(&dir, SECOND);
+        let (db, writer) = open(&dir);
         let panicked = writer
-            .write(false, SECOND, |tx| -> Result<(), StoreError> {
+            .write(SECOND, |tx| -> Result<(), StoreError> {
                 put(tx, 1)?;
                 panic!("a bug in a write")
             })
             .await;
         assert!(panicked.is_err());
-        writer.write(false, SECOND, |tx| put(tx, 2)).await.unwrap();
+        writer.write(SECOND, |tx| put(tx, 2)).await.unwrap();
         assert_eq!(keys(&db), vec![2]);
     }
 
@@ -426,31 +375,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_commit_is_made_durable_within_the_flush_interval() {
+    async fn what_was_answered_survives_a_crash() {
         let dir = tempfile::tempdir().unwrap();
-        let (_db, writer) = open(&dir, Duration::from_millis(50));
-        writer.write(false, SECOND, |tx| put(tx, 7)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_db, writer) = open(&dir);
+        writer.write(SECOND, |tx| put(tx, 7)).await.unwrap();
         assert_eq!(after_a_crash(&dir), vec![7]);
-    }
-
-    #[tokio::test]
-    async fn without_the_flush_a_crash_loses_the_last_commits() {
-        // The control for the test above: the commits themselves do not
-        // fsync, the flush does.
-        let dir = tempfile::tempdir().unwrap();
-        let (_db, writer) = open(&dir, Duration::from_secs(3600));
-        writer.write(true, SECOND, |tx| put(tx, 1)).await.unwrap();
-        writer.write(false, SECOND, |tx| put(tx, 2)).await.unwrap();
-        assert_eq!(after_a_crash(&dir), vec![1]);
-    }
-
-    #[tokio::test]
-    async fn stopping_the_writer_makes_its_commits_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_db, writer) = open(&dir, Duration::from_secs(3600));
-        writer.write(false, SECOND, |tx| put(tx, 5)).await.unwrap();
-        drop(writer);
-        assert_eq!(after_a_crash(&dir), vec![5]);
     }
 }

@@ -3,9 +3,12 @@
 //! C persistent connections sending Postfix 3.7's RCPT request in lock-step.
 //!
 //! Run: `benches/load.sh [--quick] [--update]` (builds, runs this, plots),
-//! or `cargo bench --bench load -- [--quick] [--only main,clients,tables]
+//! or `cargo bench --bench load -- [--quick] [--only SECTION,...]
 //! [--tcp] [--client-threads N] [--rust-log LEVEL] [--seconds S]
-//! [--rounds N] [--out DIR]`.
+//! [--rounds N] [--out DIR] [--dns-delay-ms MS] [--burst N]
+//! [--burst-clients C] [--store-triplets N]`; the sections are main,
+//! clients, tables, greylist, greylist-redis, dnsbl and cold (all by
+//! default).
 //!
 //! The machine's speed swings several-fold from minute to minute, so no
 //! absolute figure is compared across runs: the floor and rpol run in
@@ -21,6 +24,18 @@
 //!   (warm; 100 and 1,000 are main's when it ran).
 //! - tables: a `check_client_access` table (the seed's client_whitelist) of
 //!   10 to 1,000,000 entries: load time, RSS, lookup cost per request.
+//! - greylist, greylist-redis: the chain + check_greylist, the embedded
+//!   store or a throw-away redis-server, pre-filled with `--store-triplets`
+//!   (1,000,000) triplets, C = 100 and 1,000, a spam run (every client and
+//!   sender new): store errors and answers that skipped greylisting counted
+//!   (load/chains.rs).
+//! - dnsbl: the chain + three reject_rbl_client lists, warm (known clients,
+//!   beside the plain chain with the same clients) at C = 100 and 1,000,
+//!   and cold (a new client every request) at C = 100 against a DNS server
+//!   answering `--dns-delay-ms` (20) late: the round trips a new client
+//!   costs.
+//! - cold: a burst of `--burst` (10,000) requests from never-seen clients
+//!   and domains against that slow DNS server: p99 in DNS round trips.
 //!
 //! Per run it prints requests/s, p50/p99/p999 latency, errors, the server's
 //! CPU time per request (/proc/PID/stat utime + stime over the measured
@@ -39,6 +54,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../tests/support/dns.rs"]
 mod dns_server;
 
+#[path = "load/chains.rs"]
+mod chains;
 #[path = "load/client.rs"]
 mod client;
 #[path = "load/procs.rs"]
@@ -54,9 +71,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use client::Mix;
 use procs::{Dns, Server};
 use report::{Pair, Run, Series, dur, median, thousands};
 
+/// Every section, in the order they run (`--only` picks some).
+const SECTIONS: &[&str] = &[
+    "main",
+    "clients",
+    "tables",
+    "greylist",
+    "greylist-redis",
+    "dnsbl",
+    "cold",
+];
 /// The C of the main section (issue 11, item 1).
 const MAIN_CLIENTS: &[usize] = &[4, 100, 1000];
 /// The C of the clients section (issue 11, item 4).
@@ -86,6 +114,18 @@ struct Opts {
     main: bool,
     clients: bool,
     tables: bool,
+    greylist: bool,
+    greylist_redis: bool,
+    dnsbl: bool,
+    cold: bool,
+    /// How late the slow DNS server answers (the cold path, and the
+    /// blocklists' cold runs).
+    dns_delay: Duration,
+    /// Requests of the cold section's burst, and its connections.
+    burst: usize,
+    burst_clients: usize,
+    /// Triplets the greylisting store holds before its runs.
+    store_triplets: usize,
     out: PathBuf,
     rust_log: String,
     /// Measured window of one run.
@@ -113,12 +153,13 @@ impl Opts {
                     .unwrap_or_else(|_| panic!("{name}: not a number: {v}"))
             })
         };
-        let only = value("--only").unwrap_or_else(|| "main,clients,tables".into());
+        let only = value("--only").unwrap_or_else(|| SECTIONS.join(","));
         let sections: Vec<&str> = only.split(',').collect();
         for s in &sections {
             assert!(
-                ["main", "clients", "tables"].contains(s),
-                "--only: unknown section {s:?} (main, clients, tables)"
+                SECTIONS.contains(s),
+                "--only: unknown section {s:?} ({})",
+                SECTIONS.join(", ")
             );
         }
         // target/release/deps/load-HASH -> target/load-results
@@ -139,6 +180,17 @@ impl Opts {
             main: sections.contains(&"main"),
             clients: sections.contains(&"clients"),
             tables: sections.contains(&"tables"),
+            greylist: sections.contains(&"greylist"),
+            greylist_redis: sections.contains(&"greylist-redis"),
+            dnsbl: sections.contains(&"dnsbl"),
+            cold: sections.contains(&"cold"),
+            dns_delay: Duration::from_secs_f64(num("--dns-delay-ms", 20.0) / 1e3),
+            burst: num("--burst", 10_000.0) as usize,
+            burst_clients: num("--burst-clients", 100.0) as usize,
+            store_triplets: num(
+                "--store-triplets",
+                if quick { 100_000.0 } else { 1_000_000.0 },
+            ) as usize,
             out: value("--out").map_or(default_out, PathBuf::from),
             rust_log: value("--rust-log").unwrap_or_else(|| "warn".into()),
             seconds: num("--seconds", if quick { 1.0 } else { 3.0 }),
@@ -160,7 +212,10 @@ fn main() {
     };
     match value("--role") {
         Some("floor") => return roles::floor(value("--listen").expect("--listen")),
-        Some("dns") => return roles::dns(),
+        Some("dns") => {
+            let ms = value("--delay-ms").map_or(0, |v| v.parse().expect("--delay-ms"));
+            return roles::dns(Duration::from_millis(ms));
+        }
         Some(r) => panic!("unknown role {r}"),
         None => {}
     }
@@ -217,6 +272,14 @@ struct Bench {
     main: Vec<Series>,
     clients: Vec<Series>,
     tables: Vec<TableRow>,
+    /// The greylisting and blocklist sections' series (their variant
+    /// names the chain), and the cold section's bursts.
+    chains: Vec<Series>,
+    bursts: Vec<chains::Burst>,
+    /// Lines printed beside the chains' figures (pre-fill, store errors).
+    notes: Vec<String>,
+    /// The DNS server that answers `dns_delay` late, once started.
+    slow_dns: Option<Dns>,
     /// Runs whose answers were printed already.
     shown: std::collections::HashSet<String>,
 }
@@ -244,7 +307,7 @@ impl Bench {
             .unwrap();
         Bench {
             machine: machine(),
-            dns: Dns::start(),
+            dns: Dns::start(Duration::ZERO),
             rt,
             dir,
             me: std::process::id(),
@@ -254,6 +317,10 @@ impl Bench {
             main: Vec::new(),
             clients: Vec::new(),
             tables: Vec::new(),
+            chains: Vec::new(),
+            bursts: Vec::new(),
+            notes: Vec::new(),
+            slow_dns: None,
             shown: Default::default(),
         }
     }
@@ -287,6 +354,18 @@ impl Bench {
         if self.opts.tables {
             self.tables_section();
         }
+        if self.opts.greylist {
+            self.greylist_section(false);
+        }
+        if self.opts.greylist_redis {
+            self.greylist_section(true);
+        }
+        if self.opts.dnsbl {
+            self.dnsbl_section();
+        }
+        if self.opts.cold {
+            self.cold_section();
+        }
         self.summaries();
         self.write_results();
     }
@@ -299,6 +378,16 @@ impl Bench {
         cache_size: Option<i64>,
         client_table: Option<&Path>,
     ) -> String {
+        toml::to_string(&self.rpol_doc(c, cache_size, client_table)).unwrap()
+    }
+
+    /// [`Self::rpol_config`] as a TOML document, to change further.
+    fn rpol_doc(
+        &self,
+        c: usize,
+        cache_size: Option<i64>,
+        client_table: Option<&Path>,
+    ) -> toml::Table {
         let shipped = std::fs::read_to_string(procs::repo_root().join("policy.toml")).unwrap();
         let mut doc: toml::Table = shipped.parse().expect("policy.toml parses");
         let section = |doc: &mut toml::Table, name: &str| -> toml::Table {
@@ -330,7 +419,7 @@ impl Bench {
             );
             doc.insert("tables".into(), toml::Value::Table(tables));
         }
-        toml::to_string(&doc).unwrap()
+        doc
     }
 
     fn start_rpol(&self, name: &str, config: &str) -> Server {
@@ -350,12 +439,23 @@ impl Bench {
 
     /// One measured run of `c` connections against `server`, each
     /// connection a thread of its own if `threads` (else a task).
-    fn measure(&mut self, server: &Server, label: &str, c: usize, threads: bool) -> Run {
+    fn measure(
+        &mut self,
+        server: &Server,
+        label: &str,
+        (c, mix): (usize, Mix),
+        threads: bool,
+    ) -> Run {
         let warmup = Duration::from_secs_f64(self.opts.warmup);
         let window = Duration::from_secs_f64(self.opts.seconds);
         let me = self.me;
         let dns = &mut self.dns;
         let mut edges = Vec::with_capacity(2);
+        let slow = mix == Mix::Cold || server.slow_dns;
+        let dns = match (slow, self.slow_dns.as_mut()) {
+            (true, Some(d)) => d,
+            _ => dns,
+        };
         let at_edge = || {
             edges.push((
                 server.cpu(),
@@ -363,12 +463,16 @@ impl Bench {
                 dns.cpu(),
                 dns.queries(),
                 procs::machine_time().0,
+                server
+                    .metrics
+                    .map_or(0, |a| procs::metric(a, "rpol_store_errors")),
+                server.redis_port.map(chains::redis_scripts),
             ))
         };
         let seen = if threads {
-            client::drive_threads(&server.target, c, warmup, window, at_edge)
+            client::drive_threads(&server.target, mix, c, warmup, window, at_edge)
         } else {
-            client::drive(&self.rt, &server.target, c, warmup, window, at_edge)
+            client::drive(&self.rt, &server.target, mix, c, warmup, window, at_edge)
         };
         let (a, b) = (edges[0], edges[1]);
         let server_user = b.0.0.saturating_sub(a.0.0);
@@ -384,6 +488,8 @@ impl Bench {
             dns_queries: b.3 - a.3,
             machine_busy: b.4.saturating_sub(a.4),
             peak_rss_mib: server.peak_rss_mib(),
+            store_errors: b.5.saturating_sub(a.5),
+            redis_scripts: b.6.zip(a.6).map(|(b, a)| b.saturating_sub(a)),
         };
         println!("{}", run.line());
         run
@@ -400,11 +506,24 @@ impl Bench {
         pairs: usize,
         threads: bool,
     ) -> Vec<Pair> {
+        self.pairs_of(Mix::Standard, (floor, rpol), label, c, pairs, threads)
+    }
+
+    /// [`Self::pairs`] with requests of `mix`.
+    fn pairs_of(
+        &mut self,
+        mix: Mix,
+        (floor, rpol): (&Server, &Server),
+        label: &str,
+        c: usize,
+        pairs: usize,
+        threads: bool,
+    ) -> Vec<Pair> {
         (0..pairs)
             .map(|i| {
                 let floor_label = if threads { "floor (threads)" } else { "floor" };
-                let floor = self.measure(floor, floor_label, c, threads);
-                let rpol = self.measure(rpol, label, c, threads);
+                let floor = self.measure(floor, floor_label, (c, mix), threads);
+                let rpol = self.measure(rpol, label, (c, mix), threads);
                 if i == 0 && self.shown.insert(format!("{label} {c}")) {
                     for (k, a) in &rpol.seen.samples {
                         println!(
@@ -575,7 +694,14 @@ impl Bench {
         if self.opts.tables {
             println!("{}", self.tables_text());
         }
-        println!("took {:.0} s", self.started.elapsed().as_secs_f64());
+        if self.chains_ran() {
+            println!("{}", self.chains_md());
+        }
+        println!(
+            "took {:.0} s; load average at the end: {}",
+            self.started.elapsed().as_secs_f64(),
+            load_average()
+        );
     }
 
     fn clients_text(&self) -> String {
@@ -706,21 +832,61 @@ impl Bench {
         ))
     }
 
-    /// results.md (the section of BENCHMARKS.md benches/load.sh --update
-    /// replaces), runs.csv, clients.csv, tables.csv in `--out`.
-    fn write_results(&self) {
-        let out = &self.opts.out;
-        std::fs::create_dir_all(out).unwrap();
-        let mut md = String::new();
-        let _ = writeln!(
-            md,
-            "Run of {} ({} mode, {:.0} s): `{}`.\n\n{}\n",
+    /// The first lines of results.md and chains.md: when, how, where.
+    fn heading(&self) -> String {
+        format!(
+            "Run of {} ({} mode, {:.0} s): `{}`.\n\n{} Load average at the end: {}.\n",
             self.started_utc,
             if self.opts.quick { "quick" } else { "full" },
             self.started.elapsed().as_secs_f64(),
             command_line(),
             self.machine,
+            load_average(),
+        )
+    }
+
+    /// chains.md (the chains sections, which benches/load.sh --update
+    /// puts between their own markers in BENCHMARKS.md), chains.csv and
+    /// chains-runs.csv, when a chains section ran.
+    fn write_chains(&self) {
+        if !self.chains_ran() {
+            return;
+        }
+        let out = &self.opts.out;
+        let mut runs: Vec<&Run> = Vec::new();
+        for s in &self.chains {
+            for p in &s.pairs {
+                runs.push(&p.floor);
+                runs.push(&p.rpol);
+            }
+        }
+        runs.extend(self.bursts.iter().map(|b| &b.run));
+        let md = format!(
+            "{}\n{}<details><summary>Every run ({})</summary>\n\n{}\n</details>\n",
+            self.heading(),
+            self.chains_md(),
+            runs.len(),
+            report::runs_table(&runs)
         );
+        std::fs::write(out.join("chains.md"), md).unwrap();
+        std::fs::write(out.join("chains-runs.csv"), report::runs_csv(&runs)).unwrap();
+        if !self.chains.is_empty() {
+            std::fs::write(out.join("chains.csv"), self.chains_csv()).unwrap();
+        }
+    }
+
+    /// results.md (the section of BENCHMARKS.md benches/load.sh --update
+    /// replaces), runs.csv, clients.csv, tables.csv in `--out`, when the
+    /// main, clients or tables section ran; chains.md and its CSVs.
+    fn write_results(&self) {
+        let out = &self.opts.out;
+        std::fs::create_dir_all(out).unwrap();
+        self.write_chains();
+        if !(self.opts.main || self.opts.clients || self.opts.tables) {
+            println!("results in {}", out.display());
+            return;
+        }
+        let mut md = self.heading();
         if !self.main.is_empty() {
             let _ = writeln!(
                 md,
@@ -933,6 +1099,16 @@ fn machine() -> String {
             " (with uncommitted changes)"
         },
     )
+}
+
+/// /proc/loadavg's three load averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn utc_now() -> String {

@@ -2,19 +2,21 @@
 # The load benchmark in one command (issue 11): builds rpol (release) and
 # benches/load.rs, runs it, and plots its scaling figures.
 #
-#   benches/load.sh              # full run, about 7 minutes
-#   benches/load.sh --quick      # about 1.5 minutes, fewer and shorter runs
+#   benches/load.sh              # full run, about 20 minutes
+#   benches/load.sh --quick      # about 4 minutes, fewer and shorter runs
 #   benches/load.sh --update     # full run, then replace the figures in
 #                                # BENCHMARKS.md (and its summary paragraph),
 #                                # benches/scaling.png and
 #                                # benches/results/*.csv with this run's
 #
 # Any other argument goes to the bench (see the top of benches/load.rs), e.g.
-# `--only main`, `--tcp`, `--rust-log info`. Results (results.md, *.csv,
+# `--only main,greylist`, `--tcp`, `--rust-log info`. Results (results.md, *.csv,
 # scaling.png) go to $CARGO_TARGET_DIR/load-results (default target/).
 # The plot needs python3 with matplotlib; without it one is installed from
 # PyPI into $CARGO_TARGET_DIR/venv. Nothing is asserted: the figures are
-# printed beside issue 11's targets. Needs no root and no network.
+# printed beside issue 11's and issue 28's targets. Needs no network; the
+# greylist section needs root (the store is chowned to nobody, as rpol drops
+# root) and greylist-redis a redis-server.
 
 set -euo pipefail
 
@@ -41,6 +43,16 @@ cargo bench --bench load --no-run
 rm -rf "$OUT"
 cargo bench --bench load -- --out "$OUT" ${args[@]+"${args[@]}"}
 
+# A run of the chains sections alone is plotted beside the recorded
+# scaling figures (benches/results/).
+if [ -s "$OUT/chains.csv" ]; then
+    for f in clients.csv tables.csv; do
+        if [ ! -s "$OUT/$f" ] && [ -s "$HERE/results/$f" ]; then
+            echo "load.sh: plotting the recorded $f beside this run's chains"
+            cp "$HERE/results/$f" "$OUT/$f"
+        fi
+    done
+fi
 if [ -s "$OUT/clients.csv" ] && [ -s "$OUT/tables.csv" ]; then
     PY=python3
     if ! python3 -c 'import matplotlib' 2>/dev/null; then
@@ -61,8 +73,9 @@ if [ "$update" = 1 ]; then
     mkdir -p "$HERE/results"
     cp "$OUT"/*.csv "$HERE/results/"
     [ -s "$OUT/scaling.png" ] && cp "$OUT/scaling.png" "$HERE/scaling.png"
-    # What lies between the markers becomes results.md and summary.md (both
-    # in BENCHMARKS.md: the figures, and the paragraph "In short").
+    # What lies between the markers becomes results.md, summary.md and
+    # chains.md (all in BENCHMARKS.md: the figures, the paragraph "In
+    # short", the greylisting and blocklist chains).
     splice() {
         python3 - "$1" "$2" "$3" <<'PY'
 import sys
@@ -79,8 +92,11 @@ open(doc_path, "w").write(f"{head}{begin}\n{new}\n{end}{tail}")
 print(f"load.sh: updated {doc_path} ({name})")
 PY
     }
-    splice "$ROOT/BENCHMARKS.md" "$OUT/results.md" results
+    # Each part only when its sections ran (--only main or --only greylist
+    # leaves the other's figures as they are).
+    [ -s "$OUT/results.md" ] && splice "$ROOT/BENCHMARKS.md" "$OUT/results.md" results
     [ -s "$OUT/summary.md" ] && splice "$ROOT/BENCHMARKS.md" "$OUT/summary.md" summary
+    [ -s "$OUT/chains.md" ] && splice "$ROOT/BENCHMARKS.md" "$OUT/chains.md" chains
     echo "load.sh: updated benches/scaling.png, benches/results/"
 fi
 echo "load.sh: results in $OUT"

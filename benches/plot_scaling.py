@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Plots the scaling figures of benches/load.rs (clients.csv, tables.csv).
+"""Plots the scaling figures of benches/load.rs (clients.csv, tables.csv,
+and chains.csv when the greylisting and blocklist sections ran).
 
     plot_scaling.py RESULTS_DIR OUT.png
 
@@ -8,7 +9,9 @@ pairs, with the median ratio written beside each point); peak RSS against
 C with the 50 MiB target; load time and RSS against the size of the
 check_client_access table; and the cost per request against table size
 (rpol's CPU per request at C=100, and one lookup_client call in process).
-Run by benches/load.sh; needs matplotlib.
+With chains.csv, two more: throughput rpol/floor against C for the plain,
+greylisting and blocklist chains (issue 28's goals drawn), and their peak
+RSS. Run by benches/load.sh; needs matplotlib.
 """
 
 import csv
@@ -28,6 +31,18 @@ def rows(path):
         return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
+def chain_rows(path):
+    """chains.csv: the chain's name stays text, the rest are numbers."""
+    with open(path, newline="") as f:
+        return [{k: (v if k == "chain" else float(v)) for k, v in r.items()}
+                for r in csv.DictReader(f)]
+
+
+# Issue 28's throughput goals, as rpol/floor (the warm blocklists' is
+# relative to the plain chain: drawn as 0.8 x its ratio).
+GOALS = {"greylist; embedded": 0.5, "greylist; Redis": 0.3}
+
+
 def main():
     results, out = sys.argv[1], sys.argv[2]
     clients = rows(os.path.join(results, "clients.csv"))
@@ -39,7 +54,9 @@ def main():
         if first.startswith("Run of "):
             stamp = first[len("Run of "):].split(" (")[0]
 
-    fig, ax = plt.subplots(2, 2, figsize=(12, 9))
+    chains_csv = os.path.join(results, "chains.csv")
+    chains = chain_rows(chains_csv) if os.path.exists(chains_csv) else []
+    fig, ax = plt.subplots(3 if chains else 2, 2, figsize=(12, 13.5 if chains else 9))
     fig.suptitle(f"rpol scaling, benches/load.sh {stamp}\n"
                  "seed port-25 chain + check_spf, warm DNS cache; medians of paired runs")
 
@@ -103,9 +120,51 @@ def main():
     a.legend(fontsize=8)
     a.grid(True, alpha=0.3)
 
+    if chains:
+        plot_chains(ax[2], clients, chains)
+
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     print(f"plot_scaling: wrote {out}")
+
+
+def plot_chains(ax, clients, chains):
+    """Throughput rpol/floor and peak RSS against C, one line per chain:
+    the plain chain of the main mix (clients.csv) and each chain of
+    chains.csv (the cold runs, against a slow DNS server, left out)."""
+    series = {"plain (main mix)": [(r["c"], r["throughput_ratio"], r["rpol_peak_rss_mib"])
+                                   for r in clients]}
+    for r in chains:
+        if "slow DNS" in r["chain"]:
+            continue
+        series.setdefault(r["chain"].replace(";", ","), []).append(
+            (r["c"], r["throughput_ratio"], r["rpol_peak_rss_mib"]))
+    a, b = ax
+    for name, points in series.items():
+        points.sort()
+        c = [p[0] for p in points]
+        a.plot(c, [p[1] for p in points], "o-", label=name)
+        b.plot(c, [p[2] for p in points], "o-", label=name)
+    for name, goal in GOALS.items():
+        if any(r["chain"] == name for r in chains):
+            a.axhline(goal, linestyle=":", color="grey")
+            a.annotate(f"goal {name.replace(';', ',')}: >= {goal}", (10, goal),
+                       textcoords="offset points", xytext=(2, 2), fontsize=7)
+    a.set_xscale("log")
+    a.set_yscale("log")
+    a.set_xlabel("client connections C")
+    a.set_ylabel("throughput rpol/floor (median of pairs)")
+    a.set_title("Throughput against C, by chain")
+    a.legend(fontsize=7)
+    a.grid(True, alpha=0.3)
+    b.axhline(RSS_TARGET_MIB, linestyle=":", color="red")
+    b.set_xscale("log")
+    b.set_ylim(bottom=0)
+    b.set_xlabel("client connections C")
+    b.set_ylabel("peak RSS (VmHWM), MiB")
+    b.set_title("Memory against C, by chain (greylisting: the pre-filled store)")
+    b.legend(fontsize=7)
+    b.grid(True, alpha=0.3)
 
 
 if __name__ == "__main__":

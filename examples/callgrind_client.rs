@@ -11,7 +11,7 @@
 
 #[path = "../tests/support/dns.rs"]
 mod dns_server;
-// The load bench's request mix (`Mix::request`); the rest of the load
+// The load bench's request mix (`Mix::Standard`); the rest of the load
 // client is not used here.
 #[allow(dead_code)]
 #[path = "../benches/load/client.rs"]
@@ -72,7 +72,7 @@ fn report(what: &str, socket: &Path) {
     // Warm-up: every IPv4 client and sender domain once (the IPv6 clients
     // are new on every request, as in benches/load).
     for i in 0..2000u64 {
-        Mix::request(&mut req, 0, 99, i);
+        Mix::Standard.request(&mut req, 0, 99, i);
         ask(&mut warm, &req);
     }
     let start = Instant::now();
@@ -85,7 +85,7 @@ fn report(what: &str, socket: &Path) {
                 let mut req = Vec::new();
                 for i in 0..requests() {
                     let t = Instant::now();
-                    Mix::request(&mut req, 1, c as u32, i as u64);
+                    Mix::Standard.request(&mut req, 1, c as u32, i as u64);
                     ask(&mut conn, &req);
                     latencies.push(t.elapsed());
                 }

@@ -6,6 +6,7 @@
 //! processes are ([`drive_threads`]), or all connections as tasks on the
 //! bench's tokio runtime ([`drive`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Write};
@@ -191,7 +192,7 @@ pub async fn connect_retry(target: &Target, deadline: Instant) -> Result<Conn, S
 /// One request of the mix, answered; the answer's action.
 pub async fn probe(conn: &mut Conn) -> Result<String, String> {
     let mut request = Vec::new();
-    Mix::request(&mut request, u32::MAX, 0, 0);
+    Mix::Standard.request(&mut request, u32::MAX, 0, 0);
     let mut answer = Vec::new();
     conn.ask(&request, &mut answer)
         .await
@@ -222,12 +223,45 @@ const SENDER_DOMAINS: &[&str] = &[
     "chain.spftest",
 ];
 
-/// The request mix.
-pub struct Mix;
+/// Sender domains of the spam mix: no SPF record (mx-only, multi-mx),
+/// so that no IPv4 client of it fails SPF before greylisting; its IPv6
+/// clients (2001:db8::/32) also send from good.example (SPF pass).
+const SPAM_DOMAINS: &[&str] = &["mx-only.example", "multi-mx.example", "good.example"];
+
+/// The zone of the cold mix's never-seen domains: a wildcard that answers
+/// every name under it (A, MX, an SPF record of one ip4 mechanism).
+pub const BULK_ZONE: &str = "bulk.test";
+
+/// The request mixes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    /// The main section's: known IPv4 clients, new IPv6 ones.
+    Standard,
+    /// Clients from a bounded set (254 IPv4, 256 IPv6 addresses), so that
+    /// everything about them is cached after the first round: the warm
+    /// blocklist runs.
+    Known,
+    /// A spam run: a never-seen client every request (IPv4 in 10.0.0.0/8,
+    /// IPv6 in 2001:db8::/32, spread over /24s and /48s), a new sender
+    /// each time, so that nearly every greylisting triplet is new; sender
+    /// domains from [`SPAM_DOMAINS`] (cached).
+    Spam,
+    /// The cold path: never-seen clients and never-seen domains (sender
+    /// domain and HELO name under [`BULK_ZONE`]), so that every lookup of
+    /// a request goes to the DNS server.
+    Cold,
+}
+
+/// A well-spread 64-bit hash (splitmix64's finaliser).
+fn spread(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
 
 impl Mix {
     /// Request `i` of connection `conn` in run `run`, as Postfix 3.7 sends
-    /// it at RCPT (29 attributes, in Postfix's order):
+    /// it at RCPT (29 attributes, in Postfix's order). The standard mix:
     /// - every other request comes from one of 254 IPv4 clients
     ///   (203.0.113.1-254, reverse name known to Postfix), so that the SPF
     ///   result cache answers after the first round; the others from an IPv6
@@ -238,43 +272,93 @@ impl Mix {
     /// - the recipient: one of [`RECIPIENTS`]; HELO mail.good.example;
     /// - a new `instance` (Postfix's pid.sec.usec.seq form) every time; half
     ///   the sessions with TLS.
-    pub fn request(out: &mut Vec<u8>, run: u32, conn: u32, i: u64) {
+    ///
+    /// The other mixes change the client, sender and HELO as their
+    /// variants say.
+    pub fn request(self, out: &mut Vec<u8>, run: u32, conn: u32, i: u64) {
         let j = i / 2;
         let c = u64::from(conn);
         let v6 = (i + c) % 2 == 1;
-        let domain = SENDER_DOMAINS[((j + c) % SENDER_DOMAINS.len() as u64) as usize];
-        let local = (j * 31 + c * 7) % 10_000;
+        let h = spread((u64::from(run) << 44) ^ (c << 28) ^ i);
+        // Borrowed in the standard mix: its client's cost stays as it was.
+        let mut domain: Cow<str> =
+            Cow::Borrowed(SENDER_DOMAINS[((j + c) % SENDER_DOMAINS.len() as u64) as usize]);
+        let mut local = (j * 31 + c * 7) % 10_000;
+        let mut helo = Cow::Borrowed("mail.good.example");
         let rcpt = RECIPIENTS[((i / 3 + c) % RECIPIENTS.len() as u64) as usize];
         out.clear();
         out.extend_from_slice(
             b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n",
         );
-        if v6 {
-            let _ = write!(
-                out,
-                "client_address=2001:db8:{:x}:{:x}:{:x}:{:x}::1\nclient_name=unknown\n\
-                 client_port={}\nreverse_client_name=mx-{:x}-{:x}.v6.example\n",
-                run & 0xffff,
-                conn & 0xffff,
-                (i >> 16) & 0xffff,
-                i & 0xffff,
-                1024 + i % 60_000,
-                conn,
-                i,
-            );
-        } else {
-            let host = 1 + (j * 7 + c * 13) % 254;
-            let _ = write!(
-                out,
-                "client_address=203.0.113.{host}\nclient_name=mx{host}.relay.example\n\
-                 client_port={}\nreverse_client_name=mx{host}.relay.example\n",
-                1024 + i % 60_000,
-            );
+        match self {
+            Mix::Standard | Mix::Known if v6 => {
+                let (net, host) = if self == Mix::Known {
+                    (1, (j + c * 5) % 256)
+                } else {
+                    (run, i)
+                };
+                let _ = write!(
+                    out,
+                    "client_address=2001:db8:{:x}:{:x}:{:x}:{:x}::1\nclient_name=unknown\n\
+                     client_port={}\nreverse_client_name=mx-{:x}-{:x}.v6.example\n",
+                    net & 0xffff,
+                    if self == Mix::Known { 0 } else { conn & 0xffff },
+                    (host >> 16) & 0xffff,
+                    host & 0xffff,
+                    1024 + i % 60_000,
+                    conn,
+                    host,
+                );
+            }
+            Mix::Standard | Mix::Known => {
+                let host = 1 + (j * 7 + c * 13) % 254;
+                let _ = write!(
+                    out,
+                    "client_address=203.0.113.{host}\nclient_name=mx{host}.relay.example\n\
+                     client_port={}\nreverse_client_name=mx{host}.relay.example\n",
+                    1024 + i % 60_000,
+                );
+            }
+            Mix::Spam | Mix::Cold => {
+                if v6 {
+                    let _ = write!(
+                        out,
+                        "client_address=2001:db8:{:x}:{:x}::{:x}\nclient_name=unknown\n",
+                        (h >> 48) & 0xffff,
+                        (h >> 32) & 0xffff,
+                        (h & 0xffff) | 1,
+                    );
+                } else {
+                    let _ = write!(
+                        out,
+                        "client_address=10.{}.{}.{}\nclient_name=unknown\n",
+                        (h >> 40) & 255,
+                        (h >> 32) & 255,
+                        1 + (h & 0xffff) % 254,
+                    );
+                }
+                let _ = write!(
+                    out,
+                    "client_port={}\nreverse_client_name=mx-{h:x}.spam.example\n",
+                    1024 + i % 60_000,
+                );
+                local = h % 1_000_000;
+                if self == Mix::Spam {
+                    // IPv4 clients never get good.example: its SPF fails
+                    // for them, and a reject ends the chain before
+                    // greylisting.
+                    let n = if v6 { 3 } else { 2 };
+                    domain = Cow::Borrowed(SPAM_DOMAINS[((h >> 20) % n) as usize]);
+                } else {
+                    domain = Cow::Owned(format!("d{:x}.{BULK_ZONE}", h >> 16));
+                    helo = Cow::Owned(format!("mail.h{:x}.{BULK_ZONE}", h >> 24));
+                }
+            }
         }
         let tls = (i / 4).is_multiple_of(2);
         let _ = write!(
             out,
-            "server_address=198.51.100.1\nserver_port=25\nhelo_name=mail.good.example\n\
+            "server_address=198.51.100.1\nserver_port=25\nhelo_name={helo}\n\
              sender=u{local}@{domain}\nrecipient={rcpt}\nrecipient_count=0\nqueue_id=\n\
              instance={:x}.{:x}.{:x}.{:x}\nsize={}\netrn_domain=\nstress=\nsasl_method=\n\
              sasl_username=\nsasl_sender=\nccert_subject=\nccert_issuer=\nccert_fingerprint=\n\
@@ -438,6 +522,7 @@ impl Run {
 /// production, for the floor as for rpol.
 pub fn drive_threads(
     target: &Target,
+    mix: Mix,
     c: usize,
     warmup: Duration,
     measure: Duration,
@@ -463,7 +548,7 @@ pub fn drive_threads(
                             if phase.load(Ordering::Relaxed) == STOP {
                                 break;
                             }
-                            Mix::request(&mut request, id, conn as u32, i);
+                            mix.request(&mut request, id, conn as u32, i);
                             let t = Instant::now();
                             if let Err(e) = stream.ask(&request, &mut answer) {
                                 me.error = Some(e.to_string());
@@ -514,6 +599,7 @@ pub fn drive_threads(
 pub fn drive(
     rt: &tokio::runtime::Runtime,
     target: &Target,
+    mix: Mix,
     c: usize,
     warmup: Duration,
     measure: Duration,
@@ -545,7 +631,7 @@ pub fn drive(
                     if phase.load(Ordering::Relaxed) == STOP {
                         break;
                     }
-                    Mix::request(&mut request, id, conn as u32, i);
+                    mix.request(&mut request, id, conn as u32, i);
                     let t = Instant::now();
                     if let Err(e) = stream.ask(&request, &mut answer).await {
                         me.error = Some(e.to_string());
@@ -575,6 +661,84 @@ pub fn drive(
             }
         }
     });
+    seen.latencies.sort_unstable();
+    seen
+}
+
+/// A burst: `c` connections set up first, then each sends `per_conn`
+/// requests of `mix` in lock-step, all starting at once. The window is
+/// from the start to the last answer; `at_edge` is called at both ends.
+pub fn burst(
+    rt: &tokio::runtime::Runtime,
+    target: &Target,
+    mix: Mix,
+    c: usize,
+    per_conn: u64,
+    mut at_edge: impl FnMut(),
+) -> Seen {
+    let run = Run::new();
+    let gate = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
+    let go = Arc::new(tokio::sync::Notify::new());
+    run.phase.store(MEASURE, Ordering::SeqCst);
+    let tasks: Vec<_> = (0..c)
+        .map(|conn| {
+            let target = target.clone();
+            let (id, deadline) = (run.id, run.deadline);
+            let (phase, connected, gate) = (run.phase.clone(), run.connected.clone(), gate.clone());
+            let go = go.clone();
+            rt.spawn(async move {
+                let mut me = PerConn::new();
+                let permit = gate.acquire_owned().await.unwrap();
+                let stream = connect_retry(&target, deadline).await;
+                drop(permit);
+                let notified = go.notified();
+                connected.fetch_add(1, Ordering::SeqCst);
+                notified.await;
+                let mut stream = match stream {
+                    Ok(s) => s,
+                    Err(e) => {
+                        me.error = Some(e);
+                        return me;
+                    }
+                };
+                let mut request = Vec::with_capacity(1024);
+                let mut answer = Vec::with_capacity(ANSWER_CAPACITY);
+                for i in 0..per_conn {
+                    mix.request(&mut request, id, conn as u32, i);
+                    let t = Instant::now();
+                    if let Err(e) = stream.ask(&request, &mut answer).await {
+                        me.error = Some(e.to_string());
+                        break;
+                    }
+                    me.answered(&phase, t.elapsed(), &answer);
+                }
+                me
+            })
+        })
+        .collect();
+    while run.connected.load(Ordering::SeqCst) < c {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    at_edge();
+    let start = Instant::now();
+    go.notify_waiters();
+    let mut seen = Seen::default();
+    rt.block_on(async {
+        let drain_until = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        for task in tasks {
+            let abort = task.abort_handle();
+            match tokio::time::timeout_at(drain_until, task).await {
+                Ok(Ok(me)) => seen.add(me),
+                Ok(Err(e)) => seen.error(e.to_string()),
+                Err(_) => {
+                    abort.abort();
+                    seen.error(format!("no answer {DRAIN_TIMEOUT:?} after the start"));
+                }
+            }
+        }
+    });
+    seen.window = start.elapsed();
+    at_edge();
     seen.latencies.sort_unstable();
     seen
 }

@@ -91,6 +91,13 @@ pub struct Server {
     child: Child,
     /// From spawn to the first answer.
     pub first_answer: Duration,
+    /// rpol's `[metrics] listen`, when set: its store errors are read
+    /// there at the edges of each run.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Whether it asks the slow DNS server (whose queries its runs count).
+    pub slow_dns: bool,
+    /// The port of the redis-server its store is on, if any.
+    pub redis_port: Option<u16>,
 }
 
 impl Server {
@@ -143,6 +150,9 @@ impl Server {
             target,
             child,
             first_answer: Duration::ZERO,
+            metrics: None,
+            slow_dns: false,
+            redis_port: None,
         };
         let deadline = started + START_TIMEOUT;
         rt.block_on(async {
@@ -176,6 +186,27 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Stops the server with SIGTERM (a clean shutdown: the store closed)
+    /// and waits for it; SIGKILL after `STOP_TIMEOUT`.
+    pub fn terminate(mut self) {
+        // SAFETY: kill has no memory effects; the pid is our own child.
+        unsafe {
+            libc::kill(self.pid as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// How long a server may take to stop after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -198,9 +229,11 @@ pub struct Dns {
 }
 
 impl Dns {
-    pub fn start() -> Dns {
+    /// The DNS server, answering each query `delay` late (none: at once).
+    pub fn start(delay: Duration) -> Dns {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["--role", "dns"]);
+        cmd.args(["--role", "dns", "--delay-ms"])
+            .arg(delay.as_millis().to_string());
         die_with_parent(&mut cmd);
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -277,4 +310,96 @@ pub fn repo_root() -> PathBuf {
 /// the same floor on the same machine, minutes apart).
 pub fn rpol_binary() -> std::ffi::OsString {
     std::env::var_os("RPOL_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_rpol").into())
+}
+
+/// The value of counter `name` (its `_total` sample) in rpol's GET
+/// /metrics at `addr`; 0 when absent or unreachable.
+pub fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == name || k == format!("{name}_total"))
+                .then(|| v.trim().parse::<f64>().ok())
+                .flatten()
+        })
+        .map_or(0, |v| v as u64)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A throw-away redis-server on a free loopback port, without
+/// persistence (`--save "" --appendonly no`); killed when dropped.
+pub struct Redis {
+    pub port: u16,
+    pub pid: u32,
+    child: Child,
+}
+
+impl Redis {
+    pub fn start(dir: &Path) -> Redis {
+        let port = free_port();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().expect("start redis-server (is it installed?)");
+        CHILDREN.lock().unwrap().push(child.id());
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::Read;
+                let mut pong = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut pong).is_ok() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not answer");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis {
+            port,
+            pid: child.id(),
+            child,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Peak resident set so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        vm_kib(self.pid, "VmHWM") as f64 / 1024.0
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        CHILDREN.lock().unwrap().retain(|&p| p != self.pid);
+    }
 }

@@ -40,6 +40,11 @@ pub struct Run {
     pub machine_busy: Duration,
     /// The server's VmHWM after the run (its whole life: one C).
     pub peak_rss_mib: f64,
+    /// Store calls that failed in the window (rpol_store_errors).
+    pub store_errors: u64,
+    /// Scripts the Redis server ran in the window (rpol's round trips),
+    /// when rpol's store is Redis.
+    pub redis_scripts: Option<u64>,
 }
 
 impl Run {

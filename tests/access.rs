@@ -6,12 +6,9 @@
 //! lines are written, and a flood of identical ones is summarised.
 //! Everything against the real binary over real sockets.
 
-#[path = "support/port587.rs"]
-mod port587;
-#[path = "support/redis.rs"]
-mod redis_server;
-#[path = "support/rpol.rs"]
-mod rpol;
+use crate::support::port587;
+use crate::support::redis as redis_server;
+use crate::support::rpol;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

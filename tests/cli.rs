@@ -2,10 +2,8 @@
 //! `--test-request`, `--postfix-config`, `--help` and `--version`. Each
 //! runs the rpol binary once and compares what it prints.
 
-#[path = "support/port587.rs"]
-mod port587;
-#[path = "support/rpol.rs"]
-mod rpol;
+use crate::support::port587;
+use crate::support::rpol;
 
 use std::process::Command;
 

@@ -6,8 +6,7 @@
 //! real socket, including one real-time test per timeout, is
 //! tests/daemon.rs.
 
-#[path = "support/port587.rs"]
-mod port587;
+use crate::support::port587;
 
 use std::io;
 use std::path::PathBuf;

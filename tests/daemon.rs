@@ -6,10 +6,8 @@
 //! alone, in-process (exact read sizes, timeouts on the paused clock), in
 //! tests/connection.rs.
 
-#[path = "support/port587.rs"]
-mod port587;
-#[path = "support/rpol.rs"]
-mod rpol;
+use crate::support::port587;
+use crate::support::rpol;
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;

@@ -3,8 +3,7 @@
 //! the loopback test server explicitly; nothing resolves through
 //! /etc/resolv.conf.
 
-#[path = "support/dns.rs"]
-mod dns_server;
+use crate::support::dns as dns_server;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;

@@ -10,8 +10,7 @@
 //! `called_from`); a DNS list's reply text carries no `<name>: <Class>
 //! rejected:` prefix whichever stage it sits in, as in Postfix.
 
-#[path = "support/fixture.rs"]
-mod fixture;
+use crate::support::fixture;
 
 use std::path::Path;
 
@@ -472,6 +471,7 @@ async fn check_dnsbl_score_weights_and_thresholds() {
 /// one timeout, not three.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_dnsbl_score_asks_every_list_at_once() {
+    let _alone = crate::one_at_a_time();
     let s = score_setup("").await;
     for list in ["sc1", "sc2", "swl"] {
         s.dns.inject_silence(&format!("40.113.0.203.{list}.test"));

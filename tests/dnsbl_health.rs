@@ -6,8 +6,7 @@
 //! HELO name on a list, in the log, in GET /metrics and in
 //! `--check-config`. The timers run at `[dnsbl]`'s shortest intervals.
 
-#[path = "support/fixture.rs"]
-mod fixture;
+use crate::support::fixture;
 
 use std::time::Duration;
 

@@ -10,8 +10,7 @@
 //! - `server_port` and `policy_context` lists, `like`, and the overlap of
 //!   two profiles' matches refused at load.
 
-#[path = "support/fixture.rs"]
-mod fixture;
+use crate::support::fixture;
 
 use std::path::Path;
 

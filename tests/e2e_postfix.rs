@@ -7,7 +7,7 @@
 //! that need root or redis-server, as .ci/run does, or alone:
 //!
 //! ```text
-//! cargo test --test e2e_postfix -- --ignored --nocapture
+//! cargo test --test suite e2e_postfix -- --ignored --nocapture
 //! ```
 //! `tests/e2e/README.md` describes the scenarios and where the replies
 //! through rpol differ from Postfix's own.

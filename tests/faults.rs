@@ -8,12 +8,9 @@
 //! Fail-safe (item 9): no internal error becomes DUNNO for a check that was
 //! asked for, unless the config says so for that rule.
 
-#[path = "support/dns.rs"]
-mod dns_server;
-#[path = "support/faulty_dns.rs"]
-mod faulty_dns;
-#[path = "support/rpol.rs"]
-mod rpol;
+use crate::support::dns as dns_server;
+use crate::support::faulty_dns;
+use crate::support::rpol;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -814,6 +811,7 @@ fn forty_ptr_names_never_answered_cost_one_lookup_time() {
 /// once, while the others' lookups are still unanswered.
 #[test]
 fn a_ptr_name_that_confirms_does_not_wait_for_the_silent_ones() {
+    let _alone = crate::one_at_a_time();
     fn zone(name: &str, qtype: u16) -> Records {
         match (name, qtype) {
             ("10.113.0.203.in-addr.arpa", TYPE_PTR) => Records::Found(
@@ -1558,6 +1556,7 @@ fn varied_request(n: usize) -> Vec<u8> {
 /// connecting every 100 ms answered within a second throughout.
 #[test]
 fn a_hundred_thousand_requests_leak_nothing_and_others_are_served() {
+    let _alone = crate::one_at_a_time();
     const CONNS: usize = 4;
     const PER_CONN: usize = 25_000;
     const BATCH: usize = 100;

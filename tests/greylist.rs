@@ -3,10 +3,8 @@
 //! redis-server shared by two rpol processes. The store keeps wall-clock
 //! seconds, so the tests wait for a `delay` of 1-2 s.
 
-#[path = "support/fixture.rs"]
-mod fixture;
-#[path = "support/redis.rs"]
-mod redis_server;
+use crate::support::fixture;
+use crate::support::redis as redis_server;
 
 use std::time::Duration;
 

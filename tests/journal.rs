@@ -7,8 +7,7 @@
 //! datagram is one record in journald's native protocol (TESTING.md).
 //! Needs root (unshare, mount), as CI runs it.
 
-#[path = "support/rpol.rs"]
-mod rpol;
+use crate::support::rpol;
 
 use std::collections::HashMap;
 use std::io::Write;

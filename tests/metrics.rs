@@ -6,8 +6,7 @@
 //! text; odd, oversized, slow and surplus HTTP clients get their answer (or
 //! are closed) without disturbing the policy service.
 
-#[path = "support/fixture.rs"]
-mod fixture;
+use crate::support::fixture;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -525,6 +524,7 @@ fn request_text_never_becomes_a_label() {
 
 #[test]
 fn odd_http_clients_get_their_answer_and_policy_goes_on() {
+    let _alone = crate::one_at_a_time();
     // A scrape's whole life, shorter than the 10 s default, so that the
     // clients that never finish are closed sooner.
     const TIMEOUT: Duration = Duration::from_millis(1_500);

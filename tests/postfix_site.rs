@@ -4,10 +4,8 @@
 //! at every reload; `[site]` keys override; what rpol cannot read is a
 //! config error naming the parameter.
 
-#[path = "support/dns.rs"]
-mod dns;
-#[path = "support/rpol.rs"]
-mod rpol;
+use crate::support::dns;
+use crate::support::rpol;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

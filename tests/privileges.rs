@@ -4,8 +4,7 @@
 //! These tests need root (CI runs as root); as another user they say so
 //! and check nothing.
 
-#[path = "support/rpol.rs"]
-mod rpol;
+use crate::support::rpol;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Stdio;

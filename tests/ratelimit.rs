@@ -6,10 +6,8 @@
 //! Budgets: 2 messages, 5 recipients, 2 distinct client networks an hour
 //! per login.
 
-#[path = "support/redis.rs"]
-mod redis;
-#[path = "support/rpol.rs"]
-mod rpol;
+use crate::support::redis;
+use crate::support::rpol;
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;

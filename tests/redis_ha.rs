@@ -3,8 +3,7 @@
 //! with a test CA. Real redis-server processes on loopback
 //! (support/redis_ha.rs); ignored unless asked, as every Redis test.
 
-#[path = "support/redis_ha.rs"]
-mod redis_ha;
+use crate::support::redis_ha;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,10 +4,8 @@
 //! restart-only key is warned about while it differs from what runs; the
 //! load runs off the async workers.
 
-#[path = "support/dns.rs"]
-mod dns;
-#[path = "support/rpol.rs"]
-mod rpol;
+use crate::support::dns;
+use crate::support::rpol;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;

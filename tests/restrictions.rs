@@ -9,8 +9,7 @@
 //! rpol binary over its unix socket; the traces are read in-process.
 //! Access tables and their lookup order come last (no DNS there).
 
-#[path = "support/fixture.rs"]
-mod fixture;
+use crate::support::fixture;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -3,10 +3,8 @@
 //! profile serves is not answered in silence, and --check-config says when
 //! requests would go unchecked. Everything over the daemon's real socket.
 
-#[path = "support/dns.rs"]
-mod dns;
-#[path = "support/rpol.rs"]
-mod rpol;
+use crate::support::dns;
+use crate::support::rpol;
 
 use rpol::{Setup, ask, response};
 
@@ -170,6 +168,7 @@ fn raise_fd_limit() -> u64 {
 
 #[test]
 fn a_crowd_of_idle_connections_cannot_lock_postfix_out() {
+    let _alone = crate::one_at_a_time();
     const CROWD: usize = 2_000;
     assert!(
         raise_fd_limit() > CROWD as u64 + 100,
@@ -212,6 +211,7 @@ fn peak_rss_kib(pid: libc::pid_t) -> u64 {
 
 #[test]
 fn a_flood_of_huge_instance_values_stays_within_its_memory_bound() {
+    let _alone = crate::one_at_a_time();
     const REQUESTS: usize = 40_000;
     const BATCH: usize = 100;
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -4,8 +4,7 @@
 //! answer comes from the rpol binary over its unix socket; the traces are
 //! read in-process.
 
-#[path = "support/fixture.rs"]
-mod fixture;
+use crate::support::fixture;
 
 use std::time::Duration;
 

@@ -4,8 +4,7 @@
 //! Suffix List tells apart): whole answers from the rpol binary, traces
 //! in-process.
 
-#[path = "support/fixture.rs"]
-mod fixture;
+use crate::support::fixture;
 
 use fixture::{Case, DNS_ADDR, Fixture, Spec};
 

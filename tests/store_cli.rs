@@ -3,10 +3,8 @@
 //! old-format file, a real Berkeley DB made by Debian's db_load in
 //! postgrey's layout, and a throw-away redis-server.
 
-#[path = "support/rpol.rs"]
-mod daemon;
-#[path = "support/redis.rs"]
-mod redis_server;
+use crate::support::redis as redis_server;
+use crate::support::rpol as daemon;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -6,8 +6,7 @@
 //! does not (fail), soft.spftest softfails, neutral.spftest is neutral,
 //! tempfail.spftest's include answers SERVFAIL (temperror).
 
-#[path = "support/fixture.rs"]
-mod fixture;
+use crate::support::fixture;
 
 use fixture::dns_server::DEFAULT_ZONES;
 use fixture::{Case, DNS_ADDR, Fixture, Spec};

@@ -4,7 +4,7 @@
 //! (SERVFAIL, or silence so that clients time out).
 //!
 //! Include it from an integration test with
-//! `#[path = "support/dns.rs"] mod dns_server;`. Tests must only ever point
+//! `use crate::support::dns as dns_server;` (tests/suite.rs builds it once; a binary of its own includes it with `#[path = "support/dns.rs"] mod dns_server;`). Tests must only ever point
 //! a resolver at [`TestDns::addr`]: /etc/resolv.conf names an off-machine
 //! server (see shared/TESTING.md).
 #![allow(dead_code)] // each test binary uses a different subset

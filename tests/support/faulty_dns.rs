@@ -4,7 +4,7 @@
 //! a wrong message id, a wrong question, or silence. hickory-server
 //! (tests/support/dns.rs) cannot send malformed packets; this can.
 //!
-//! Include it with `#[path = "support/faulty_dns.rs"] mod faulty_dns;`.
+//! Include it with `use crate::support::faulty_dns;` (tests/suite.rs builds it once; a binary of its own includes it with `#[path = "support/faulty_dns.rs"] mod faulty_dns;`).
 //! Only ever point rpol at [`FaultyDns::addr`] or [`closed_port`]: never at
 //! the host's resolver (shared/TESTING.md).
 #![allow(dead_code)] // each test binary uses a different subset

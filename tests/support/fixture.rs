@@ -3,15 +3,13 @@
 //! binary serving the config on a unix socket, and the same config loaded
 //! in-process with its own runtime state, for traces.
 //!
-//! Included with `#[path = "support/fixture.rs"] mod fixture;`; it brings
+//! Included with `use crate::support::fixture;` (tests/suite.rs builds it once; a binary of its own includes it with `#[path = "support/fixture.rs"] mod fixture;`); it brings
 //! support/rpol.rs and support/dns.rs along as [`daemon`] and
 //! [`dns_server`], so a test file includes only this one.
 #![allow(dead_code)] // each test binary uses a different subset
 
-#[path = "rpol.rs"]
-pub mod daemon;
-#[path = "dns.rs"]
-pub mod dns_server;
+pub use super::dns as dns_server;
+pub use super::rpol as daemon;
 
 use dns_server::TestDns;
 use rpol::config;

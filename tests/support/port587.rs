@@ -2,7 +2,7 @@
 //! port 587 requires SASL, every other request gets no opinion; with the
 //! requests and the whole responses that go with it. No DNS is involved.
 //!
-//! Included with `#[path = "support/port587.rs"] mod port587;`.
+//! Included with `use crate::support::port587;` (tests/suite.rs builds it once; a binary of its own includes it with `#[path = "support/port587.rs"] mod port587;`).
 #![allow(dead_code)] // each test binary uses a different subset
 
 /// Port 587 requires SASL; every other request gets no opinion.

@@ -1,7 +1,7 @@
 //! A throw-away redis-server for tests (shared/TESTING.md): one per test
 //! on a free loopback port, no persistence, stopped by its pid on drop.
 //!
-//! Included with `#[path = "support/redis.rs"] mod redis_server;`.
+//! Included with `use crate::support::redis as redis_server;` (tests/suite.rs builds it once; a binary of its own includes it with `#[path = "support/redis.rs"] mod redis_server;`).
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};

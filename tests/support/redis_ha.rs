@@ -3,7 +3,7 @@
 //! on a TLS port with a test CA made here (rcgen). Each process is stopped
 //! by its pid on drop, its files in a temporary directory.
 //!
-//! Included with `#[path = "support/redis_ha.rs"] mod redis_ha;`; beside
+//! Included with `use crate::support::redis_ha;` (tests/suite.rs builds it once; a binary of its own includes it with `#[path = "support/redis_ha.rs"] mod redis_ha;`); beside
 //! support/redis.rs (one plain server), whose callers it leaves alone.
 #![allow(dead_code)]
 

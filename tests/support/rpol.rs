@@ -2,7 +2,7 @@
 //! table files in a temporary directory, the daemon listening on a unix
 //! socket there, and raw-byte helpers to talk the policy protocol to it.
 //!
-//! Included by test files with `#[path = "support/rpol.rs"] mod rpol;`.
+//! Included by test files with `use crate::support::rpol;` (tests/suite.rs builds it once; a binary of its own includes it with `#[path = "support/rpol.rs"] mod rpol;`).
 //! Every wait is bounded; the process is killed when the handle drops.
 #![allow(dead_code)]
 

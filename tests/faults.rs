@@ -264,6 +264,48 @@ fn assert_no_panic(rpol: &Rpol) {
     assert!(!log.contains("panicked"), "rpol panicked:\n{log}");
 }
 
+/// A stage's DNS list rules are asked at once when the chain reaches the
+/// first: three lists that each answer after 400 ms cost one delay, not
+/// three (the later rules join the queries in flight).
+#[test]
+fn a_stages_lists_are_asked_at_once() {
+    fn unlisted(_: &str, _: u16) -> faulty_dns::Records {
+        faulty_dns::Records::NxDomain
+    }
+    let delay = Duration::from_millis(400);
+    let dns = FaultyDns::start(Fault::Slow(delay), unlisted);
+    let config = format!(
+        r#"[dns]
+nameservers = ["{}"]
+timeout = "3s"
+attempts = 1
+
+[dnsbl]
+probe = false
+watch_egress = false
+
+[site]
+domains = ["example.com"]
+
+[profile.lists]
+match = {{ policy_context = "lists" }}
+client = ["reject_rbl_client a.test", "reject_rbl_client b.test", "reject_rbl_client c.test"]
+"#,
+        dns.addr
+    );
+    let rpol = Setup::new(&config).start();
+    let mut conn = rpol.connect();
+    let started = Instant::now();
+    conn.write_all(&dns_request("lists"))
+        .expect("write request");
+    let answer = read_response(&mut conn);
+    let took = started.elapsed();
+    assert_eq!(answer, response("DUNNO"));
+    // One after the other: 1,200 ms at least.
+    assert!(took < delay * 3, "took {took:?}");
+    assert_no_panic(&rpol);
+}
+
 /// The control: the same checks, answered in time, all pass.
 #[test]
 fn dns_answered_in_time_passes_every_check() {

@@ -241,7 +241,20 @@ impl Run<'_> {
             }
             // defer_if_reject is reset at the start of each stage (SMTPD_CHECK_RESET).
             let mut defer_if_reject: Option<Reply> = None;
-            for chain_rule in rules {
+            let mut lists_asked = false;
+            for (i, chain_rule) in rules.iter().enumerate() {
+                if !lists_asked && chain_rule.rule.dns_list().is_some() {
+                    // At the stage's first DNS list, all its lists are
+                    // asked at once (one round trip, not one each). A list
+                    // after a rule that ends the stage is asked in vain,
+                    // as it would not be in Postfix: a query, no answer.
+                    lists_asked = true;
+                    for later in &rules[i + 1..] {
+                        if let Some((list, kind)) = later.rule.dns_list() {
+                            crate::rules::dnsbl::prefetch(kind, self.req, list, &dns);
+                        }
+                    }
+                }
                 let mut notes = Vec::new();
                 let outcome = {
                     let mut ctx = Context {

@@ -22,6 +22,7 @@ use super::Context;
 use super::address::authorized_destination;
 use crate::dnsbl::score::{self, Score};
 use crate::dnsbl::{self, List, Listing, Name, Subject};
+use crate::protocol::Request;
 use crate::vocab::outcome::Outcome;
 use crate::vocab::reply::Reply;
 
@@ -64,19 +65,17 @@ impl Dnsxl {
     }
 }
 
-/// Runs one DNS list restriction.
-pub async fn check(kind: Dnsxl, ctx: &mut Context<'_>, list: &Arc<List>) -> Outcome {
-    let request = ctx.request;
-    // What is looked up, and the query name.
-    let (what, query) = match kind {
+/// What `kind` looks up in `list` for `request`: the value shown in the
+/// reply and the query name; or, when there is nothing to look up, why.
+fn subject(kind: Dnsxl, request: &Request, list: &List) -> Result<(String, String), String> {
+    match kind {
         Dnsxl::RblClient | Dnsxl::DnswlClient => {
             let Some(ip) = request.client_ip() else {
-                let addr = request.client_address.clone();
-                ctx.note(|| format!("client address {addr:?} is not an IP address"));
-                return Outcome::Dunno;
+                let addr = &request.client_address;
+                return Err(format!("client address {addr:?} is not an IP address"));
             };
             let ip = ip.to_canonical();
-            (ip.to_string(), dnsbl::address_query(ip, &list.domain))
+            Ok((ip.to_string(), dnsbl::address_query(ip, &list.domain)))
         }
         _ => {
             let what = match kind {
@@ -94,11 +93,31 @@ pub async fn check(kind: Dnsxl, ctx: &mut Context<'_>, list: &Arc<List>) -> Outc
             let query = (!unknown)
                 .then(|| dnsbl::domain_query(what, &list.domain))
                 .flatten();
-            let Some(query) = query else {
-                ctx.note(|| format!("{what:?}: nothing to look up"));
-                return Outcome::Dunno;
-            };
-            (what.clone(), query)
+            match query {
+                Some(query) => Ok((what.clone(), query)),
+                None => Err(format!("{what:?}: nothing to look up")),
+            }
+        }
+    }
+}
+
+/// Starts `kind`'s query in `list` for `request` without waiting
+/// ([`dnsbl::prefetch`]): the chain does this for a stage's later lists
+/// when it reaches the first, so that they are asked in parallel.
+pub fn prefetch(kind: Dnsxl, request: &Request, list: &List, dns: &crate::dns::Resolver) {
+    if let Ok((_, query)) = subject(kind, request, list) {
+        dnsbl::prefetch(dns, list, query);
+    }
+}
+
+/// Runs one DNS list restriction.
+pub async fn check(kind: Dnsxl, ctx: &mut Context<'_>, list: &Arc<List>) -> Outcome {
+    let request = ctx.request;
+    let (what, query) = match subject(kind, request, list) {
+        Ok(subject) => subject,
+        Err(why) => {
+            ctx.note(|| why);
+            return Outcome::Dunno;
         }
     };
     // Postfix: an allowlist never lets an unauthorized recipient through.
@@ -138,7 +157,7 @@ pub async fn check(kind: Dnsxl, ctx: &mut Context<'_>, list: &Arc<List>) -> Outc
 }
 
 /// The request's value for a template name that is not the list's own.
-fn request_value(request: &crate::protocol::Request, name: Name) -> String {
+fn request_value(request: &Request, name: Name) -> String {
     match name {
         Name::ClientAddress => request.client_address.clone(),
         Name::ClientName => request.client_name.clone(),

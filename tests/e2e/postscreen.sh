@@ -16,7 +16,7 @@
 #   22: timeout.test (no answer, a blocklist of weight 3) alone.
 #
 # The sessions of sets 20 and 21 run at once, beside dnsbl.sh's own cases
-# (each postscreen session waits postscreen_greet_wait, 1 s, but for an
+# (each postscreen session waits postscreen_greet_wait, 3 s, but for an
 # allowlisted client); set 22's alone, at the end. tests/e2e/README.md
 # has what postscreen was seen to do.
 
@@ -29,7 +29,7 @@ postscreen_main_cf() {
     cat <<EOF
 postscreen_dnsbl_action = enforce
 postscreen_greet_action = ignore
-postscreen_greet_wait = 1s
+postscreen_greet_wait = 3s
 postscreen_dnsbl_threshold = 3
 postscreen_dnsbl_allowlist_threshold = -2
 EOF

@@ -419,3 +419,28 @@ async fn found_answers_are_shared_not_copied() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A prefetch's answer, read by the first lookup after it arrived, is
+/// that lookup's own query (a miss, not from the cache), as it would have
+/// been without the prefetch; the next lookup is a hit. Nothing is asked
+/// twice.
+#[tokio::test]
+async fn a_prefetched_answer_is_the_first_readers_query() {
+    let (dns, r) = setup().await;
+    assert!(r.prefetch("a-only.example", RecordKind::A));
+    let deadline = Instant::now() + SLOW;
+    while r.cached_ttl("a-only.example", RecordKind::A).is_none() {
+        assert!(Instant::now() < deadline, "the prefetch never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!r.prefetch("a-only.example", RecordKind::A), "cached");
+    assert_eq!(r.stats().misses, 0, "a prefetch counts nothing");
+    let first = r.lookup("a-only.example", RecordKind::A).await;
+    assert!(!first.from_cache);
+    assert_eq!(found(&first.outcome), &Answer::A(vec![v4("203.0.113.20")]));
+    let again = r.lookup("a-only.example", RecordKind::A).await;
+    assert!(again.from_cache);
+    let s = r.stats();
+    assert_eq!((s.misses, s.hits, s.coalesced), (1, 1, 0));
+    assert_eq!(dns.query_count(), 1);
+}

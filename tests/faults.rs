@@ -306,6 +306,46 @@ client = ["reject_rbl_client a.test", "reject_rbl_client b.test", "reject_rbl_cl
     assert_no_panic(&rpol);
 }
 
+/// A request's independent lookups are asked at once: the HELO name's
+/// A record, the sender domain's MX and the SPF records of both (through
+/// viaspf, which joins the queries in flight), each answered after
+/// 400 ms, cost about one delay, not four one after the other.
+#[test]
+fn a_requests_lookups_are_asked_at_once() {
+    let delay = Duration::from_millis(400);
+    let dns = FaultyDns::start(Fault::Slow(delay), good_zone);
+    let config = format!(
+        r#"[dns]
+nameservers = ["{}"]
+timeout = "3s"
+attempts = 1
+
+[site]
+domains = ["example.com"]
+
+[spf]
+check_helo = true
+header = "none"
+
+[profile.cold]
+match = {{ policy_context = "cold" }}
+helo = ["reject_unknown_helo_hostname"]
+sender = ["reject_unknown_sender_domain", "check_spf"]
+"#,
+        dns.addr
+    );
+    let rpol = Setup::new(&config).start();
+    let mut conn = rpol.connect();
+    let started = Instant::now();
+    conn.write_all(&dns_request("cold")).expect("write request");
+    let answer = read_response(&mut conn);
+    let took = started.elapsed();
+    assert_eq!(answer, response("DUNNO"));
+    // One after the other: 1,600 ms at least.
+    assert!(took < delay * 2, "took {took:?}");
+    assert_no_panic(&rpol);
+}
+
 /// The control: the same checks, answered in time, all pass.
 #[test]
 fn dns_answered_in_time_passes_every_check() {

@@ -12,6 +12,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -66,6 +67,18 @@ struct Entry {
     name: Arc<str>,
     outcome: Outcome,
     expires: Instant,
+    /// Fetched by a prefetch that no lookup joined while it was in
+    /// flight: the first lookup to read it takes it as its own query.
+    unclaimed: AtomicBool,
+}
+
+/// A query running now.
+pub(crate) struct InFlight {
+    /// Where its outcome appears.
+    pub(crate) rx: watch::Receiver<Option<Outcome>>,
+    /// Sent by a prefetch, and no lookup has joined it yet: the first
+    /// that does counts as the miss (as it would have, asking itself).
+    pub(crate) prefetched: bool,
 }
 
 /// LRU cache and in-flight table, kept under one mutex by the resolver.
@@ -73,7 +86,7 @@ pub(crate) struct CacheState {
     lru: BoundedLru<Key, Entry>,
     /// Queries running now; joiners wait on the receiver until the value
     /// becomes `Some`.
-    pub(crate) inflight: HashMap<Key, watch::Receiver<Option<Outcome>>>,
+    pub(crate) inflight: HashMap<Key, InFlight>,
 }
 
 impl CacheState {
@@ -89,11 +102,14 @@ impl CacheState {
     }
 
     /// The cached name and outcome for `probe` (a [`Key`]'s text) if still
-    /// valid at `now`; an expired entry is dropped on the way.
-    pub(crate) fn get(&mut self, probe: &[u8], now: Instant) -> Option<(Arc<str>, Outcome)> {
+    /// valid at `now`, and whether this is the first read of an answer a
+    /// prefetch fetched ([`CacheState::put_prefetched`]); an expired entry
+    /// is dropped on the way.
+    pub(crate) fn get(&mut self, probe: &[u8], now: Instant) -> Option<(Arc<str>, Outcome, bool)> {
         let entry = self.lru.get(probe)?;
         if entry.expires > now {
-            return Some((entry.name.clone(), entry.outcome.clone()));
+            let first = entry.unclaimed.swap(false, Ordering::Relaxed);
+            return Some((entry.name.clone(), entry.outcome.clone(), first));
         }
         self.lru.pop(probe);
         None
@@ -108,6 +124,16 @@ impl CacheState {
     /// Cache `outcome` until `expires`, evicting the least recently used
     /// entry when full.
     pub(crate) fn put(&mut self, key: Key, outcome: Outcome, expires: Instant) {
+        self.insert(key, outcome, expires, false);
+    }
+
+    /// [`CacheState::put`] for the answer of a prefetch no lookup has
+    /// joined: its first reader is told so by [`CacheState::get`].
+    pub(crate) fn put_prefetched(&mut self, key: Key, outcome: Outcome, expires: Instant) {
+        self.insert(key, outcome, expires, true);
+    }
+
+    fn insert(&mut self, key: Key, outcome: Outcome, expires: Instant, unclaimed: bool) {
         let name: Arc<str> = key.name().into();
         // The key's text, and the name again with its two counts.
         let weight = key.0.len() + 16 + name.len() + heap_bytes(&outcome);
@@ -115,6 +141,7 @@ impl CacheState {
             name,
             outcome,
             expires,
+            unclaimed: AtomicBool::new(unclaimed),
         };
         self.lru.put(key, entry, weight);
     }
@@ -210,12 +237,13 @@ mod tests {
         let mut c = CacheState::new(2).unwrap();
         let now = Instant::now();
         let k = |n: &str| Key::from_probe(format!("0{n}").as_bytes());
-        let get =
-            |c: &mut CacheState, n: &str, at| c.get(format!("0{n}").as_bytes(), at).map(|(_, o)| o);
+        let get = |c: &mut CacheState, n: &str, at| {
+            c.get(format!("0{n}").as_bytes(), at).map(|(_, o, _)| o)
+        };
         c.put(k("a"), Outcome::NoData, now + s(10));
         c.put(k("b"), Outcome::NxDomain, now + s(10));
         assert_eq!(get(&mut c, "a", now), Some(Outcome::NoData)); // a is now recent
-        assert_eq!(c.get(b"0a", now).map(|(name, _)| name), Some("a".into()));
+        assert_eq!(c.get(b"0a", now).map(|(name, ..)| name), Some("a".into()));
         c.put(k("c"), Outcome::NoData, now + s(10)); // evicts b
         assert_eq!(c.len(), 2);
         assert_eq!(get(&mut c, "b", now), None);

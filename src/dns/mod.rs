@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use self::cache::{CacheState, Key, TtlBounds};
+use self::cache::{CacheState, InFlight, Key, TtlBounds};
 use self::upstream::Upstream;
 use crate::common::lock;
 
@@ -335,9 +335,10 @@ pub fn ptr_name(ip: IpAddr) -> String {
 pub struct CacheStats {
     /// Lookups answered from the cache.
     pub hits: u64,
-    /// Lookups that started a query.
+    /// Lookups that started a query, or were the first to join one that
+    /// a prefetch started or to read its answer ([`Resolver::prefetch`]).
     pub misses: u64,
-    /// Lookups that joined a query already in flight.
+    /// Lookups that joined a query another lookup had asked for.
     pub coalesced: u64,
     /// Entries in the cache now (expired ones included until touched).
     pub entries: usize,
@@ -427,23 +428,36 @@ impl Resolver {
         let now = Instant::now();
         let started = with_probe(name, kind, |probe| {
             let mut st = lock(&self.inner.state);
-            if let Some((name, outcome)) = st.get(probe, now) {
+            if let Some((name, outcome, prefetched)) = st.get(probe, now) {
                 drop(st);
-                self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
-                return Err(finish(name, kind, outcome, true));
+                // The first read of what a prefetch fetched is the query
+                // this lookup would have sent: a miss, not from the cache.
+                let counter = if prefetched {
+                    &self.inner.counters.misses
+                } else {
+                    &self.inner.counters.hits
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                return Err(finish(name, kind, outcome, !prefetched));
             }
             let key = Key::from_probe(probe);
-            if let Some(rx) = st.inflight.get(probe) {
-                let rx = rx.clone();
+            if let Some(query) = st.inflight.get_mut(probe) {
+                let rx = query.rx.clone();
+                let counter = if std::mem::take(&mut query.prefetched) {
+                    &self.inner.counters.misses
+                } else {
+                    &self.inner.counters.coalesced
+                };
                 drop(st);
-                self.inner
-                    .counters
-                    .coalesced
-                    .fetch_add(1, Ordering::Relaxed);
+                counter.fetch_add(1, Ordering::Relaxed);
                 Ok((key, rx))
             } else {
                 let (tx, rx) = watch::channel(None);
-                st.inflight.insert(key.clone(), rx.clone());
+                let query = InFlight {
+                    rx: rx.clone(),
+                    prefetched: false,
+                };
+                st.inflight.insert(key.clone(), query);
                 drop(st);
                 self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
                 // The query runs as its own task so that a caller dropping
@@ -466,6 +480,38 @@ impl Resolver {
             Err(_) => internal_failure(),
         };
         finish(key.name().into(), kind, outcome, false)
+    }
+
+    /// Sends the query for `name` and `kind` now, unless the cache holds
+    /// its answer or the query is in flight already, and returns without
+    /// waiting: a later [`Resolver::lookup`] joins the query in flight
+    /// (single-flight) or finds its answer cached. The query is the same
+    /// task a lookup starts, bounded by [`Resolver::lookup_bound`] like
+    /// any other, so a prefetch can neither outlive that nor be asked
+    /// twice at once. A prefetch counts nothing: the first lookup that
+    /// joins its query, or reads its answer, counts the miss it would have
+    /// counted asking itself and is shown as queried, not cached (the
+    /// counters and traces say what the rules asked, as without it).
+    /// Returns whether a query was sent.
+    pub fn prefetch(&self, name: &str, kind: RecordKind) -> bool {
+        let now = Instant::now();
+        with_probe(name, kind, |probe| {
+            let mut st = lock(&self.inner.state);
+            let cached = st.expires(probe).is_some_and(|expires| expires > now);
+            if cached || st.inflight.contains_key(probe) {
+                return false;
+            }
+            let key = Key::from_probe(probe);
+            let (tx, rx) = watch::channel(None);
+            let query = InFlight {
+                rx,
+                prefetched: true,
+            };
+            st.inflight.insert(key.clone(), query);
+            drop(st);
+            tokio::spawn(run_query(self.inner.clone(), key, tx));
+            true
+        })
     }
 
     /// How much longer the cache keeps its answer for `name` and `kind`,
@@ -558,12 +604,20 @@ async fn run_query(inner: Arc<Inner>, key: Key, tx: watch::Sender<Option<Outcome
         .await;
     {
         let mut st = lock(&inner.state);
-        if let Some(ttl) = ttl.and_then(|t| inner.ttl.clamp(t)) {
-            st.put(guard.key.clone(), outcome.clone(), Instant::now() + ttl);
-        }
         // Cached and no longer in flight, in one step.
-        st.inflight.remove(&guard.key);
+        let unclaimed = st
+            .inflight
+            .remove(&guard.key)
+            .is_some_and(|query| query.prefetched);
         guard.armed = false;
+        if let Some(ttl) = ttl.and_then(|t| inner.ttl.clamp(t)) {
+            let expires = Instant::now() + ttl;
+            if unclaimed {
+                st.put_prefetched(guard.key.clone(), outcome.clone(), expires);
+            } else {
+                st.put(guard.key.clone(), outcome.clone(), expires);
+            }
+        }
     }
     tx.send_replace(Some(outcome));
 }
@@ -615,6 +669,38 @@ mod tests {
         new.lookup("b.example", RecordKind::A).await;
         assert_eq!(old.stats().misses, 2);
         assert_eq!(Resolver::new(&cfg).unwrap().stats().misses, 0);
+    }
+
+    /// A prefetch sends one query, which a second prefetch of the same
+    /// name and type and the lookups that follow join: on the wire once.
+    #[tokio::test]
+    async fn a_prefetch_is_one_query_that_lookups_join() {
+        let cfg = DnsConfig {
+            // Nothing listens there: the query fails, and is not cached.
+            nameservers: vec!["127.0.0.1:9".parse().unwrap()],
+            timeout: Duration::from_millis(100),
+            attempts: 1,
+            ..DnsConfig::default()
+        };
+        let r = Resolver::new(&cfg).unwrap();
+        assert!(r.prefetch("a.example", RecordKind::Txt));
+        assert!(!r.prefetch("A.Example.", RecordKind::Txt), "in flight");
+        assert!(r.prefetch("a.example", RecordKind::A), "another type");
+        let lookup = r.lookup("a.example.", RecordKind::Txt).await;
+        assert!(matches!(lookup.outcome, Outcome::TempFail(_)));
+        // The prefetches count nothing; the lookup that joins counts the
+        // miss it would have counted alone.
+        let stats = r.stats();
+        assert_eq!((stats.misses, stats.coalesced, stats.hits), (1, 0, 0));
+        // Once joined, a query is one that others join.
+        assert!(r.prefetch("b.example", RecordKind::Txt));
+        let (first, second) = tokio::join!(
+            r.lookup("b.example", RecordKind::Txt),
+            r.lookup("b.example", RecordKind::Txt)
+        );
+        assert!(!first.from_cache && !second.from_cache);
+        let stats = r.stats();
+        assert_eq!((stats.misses, stats.coalesced, stats.hits), (2, 1, 0));
     }
 
     #[test]

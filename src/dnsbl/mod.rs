@@ -150,19 +150,18 @@ pub async fn look_up(dns: &Resolver, list: &List, query: &str) -> Listing {
     look_up_gated(dns, list, query, true).await
 }
 
-/// Sends `query`'s A query to `list` now, into the resolver's cache,
-/// without waiting for it or counting it, unless the list's health says
-/// not to ask: the rule that looks it up later joins the query in flight
-/// (single-flight) or finds its answer. A stage's lists are asked at once
-/// this way, one round trip in all rather than one each.
-pub fn prefetch(dns: &Resolver, list: &List, query: String) {
+/// Sends `query`'s A query to `list` now, into the resolver's cache
+/// ([`Resolver::prefetch`]: nothing when it is cached or in flight),
+/// without waiting for it or counting it in the list's counters, unless
+/// the list's health says not to ask: the rule that looks it up later
+/// joins the query in flight (single-flight) or finds its answer. A
+/// request's lookups are asked at once this way, one round trip in all
+/// rather than one each.
+pub fn prefetch(dns: &Resolver, list: &List, query: &str) {
     if list.counters.health.gate(&list.domain).is_some() {
         return;
     }
-    let dns = dns.clone();
-    tokio::spawn(async move {
-        let _ = dns.lookup(&query, RecordKind::A).await;
-    });
+    dns.prefetch(query, RecordKind::A);
 }
 
 /// [`look_up`] without the TXT query: a listing's reason is empty (the

@@ -214,10 +214,36 @@ impl Run<'_> {
         self.reject_warnings.push(RejectWarning { action, rule });
     }
 
+    /// Sends the first DNS queries of the rules from the `first`th of
+    /// `stage` on, through the stages that run for this request
+    /// ([`crate::rules::Rule::prefetch`]): at most one query per distinct
+    /// name and type (the resolver's in-flight table), each bounded by
+    /// the resolver's deadline.
+    fn prefetch(
+        &self,
+        policy: &Policy,
+        state: &State,
+        dns: &crate::dns::Resolver,
+        stage: Stage,
+        first: usize,
+        runs: &[bool; 4],
+    ) {
+        let ahead = Stage::ALL
+            .into_iter()
+            .filter(|&later| later > stage && runs[later as usize])
+            // Without HELO/EHLO the helo stage is skipped.
+            .filter(|&later| later != Stage::Helo || !self.req.helo_name.is_empty())
+            .flat_map(|later| self.profile.rules(later));
+        for chain_rule in self.profile.rules(stage)[first..].iter().chain(ahead) {
+            chain_rule.rule.prefetch(self.req, &policy.site, state, dns);
+        }
+    }
+
     /// Runs the stages; returns the reply that ended the chain, if any.
     async fn stages(&mut self, policy: &Policy, state: &State) -> Option<(Reply, Stage, Arc<str>)> {
         let runs = stages_for(self.req);
         let dns = state.resolver();
+        let mut prefetched = false;
         for stage in Stage::ALL {
             let rules = self.profile.rules(stage);
             let helo_required = stage == Stage::Helo && self.profile.helo_required;
@@ -241,19 +267,16 @@ impl Run<'_> {
             }
             // defer_if_reject is reset at the start of each stage (SMTPD_CHECK_RESET).
             let mut defer_if_reject: Option<Reply> = None;
-            let mut lists_asked = false;
             for (i, chain_rule) in rules.iter().enumerate() {
-                if !lists_asked && chain_rule.rule.dns_list().is_some() {
-                    // At the stage's first DNS list, all its lists are
-                    // asked at once (one round trip, not one each). A list
-                    // after a rule that ends the stage is asked in vain,
-                    // as it would not be in Postfix: a query, no answer.
-                    lists_asked = true;
-                    for later in &rules[i + 1..] {
-                        if let Some((list, kind)) = later.rule.dns_list() {
-                            crate::rules::dnsbl::prefetch(kind, self.req, list, &dns);
-                        }
-                    }
+                if !prefetched && chain_rule.rule.waits() {
+                    // At the first rule that waits, the first DNS queries
+                    // of it and of every rule ahead are sent at once (one
+                    // round trip, not one each); the rules still decide in
+                    // their order. A query of a rule after one that ends
+                    // the chain or its stage is asked in vain, as it would
+                    // not be in Postfix: a query, no answer.
+                    prefetched = true;
+                    self.prefetch(policy, state, &dns, stage, i, &runs);
                 }
                 let mut notes = Vec::new();
                 let outcome = {

@@ -7,8 +7,9 @@
 use super::Context;
 use super::dnscheck::{self, HostStatus};
 use super::helo::tempfail;
-use crate::dns::RecordKind;
-use crate::protocol::ProtocolState;
+use crate::dns::{RecordKind, Resolver};
+use crate::protocol::{ProtocolState, Request};
+use crate::site::Site;
 use crate::syntax::{strip_one_dot, valid_fqdn};
 use crate::vocab::Stage;
 use crate::vocab::outcome::Outcome;
@@ -72,6 +73,24 @@ pub async fn reject_unknown_recipient_domain(ctx: &mut Context<'_>) -> Outcome {
     reject_unknown_domain(ctx, Stage::Recipient).await
 }
 
+/// The first query of `reject_unknown_sender_domain` /
+/// `reject_unknown_recipient_domain` (`subject`), sent without waiting
+/// ([`super::Rule::prefetch`]): the domain's MX, when the rule checks it.
+pub fn prefetch_unknown_domain(request: &Request, site: &Site, subject: Stage, dns: &Resolver) {
+    let address = if subject == Stage::Sender {
+        &request.sender
+    } else {
+        &request.recipient
+    };
+    if let Some(domain) = domain_of(address).map(strip_one_dot)
+        && !domain.is_empty()
+        && !domain.starts_with('[')
+        && !site.is_local_domain(domain)
+    {
+        dns.prefetch(domain, RecordKind::Mx);
+    }
+}
+
 async fn reject_unknown_domain(ctx: &mut Context<'_>, subject: Stage) -> Outcome {
     let address = address(ctx, subject);
     let Some(domain) = domain_of(address).map(strip_one_dot) else {
@@ -85,6 +104,7 @@ async fn reject_unknown_domain(ctx: &mut Context<'_>, subject: Stage) -> Outcome
         ctx.note(|| format!("{domain} is one of our domains: not checked"));
         return Outcome::Dunno;
     }
+    // The first of these is the one prefetch_unknown_domain sends.
     let kinds = [RecordKind::Mx, RecordKind::A, RecordKind::Aaaa];
     let status = dnscheck::lookup_host(ctx, domain, &kinds, true).await;
     let codes = &ctx.site.codes;

@@ -3,6 +3,8 @@
 
 use super::Context;
 use super::dnscheck::{self, HostStatus, Ptr};
+use crate::dns::{RecordKind, Resolver};
+use crate::protocol::Request;
 use crate::syntax::valid_hostname;
 use crate::vocab::outcome::Outcome;
 use crate::vocab::reply::Reply;
@@ -112,6 +114,20 @@ pub async fn reject_unknown_reverse_client_hostname(ctx: &mut Context<'_>) -> Ou
         "4.7.1",
         format!("cannot find your reverse hostname, [{ip}]"),
     ))
+}
+
+/// The first query of `reject_unknown_client_hostname` (`name`: the
+/// request's `client_name`) and of `reject_unknown_reverse_client_hostname`
+/// (its `reverse_client_name`), sent without waiting
+/// ([`super::Rule::prefetch`]): the client's PTR, unless Postfix found
+/// the name.
+pub fn prefetch_ptr(request: &Request, name: &str, dns: &Resolver) {
+    if !name.is_empty() && !name.eq_ignore_ascii_case("unknown") {
+        return;
+    }
+    if let Some(ip) = request.client_ip() {
+        dns.prefetch(&crate::dns::ptr_name(ip.to_canonical()), RecordKind::Ptr);
+    }
 }
 
 fn not_an_ip(ctx: &mut Context<'_>) -> Outcome {

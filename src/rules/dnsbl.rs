@@ -102,11 +102,13 @@ fn subject(kind: Dnsxl, request: &Request, list: &List) -> Result<(String, Strin
 }
 
 /// Starts `kind`'s query in `list` for `request` without waiting
-/// ([`dnsbl::prefetch`]): the chain does this for a stage's later lists
-/// when it reaches the first, so that they are asked in parallel.
+/// ([`dnsbl::prefetch`]: not while the list's health says not to ask):
+/// the chain does this for the rules ahead when it reaches the first
+/// that waits ([`super::Rule::prefetch`]), so that they are asked in
+/// parallel.
 pub fn prefetch(kind: Dnsxl, request: &Request, list: &List, dns: &crate::dns::Resolver) {
     if let Ok((_, query)) = subject(kind, request, list) {
-        dnsbl::prefetch(dns, list, query);
+        dnsbl::prefetch(dns, list, &query);
     }
 }
 

@@ -6,7 +6,8 @@
 
 use super::Context;
 use super::dnscheck::{self, HostStatus};
-use crate::dns::RecordKind;
+use crate::dns::{RecordKind, Resolver};
+use crate::protocol::Request;
 use crate::syntax::{address_literal, strip_one_dot, valid_fqdn, valid_hostaddr, valid_hostname};
 use crate::vocab::TempfailAction;
 use crate::vocab::outcome::Outcome;
@@ -92,6 +93,15 @@ pub async fn reject_unknown_helo_hostname(ctx: &mut Context<'_>) -> Outcome {
             ctx.site.codes.unknown_helo_hostname_tempfail_action,
             Reply::new(450, "4.7.1", "Host not found"),
         ),
+    }
+}
+
+/// The first query of `reject_unknown_helo_hostname`, sent without
+/// waiting ([`super::Rule::prefetch`]): the HELO name's A record.
+pub fn prefetch_unknown_helo_hostname(request: &Request, dns: &Resolver) {
+    let helo = request.helo_name.as_str();
+    if !helo.is_empty() && !helo.starts_with('[') {
+        dns.prefetch(strip_one_dot(helo), RecordKind::A);
     }
 }
 

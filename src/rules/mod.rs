@@ -313,6 +313,46 @@ impl Rule {
         }
     }
 
+    /// Whether the rule waits (for the DNS or the store): where the chain
+    /// starts the DNS queries of the rules ahead ([`Rule::prefetch`]).
+    pub fn waits(&self) -> bool {
+        matches!(self.spec.run, Run::Later(_) | Run::Limit | Run::List(_))
+    }
+
+    /// Sends the DNS queries this rule will make first for `request`,
+    /// those that depend on nothing but the request, without waiting for
+    /// them ([`Resolver::prefetch`]: none that is cached or in flight):
+    /// when the rule runs, it joins them or finds their answers. A rule's
+    /// later lookups depend on these answers, and wait for them.
+    pub fn prefetch(&self, request: &Request, site: &Site, state: &State, dns: &Resolver) {
+        let rule = match (self.spec.run, &self.list) {
+            (Run::List(kind), Some(list)) => return dnsbl::prefetch(kind, request, list, dns),
+            (Run::Later(rule), _) => rule,
+            _ => return,
+        };
+        match rule {
+            Waits::reject_unknown_client_hostname => {
+                client::prefetch_ptr(request, &request.client_name, dns);
+            }
+            Waits::reject_unknown_reverse_client_hostname => {
+                client::prefetch_ptr(request, &request.reverse_client_name, dns);
+            }
+            Waits::reject_unknown_helo_hostname => {
+                helo::prefetch_unknown_helo_hostname(request, dns);
+            }
+            Waits::reject_unknown_sender_domain => {
+                address::prefetch_unknown_domain(request, site, Stage::Sender, dns);
+            }
+            Waits::reject_unknown_recipient_domain => {
+                address::prefetch_unknown_domain(request, site, Stage::Recipient, dns);
+            }
+            Waits::check_spf => spf::prefetch_check_spf(request, site, state, dns),
+            // Their first lookups depend on the store, their settings or
+            // other answers (check_dnsbl_score asks all its sites at once).
+            Waits::check_greylist | Waits::check_outbound_spf | Waits::check_dnsbl_score => {}
+        }
+    }
+
     /// Runs a rule that decides at once (most of a chain), with no future
     /// made, polled and dropped around it; for one that waits, says so:
     /// [`Rule::finish`] runs it.

@@ -12,9 +12,12 @@ use super::Context;
 use super::dnscheck::{
     HostStatus, MAX_PTR_NAMES, Ptr, forward_confirm_names, forward_confirms, lookup_ptr,
 };
-use crate::protocol::{Action, ProtocolState};
+use crate::dns::{RecordKind, Resolver};
+use crate::protocol::{Action, ProtocolState, Request};
+use crate::site::Site;
 use crate::spf::dmarc::{self, Discovery};
 use crate::spf::{self, Evaluation, HeaderKind, Identity, SpfAction, header};
+use crate::state::State;
 use crate::syntax::{valid_fqdn, valid_hostname};
 use crate::vocab::outcome::Outcome;
 use crate::vocab::reply::Reply;
@@ -43,6 +46,46 @@ pub async fn check_spf(ctx: &mut Context<'_>) -> Outcome {
         return Outcome::Dunno;
     }
     decide(ctx, ip, helo).await
+}
+
+/// The first queries of check_spf, sent without waiting
+/// ([`super::Rule::prefetch`]): the TXT records of the HELO name (the
+/// HELO identity) and of the sender's domain (MAIL FROM), each only when
+/// the rule would evaluate that identity and the SPF result cache does
+/// not hold its result. viaspf reads a domain's record through rpol's
+/// resolver (`spf::lookup`), under the same cache key, so its first
+/// lookup joins this query.
+pub fn prefetch_check_spf(req: &Request, site: &Site, state: &State, dns: &Resolver) {
+    let settings = &site.spf;
+    let Some(ip) = req.client_ip().map(|ip| ip.to_canonical()) else {
+        return;
+    };
+    if settings.skip_mynetworks && site.mynetworks.contains(ip)
+        || settings.skip_authenticated && req.is_authenticated()
+        || settings.whitelist.networks.iter().any(|n| n.contains(&ip))
+    {
+        return;
+    }
+    let helo = req.helo_name.trim_end_matches('.');
+    let sender = site.qualified_sender(&req.sender);
+    let ask = |identity: Identity, who: &str| {
+        let cache = &state.spf_results;
+        let parts = spf::identity_parts(identity, who);
+        let (_, domain) = parts;
+        if valid_fqdn(domain)
+            && !cache.holds(&cache.slot(ip, identity, parts, helo), settings.cache_ttl)
+        {
+            dns.prefetch(domain, RecordKind::Txt);
+        }
+    };
+    // As judge_identities: the HELO identity when checked, or for the
+    // null sender; MAIL FROM for any other.
+    if valid_fqdn(helo) && (settings.check_helo || sender.is_empty()) {
+        ask(Identity::Helo, helo);
+    }
+    if !sender.is_empty() {
+        ask(Identity::MailFrom, &sender);
+    }
 }
 
 /// The whitelist entry that covers this client, as the fact rpol verified;

@@ -131,6 +131,13 @@ impl SpfCache {
         found
     }
 
+    /// Whether [`SpfCache::get`] would answer for the slot now, without
+    /// counting a hit or a miss (check_spf's prefetch asks, to send no
+    /// query for a result it holds).
+    pub fn holds(&self, slot: &Slot<'_>, ttl: Duration) -> bool {
+        self.find(slot, ttl).is_some()
+    }
+
     fn find(&self, slot: &Slot<'_>, ttl: Duration) -> Option<Evaluation> {
         let now = Instant::now();
         let mut cache = lock(&self.results);

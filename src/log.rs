@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 use std::ffi::CString;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::{self, IsTerminal, Write};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +20,12 @@ use std::time::{Duration, Instant};
 
 use crate::common::lock;
 use lru::LruCache;
+use tracing::field::{Field, Visit};
 use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::field::{RecordFields, VisitOutput};
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
+use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 
 /// Where log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +109,9 @@ pub fn init(target: Target) {
             }
         }
     }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .fmt_fields(Fields)
+        .with_env_filter(filter);
     let _ = match target {
         Target::Journal => Ok(()),
         Target::Stderr => builder
@@ -123,6 +128,122 @@ pub fn init(target: Target) {
     };
 }
 
+/// The fmt layer's fields: tracing-subscriber's own (`DefaultFields`),
+/// but the message, which it rids of terminal escapes (ESC, BEL, BS, FF,
+/// DEL and the C1 controls written as escapes) a character at a time,
+/// rid of them the same way a run of bytes at a time: a decision line
+/// holds a request's values, up to kilobytes of them. The same output,
+/// byte for byte.
+struct Fields;
+
+impl<'w> FormatFields<'w> for Fields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut visitor = FieldsVisitor {
+            writer,
+            is_empty: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+/// [`Fields`]' visitor: `DefaultVisitor`'s, the message written here.
+struct FieldsVisitor<'w> {
+    writer: Writer<'w>,
+    /// Nothing written yet (no space before the next field).
+    is_empty: bool,
+    result: fmt::Result,
+}
+
+impl FieldsVisitor<'_> {
+    /// A field other than the message, as tracing-subscriber writes it.
+    fn other(&mut self, field: &Field, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        if self.result.is_err() {
+            return;
+        }
+        let mut visitor = DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
+        record(&mut visitor);
+        self.result = visitor.finish();
+        // tracing-log's metadata fields are not written.
+        if !field.name().starts_with("log.") {
+            self.is_empty = false;
+        }
+    }
+
+    /// The message, after a space if a field came before it.
+    fn message(&mut self, value: &dyn fmt::Debug) {
+        if self.result.is_err() {
+            return;
+        }
+        if !self.is_empty {
+            // As DefaultVisitor, the result is the message's write's.
+            let _ = self.writer.write_str(" ");
+        }
+        self.is_empty = false;
+        self.result = if self.writer.sanitizes_ansi_escapes() {
+            write!(Sanitizing(&mut self.writer), "{value:?}")
+        } else {
+            write!(self.writer, "{value:?}")
+        };
+    }
+}
+
+impl Visit for FieldsVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message(&format_args!("{value}"));
+        } else {
+            self.other(field, |v| v.record_str(field, value));
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.other(field, |v| v.record_error(field, value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            self.message(value);
+        } else {
+            self.other(field, |v| v.record_debug(field, value));
+        }
+    }
+}
+
+/// Writes text as tracing-subscriber's sanitising writer does: ESC, BEL,
+/// BS, FF and DEL as `\x1b` ..., a C1 control (U+0080..U+009F) as
+/// `\u{85}`; the runs between them whole.
+struct Sanitizing<'a, 'w>(&'a mut Writer<'w>);
+
+impl fmt::Write for Sanitizing<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let bytes = s.as_bytes();
+        let mut run = 0;
+        let mut i = skip_plain(bytes, 0);
+        while i < bytes.len() {
+            let b = bytes[i];
+            // A C1 control is U+0080..U+009F: 0xc2 and a second byte of
+            // 0x80..=0x9f in UTF-8.
+            let c1 = b == 0xc2 && matches!(bytes.get(i + 1), Some(&(0x80..=0x9f)));
+            if !c1 && !matches!(b, 0x07 | 0x08 | 0x0c | 0x1b | 0x7f) {
+                i = skip_plain(bytes, i + 1);
+                continue;
+            }
+            self.0.write_str(&s[run..i])?;
+            if c1 {
+                write!(self.0, "\\u{{{:x}}}", bytes[i + 1])?;
+                i += 2;
+            } else {
+                write!(self.0, "\\x{b:02x}")?;
+                i += 1;
+            }
+            run = i;
+        }
+        self.0.write_str(&s[run..])
+    }
+}
+
 /// Whether `c` could forge or hide part of a log line: control characters
 /// (CR, LF, VT, ESC, NEL ...), the Unicode line and paragraph separators,
 /// and the bidirectional formatting characters that reorder what a reader
@@ -137,25 +258,103 @@ fn unsafe_in_log(c: char) -> bool {
 /// `text` with every character that could forge or hide part of a log line
 /// written as an escape (`\r`, `\x0b`, `\u{2028}`), and `\` as `\\` so
 /// that an escape cannot be faked either. Text that needs none is borrowed.
+/// The text between escapes is copied whole: a request's values can be
+/// kilobytes long, and every decision line escapes them.
 pub fn escape(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(|c| c == '\\' || unsafe_in_log(c)) {
+    let Some(first) = next_to_escape(text) else {
         return Cow::Borrowed(text);
-    }
+    };
     let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
+    let mut rest = text;
+    let mut at = Some(first);
+    while let Some(i) = at {
+        out.push_str(&rest[..i]);
+        let Some(c) = rest[i..].chars().next() else {
+            break;
+        };
         match c {
             '\\' => out.push_str("\\\\"),
             '\r' => out.push_str("\\r"),
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
-            c if unsafe_in_log(c) && (c as u32) < 0x100 => {
+            c if (c as u32) < 0x100 => {
                 out.push_str(&format!("\\x{:02x}", c as u32));
             }
-            c if unsafe_in_log(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
         }
+        rest = &rest[i + c.len_utf8()..];
+        at = next_to_escape(rest);
     }
+    out.push_str(rest);
     Cow::Owned(out)
+}
+
+/// Where the first character of `text` that [`escape`] rewrites starts
+/// (`\` or [`unsafe_in_log`]). Plain ASCII is skipped eight bytes at a
+/// time; only a character beyond ASCII is decoded.
+fn next_to_escape(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut i = skip_plain(bytes, 0);
+    while i < bytes.len() {
+        let end = i + 8;
+        while i < end && i < bytes.len() {
+            let b = bytes[i];
+            if b < 0x80 {
+                if b < 0x20 || b == 0x7f || b == b'\\' {
+                    return Some(i);
+                }
+                i += 1;
+            } else {
+                let c = text[i..].chars().next()?;
+                if unsafe_in_log(c) {
+                    return Some(i);
+                }
+                i += c.len_utf8();
+            }
+        }
+        i = skip_plain(bytes, i);
+    }
+    None
+}
+
+/// The first index from `i` (on) where eight bytes of plain ASCII (see
+/// [`plain_word`]) do not follow.
+fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
+    while i + 8 <= bytes.len() {
+        // Indexed byte by byte, not sliced: in the debug build a slice
+        // costs more calls than the check itself.
+        let word = [
+            bytes[i],
+            bytes[i + 1],
+            bytes[i + 2],
+            bytes[i + 3],
+            bytes[i + 4],
+            bytes[i + 5],
+            bytes[i + 6],
+            bytes[i + 7],
+        ];
+        if !plain_word(u64::from_ne_bytes(word)) {
+            break;
+        }
+        i += 8;
+    }
+    i
+}
+
+/// Whether eight bytes (one word) are printable ASCII (0x20..=0x7e) other
+/// than `\`, which no escaping of a log line touches.
+fn plain_word(x: u64) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // With every high bit clear no byte carries into the next: adding 0x60
+    // sets a byte's high bit iff it is >= 0x20, adding 0x01 iff it is
+    // 0x7f; a byte equal to `\` is a zero byte of `y`.
+    let ascii = x & HIGH == 0;
+    let not_control = x.wrapping_add(0x60 * ONES) & HIGH == HIGH;
+    let not_del = x.wrapping_add(ONES) & HIGH == 0;
+    let y = x ^ (u64::from(b'\\') * ONES);
+    let no_backslash = y.wrapping_sub(ONES) & !y & HIGH == 0;
+    ascii && not_control && not_del && no_backslash
 }
 
 /// Displays a client-supplied value escaped (see [`escape`]).
@@ -419,6 +618,153 @@ mod tests {
         assert_eq!(escape("\u{202e}gnp.exe"), "\\u{202e}gnp.exe");
         assert_eq!(escape("a\\rb"), "a\\\\rb");
         assert_eq!(escape("été"), "été");
+    }
+
+    /// The escaping as first written, a character at a time.
+    fn escape_per_char(text: &str) -> String {
+        let mut out = String::new();
+        for c in text.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\r' => out.push_str("\\r"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                c if unsafe_in_log(c) && (c as u32) < 0x100 => {
+                    out.push_str(&format!("\\x{:02x}", c as u32));
+                }
+                c if unsafe_in_log(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// Text of plain runs and the characters any escaping touches, at
+    /// every offset within a word.
+    fn log_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let special = prop_oneof![
+            Just('\\'),
+            Just('\u{7f}'),
+            Just('\u{85}'),
+            Just('\u{9f}'),
+            Just('\u{a0}'),
+            Just('\u{2028}'),
+            Just('\u{202e}'),
+            Just('\u{2069}'),
+            Just('é'),
+            Just('\u{1F600}'),
+            (0u8..0x20).prop_map(char::from),
+        ];
+        let piece = prop_oneof![
+            4 => "[ -~]{0,19}",
+            2 => special.prop_map(String::from),
+            1 => any::<String>(),
+        ];
+        proptest::collection::vec(piece, 0..12).prop_map(|p| p.concat())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escape_is_the_per_character_escaping(text in log_text()) {
+            let escaped = escape(&text);
+            proptest::prop_assert_eq!(&*escaped, escape_per_char(&text));
+            proptest::prop_assert_eq!(matches!(escaped, Cow::Borrowed(_)), escaped == text);
+        }
+
+        #[test]
+        fn fields_write_what_tracing_subscriber_writes(text in log_text()) {
+            let ours = rendered(Fields, || events(&text));
+            let theirs = rendered(
+                tracing_subscriber::fmt::format::DefaultFields::new(),
+                || events(&text),
+            );
+            proptest::prop_assert_eq!(ours, theirs);
+        }
+    }
+
+    /// Every byte value at every place of a word.
+    #[test]
+    fn plain_word_finds_any_one_byte() {
+        for at in 0..8 {
+            for b in 0..=255u8 {
+                let mut word = *b"abcd ~AZ";
+                word[at] = b;
+                let plain = word
+                    .iter()
+                    .all(|&b| (0x20..0x7f).contains(&b) && b != b'\\');
+                assert_eq!(
+                    plain_word(u64::from_ne_bytes(word)),
+                    plain,
+                    "byte {b:#x} at {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_is_rid_of_terminal_escapes() {
+        let text = "a\u{1b}[31mb\u{7}c\u{8}\u{c}\u{7f}\u{85}\u{9f}\u{a0}\td\\é";
+        let out = rendered(Fields, || tracing::info!("{text}"));
+        assert_eq!(
+            out,
+            " INFO rpol::log::tests: a\\x1b[31mb\\x07c\\x08\\x0c\\x7f\\u{85}\\u{9f}\u{a0}\td\\é\n"
+        );
+        assert_eq!(
+            out,
+            rendered(
+                tracing_subscriber::fmt::format::DefaultFields::new(),
+                || { tracing::info!("{text}") }
+            )
+        );
+    }
+
+    /// Events with `text` in the message and in fields of each kind,
+    /// before and after the message.
+    fn events(text: &str) {
+        tracing::info!("{text}");
+        tracing::info!(target: "rpol::decision", "{text}");
+        tracing::warn!(n = 3, s = text, "{text} and more");
+        tracing::info!(message = text);
+        tracing::info!(n = 1, message = text);
+        tracing::info!(d = ?text, r#type = "x", shown = %text, "m {text}");
+        let err = io::Error::other(text.to_string());
+        tracing::error!(error = &err as &(dyn std::error::Error + 'static), "{text}");
+        tracing::info!(flag = true, f = 1.5, i = -2, u = 7u64);
+    }
+
+    /// Log lines in a buffer.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            lock(&self.0).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What a subscriber formatting fields with `fields` writes (no time,
+    /// no colours) for the events of `emit`.
+    fn rendered<N>(fields: N, emit: impl FnOnce()) -> String
+    where
+        N: for<'w> FormatFields<'w> + Send + Sync + 'static,
+    {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(fields)
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let bytes = lock(&buffer.0).clone();
+        String::from_utf8(bytes).expect("UTF-8 log")
     }
 
     #[test]

@@ -249,11 +249,20 @@ fn check_line(line: &[u8], number: usize) -> Result<usize, ProtocolError> {
 fn find_byte(byte: u8, bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut chunks = bytes.chunks_exact(8);
     let mut at = 0;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
+    while at + 8 <= bytes.len() {
+        // Indexed byte by byte, not chunked: in the debug build (the tests'
+        // daemon) each chunk cost more calls than the check itself.
+        let word = [
+            bytes[at],
+            bytes[at + 1],
+            bytes[at + 2],
+            bytes[at + 3],
+            bytes[at + 4],
+            bytes[at + 5],
+            bytes[at + 6],
+            bytes[at + 7],
+        ];
         // The bytes equal to `byte` are the zero bytes of x. The lowest
         // zero byte gets its high bit below; a borrow can also flag bytes
         // above it, never below, so the lowest flag is exact.
@@ -264,7 +273,7 @@ fn find_byte(byte: u8, bytes: &[u8]) -> Option<usize> {
         }
         at += 8;
     }
-    let tail = chunks.remainder().iter().position(|&b| b == byte);
+    let tail = bytes[at..].iter().position(|&b| b == byte);
     tail.map(|i| at + i)
 }
 

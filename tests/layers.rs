@@ -370,3 +370,38 @@ fn lower_layers_comments_and_strings_pass() {
         "{broken:?}"
     );
 }
+
+/// Lines of a file that are not test code: everything before its first
+/// `#[cfg(test)]` (the test module closes each file that has one).
+fn non_test_lines(text: &str) -> usize {
+    text.lines()
+        .take_while(|line| line.trim() != "#[cfg(test)]")
+        .count()
+}
+
+/// Issue 26's bound: a file a maintainer reads in one sitting. No file of
+/// src/ holds more than 600 lines of code besides its tests.
+#[test]
+fn no_file_holds_more_than_600_lines_besides_its_tests() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![src.join("lib.rs"), src.join("main.rs")];
+    for module in top_modules(&src) {
+        files.extend(files_of(&src, &module).into_iter().map(|(file, _)| file));
+    }
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|file| {
+            let n = non_test_lines(&std::fs::read_to_string(file).ok()?);
+            (n > 600).then(|| format!("{}: {n} lines", file.display()))
+        })
+        .collect();
+    assert!(files.len() > 50, "too few files found: {}", files.len());
+    assert!(long.is_empty(), "split these files:\n{}", long.join("\n"));
+}
+
+#[test]
+fn test_lines_are_not_counted() {
+    let text = "fn a() {}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn t() {}\n}\n";
+    assert_eq!(non_test_lines(text), 2);
+    assert_eq!(non_test_lines("fn a() {}\nfn b() {}\n"), 2);
+}

@@ -9,23 +9,23 @@
 //! [`Quoted`] also quotes it, [`Redacted`] keeps a URL's login out of one,
 //! and [`Repeats`] folds a flood of identical lines into a count.
 
+mod fields;
+
 use std::borrow::Cow;
 use std::ffi::CString;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::io::{self, IsTerminal, Write};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
+use self::fields::Fields;
 use crate::common::lock;
 use lru::LruCache;
-use tracing::field::{Field, Visit};
 use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::field::{RecordFields, VisitOutput};
-use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
-use tracing_subscriber::fmt::{FormatFields, MakeWriter};
+use tracing_subscriber::fmt::MakeWriter;
 
 /// Where log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,122 +128,6 @@ pub fn init(target: Target) {
     };
 }
 
-/// The fmt layer's fields: tracing-subscriber's own (`DefaultFields`),
-/// but the message, which it rids of terminal escapes (ESC, BEL, BS, FF,
-/// DEL and the C1 controls written as escapes) a character at a time,
-/// rid of them the same way a run of bytes at a time: a decision line
-/// holds a request's values, up to kilobytes of them. The same output,
-/// byte for byte.
-struct Fields;
-
-impl<'w> FormatFields<'w> for Fields {
-    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut visitor = FieldsVisitor {
-            writer,
-            is_empty: true,
-            result: Ok(()),
-        };
-        fields.record(&mut visitor);
-        visitor.result
-    }
-}
-
-/// [`Fields`]' visitor: `DefaultVisitor`'s, the message written here.
-struct FieldsVisitor<'w> {
-    writer: Writer<'w>,
-    /// Nothing written yet (no space before the next field).
-    is_empty: bool,
-    result: fmt::Result,
-}
-
-impl FieldsVisitor<'_> {
-    /// A field other than the message, as tracing-subscriber writes it.
-    fn other(&mut self, field: &Field, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
-        if self.result.is_err() {
-            return;
-        }
-        let mut visitor = DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
-        record(&mut visitor);
-        self.result = visitor.finish();
-        // tracing-log's metadata fields are not written.
-        if !field.name().starts_with("log.") {
-            self.is_empty = false;
-        }
-    }
-
-    /// The message, after a space if a field came before it.
-    fn message(&mut self, value: &dyn fmt::Debug) {
-        if self.result.is_err() {
-            return;
-        }
-        if !self.is_empty {
-            // As DefaultVisitor, the result is the message's write's.
-            let _ = self.writer.write_str(" ");
-        }
-        self.is_empty = false;
-        self.result = if self.writer.sanitizes_ansi_escapes() {
-            write!(Sanitizing(&mut self.writer), "{value:?}")
-        } else {
-            write!(self.writer, "{value:?}")
-        };
-    }
-}
-
-impl Visit for FieldsVisitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.message(&format_args!("{value}"));
-        } else {
-            self.other(field, |v| v.record_str(field, value));
-        }
-    }
-
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.other(field, |v| v.record_error(field, value));
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" {
-            self.message(value);
-        } else {
-            self.other(field, |v| v.record_debug(field, value));
-        }
-    }
-}
-
-/// Writes text as tracing-subscriber's sanitising writer does: ESC, BEL,
-/// BS, FF and DEL as `\x1b` ..., a C1 control (U+0080..U+009F) as
-/// `\u{85}`; the runs between them whole.
-struct Sanitizing<'a, 'w>(&'a mut Writer<'w>);
-
-impl fmt::Write for Sanitizing<'_, '_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let bytes = s.as_bytes();
-        let mut run = 0;
-        let mut i = skip_plain(bytes, 0);
-        while i < bytes.len() {
-            let b = bytes[i];
-            // A C1 control is U+0080..U+009F: 0xc2 and a second byte of
-            // 0x80..=0x9f in UTF-8.
-            let c1 = b == 0xc2 && matches!(bytes.get(i + 1), Some(&(0x80..=0x9f)));
-            if !c1 && !matches!(b, 0x07 | 0x08 | 0x0c | 0x1b | 0x7f) {
-                i = skip_plain(bytes, i + 1);
-                continue;
-            }
-            self.0.write_str(&s[run..i])?;
-            if c1 {
-                write!(self.0, "\\u{{{:x}}}", bytes[i + 1])?;
-                i += 2;
-            } else {
-                write!(self.0, "\\x{b:02x}")?;
-                i += 1;
-            }
-            run = i;
-        }
-        self.0.write_str(&s[run..])
-    }
-}
-
 /// Whether `c` could forge or hide part of a log line: control characters
 /// (CR, LF, VT, ESC, NEL ...), the Unicode line and paragraph separators,
 /// and the bidirectional formatting characters that reorder what a reader
@@ -319,7 +203,7 @@ fn next_to_escape(text: &str) -> Option<usize> {
 
 /// The first index from `i` (on) where eight bytes of plain ASCII (see
 /// [`plain_word`]) do not follow.
-fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
+pub(super) fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
     while i + 8 <= bytes.len() {
         // Indexed byte by byte, not sliced: in the debug build a slice
         // costs more calls than the check itself.
@@ -605,6 +489,7 @@ impl Drop for SyslogLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracing_subscriber::fmt::FormatFields;
 
     #[test]
     fn escapes_what_could_forge_a_line() {

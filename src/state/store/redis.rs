@@ -24,8 +24,9 @@ use super::rate::{self, Hold, RateKey, RateParams};
 use super::redis_connect::Link;
 use super::{Limits, StoreError};
 
-/// Stale index entries a script removes per call: more than the one a call
-/// adds, so the indexes keep up, at a bounded cost per script.
+/// Stale index entries a script removes from an index it adds to (the
+/// greylist script: or compares with its budget): more than the one a
+/// call adds, so the indexes keep up, at a bounded cost per script.
 pub const INDEX_TRIM: u64 = 100;
 
 /// greylist::decide in Lua, with rpol's budgets. KEYS: triplet, client,
@@ -51,14 +52,25 @@ local net, hex, ip, prefix = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local max_t, max_net, max_c, trim =
   tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 local info = ARGV[15]
+-- Stale index entries (an unconfirmed triplet first seen beyond the retry
+-- window, which starts over; a passed triplet or a client not written for
+-- max_age, whose record has expired) go, `trim` at most, from an index
+-- before it is compared with its budget and before it is added to, so
+-- they go faster than they come; once a call. Returns how many went.
+local trimmed = {}
 local function trim_before(key, cutoff)
+  if trimmed[key] then return 0 end
+  trimmed[key] = true
   local old = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. cutoff, 'LIMIT', 0, trim)
   if #old > 0 then redis.call('ZREM', key, unpack(old)) end
+  return #old
 end
--- An unconfirmed triplet first seen beyond the retry window starts over.
-trim_before(KEYS[3], now - retry)
-trim_before(KEYS[5], now - max_age)
-trim_before(KEYS[6], now - max_age)
+-- An index expires max_age after its last addition: by then every record
+-- it names has expired.
+local function index(key, score, member)
+  redis.call('ZADD', key, score, member)
+  redis.call('EXPIRE', key, max_age)
+end
 local function parse(v)
   if not v then return nil end
   local a, b = string.match(v, '^(%d+),(%d+)')
@@ -84,17 +96,38 @@ local function put_triplet(first, old_first, ttl)
   redis.call('SET', KEYS[1], string.format('%d,%d,%d,', first, now, seen) .. text, 'EX', ttl)
 end
 local function put_client(count)
+  trim_before(KEYS[6], now - max_age)
   if count == 1 and redis.call('ZSCORE', KEYS[6], ip) == false
      and redis.call('ZCARD', KEYS[6]) >= max_c then
     return false
   end
   put(KEYS[2], count, now, max_age)
-  redis.call('ZADD', KEYS[6], now, ip)
+  index(KEYS[6], now, ip)
   return true
 end
 local function evict(ohex, onet)
   redis.call('DEL', prefix .. 'greylist:' .. ohex)
   if onet then redis.call('ZREM', prefix .. 'greylist:net:' .. onet, ohex) end
+end
+-- Room for one more triplet: false when the store is full and holds no
+-- indexed triplet to make room. The oldest unconfirmed triplet makes
+-- room, else the least recently seen passed one: one sender waits once
+-- more, not every new one.
+local function make_room()
+  local n = redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[5])
+  if n < max_t then return true end
+  n = n - trim_before(KEYS[3], now - retry) - trim_before(KEYS[5], now - max_age)
+  if n < max_t then return true end
+  local oldest = redis.call('ZPOPMIN', KEYS[3])
+  if #oldest > 0 then
+    local onet, ohex = string.match(oldest[1], '^(%S+) (%x+)$')
+    if ohex then evict(ohex, onet) end
+    return true
+  end
+  oldest = redis.call('ZPOPMIN', KEYS[5])
+  if #oldest == 0 then return false end
+  evict(oldest[1])
+  return true
 end
 local function run()
   local ccount, clast = record(KEYS[2])
@@ -122,10 +155,19 @@ local function run()
   if first > now then first = now end
   local waited = now - first
   local pending = waited < delay
+  -- The index this call adds to.
+  if pending then
+    trim_before(KEYS[3], now - retry)
+  else
+    trim_before(KEYS[5], now - max_age)
+  end
   local room = false
   if not exists and pending then
-    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - retry))
-    if redis.call('ZCARD', KEYS[4]) >= max_net then
+    local n = redis.call('ZCARD', KEYS[4])
+    if n >= max_net then
+      n = n - redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - retry))
+    end
+    if n >= max_net then
       -- The network's own oldest unconfirmed triplet makes room.
       local oldest = redis.call('ZPOPMIN', KEYS[4])
       if #oldest == 0 then return {5, delay - waited, 1} end
@@ -134,28 +176,15 @@ local function run()
       room = true
     end
   end
-  if not exists and not room
-     and redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[5]) >= max_t then
-    -- The oldest unconfirmed triplet makes room, else the least recently
-    -- seen passed one: one sender waits once more, not every new one.
-    local oldest = redis.call('ZPOPMIN', KEYS[3])
-    if #oldest > 0 then
-      local onet, ohex = string.match(oldest[1], '^(%S+) (%x+)$')
-      if ohex then evict(ohex, onet) end
-    else
-      oldest = redis.call('ZPOPMIN', KEYS[5])
-      if #oldest == 0 then
-        if pending then return {5, delay - waited, 2} end
-        return {3, waited, 0}
-      end
-      evict(oldest[1])
-    end
+  if not exists and not room and not make_room() then
+    if pending then return {5, delay - waited, 2} end
+    return {3, waited, 0}
   end
   local member = net .. ' ' .. hex
   if pending then
     -- Not passed yet: useless once the retry window is over.
     put_triplet(first, old_first, math.min(max_age, retry + 1))
-    redis.call('ZADD', KEYS[3], first, member)
+    index(KEYS[3], first, member)
     redis.call('ZADD', KEYS[4], first, hex)
     redis.call('EXPIRE', KEYS[4], retry + 1)
     redis.call('ZREM', KEYS[5], hex)
@@ -166,7 +195,7 @@ local function run()
   put_triplet(first, old_first, max_age)
   redis.call('ZREM', KEYS[3], member)
   redis.call('ZREM', KEYS[4], hex)
-  redis.call('ZADD', KEYS[5], now, hex)
+  index(KEYS[5], now, hex)
   if known then return {4, 0, 0} end
   local whitelisted = 0
   if awl > 0 and ((not ccount) or now >= clast + every) then
@@ -175,11 +204,7 @@ local function run()
   end
   return {3, waited, whitelisted}
 end
-local answer = run()
--- The indexes expire once nothing is written for max_age; set after the
--- writes, so an index made by this call has its expiry too.
-for _, k in ipairs({KEYS[3], KEYS[5], KEYS[6]}) do redis.call('EXPIRE', k, max_age) end
-return answer
+return run()
 "#;
 
 pub struct RedisStore {

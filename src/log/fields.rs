@@ -3,10 +3,10 @@
 
 use std::fmt::{self, Write as _};
 
+use super::skip_plain;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::{RecordFields, VisitOutput};
 use tracing_subscriber::fmt::FormatFields;
-use super::skip_plain;
 use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 
 /// The fmt layer's fields: tracing-subscriber's own (`DefaultFields`),

@@ -220,18 +220,8 @@ impl Resolver {
                 counter.fetch_add(1, Ordering::Relaxed);
                 Ok((key, rx))
             } else {
-                let (tx, rx) = watch::channel(None);
-                let query = InFlight {
-                    rx: rx.clone(),
-                    prefetched: false,
-                };
-                st.inflight.insert(key.clone(), query);
-                drop(st);
+                let rx = self.start_query(st, key.clone(), false);
                 self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
-                // The query runs as its own task so that a caller dropping
-                // its future (client gone, timeout) cannot strand the
-                // callers that joined it.
-                tokio::spawn(run_query(self.inner.clone(), key.clone(), tx));
                 Ok((key, rx))
             }
         });
@@ -264,22 +254,36 @@ impl Resolver {
     pub fn prefetch(&self, name: &str, kind: RecordKind) -> bool {
         let now = Instant::now();
         with_probe(name, kind, |probe| {
-            let mut st = lock(&self.inner.state);
+            let st = lock(&self.inner.state);
             let cached = st.expires(probe).is_some_and(|expires| expires > now);
             if cached || st.inflight.contains_key(probe) {
                 return false;
             }
-            let key = Key::from_probe(probe);
-            let (tx, rx) = watch::channel(None);
-            let query = InFlight {
-                rx,
-                prefetched: true,
-            };
-            st.inflight.insert(key.clone(), query);
-            drop(st);
-            tokio::spawn(run_query(self.inner.clone(), key, tx));
+            self.start_query(st, Key::from_probe(probe), true);
             true
         })
+    }
+
+    /// Enters `key`'s query in the in-flight table (held locked in `st`,
+    /// released here) and starts it; returns where its outcome appears.
+    /// The query runs as its own task so that a caller dropping its
+    /// future (client gone, timeout) cannot strand the callers that
+    /// joined it.
+    fn start_query(
+        &self,
+        mut st: std::sync::MutexGuard<'_, CacheState>,
+        key: Key,
+        prefetched: bool,
+    ) -> watch::Receiver<Option<Outcome>> {
+        let (tx, rx) = watch::channel(None);
+        let query = InFlight {
+            rx: rx.clone(),
+            prefetched,
+        };
+        st.inflight.insert(key.clone(), query);
+        drop(st);
+        tokio::spawn(run_query(self.inner.clone(), key, tx));
+        rx
     }
 
     /// How much longer the cache keeps its answer for `name` and `kind`,
